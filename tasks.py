@@ -1,0 +1,5 @@
+"""Root collection for `inv` in this repository: the same tasks the `tfrig` command serves."""
+
+from tfrig.collection import ns
+
+__all__ = ["ns"]

@@ -1,0 +1,223 @@
+"""Shared fixtures: the real parts (Docker engine, registry, sshd hosts) and how to run tfrig."""
+
+from __future__ import annotations
+
+import os
+import re
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+FIXTURES = ROOT.parent / "shared" / "fixtures" / "nvidia-smi"
+IN_CI = os.environ.get("CI") == "true"
+
+
+def missing(reason: str) -> None:
+    """A real part is missing: a failure in CI, a skip with the reason elsewhere."""
+    if IN_CI:
+        pytest.fail(f"real part missing in CI: {reason}", pytrace=False)
+    pytest.skip(reason)
+
+
+@pytest.fixture(autouse=True)
+def state_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    folder = tmp_path / "state"
+    monkeypatch.setenv("TFRIG_STATE_DIR", str(folder))
+    return folder
+
+
+@dataclass
+class Outcome:
+    code: int
+    out: str
+    err: str
+
+    @property
+    def text(self) -> str:
+        return self.out + self.err
+
+
+def run_cli(*argv: str, env: dict[str, str] | None = None, cwd: Path | None = None, timeout: float = 600) -> Outcome:
+    """Run `tfrig ARGV` as a user would: a new process, no stdin, no terminal."""
+    full_env = {**os.environ, **(env or {})}
+    proc = subprocess.run(
+        [sys.executable, "-m", "tfrig", *argv],
+        stdin=subprocess.DEVNULL,
+        capture_output=True,
+        text=True,
+        env=full_env,
+        cwd=cwd or ROOT,
+        timeout=timeout,
+    )
+    return Outcome(proc.returncode, proc.stdout, proc.stderr)
+
+
+@pytest.fixture
+def tfrig(state_dir: Path) -> Any:
+    return run_cli
+
+
+# --- Docker engine -------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="session")
+def docker_client() -> Any:
+    import docker
+
+    try:
+        client = docker.from_env()
+        client.ping()
+    except Exception as exc:
+        missing(f"no Docker engine answers ({exc}); start one as .ci/run does")
+    return client
+
+
+def need_image(client: Any, name: str) -> None:
+    import docker.errors
+
+    try:
+        client.images.get(name)
+    except docker.errors.ImageNotFound:
+        missing(f"image {name} is missing; make it with tests/testbed/images.sh")
+
+
+@pytest.fixture(scope="session")
+def busybox(docker_client: Any) -> str:
+    need_image(docker_client, "local/busybox")
+    return "local/busybox"
+
+
+def free_port(address: str = "127.0.0.1") -> int:
+    with socket.socket() as sock:
+        sock.bind((address, 0))
+        return int(sock.getsockname()[1])
+
+
+def wait_for(check: Any, timeout: float, what: str) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            if check():
+                return
+        except OSError:
+            pass
+        time.sleep(0.2)
+    raise TimeoutError(f"{what} not ready after {timeout} s")
+
+
+@pytest.fixture(scope="session")
+def registry(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """A real distribution registry on a loopback port, with filesystem storage in a temp folder."""
+    import shutil
+    import urllib.request
+
+    binary = shutil.which("docker-registry")
+    if not binary:
+        missing("docker-registry is not installed (apt-get install docker-registry)")
+    folder = tmp_path_factory.mktemp("registry")
+    port = free_port()
+    config = folder / "config.yml"
+    config.write_text(
+        "version: 0.1\n"
+        "log: {level: warn}\n"
+        f"storage: {{filesystem: {{rootdirectory: {folder / 'data'}}}}}\n"
+        f"http: {{addr: '127.0.0.1:{port}'}}\n"
+    )
+    proc = subprocess.Popen([str(binary), "serve", str(config)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        wait_for(
+            lambda: urllib.request.urlopen(f"http://127.0.0.1:{port}/v2/").status == 200,
+            20,
+            "registry",
+        )
+        yield f"127.0.0.1:{port}"
+    finally:
+        proc.terminate()
+        proc.wait(10)
+
+
+# --- SSH hosts -----------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="session")
+def ssh_key(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    folder = tmp_path_factory.mktemp("ssh")
+    key = folder / "id_ed25519"
+    subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(key)], check=True)
+    return key
+
+
+@dataclass
+class SshHost:
+    """A Debian container with sshd, reached through a port published on its own loopback address."""
+
+    container: Any
+    address: str
+    port: int
+    key: Path
+
+    def spec(self, user: str = "tfrig") -> str:
+        return f"{user}@{self.address}:{self.port}"
+
+    def exec(self, command: str) -> tuple[int, str]:
+        code, output = self.container.exec_run(["sh", "-c", command])
+        return int(code), output.decode(errors="replace")
+
+    def wait_for_ssh(self, timeout: float = 30) -> None:
+        def banner() -> bool:
+            with socket.create_connection((self.address, self.port), timeout=1) as sock:
+                return sock.recv(4).startswith(b"SSH-")
+
+        wait_for(banner, timeout, f"sshd on {self.address}:{self.port}")
+
+
+_next_loopback = iter(range(20, 250))
+
+
+@pytest.fixture(scope="session")
+def sshd_factory(docker_client: Any, ssh_key: Path) -> Iterator[Any]:
+    need_image(docker_client, "local/tfrig-sshd")
+    started: list[Any] = []
+
+    def start(port: int = 22, **options: Any) -> SshHost:
+        address = f"127.0.0.{next(_next_loopback)}"
+        container = docker_client.containers.run(
+            "local/tfrig-sshd",
+            detach=True,
+            ports={"22/tcp": (address, port)},
+            volumes={str(ssh_key) + ".pub": {"bind": "/etc/ssh/tfrig_keys", "mode": "ro"}},
+            labels={"tfrig-test": "sshd"},
+            **options,
+        )
+        started.append(container)
+        host = SshHost(container, address, port, ssh_key)
+        host.wait_for_ssh()
+        return host
+
+    yield start
+    for container in started:
+        container.remove(force=True)
+
+
+@pytest.fixture
+def ssh_env(ssh_key: Path) -> dict[str, str]:
+    """Settings that make tfrig use the test key."""
+    return {"INVOKE_TFRIG_SSH_KEY": str(ssh_key)}
+
+
+def json_of(text: str) -> Any:
+    import json
+
+    return json.loads(text)
+
+
+def squash(text: str) -> str:
+    return re.sub(r"\s+", " ", text)

@@ -1,0 +1,46 @@
+#!/usr/bin/env bash
+# Make the local images the tests use (no registry on the internet here):
+#   local/busybox           a tiny image from the host's busybox
+#   local/debian:bookworm   debootstrap minbase, cached as a tarball
+#   local/tfrig-sshd        Debian with sshd (tests/testbed/sshd.Dockerfile), cached with docker save
+# The cache lives outside the clone (TFRIG_CI_CACHE, default /var/cache/tfrig-ci); a missing cache
+# is rebuilt, never required.
+set -euo pipefail
+here=$(cd "$(dirname "$0")" && pwd)
+cache=${TFRIG_CI_CACHE:-/var/cache/tfrig-ci}
+mirror=${DEBIAN_MIRROR:-$(sed -n 's/^URIs: *//p' /etc/apt/sources.list.d/debian.sources 2>/dev/null | head -n1)}
+mirror=${mirror:-http://deb.debian.org/debian}
+mkdir -p "$cache"
+
+if ! docker image inspect local/busybox >/dev/null 2>&1; then
+  tmp=$(mktemp -d)
+  mkdir -p "$tmp/bin"
+  cp /bin/busybox "$tmp/bin/busybox"
+  for tool in sh echo cat sleep ls env id true false; do ln -s busybox "$tmp/bin/$tool"; done
+  tar -C "$tmp" -c . | docker import -c 'ENV PATH=/bin' - local/busybox >/dev/null
+  rm -rf "$tmp"
+fi
+
+if ! docker image inspect local/debian:bookworm >/dev/null 2>&1; then
+  tarball="$cache/debian-bookworm-minbase.tar"
+  if [ ! -s "$tarball" ]; then
+    rootfs=$(mktemp -d)
+    debootstrap --variant=minbase bookworm "$rootfs" "$mirror" >"$cache/debootstrap.log" 2>&1 \
+      || { tail -20 "$cache/debootstrap.log"; exit 1; }
+    tar -C "$rootfs" -c . >"$tarball.part" && mv "$tarball.part" "$tarball"
+    rm -rf "$rootfs"
+  fi
+  docker import - local/debian:bookworm <"$tarball" >/dev/null
+fi
+
+if ! docker image inspect local/tfrig-sshd >/dev/null 2>&1; then
+  key=$(sha256sum "$here/sshd.Dockerfile" | cut -c1-16)
+  saved="$cache/tfrig-sshd-$key.tar"
+  if [ -s "$saved" ]; then
+    docker load -i "$saved" >/dev/null
+  else
+    docker build -q -t local/tfrig-sshd -f "$here/sshd.Dockerfile" "$here" >/dev/null
+    docker save local/tfrig-sshd -o "$saved.part" && mv "$saved.part" "$saved"
+  fi
+fi
+docker images --format '{{.Repository}}:{{.Tag}} {{.Size}}' | grep '^local/'

@@ -1,0 +1,3 @@
+from tfrig.cli import main
+
+main()

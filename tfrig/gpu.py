@@ -1,0 +1,111 @@
+"""gpu: what GPUs a target has, whether TensorFlow can use them, and why not."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from invoke import Collection, task
+from invoke.exceptions import Exit
+
+from tfrig import nvsmi
+from tfrig.host import Host
+from tfrig.runner import on_targets
+from tfrig.ui import print_json
+
+CHECK_HELP = {
+    "input": (
+        "diagnose a saved capture instead of a host: the nvidia-smi table, -L, -q, -q -x XML, or a "
+        "--query-gpu CSV (with a header in any field order; without one only in tfrig's order: "
+        + ",".join(nvsmi.QUERY_FIELDS)
+        + ")"
+    ),
+    "hosts": "user@host:port[,...] to check (default: the run's target, tfrig.hosts, or here)",
+    "json": "print only JSON on stdout",
+}
+
+
+def read_gpus(host: Host) -> nvsmi.Report:
+    """The target's GPUs from nvidia-smi (query CSV first, the table as fallback), else why not."""
+    facts = host.probe({"query": nvsmi.QUERY_COMMAND, "table": "nvidia-smi", "pci": nvsmi.PCI_PROBE})
+    query, table = facts["query"], facts["table"]
+    if query.ok and query.out.strip():
+        report = nvsmi.parse_csv(query.out)
+        if table.ok:
+            report.cuda = nvsmi.parse_table(table.out).cuda
+        return report
+    if table.ok:
+        # Drivers whose query fields differ (compute_cap is recent) still print the table.
+        return nvsmi.parse_table(table.out)
+    on_bus = nvsmi.nvidia_on_pci(facts["pci"].out)
+    if not on_bus:
+        return nvsmi.Report(
+            diagnosis="no NVIDIA GPU on the PCI bus: this host has no GPU attached",
+            fix="use a host with a GPU (on Compute Engine: inv gcp.create --gpu TYPE)",
+        )
+    report = nvsmi.diagnose_failure(table.out, table.rc)
+    report.diagnosis = f"{report.diagnosis} (NVIDIA device on the bus: {', '.join(on_bus)})"
+    return report
+
+
+def describe(report: nvsmi.Report) -> list[str]:
+    lines = []
+    for gpu in report.gpus:
+        memory = f"{gpu.memory_mib} MiB" if gpu.memory_mib is not None else "memory unknown"
+        capability = (
+            f"compute capability {gpu.compute_capability}" if gpu.compute_capability else "compute capability unknown"
+        )
+        tf = {
+            True: "TensorFlow can use it",
+            False: "TensorFlow can't use it",
+            None: "TensorFlow support unknown",
+        }[gpu.tf_supported]
+        lines.append(f"GPU {gpu.index}: {gpu.name}, {memory}, {capability}; {tf}")
+    if report.driver:
+        lines.append(f"driver {report.driver}" + (f", supports CUDA up to {report.cuda}" if report.cuda else ""))
+    if report.diagnosis:
+        lines.append(f"diagnosis: {report.diagnosis}")
+        lines.append(f"fix: {report.fix}")
+    return lines
+
+
+@task(help=CHECK_HELP)
+def check(c, input=None, hosts=None, json=False):
+    """Show the target's GPUs, driver and CUDA, and whether TensorFlow can use them."""
+    if input:
+        try:
+            text = Path(input).read_text(errors="replace")
+        except OSError as exc:
+            raise Exit(f"--input {input}: {exc.strerror}.") from None
+        try:
+            report = nvsmi.parse_capture(text)
+        except nvsmi.CaptureError as exc:
+            raise Exit(f"--input {input}: {exc}.") from None
+        if json:
+            print_json(report.as_dict())
+        else:
+            print("\n".join(describe(report)))
+        if report.diagnosis:
+            raise Exit(code=1)
+        return
+
+    def work(host: Host) -> dict[str, Any]:
+        report = read_gpus(host)
+        if not json:
+            for line in describe(report):
+                host.say(line)
+        return report.as_dict()
+
+    results = on_targets(
+        c,
+        work,
+        hosts=hosts,
+        json_out=json,
+        summary=lambda r: r["diagnosis"] or ", ".join(g["name"] for g in r["gpus"]),
+    )
+    if any(r.get("diagnosis") for r in results):
+        raise Exit(code=1)
+
+
+ns = Collection("gpu", check)
+ns.configure({"gpu": {}})

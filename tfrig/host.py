@@ -1,0 +1,219 @@
+"""One target as steps see it: facts (read-only, run even under --dry) and changes (skipped under
+--dry, printed instead), both logged per host under the state dir.
+
+A local `invoke.Context` and a Fabric `Connection` share this interface, so a step written once
+serves the laptop and the VM.
+"""
+
+from __future__ import annotations
+
+import datetime
+import io
+import os
+import re
+import shlex
+import sys
+import threading
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, TextIO
+
+from invoke.exceptions import Exit
+
+from tfrig import state
+from tfrig.targets import Target
+
+SCRIPTS = Path(__file__).with_name("scripts")
+
+_FACT_MARK = "@@tfrig-fact"
+_RC_MARK = "@@tfrig-rc"
+_print_lock = threading.Lock()
+
+
+class StepFailed(Exception):
+    """A change on a host failed; the message says what and how to look closer."""
+
+
+@dataclass(frozen=True)
+class Fact:
+    """What one read-only probe printed (stdout and stderr together) and its exit code."""
+
+    rc: int
+    out: str
+
+    @property
+    def ok(self) -> bool:
+        return self.rc == 0
+
+
+def probe_script(commands: Mapping[str, str]) -> str:
+    """One shell script that runs every probe and marks where each one's output begins and ends."""
+    parts = []
+    for name, command in commands.items():
+        parts.append(
+            f"printf '\\n{_FACT_MARK} %s\\n' {shlex.quote(name)}; "
+            f"( {command} ) </dev/null 2>&1; "
+            f"printf '\\n{_RC_MARK} %s %d\\n' {shlex.quote(name)} $?"
+        )
+    return "; ".join(parts)
+
+
+def parse_probe(output: str) -> dict[str, Fact]:
+    """Split the output of `probe_script` back into one Fact per probe."""
+    facts: dict[str, Fact] = {}
+    pattern = re.compile(
+        rf"^{_FACT_MARK} (?P<name>\S+)\n(?P<out>.*?)\n?{_RC_MARK} (?P=name) (?P<rc>\d+)$",
+        re.S | re.M,
+    )
+    for match in pattern.finditer(output):
+        facts[match["name"]] = Fact(rc=int(match["rc"]), out=match["out"].strip("\n"))
+    return facts
+
+
+class Host:
+    """A target with its connection (or local Context), its log and its reporter."""
+
+    def __init__(self, c: Any, target: Target, out: TextIO | None = None) -> None:
+        self.c = c
+        self.target = target
+        self.label = target.label
+        self.out = out or sys.stdout
+        self._log_path = state.log_dir() / (re.sub(r"[^A-Za-z0-9._@-]", "_", self.label) + ".log")
+
+    @property
+    def dry(self) -> bool:
+        return bool(self.c.config.run.dry)
+
+    @property
+    def is_root(self) -> bool:
+        if self.target.is_local:
+            return os.geteuid() == 0
+        return getattr(self.c, "user", None) == "root"
+
+    @property
+    def user(self) -> str:
+        if self.target.is_local:
+            from tfrig.targets import local_user
+
+            return local_user()
+        return str(self.c.user)
+
+    def say(self, message: str) -> None:
+        with _print_lock:
+            print(f"[{self.label}] {message}", file=self.out, flush=True)
+
+    def _log(self, kind: str, command: str, rc: int | None, output: str = "") -> None:
+        self._log_path.parent.mkdir(parents=True, exist_ok=True)
+        stamp = datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
+        with open(self._log_path, "a") as log:
+            log.write(f"{stamp} {kind} rc={rc} $ {command}\n")
+            if output:
+                log.write("".join(f"    {line}\n" for line in output.rstrip("\n").splitlines()[-200:]))
+
+    def _run(self, command: str, *, sudo: bool, **kwargs: Any) -> Any:
+        options = {"hide": True, "warn": True, "in_stream": False, **kwargs}
+        if sudo and not self.is_root:
+            return self.c.sudo(command, **options)
+        return self.c.run(command, **options)
+
+    def fact(self, command: str, *, sudo: bool = False) -> Fact:
+        """Run a read-only probe, for real even under --dry."""
+        result = self._run(command, sudo=sudo, dry=False)
+        self._log("fact", command, result.exited, result.stdout + result.stderr)
+        return Fact(rc=result.exited, out=(result.stdout + result.stderr).strip("\n"))
+
+    def probe(self, commands: Mapping[str, str], *, sudo: bool = False) -> dict[str, Fact]:
+        """Several read-only probes in one round trip."""
+        script = probe_script(commands)
+        result = self._run(f"sh -c {shlex.quote(script)}", sudo=sudo, dry=False)
+        self._log("probe", ", ".join(commands), result.exited, result.stdout)
+        facts = parse_probe(result.stdout)
+        missing = set(commands) - set(facts)
+        if missing:
+            raise StepFailed(
+                f"{self.label}: the probe did not answer ({result.stderr.strip() or 'no output'}); see {self._log_path}"
+            )
+        return facts
+
+    def change(self, command: str, *, sudo: bool = False, what: str | None = None) -> str:
+        """Run a command that changes the host; under --dry print it instead. Returns stdout."""
+        if self.dry:
+            self.say(f"would run: {'sudo ' if sudo and not self.is_root else ''}{what or command}")
+            return ""
+        result = self._run(command, sudo=sudo)
+        self._log("change", command, result.exited, result.stdout + result.stderr)
+        if result.failed:
+            tail = "\n".join((result.stderr or result.stdout).strip().splitlines()[-5:])
+            raise StepFailed(
+                f"{what or command.splitlines()[0][:120]} failed (exit {result.exited}): {tail}\n"
+                f"Full log: {self._log_path}"
+            )
+        return str(result.stdout)
+
+    def script(self, name: str, env: Mapping[str, str], *, sudo: bool = True) -> str:
+        """Run one of tfrig's host scripts (scripts/NAME) with parameters in its environment."""
+        body = (SCRIPTS / name).read_text()
+        assignments = " ".join(f"{key}={shlex.quote(value)}" for key, value in env.items())
+        command = f"env {assignments} bash -c {shlex.quote(body)} {shlex.quote(name)}"
+        return self.change(command, sudo=sudo, what=f"{assignments} scripts/{name}".strip())
+
+    def put(self, data: str, remote_path: str, *, mode: str = "0644", sudo: bool = False) -> None:
+        """Write `data` to a file on the host (Fabric's put ignores --dry, so this guards it)."""
+        if self.dry:
+            self.say(f"would write {remote_path} ({len(data)} bytes, mode {mode})")
+            return
+        quoted = shlex.quote(remote_path)
+        command = f"install -m {mode} /dev/stdin {quoted}"
+        result = self._run(command, sudo=sudo, in_stream=io.StringIO(data))
+        self._log("put", command, result.exited, result.stderr)
+        if result.failed:
+            raise StepFailed(f"writing {remote_path} failed: {result.stderr.strip()}")
+
+
+def shell_path(path: str) -> str:
+    """Quote a path for the shell, leaving a leading `~/` to expand to the target user's home."""
+    if path == "~" or path.startswith("~/"):
+        return '"$HOME"' + (shlex.quote(path[1:]) if len(path) > 1 else "")
+    return shlex.quote(path)
+
+
+def connect(c: Any, target: Target) -> Any:
+    """A Context for the local target, a Fabric Connection (carrying --dry and sudo config) else."""
+    if target.is_local:
+        return c
+    from fabric import Connection
+
+    tfrig_config = c.config.get("tfrig", {})
+    key = target.key_filename or tfrig_config.get("ssh_key") or None
+    connect_kwargs: dict[str, Any] = {}
+    if key:
+        connect_kwargs["key_filename"] = os.path.expanduser(key)
+    return Connection(
+        target.host,
+        user=target.user,
+        port=target.port,
+        config=c.config,
+        connect_timeout=int(tfrig_config.get("connect_timeout", 15)),
+        connect_kwargs=connect_kwargs,
+    )
+
+
+def describe_error(exc: BaseException) -> str:
+    """One line for an error raised while working on a host."""
+    if isinstance(exc, Exit):
+        return str(exc.message or f"exited {exc.code}")
+    if isinstance(exc, StepFailed):
+        return str(exc)
+    import socket
+
+    if isinstance(exc, (socket.timeout, TimeoutError)):
+        return "timed out connecting; is the host up and port 22 open?"
+    if isinstance(exc, ConnectionRefusedError | OSError) and not type(exc).__module__.startswith("paramiko"):
+        return f"can't connect: {exc.strerror or exc}"
+    name = type(exc).__name__
+    if name == "AuthenticationException":
+        return "SSH authentication failed; check the user and key (tfrig.ssh_key or ~/.ssh/config)."
+    if name == "NoValidConnectionsError":
+        return f"can't connect: {exc}"
+    return f"{name}: {exc}"

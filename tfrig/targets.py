@@ -1,0 +1,124 @@
+"""Where a step runs: hosts from the task's flag, a VM by name, the run's carried target, config, or here.
+
+A target chosen by one task carries on to the later tasks of the same `inv` run (they share one
+Config object); it is never remembered across runs.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import weakref
+from dataclasses import dataclass, field
+from typing import Any
+
+from invoke.exceptions import Exit
+
+from tfrig import state
+
+_HOST_SPEC = re.compile(
+    r"^(?:(?P<user>[A-Za-z0-9._-]+)@)?(?P<host>[A-Za-z0-9._-]+|\[[0-9a-fA-F:]+\])(?::(?P<port>\d{1,5}))?$"
+)
+
+
+@dataclass(frozen=True)
+class Target:
+    """One place to run steps. `host` is None for the local machine."""
+
+    label: str
+    host: str | None = None
+    user: str | None = None
+    port: int | None = None
+    key_filename: str | None = None
+    vm: dict[str, Any] | None = field(default=None, compare=False)
+
+    @property
+    def is_local(self) -> bool:
+        return self.host is None
+
+
+LOCAL = Target(label="local")
+
+# Targets carried within one run, keyed by the id of the run's Config (freed with it).
+_carried: dict[int, list[Target]] = {}
+
+
+def parse_hosts(spec: str) -> list[Target]:
+    """`user@host:port,alias` → targets; ssh-config aliases are resolved later by Fabric."""
+    targets = []
+    for item in (part.strip() for part in spec.split(",")):
+        if not item:
+            continue
+        match = _HOST_SPEC.match(item)
+        if not match:
+            raise Exit(f"'{item}' is not a host; write user@host:port (user and port optional).")
+        port = match["port"]
+        if port is not None and not 0 < int(port) < 65536:
+            raise Exit(f"'{item}': port {port} is out of range 1-65535.")
+        targets.append(
+            Target(
+                label=item,
+                host=match["host"].strip("[]"),
+                user=match["user"],
+                port=int(port) if port else None,
+            )
+        )
+    if not targets:
+        raise Exit("--hosts is empty; give user@host:port, comma-separated.")
+    return targets
+
+
+def vm_target(record: dict[str, Any]) -> Target:
+    """The SSH target of a VM that tfrig created (a state record)."""
+    address = record.get("address")
+    if not address:
+        raise Exit(
+            f"VM {record['name']} has no address recorded; start it with `inv gcp.start --name {record['name']}`."
+        )
+    return Target(
+        label=record["name"],
+        host=address,
+        user=record.get("user"),
+        port=record.get("port"),
+        key_filename=record.get("ssh_key"),
+        vm=record,
+    )
+
+
+def carry(config: Any, targets: list[Target]) -> None:
+    """Make `targets` the default for the rest of this run."""
+    key = id(config)
+    if key not in _carried:
+        weakref.finalize(config, _carried.pop, key, None)
+    _carried[key] = list(targets)
+
+
+def carried(config: Any) -> list[Target] | None:
+    return _carried.get(id(config))
+
+
+def resolve(c: Any, hosts: str | None = None, name: str | None = None) -> list[Target]:
+    """The targets of a task, in the order DESIGN.md gives; sets the run's carried target."""
+    if hosts and name:
+        raise Exit("Give --hosts or --name, not both.")
+    if hosts:
+        targets = parse_hosts(hosts)
+    elif name:
+        record = state.find_vm(name)
+        if record is None:
+            raise Exit(f"No VM named {name} in tfrig's state; `inv gcp.list` shows the ones it knows.")
+        targets = [vm_target(record)]
+    else:
+        found = carried(c.config)
+        if found is not None:
+            return found
+        configured = c.config.get("tfrig", {}).get("hosts") or ""
+        targets = parse_hosts(configured) if configured.strip() else [LOCAL]
+    carry(c.config, targets)
+    return targets
+
+
+def local_user() -> str:
+    import getpass
+
+    return os.environ.get("SUDO_USER") or getpass.getuser()

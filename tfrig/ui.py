@@ -1,0 +1,53 @@
+"""Talking to the user: questions, tables, JSON. Rich is imported only where a table is drawn."""
+
+from __future__ import annotations
+
+import json
+import sys
+from collections.abc import Sequence
+from typing import Any, TextIO
+
+from invoke.exceptions import Exit
+
+
+def info_stream(json_out: bool) -> TextIO:
+    """Human lines go to stderr when stdout must carry only JSON."""
+    return sys.stderr if json_out else sys.stdout
+
+
+def print_json(data: Any) -> None:
+    json.dump(data, sys.stdout, indent=2, default=str)
+    sys.stdout.write("\n")
+    sys.stdout.flush()
+
+
+def confirm(question: str, yes: bool) -> None:
+    """Ask before destroying something; `--yes` skips, no terminal without `--yes` stops."""
+    if yes:
+        return
+    if not sys.stdin.isatty():
+        raise Exit(f"{question} Not asking without a terminal: pass --yes to go ahead.")
+    answer = input(f"{question} [y/N] ").strip().lower()
+    if answer not in ("y", "yes"):
+        raise Exit("Nothing changed.", code=1)
+
+
+def table(headers: Sequence[str], rows: Sequence[Sequence[Any]], out: TextIO | None = None) -> None:
+    """A table: drawn with rich on a terminal, plain tab-separated columns elsewhere."""
+    out = out or sys.stdout
+    cells = [["" if value is None else str(value) for value in row] for row in rows]
+    if out.isatty():
+        from rich.console import Console
+        from rich.table import Table
+
+        drawn = Table(*headers)
+        for row in cells:
+            drawn.add_row(*row)
+        Console(file=out).print(drawn)
+        return
+    widths = [max(len(str(h)), *(len(r[i]) for r in cells)) for i, h in enumerate(headers)]
+    for row in [list(headers), *cells]:
+        print(
+            "  ".join(value.ljust(width) for value, width in zip(row, widths, strict=True)).rstrip(),
+            file=out,
+        )
