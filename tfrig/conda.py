@@ -4,11 +4,12 @@ from __future__ import annotations
 
 from typing import Any
 
-from invoke import Collection, task
+from invoke import Collection
 from invoke.exceptions import Exit
 
 from tfrig.host import Host, shell_path
 from tfrig.runner import on_targets
+from tfrig.taskdef import task
 
 
 def _prefix(c: Any, prefix: str | None) -> str:

@@ -10,13 +10,14 @@ import sys
 import time
 from typing import Any
 
-from invoke import Collection, task
+from invoke import Collection
 from invoke.exceptions import Exit
 
 from tfrig import images as tf_images
 from tfrig import targets
 from tfrig.host import Host
 from tfrig.runner import on_targets
+from tfrig.taskdef import task
 from tfrig.ui import confirm, info_stream, print_json, table
 
 HOSTS_HELP = "user@host:port[,...] to work on (default: the run's target, tfrig.hosts, or here)"

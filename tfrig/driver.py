@@ -4,10 +4,11 @@ from __future__ import annotations
 
 from typing import Any
 
-from invoke import Collection, task
+from invoke import Collection
 
 from tfrig.host import Host
 from tfrig.runner import on_targets
+from tfrig.taskdef import task
 
 STATUS_PROBES = {
     "module": "cat /sys/module/nvidia/version",

@@ -5,12 +5,13 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from invoke import Collection, task
+from invoke import Collection
 from invoke.exceptions import Exit
 
 from tfrig import nvsmi
 from tfrig.host import Host
 from tfrig.runner import on_targets
+from tfrig.taskdef import task
 from tfrig.ui import print_json
 
 CHECK_HELP = {

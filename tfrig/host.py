@@ -79,7 +79,7 @@ class Host:
         self.target = target
         self.label = target.label
         self.out = out or sys.stdout
-        self._log_path = state.log_dir() / (re.sub(r"[^A-Za-z0-9._@-]", "_", self.label) + ".log")
+        self._log_path = state.log_dir() / (re.sub(r"[^A-Za-z0-9._@:-]", "_", self.label) + ".log")
 
     @property
     def dry(self) -> bool:
@@ -155,7 +155,8 @@ class Host:
         """Run one of tfrig's host scripts (scripts/NAME) with parameters in its environment."""
         body = (SCRIPTS / name).read_text()
         assignments = " ".join(f"{key}={shlex.quote(value)}" for key, value in env.items())
-        command = f"env {assignments} bash -c {shlex.quote(body)} {shlex.quote(name)}"
+        prefix = f"env {assignments} " if assignments else ""
+        command = f"{prefix}bash -c {shlex.quote(body)} {shlex.quote(name)}"
         return self.change(command, sudo=sudo, what=f"{assignments} scripts/{name}".strip())
 
     def put(self, data: str, remote_path: str, *, mode: str = "0644", sudo: bool = False) -> None:

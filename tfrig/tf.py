@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
-from invoke import Collection, task
+from invoke import Collection
 
 from tfrig.catalog import compat
+from tfrig.taskdef import task
 from tfrig.ui import print_json, table
 
 

@@ -1,0 +1,114 @@
+"""The step engine: batched probes, dry-run changes, logs, targets and state."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+
+import pytest
+from invoke import Config, Context
+from invoke.exceptions import Exit
+
+from tfrig import state, targets
+from tfrig.host import Host, StepFailed, parse_probe, probe_script, shell_path
+
+
+def local_host(dry: bool = False) -> Host:
+    return Host(Context(Config(overrides={"run": {"dry": dry}})), targets.LOCAL)
+
+
+def test_probe_runs_every_command_in_one_shell_and_splits_the_answers():
+    facts = local_host().probe({"ok": "echo hello; echo world", "fails": "echo oops >&2; exit 3", "empty": "true"})
+    assert facts["ok"].out == "hello\nworld" and facts["ok"].ok
+    assert facts["fails"].rc == 3 and facts["fails"].out == "oops"
+    assert facts["empty"].out == "" and facts["empty"].rc == 0
+
+
+def test_probe_output_parses_back_with_the_real_shell():
+    script = probe_script({"a": "printf 'x\\n\\ny'", "b": "exit 7"})
+    out = subprocess.run(["sh", "-c", script], capture_output=True, text=True).stdout
+    assert {name: (f.rc, f.out) for name, f in parse_probe(out).items()} == {"a": (0, "x\n\ny"), "b": (7, "")}
+
+
+def test_facts_run_under_dry_but_changes_do_not(tmp_path, capsys):
+    marker = tmp_path / "changed"
+    host = local_host(dry=True)
+    assert host.fact("echo real").out == "real"
+    host.change(f"touch {marker}")
+    assert not marker.exists()
+    assert f"[local] would run: touch {marker}" in capsys.readouterr().out
+
+
+def test_a_failed_change_says_what_failed_and_where_the_log_is(state_dir):
+    with pytest.raises(StepFailed) as failure:
+        local_host().change("echo broken >&2; exit 4", what="the broken step")
+    assert "the broken step failed (exit 4): broken" in str(failure.value)
+    log = (state_dir / "logs" / "local.log").read_text()
+    assert "change rc=4 $ echo broken >&2; exit 4" in log
+    assert "    broken" in log
+
+
+def test_put_writes_a_file_and_is_guarded_under_dry(tmp_path, capsys):
+    target = tmp_path / "conf"
+    local_host(dry=True).put("data\n", str(target))
+    assert not target.exists()
+    assert "would write" in capsys.readouterr().out
+    local_host().put("data\n", str(target), mode="0600")
+    assert target.read_text() == "data\n"
+    assert oct(target.stat().st_mode & 0o777) == "0o600"
+
+
+def test_shell_path_keeps_home_expandable():
+    assert shell_path("~/miniconda3") == '"$HOME"/miniconda3'
+    assert shell_path("/opt/a b") == "'/opt/a b'"
+
+
+@pytest.mark.parametrize(
+    ("spec", "expected"),
+    [
+        ("host", [("host", None, None)]),
+        ("alice@10.0.0.5:2222", [("10.0.0.5", "alice", 2222)]),
+        ("a@h1, h2:22", [("h1", "a", None), ("h2", None, 22)]),
+        ("[::1]:2200", [("::1", None, 2200)]),
+    ],
+    ids=["alias", "user-host-port", "list", "ipv6"],
+)
+def test_parse_hosts(spec, expected):
+    assert [(t.host, t.user, t.port) for t in targets.parse_hosts(spec)] == expected
+
+
+@pytest.mark.parametrize("spec", ["user@", "h:99999", "a b", " , "], ids=["no-host", "port", "space", "empty"])
+def test_parse_hosts_refuses_bad_input_with_one_line(spec):
+    with pytest.raises(Exit) as refused:
+        targets.parse_hosts(spec)
+    assert "\n" not in str(refused.value.message)
+
+
+def test_target_order_flag_then_carried_then_config_then_local():
+    config = Config(overrides={"tfrig": {"hosts": ""}})
+    c = Context(config)
+    assert targets.resolve(c) == [targets.LOCAL]
+    fresh = Context(Config(overrides={"tfrig": {"hosts": "cfg@h"}}))
+    assert [t.label for t in targets.resolve(fresh)] == ["cfg@h"]
+    run = Context(Config(overrides={"tfrig": {"hosts": "cfg@h"}}))
+    assert [t.label for t in targets.resolve(run, hosts="a@x,b@y")] == ["a@x", "b@y"]
+    # A later task of the same run that names no host gets the carried one, not the config's.
+    assert [t.label for t in targets.resolve(Context(run.config))] == ["a@x", "b@y"]
+
+
+def test_name_finds_a_vm_in_the_state_and_unknown_names_are_refused():
+    state.record_vm("tfrig-alice", address="127.0.0.9", user="alice", zone="us-central1-a")
+    c = Context(Config(overrides={"tfrig": {"hosts": ""}}))
+    [target] = targets.resolve(c, name="tfrig-alice")
+    assert (target.label, target.host, target.user) == ("tfrig-alice", "127.0.0.9", "alice")
+    with pytest.raises(Exit, match="No VM named nope"):
+        targets.resolve(Context(Config()), name="nope")
+
+
+def test_state_is_written_atomically_and_records_merge(state_dir):
+    state.record_vm("vm1", zone="z1")
+    state.record_vm("vm1", address="1.2.3.4")
+    assert state.find_vm("vm1") == {"name": "vm1", "zone": "z1", "address": "1.2.3.4"}
+    assert json.loads((state_dir / "state.json").read_text())["vms"]["vm1"]["zone"] == "z1"
+    assert not list(state_dir.glob(".state-*"))
+    assert state.forget_vm("vm1") and not state.forget_vm("vm1")
