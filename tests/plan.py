@@ -32,7 +32,8 @@ def context(
 
 def commands(c: MockContext) -> list[str]:
     """Every command the task ran, probes shown as `probe`."""
-    return ["probe" if PROBE.match(call.args[0]) else call.args[0] for call in c.run.call_args_list]
+    calls = c.run.call_args_list  # type: ignore[attr-defined]  # MockContext wraps run in a Mock
+    return ["probe" if PROBE.match(call.args[0]) else call.args[0] for call in calls]
 
 
 __all__ = ["commands", "context", "probe_result", "probe_script"]

@@ -119,13 +119,13 @@ def test_bad_field_capture_points_to_the_table():
 )
 def test_failures_become_a_diagnosis_and_a_fix(output, code, diagnosis, fix):
     report = nvsmi.diagnose_failure(output, code)
-    assert diagnosis in report.diagnosis
-    assert fix in report.fix
+    assert diagnosis in str(report.diagnosis)
+    assert fix in str(report.fix)
 
 
 def test_pasted_error_is_diagnosed():
     report = nvsmi.parse_capture("Failed to initialize NVML: Driver/library version mismatch\n")
-    assert report.gpus == [] and "reboot" in report.fix
+    assert report.gpus == [] and "reboot" in str(report.fix)
 
 
 def test_pci_listing_finds_nvidia_controllers_only():
