@@ -16,7 +16,7 @@ from typing import Any
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
-FIXTURES = ROOT.parent / "shared" / "fixtures" / "nvidia-smi"
+FIXTURES = ROOT / "tests" / "fixtures" / "nvidia-smi"  # copied from shared/fixtures
 IN_CI = os.environ.get("CI") == "true"
 
 

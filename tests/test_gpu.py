@@ -23,12 +23,6 @@ H200_GPU = {
 }
 
 
-@pytest.fixture(autouse=True)
-def fixtures_present():
-    if not FIXTURES.is_dir():
-        pytest.fail(f"the nvidia-smi captures are missing at {FIXTURES}")
-
-
 @pytest.mark.parametrize(
     ("capture", "driver", "cuda", "gpu"),
     [
