@@ -187,13 +187,15 @@ def sshd_factory(docker_client: Any, ssh_key: Path) -> Iterator[Any]:
     need_image(docker_client, "local/tfrig-sshd")
     started: list[Any] = []
 
-    def start(port: int = 22, **options: Any) -> SshHost:
+    def start(port: int = 22, volumes_extra: dict[str, str] | None = None, **options: Any) -> SshHost:
         address = f"127.0.0.{next(_next_loopback)}"
+        volumes = {str(ssh_key) + ".pub": {"bind": "/etc/ssh/tfrig_keys", "mode": "ro"}}
+        volumes.update({source: {"bind": target, "mode": "ro"} for source, target in (volumes_extra or {}).items()})
         container = docker_client.containers.run(
             "local/tfrig-sshd",
             detach=True,
             ports={"22/tcp": (address, port)},
-            volumes={str(ssh_key) + ".pub": {"bind": "/etc/ssh/tfrig_keys", "mode": "ro"}},
+            volumes=volumes,
             labels={"tfrig-test": "sshd"},
             **options,
         )

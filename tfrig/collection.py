@@ -7,6 +7,9 @@ from tfrig import conda, docker, driver, gcp, gpu, tf
 ns = Collection()
 for module in (docker, gcp, driver, gpu, conda, tf):
     ns.add_collection(module.ns)
+    # Invoke merges only the called task's path; lifting each namespace's settings to the root
+    # lets a composite (gpu.setup reads driver.*) see them, from invoke.yaml and INVOKE_* too.
+    ns.configure(module.ns.configuration())
 ns.configure(
     {
         "tfrig": {

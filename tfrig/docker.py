@@ -116,34 +116,35 @@ def install(c, method=None, user=None, start=True, sha256=None, unverified=False
 # --- toolkit -------------------------------------------------------------------------------------
 
 
+def ensure_toolkit(host: Host) -> dict[str, Any]:
+    """The NVIDIA Container Toolkit installed and its runtime registered with Docker."""
+    facts = host.probe(
+        {
+            "driver": "cat /proc/driver/nvidia/version",
+            "ctk": "nvidia-ctk --version",
+            "runtimes": "docker info --format '{{json .Runtimes}}'",
+        },
+        sudo=True,
+    )
+    if not facts["driver"].ok:
+        raise Exit(
+            f"[{host.label}] no NVIDIA driver is loaded here, so containers can't get a GPU: "
+            f"run `inv driver.install` (or gpu.setup --docker) first."
+        )
+    if not facts["runtimes"].ok:
+        raise Exit(f"[{host.label}] the Docker engine does not answer: run `inv docker.install` first.")
+    if facts["ctk"].ok and '"nvidia"' in facts["runtimes"].out:
+        host.say("already done: NVIDIA Container Toolkit installed, nvidia runtime registered")
+        return {"changed": False}
+    host.say("installing the NVIDIA Container Toolkit")
+    host.script("install-container-toolkit.sh", {})
+    return {"changed": True}
+
+
 @task(help={"hosts": HOSTS_HELP, "json": JSON_HELP})
 def toolkit(c, hosts=None, json=False):
     """Install the NVIDIA Container Toolkit and register the nvidia runtime with Docker."""
-
-    def work(host: Host) -> dict[str, Any]:
-        facts = host.probe(
-            {
-                "driver": "cat /proc/driver/nvidia/version",
-                "ctk": "nvidia-ctk --version",
-                "runtimes": "docker info --format '{{json .Runtimes}}'",
-            },
-            sudo=True,
-        )
-        if not facts["driver"].ok:
-            raise Exit(
-                f"[{host.label}] no NVIDIA driver is loaded here, so containers can't get a GPU: "
-                f"run `inv driver.install` (or gpu.setup --docker) first."
-            )
-        if not facts["runtimes"].ok:
-            raise Exit(f"[{host.label}] the Docker engine does not answer: run `inv docker.install` first.")
-        if facts["ctk"].ok and '"nvidia"' in facts["runtimes"].out:
-            host.say("already done: NVIDIA Container Toolkit installed, nvidia runtime registered")
-            return {"changed": False}
-        host.say("installing the NVIDIA Container Toolkit")
-        host.script("install-container-toolkit.sh", {})
-        return {"changed": True}
-
-    on_targets(c, work, hosts=hosts, json_out=json)
+    on_targets(c, ensure_toolkit, hosts=hosts, json_out=json)
 
 
 # --- the engine through the SDK -------------------------------------------------------------------

@@ -8,7 +8,7 @@ from typing import Any
 from invoke import Collection
 from invoke.exceptions import Exit
 
-from tfrig import nvsmi
+from tfrig import driver, nvsmi
 from tfrig.host import Host
 from tfrig.runner import on_targets
 from tfrig.taskdef import task
@@ -108,5 +108,42 @@ def check(c, input=None, hosts=None, json=False):
         raise Exit(code=1)
 
 
-ns = Collection("gpu", check)
+@task(help={**driver.INSTALL_HELP, "docker": "also install the NVIDIA Container Toolkit for Docker"})
+def setup(
+    c,
+    version=None,
+    branch=None,
+    method=None,
+    cuda=None,
+    sha256=None,
+    unverified=False,
+    installer_url=None,
+    hold_kernel=False,
+    docker=False,
+    hosts=None,
+    json=False,
+):
+    """Make the target's GPU ready: driver, (--docker) container toolkit, then check it."""
+    options = driver.install_options(c, version, branch, method, cuda, sha256, unverified, installer_url, hold_kernel)
+
+    def work(host: Host) -> dict[str, Any]:
+        result = {"driver": driver.install_driver(host, **options)}
+        if docker:
+            from tfrig.docker import ensure_toolkit
+
+            result["toolkit"] = ensure_toolkit(host)
+        if host.dry:
+            return result
+        report = read_gpus(host)
+        result["check"] = report.as_dict()
+        if report.diagnosis:
+            raise Exit(f"[{host.label}] {report.diagnosis}; fix: {report.fix}")
+        names = ", ".join(f"{g.name}" for g in report.gpus)
+        host.say(f"GPU ready: {names}, driver {report.driver}, CUDA up to {report.cuda}")
+        return result
+
+    on_targets(c, work, hosts=hosts, json_out=json, summary=lambda r: f"driver {r['driver']['driver']}")
+
+
+ns = Collection("gpu", check, setup)
 ns.configure({"gpu": {}})

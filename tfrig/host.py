@@ -14,6 +14,7 @@ import re
 import shlex
 import sys
 import threading
+import time
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,6 +27,8 @@ from tfrig.targets import Target
 
 SCRIPTS = Path(__file__).with_name("scripts")
 
+# Changes when the host boots again (a VM's boot id; a container's PID 1 start time).
+BOOT_MARK = "echo $(cat /proc/sys/kernel/random/boot_id) $(cut -d' ' -f22 /proc/1/stat)"
 _FACT_MARK = "@@tfrig-fact"
 _RC_MARK = "@@tfrig-rc"
 _print_lock = threading.Lock()
@@ -49,7 +52,8 @@ class Fact:
 
 def probe_script(commands: Mapping[str, str]) -> str:
     """One shell script that runs every probe and marks where each one's output begins and ends."""
-    parts = []
+    # Admin tools (dkms, modprobe) live in sbin, which a non-root user's PATH often lacks.
+    parts = ['PATH="$PATH:/usr/local/sbin:/usr/sbin:/sbin"']
     for name, command in commands.items():
         parts.append(
             f"printf '\\n{_FACT_MARK} %s\\n' {shlex.quote(name)}; "
@@ -89,7 +93,7 @@ class Host:
     def is_root(self) -> bool:
         if self.target.is_local:
             return os.geteuid() == 0
-        return getattr(self.c, "user", None) == "root"
+        return (self.target.user or getattr(self.c, "user", None)) == "root"
 
     @property
     def user(self) -> str:
@@ -158,6 +162,37 @@ class Host:
         prefix = f"env {assignments} " if assignments else ""
         command = f"{prefix}bash -c {shlex.quote(body)} {shlex.quote(name)}"
         return self.change(command, sudo=sudo, what=f"{assignments} scripts/{name}".strip())
+
+    def _disconnect(self) -> None:
+        close = getattr(self.c, "close", None)  # a Fabric Connection; a local Context has none
+        if close is not None:
+            close()
+
+    def reboot(self, reason: str, timeout: float = 600) -> None:
+        """Reboot the host and wait until it answers over SSH again, booted anew."""
+        if self.target.is_local:
+            raise Exit(f"[{self.label}] {reason}: reboot this machine, then run the same command again.")
+        if self.dry:
+            self.say(f"would reboot ({reason}) and wait for the host to come back")
+            return
+        self.say(f"rebooting: {reason}")
+        before = self.fact(BOOT_MARK).out
+        self.change(
+            "nohup sh -c 'sleep 1; systemctl reboot 2>/dev/null || reboot' >/dev/null 2>&1 &", sudo=True, what="reboot"
+        )
+        self._disconnect()
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            time.sleep(2)
+            try:
+                now = self.fact(BOOT_MARK).out
+            except Exception:  # down, refusing, or half up: keep waiting until the deadline
+                self._disconnect()
+                continue
+            if now and now != before:
+                self.say("back after the reboot")
+                return
+        raise StepFailed(f"{self.label} did not come back within {timeout:.0f} s of the reboot")
 
     def put(self, data: str, remote_path: str, *, mode: str = "0644", sudo: bool = False) -> None:
         """Write `data` to a file on the host (Fabric's put ignores --dry, so this guards it)."""

@@ -40,6 +40,7 @@ if ! docker image inspect local/tfrig-sshd >/dev/null 2>&1; then
     docker load -i "$saved" >/dev/null
   else
     docker build -q -t local/tfrig-sshd -f "$here/sshd.Dockerfile" "$here" >/dev/null
+    rm -f "$cache"/tfrig-sshd-*.tar  # older Dockerfiles' images
     docker save local/tfrig-sshd -o "$saved.part" && mv "$saved.part" "$saved"
   fi
 fi

@@ -11,4 +11,7 @@ RUN useradd -m -s /bin/bash -p '*' tfrig \
  && printf '%s\n' 'AuthorizedKeysFile /etc/ssh/tfrig_keys' 'PasswordAuthentication no' \
       'UsePAM no' 'StrictModes no' 'PermitRootLogin prohibit-password' \
       > /etc/ssh/sshd_config.d/tfrig.conf
+# A reboot stand-in for the reboot-and-resume test: ending PID 1 lets Docker's restart policy start
+# the container again (same address, same host key), as a VM comes back after a reboot.
+RUN printf '#!/bin/sh\nkill 1\n' > /usr/local/sbin/reboot && chmod +x /usr/local/sbin/reboot
 CMD ["/usr/sbin/sshd", "-D", "-e"]

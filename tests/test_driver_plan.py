@@ -1,0 +1,307 @@
+"""Which driver, and which steps, for a host in a given state; refusals before any change."""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+from invoke import Result
+from invoke.exceptions import Exit
+
+from tests.plan import commands, context, probe_result
+from tfrig import driverplan
+from tfrig.driver import install_driver
+from tfrig.host import BOOT_MARK, Fact, Host
+from tfrig.targets import Target
+
+T4 = "0000:00:04.0 0x10de 0x1eb8 0x030200"
+K80 = "0000:00:04.0 0x10de 0x102d 0x030200"
+V100 = "0000:00:04.0 0x10de 0x1db1 0x030200"
+L4 = "0000:00:03.0 0x10de 0x27b8 0x030200\n0000:00:01.0 0x8086 0x7000 0x060100"
+LTS = "580.159.04"
+
+FRESH_T4 = {
+    "os": (0, "ubuntu 24.04"),
+    "arch": (0, "x86_64"),
+    "kernel": (0, "6.8.0-1015-gcp"),
+    "pci": (0, T4),
+    "secure_boot": (0, "legacy-bios"),
+    "headers": (0, "available"),
+    "nouveau": (1, ""),
+    "loaded": (1, "cat: /sys/module/nvidia/version: No such file or directory"),
+    "userspace": (127, "nvidia-smi: not found"),
+    "tools": (0, ""),
+    "packages": (1, ""),
+}
+
+
+def facts(**changes: tuple[int, str]) -> dict[str, Fact]:
+    merged = {**FRESH_T4, **changes}
+    return {name: Fact(rc=rc, out=out) for name, (rc, out) in merged.items()}
+
+
+@pytest.mark.parametrize(
+    ("state", "options", "version", "module", "steps"),
+    [
+        ({}, {}, LTS, "open", ["build-tools", "install", "verify"]),
+        (
+            {"nouveau": (0, "nouveau 2MB 0 - Live")},
+            {},
+            LTS,
+            "open",
+            ["build-tools", "blacklist-nouveau", "reboot", "install", "verify"],
+        ),
+        ({"tools": (0, "gcc\nmake\ndkms"), "headers": (0, "installed")}, {}, LTS, "open", ["install", "verify"]),
+        (
+            {"loaded": (0, "535.261.03"), "userspace": (0, "535.261.03")},
+            {},
+            LTS,
+            "open",
+            ["build-tools", "install", "reboot", "verify"],
+        ),
+        ({"pci": (0, V100)}, {}, LTS, "proprietary", ["build-tools", "install", "verify"]),
+        ({"pci": (0, L4)}, {"hold_kernel": True}, LTS, "open", ["build-tools", "install", "hold-kernel", "verify"]),
+        ({"pci": (0, K80)}, {}, "470.239.06", "proprietary", ["build-tools", "install", "verify"]),
+        ({}, {"branch": "535"}, "535.261.03", "proprietary", ["build-tools", "install", "verify"]),
+        ({}, {"branch": "prod"}, "595.84", "open", ["build-tools", "install", "verify"]),
+        ({}, {"cuda": "12.5", "version": "570.172.08"}, "570.172.08", "open", ["build-tools", "install", "verify"]),
+    ],
+    ids=[
+        "t4-fresh",
+        "nouveau-loaded",
+        "tools-present",
+        "old-driver",
+        "v100",
+        "l4-hold",
+        "k80",
+        "branch-535",
+        "branch-prod",
+        "cuda-ok",
+    ],
+)
+def test_plans(state, options, version, module, steps):
+    plan = driverplan.plan(facts(**state), **options)
+    assert (plan.version, plan.module, plan.steps, plan.already) == (version, module, steps, False)
+
+
+def test_the_right_driver_already_loaded_is_a_no_op():
+    plan = driverplan.plan(facts(loaded=(0, LTS), userspace=(0, LTS)))
+    assert plan.already and plan.steps == []
+
+
+@pytest.mark.parametrize(
+    ("state", "options", "message"),
+    [
+        ({"pci": (0, "0000:00:01.0 0x8086 0x7000 0x060100")}, {}, "no NVIDIA GPU on the PCI bus"),
+        ({"secure_boot": (0, "  6   0   0   0   1")}, {}, "Secure Boot is on, so an unsigned NVIDIA module won't load"),
+        (
+            {"headers": (0, "missing")},
+            {},
+            "no kernel headers for the running kernel 6.8.0-1015-gcp in the package archive",
+        ),
+        ({"os": (0, "centos 7")}, {}, "centos 7 is not supported for the driver install"),
+        ({"os": (0, "ubuntu 20.04")}, {}, "ubuntu 20.04 is not supported"),
+        ({"arch": (0, "aarch64")}, {}, "aarch64: NVIDIA's data-centre driver installers here are for x86_64 only"),
+        (
+            {"pci": (0, K80)},
+            {"branch": "lts"},
+            "Tesla K80 (Kepler) is driven by branch R470 at most, not 580.159.04; use --branch 470 (the K80 is also",
+        ),
+        (
+            {"pci": (0, V100)},
+            {"branch": "prod"},
+            "Tesla V100 (Volta) is driven by branch R580 at most, not 595.84; use --branch 580",
+        ),
+        ({}, {"version": "535.261.03", "cuda": "13.0"}, "driver 535.261.03 is below 580, the minimum for CUDA 13.0"),
+        ({}, {"version": "latest"}, "--version latest is not an NVIDIA driver version"),
+        ({}, {"branch": "999"}, "--branch 999: choose one of"),
+        (
+            {"packages": (0, "nvidia-driver-535 ii \nnvidia-headless-470 rc ")},
+            {},
+            "driver packages from apt are installed (nvidia-driver-535)",
+        ),
+    ],
+    ids=[
+        "no-gpu",
+        "secure-boot",
+        "no-headers",
+        "os",
+        "old-ubuntu",
+        "arch",
+        "k80-new-branch",
+        "volta-595",
+        "cuda-too-new",
+        "bad-version",
+        "bad-branch",
+        "apt-packages",
+    ],
+)
+def test_refusals(state, options, message):
+    with pytest.raises(driverplan.Refusal) as refusal:
+        driverplan.plan(facts(**state), **options)
+    assert message in str(refusal.value)
+
+
+SCRIPT = re.compile(r"^env .*STEP=(?P<step>[a-z-]+) bash -c ", re.S)
+REBOOT = "nohup sh -c 'sleep 1; systemctl reboot 2>/dev/null || reboot' >/dev/null 2>&1 &"
+SMI_OK = "0, Tesla T4, GPU-1, 580.159.04, 15360, 0, 7.5"
+TABLE = "| NVIDIA-SMI 580.159.04             Driver Version: 580.159.04     CUDA Version: 13.0     |"
+GPU_OK = {"query": (0, SMI_OK), "table": (0, TABLE), "pci": (0, T4)}
+
+
+def steps_run(c) -> list[str]:
+    ran = []
+    for command in commands(c):
+        match = SCRIPT.match(command)
+        ran.append(match["step"] if match else ("reboot" if command == REBOOT else command))
+    return ran
+
+
+def vm(c) -> Host:
+    return Host(c, Target(label="vm", host="10.0.0.2", user="root"))
+
+
+def test_install_runs_the_steps_then_verifies(capsys):
+    c = context("driver.install", probes=[FRESH_T4, GPU_OK], changes={SCRIPT: Result()})
+    result = install_driver(
+        vm(c),
+        version=None,
+        branch=None,
+        method="run",
+        cuda=None,
+        sha256="ab" * 32,
+        unverified=False,
+        installer_url=None,
+        hold_kernel=False,
+    )
+    assert steps_run(c) == ["probe", "build-tools", "install", "probe"]
+    assert (
+        f"SHA256={'ab' * 32}" in commands(c)[2]
+        and "MODULE=open" in commands(c)[2]
+        and f"VERSION={LTS}" in commands(c)[2]
+    )
+    assert result == {"changed": True, "driver": LTS, "module": "open", "reboots": 0}
+    out = capsys.readouterr().out
+    assert f"[vm] driver {LTS} (open kernel module, NVIDIA's .run installer) for Tesla T4 at 0000:00:04.0" in out
+    assert "[vm] verified: driver 580.159.04, 1 GPU(s) visible" in out
+
+
+def test_nouveau_means_blacklist_reboot_then_resume_from_fresh_facts(monkeypatch):
+    monkeypatch.setattr("time.sleep", lambda seconds: None)
+    with_nouveau = {**FRESH_T4, "nouveau": (0, "nouveau 2232320 0 - Live")}
+    after_boot = {**FRESH_T4, "tools": (0, "gcc\nmake\ndkms"), "headers": (0, "installed")}
+    c = context(
+        "driver.install",
+        probes=[with_nouveau, after_boot, GPU_OK],
+        changes={SCRIPT: Result(), REBOOT: Result(), BOOT_MARK: [Result("boot-1 100"), Result("boot-2 5")]},
+    )
+    result = install_driver(
+        vm(c),
+        version=None,
+        branch=None,
+        method="run",
+        cuda=None,
+        sha256=None,
+        unverified=True,
+        installer_url=None,
+        hold_kernel=False,
+    )
+    assert steps_run(c) == [
+        "probe",
+        "build-tools",
+        "blacklist-nouveau",
+        BOOT_MARK,
+        "reboot",
+        BOOT_MARK,
+        "probe",
+        "install",
+        "probe",
+    ]
+    assert result["reboots"] == 1
+
+
+def test_without_a_checksum_the_installer_is_not_downloaded():
+    c = context("driver.install", probes=[FRESH_T4])
+    with pytest.raises(Exit, match="NVIDIA publishes no checksum tfrig can cite"):
+        install_driver(
+            vm(c),
+            version=None,
+            branch=None,
+            method="run",
+            cuda=None,
+            sha256=None,
+            unverified=False,
+            installer_url=None,
+            hold_kernel=False,
+        )
+    assert commands(c) == ["probe"]
+
+
+def test_second_run_with_the_driver_loaded_changes_nothing(capsys):
+    c = context("driver.install", probes=[{**FRESH_T4, "loaded": (0, LTS), "userspace": (0, LTS)}])
+    result = install_driver(
+        vm(c),
+        version=None,
+        branch=None,
+        method="run",
+        cuda=None,
+        sha256=None,
+        unverified=False,
+        installer_url=None,
+        hold_kernel=False,
+    )
+    assert commands(c) == ["probe"] and result["changed"] is False
+    assert f"already done: driver {LTS} loaded" in capsys.readouterr().out
+
+
+def test_dry_run_lists_every_step_and_changes_nothing(capsys):
+    c = context("driver.install", probes=[{**FRESH_T4, "nouveau": (0, "nouveau 1 0 - Live")}], dry=True)
+    install_driver(
+        vm(c),
+        version=None,
+        branch=None,
+        method="run",
+        cuda=None,
+        sha256=None,
+        unverified=True,
+        installer_url=None,
+        hold_kernel=True,
+    )
+    assert commands(c) == ["probe"]
+    out = capsys.readouterr().out
+    for step in ("build-tools", "blacklist-nouveau", "install", "hold-kernel"):
+        assert f"STEP={step} scripts/nvidia-driver.sh" in out
+    assert "would reboot (to load the new kernel module configuration)" in out
+    assert "would check the driver with nvidia-smi" in out
+
+
+def test_a_driver_that_still_fails_after_a_reboot_reports_the_diagnosis(monkeypatch):
+    monkeypatch.setattr("time.sleep", lambda seconds: None)
+    broken = {
+        "query": (9, "couldn't communicate with the NVIDIA driver"),
+        "table": (9, "NVIDIA-SMI has failed because it couldn't communicate with the NVIDIA driver"),
+        "pci": (0, T4),
+    }
+    installed = {**FRESH_T4, "tools": (0, "gcc\nmake\ndkms"), "headers": (0, "installed"), "userspace": (9, "")}
+    c = context(
+        "driver.install",
+        probes=[FRESH_T4, broken, installed, broken],
+        changes={SCRIPT: Result(), REBOOT: Result(), BOOT_MARK: [Result("b1"), Result("b2")]},
+    )
+    with pytest.raises(Exit, match="kernel module is not loaded"):
+        install_driver(
+            vm(c),
+            version=None,
+            branch=None,
+            method="run",
+            cuda=None,
+            sha256=None,
+            unverified=True,
+            installer_url=None,
+            hold_kernel=False,
+        )
+    assert "reboot" in steps_run(c)
+
+
+def test_probe_result_helper_matches_the_real_format():
+    assert "@@tfrig-rc os 0" in probe_result({"os": (0, "debian 12")}).stdout

@@ -1,0 +1,86 @@
+"""driver tasks over real SSH on Debian containers (no GPU here; they run this machine's kernel)."""
+
+from __future__ import annotations
+
+import platform
+from pathlib import Path
+
+import pytest
+from fabric import Connection
+from invoke import Config
+
+from tfrig.host import BOOT_MARK, Host
+from tfrig.targets import Target
+
+pytestmark = pytest.mark.slow
+
+
+def test_install_refuses_on_a_host_without_a_gpu(tfrig, sshd_factory, ssh_env):
+    host = sshd_factory()
+    result = tfrig("driver.install", "--unverified", "-H", host.spec(), env=ssh_env)
+    assert result.code == 1
+    assert result.err.strip() == (
+        f"[{host.spec()}] no NVIDIA GPU on the PCI bus: nothing to install a driver for "
+        "(on Compute Engine: create the VM with --gpu)."
+    )
+
+
+@pytest.fixture
+def t4_bus(tmp_path: Path) -> Path:
+    """A PCI tree as /sys shows a host with a Tesla T4 (the container sees it in place of the real bus)."""
+    device = tmp_path / "pci" / "0000:00:04.0"
+    device.mkdir(parents=True)
+    for name, value in {"vendor": "0x10de", "device": "0x1eb8", "class": "0x030200"}.items():
+        (device / name).write_text(value + "\n")
+    return tmp_path / "pci"
+
+
+def test_preflight_finds_no_headers_for_the_running_kernel(tfrig, sshd_factory, ssh_env, t4_bus):
+    host = sshd_factory(volumes_extra={str(t4_bus): "/sys/bus/pci/devices"})
+    result = tfrig("driver.install", "--unverified", "-H", host.spec(), env=ssh_env)
+    assert result.code == 1, result.text
+    assert "refreshing the package lists to look for the kernel headers" in result.out
+    assert f"no kernel headers for the running kernel {platform.release()} in the package archive" in result.err
+    assert host.exec("command -v gcc")[0] != 0  # refused before any change
+
+
+def test_gpu_setup_stops_with_the_no_gpu_diagnosis(tfrig, sshd_factory, ssh_env):
+    host = sshd_factory()
+    result = tfrig("gpu.setup", "--unverified", "-H", host.spec(), env=ssh_env)
+    assert result.code == 1
+    assert "no NVIDIA GPU on the PCI bus" in result.err
+
+
+def test_prepare_installs_build_tools_with_apt_and_rerun_is_a_no_op(tfrig, sshd_factory, ssh_env, state_dir):
+    host = sshd_factory()
+    refused = tfrig("driver.prepare", "-H", host.spec(), env=ssh_env)
+    assert refused.code == 1
+    assert f"no kernel headers for the running kernel {platform.release()}" in refused.err
+
+    first = tfrig("driver.prepare", "--no-headers", "-H", host.spec(), env=ssh_env)
+    assert first.code == 0, first.text
+    assert "installing gcc, make, dkms" in first.out
+    for tool in ("gcc", "make", "dkms"):
+        assert host.exec(f"command -v {tool}")[0] == 0, tool
+
+    again = tfrig("driver.prepare", "--no-headers", "-H", host.spec(), env=ssh_env)
+    assert again.code == 0
+    assert "already done: gcc, make, dkms installed" in again.out
+    assert (state_dir / "logs" / f"{host.spec()}.log").read_text().count("change rc=") == 1
+
+
+def test_reboot_waits_for_the_host_to_come_back_and_goes_on(sshd_factory, ssh_key, capsys):
+    host = sshd_factory(restart_policy={"Name": "always"})
+    connection = Connection(
+        host.address, user="root", port=host.port, connect_kwargs={"key_filename": str(ssh_key)}, config=Config()
+    )
+    remote = Host(connection, Target(label="vm", host=host.address, user="root", port=host.port))
+    before = remote.fact(BOOT_MARK).out
+    remote.reboot("testing", timeout=60)
+    after = remote.fact(BOOT_MARK).out
+    assert after and after != before
+    assert remote.fact("echo still here").out == "still here"
+    out = capsys.readouterr().out
+    assert "[vm] rebooting: testing" in out and "[vm] back after the reboot" in out
+    host.container.reload()
+    assert host.container.attrs["RestartCount"] == 1

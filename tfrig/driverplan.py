@@ -1,0 +1,258 @@
+"""Which NVIDIA driver a host needs and whether it can be installed: pure functions over facts.
+
+Facts come from one pre-flight probe (`PREFLIGHT`); `plan()` turns them and the user's request into
+a `DriverPlan` (what to do, in order) or raises `Refusal` with the reason and the options, before
+anything on the host changes. The rules and versions are compat.yaml's `cuda_driver_minimums`,
+`gce_images.google_driver_installer` and `nvidia_run_installer`.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+
+from packaging.version import Version
+
+from tfrig.catalog import compat
+from tfrig.host import Fact, Host
+from tfrig.nvsmi import PCI_PROBE, nvidia_on_pci
+
+SECURE_BOOT_EFIVAR = "/sys/firmware/efi/efivars/SecureBoot-8be4df61-93ca-11d2-aa0d-00e098032b8c"
+
+# Installed, in the archive (needs current package lists), or missing; apt-cache only reads.
+HEADERS_PROBE = (
+    'k=$(uname -r); if [ -e "/lib/modules/$k/build" ]; then echo installed; '
+    "elif ! ls /var/lib/apt/lists/*_Packages >/dev/null 2>&1; then echo no-lists; "
+    'elif apt-cache show "linux-headers-$k" >/dev/null 2>&1; then echo available; else echo missing; fi'
+)
+BUILD_TOOLS_PROBE = "for t in gcc make dkms; do command -v $t >/dev/null && echo $t; done; true"
+
+PREFLIGHT = {
+    "os": '. /etc/os-release && echo "$ID $VERSION_ID"',
+    "arch": "uname -m",
+    "kernel": "uname -r",
+    "pci": PCI_PROBE,
+    "secure_boot": (
+        f"if [ -r {SECURE_BOOT_EFIVAR} ]; then od -An -t u1 {SECURE_BOOT_EFIVAR}; "
+        "elif [ -d /sys/firmware/efi ]; then echo efi-no-var; else echo legacy-bios; fi"
+    ),
+    "headers": HEADERS_PROBE,
+    "nouveau": "grep -w '^nouveau' /proc/modules",
+    "loaded": "cat /sys/module/nvidia/version",
+    "userspace": "nvidia-smi --query-gpu=driver_version --format=csv,noheader",
+    "tools": BUILD_TOOLS_PROBE,
+    "packages": (
+        "dpkg-query -W -f='${Package} ${db:Status-Abbrev}\\n' 'nvidia-driver*' 'nvidia-headless*' 'nvidia-open*'"
+    ),
+}
+
+# GPU generations by PCI device id (0x10de vendor); names as Compute Engine offers them.
+_DEVICES = {
+    "0x102d": ("Tesla K80", "kepler"),
+    "0x1bb3": ("Tesla P4", "pascal"),
+    "0x15f7": ("Tesla P100", "pascal"),
+    "0x15f8": ("Tesla P100", "pascal"),
+    "0x15f9": ("Tesla P100", "pascal"),
+    "0x1db1": ("Tesla V100", "volta"),
+    "0x1db4": ("Tesla V100", "volta"),
+    "0x1db5": ("Tesla V100", "volta"),
+    "0x1db6": ("Tesla V100", "volta"),
+    "0x1eb8": ("Tesla T4", "turing"),
+    "0x20b0": ("A100 40GB", "ampere"),
+    "0x20b2": ("A100 80GB", "ampere"),
+    "0x20b5": ("A100 80GB PCIe", "ampere"),
+    "0x20f1": ("A100 PCIe", "ampere"),
+    "0x27b8": ("L4", "ada"),
+    "0x2330": ("H100 80GB", "hopper"),
+    "0x2331": ("H100 PCIe", "hopper"),
+    "0x2335": ("H200", "hopper"),
+    "0x2901": ("B200", "blackwell"),
+}
+# compat.yaml cuda_driver_minimums.architecture_drops: the last branch that drives each generation.
+_LAST_BRANCH = {"kepler": 470, "maxwell": 580, "pascal": 580, "volta": 580}
+_OPEN_MODULE_GENERATIONS = ("turing", "ampere", "ada", "hopper", "blackwell")
+_KEPLER_DRIVER = "470.239.06"  # compat.yaml: the legacy 'GKxxx Kepler' driver listed by NVIDIA
+
+SUPPORTED_OS = {"ubuntu": ("22.04", "24.04", "26.04"), "debian": ("12", "13")}
+
+
+class Refusal(Exception):
+    """The driver can't be installed as asked; the message says why and what to do."""
+
+
+@dataclass(frozen=True)
+class Gpu:
+    address: str
+    device: str
+    name: str
+    generation: str
+
+
+@dataclass
+class DriverPlan:
+    version: str
+    branch: int
+    module: str  # open | proprietary
+    method: str  # run | apt
+    gpus: list[Gpu]
+    steps: list[str] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+    already: bool = False
+
+
+def driver_versions() -> dict[str, str]:
+    """Branch names and numbers → a full version, from Google's installer (compat.yaml)."""
+    installer = compat()["gce_images"]["google_driver_installer"]
+    versions: dict[str, str] = {}
+    for release in ("driver_versions_v1_6_0", "driver_versions_v1_9_1"):
+        for name, text in installer[release].items():
+            version = text.split()[0]
+            versions[name] = version
+            versions[version.split(".")[0]] = version
+    versions["470"] = _KEPLER_DRIVER
+    return versions
+
+
+def refresh_headers_fact(host: Host, facts: dict[str, Fact]) -> None:
+    """Package lists are empty on some fresh images: fetch them (a read-only refresh) to look for headers."""
+    if facts["headers"].out.strip() == "no-lists":
+        host.say("refreshing the package lists to look for the kernel headers")
+        host.fact("apt-get update -q", sudo=True)
+        facts["headers"] = host.fact(HEADERS_PROBE)
+
+
+def gpus_on_bus(pci: str) -> list[Gpu]:
+    found = []
+    for entry in nvidia_on_pci(pci):
+        address, device = entry.split(" (device ")
+        device = device.rstrip(")").lower()
+        name, generation = _DEVICES.get(device, (f"NVIDIA device {device}", "unknown"))
+        found.append(Gpu(address=address, device=device, name=name, generation=generation))
+    return found
+
+
+def secure_boot_on(fact: Fact) -> bool:
+    numbers = fact.out.split()
+    return fact.ok and bool(numbers) and numbers[-1] == "1"
+
+
+def cuda_minimum(cuda: str) -> str:
+    """The lowest Linux driver that runs CUDA `cuda` (minor-version compatibility, compat.yaml)."""
+    families = compat()["cuda_driver_minimums"]["family_minimums_linux"]
+    major, _, minor = cuda.partition(".")
+    for key in (f"{major}.{minor}", f"{major}.x"):
+        if key in families:
+            return str(families[key]["min"])
+    raise Refusal(f"CUDA {cuda} is not one tfrig knows a driver minimum for ({', '.join(families)}).")
+
+
+def choose_version(gpus: list[Gpu], version: str | None, branch: str | None) -> str:
+    known = driver_versions()
+    if version and branch:
+        raise Refusal("Give --version or --branch, not both.")
+    if branch:
+        if branch not in known:
+            raise Refusal(f"--branch {branch}: choose one of {', '.join(sorted(known))}.")
+        return known[branch]
+    if version:
+        if not re.fullmatch(r"\d{3}\.\d+(\.\d+)?", version):
+            raise Refusal(f"--version {version} is not an NVIDIA driver version such as 580.159.04.")
+        return version
+    if any(gpu.generation == "kepler" for gpu in gpus):
+        return _KEPLER_DRIVER
+    return known["lts"]
+
+
+def plan(
+    facts: dict[str, Fact],
+    *,
+    version: str | None = None,
+    branch: str | None = None,
+    method: str = "run",
+    cuda: str | None = None,
+    hold_kernel: bool = False,
+) -> DriverPlan:
+    """What installing the driver takes on this host, or a Refusal before anything changes."""
+    os_id, _, os_version = facts["os"].out.strip().partition(" ")
+    if os_version not in SUPPORTED_OS.get(os_id, ()):
+        supported = "; ".join(f"{name.title()} {', '.join(v)}" for name, v in SUPPORTED_OS.items())
+        raise Refusal(f"{facts['os'].out.strip() or 'this OS'} is not supported for the driver install ({supported}).")
+    arch = facts["arch"].out.strip()
+    if arch != "x86_64":
+        raise Refusal(f"{arch}: NVIDIA's data-centre driver installers here are for x86_64 only.")
+    gpus = gpus_on_bus(facts["pci"].out)
+    if not gpus:
+        raise Refusal(
+            "no NVIDIA GPU on the PCI bus: nothing to install a driver for "
+            "(on Compute Engine: create the VM with --gpu)."
+        )
+    generations = {gpu.generation for gpu in gpus}
+    chosen = choose_version(gpus, version, branch)
+    major = int(chosen.split(".")[0])
+    for gpu in gpus:
+        last = _LAST_BRANCH.get(gpu.generation)
+        if last is not None and major > last:
+            raise Refusal(
+                f"{gpu.name} ({gpu.generation.title()}) is driven by branch R{last} at most, not {chosen}; "
+                f"use --branch {last}"
+                + (" (the K80 is also retired on Compute Engine)" if gpu.generation == "kepler" else "")
+                + "."
+            )
+    if cuda:
+        minimum = cuda_minimum(cuda)
+        if Version(chosen) < Version(minimum):
+            raise Refusal(
+                f"driver {chosen} is below {minimum}, the minimum for CUDA {cuda}; "
+                "use --branch lts or a newer --version."
+            )
+    open_ok = generations <= set(_OPEN_MODULE_GENERATIONS)
+    module = "open" if open_ok and major >= 560 else "proprietary"
+    result = DriverPlan(version=chosen, branch=major, module=module, method=method, gpus=gpus)
+    if "unknown" in generations:
+        result.notes.append("a GPU tfrig does not know by device id: assuming Turing or newer")
+    if "kepler" in generations:
+        result.notes.append("current TensorFlow wheels need compute capability 6.0: a K80 (3.7) can't run them")
+
+    loaded = facts["loaded"].out.strip() if facts["loaded"].ok else None
+    userspace = (
+        facts["userspace"].out.strip().splitlines()[0]
+        if facts["userspace"].ok and facts["userspace"].out.strip()
+        else None
+    )
+    if loaded == chosen and userspace == chosen:
+        result.already = True
+        result.steps = ["hold-kernel"] if hold_kernel else []
+        return result
+
+    if secure_boot_on(facts["secure_boot"]):
+        raise Refusal(
+            "Secure Boot is on, so an unsigned NVIDIA module won't load. Options: turn Secure Boot off "
+            "(on Compute Engine: stop the VM and clear shielded-VM secure boot), or use signed "
+            "prebuilt modules from your distribution, then run again."
+        )
+    headers = facts["headers"].out.strip()
+    if headers == "missing":
+        raise Refusal(
+            f"no kernel headers for the running kernel {facts['kernel'].out.strip()} in the package archive, "
+            "so the driver module can't be built: boot a distribution kernel (e.g. linux-image-gcp or "
+            "linux-image-amd64) and run again."
+        )
+    apt_packages = [line.split()[0] for line in facts["packages"].out.splitlines() if line.split()[1:2] == ["ii"]]
+    if method == "run" and apt_packages:
+        raise Refusal(
+            f"driver packages from apt are installed ({', '.join(apt_packages)}); the .run installer would "
+            "fight them: run `inv driver.uninstall` first, or use --method apt."
+        )
+    tools = set(facts["tools"].out.split())
+    if not {"gcc", "make", "dkms"} <= tools or headers == "available":
+        result.steps.append("build-tools")
+    if facts["nouveau"].ok and facts["nouveau"].out.strip():
+        result.steps += ["blacklist-nouveau", "reboot"]
+    result.steps.append("install")
+    if loaded and loaded != chosen:
+        result.notes.append(f"driver {loaded} is loaded now; it is replaced, and a reboot loads {chosen}")
+        result.steps.append("reboot")
+    if hold_kernel:
+        result.steps.append("hold-kernel")
+    result.steps.append("verify")
+    return result
