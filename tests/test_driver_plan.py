@@ -99,6 +99,7 @@ def test_the_right_driver_already_loaded_is_a_no_op():
             {},
             "no kernel headers for the running kernel 6.8.0-1015-gcp in the package archive",
         ),
+        ({"headers": (0, "no-lists")}, {}, "can't read the package archive (apt-get update failed)"),
         ({"os": (0, "centos 7")}, {}, "centos 7 is not supported for the driver install"),
         ({"os": (0, "ubuntu 20.04")}, {}, "ubuntu 20.04 is not supported"),
         ({"arch": (0, "aarch64")}, {}, "aarch64: NVIDIA's data-centre driver installers here are for x86_64 only"),

@@ -122,7 +122,8 @@ def install_driver(
     announced = False
     while True:
         facts = host.probe(driverplan.PREFLIGHT)
-        driverplan.refresh_headers_fact(host, facts)
+        if driverplan.gpus_on_bus(facts["pci"].out):  # without a GPU the plan refuses anyway
+            driverplan.refresh_headers_fact(host, facts)
         try:
             p = driverplan.plan(
                 facts, version=version, branch=branch, method=method, cuda=cuda, hold_kernel=hold_kernel

@@ -22,7 +22,7 @@ SECURE_BOOT_EFIVAR = "/sys/firmware/efi/efivars/SecureBoot-8be4df61-93ca-11d2-aa
 # Installed, in the archive (needs current package lists), or missing; apt-cache only reads.
 HEADERS_PROBE = (
     'k=$(uname -r); if [ -e "/lib/modules/$k/build" ]; then echo installed; '
-    "elif ! ls /var/lib/apt/lists/*_Packages >/dev/null 2>&1; then echo no-lists; "
+    "elif ! ls /var/lib/apt/lists/*_Packages* >/dev/null 2>&1; then echo no-lists; "
     'elif apt-cache show "linux-headers-$k" >/dev/null 2>&1; then echo available; else echo missing; fi'
 )
 BUILD_TOOLS_PROBE = "for t in gcc make dkms; do command -v $t >/dev/null && echo $t; done; true"
@@ -231,6 +231,11 @@ def plan(
             "prebuilt modules from your distribution, then run again."
         )
     headers = facts["headers"].out.strip()
+    if headers == "no-lists":
+        raise Refusal(
+            "can't read the package archive (apt-get update failed) to find the kernel headers: "
+            "fix apt's network or sources and run again."
+        )
     if headers == "missing":
         raise Refusal(
             f"no kernel headers for the running kernel {facts['kernel'].out.strip()} in the package archive, "

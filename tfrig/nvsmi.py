@@ -247,7 +247,7 @@ def parse_list(text: str) -> Report:
 # nvidia-smi's failures: (pattern in its output, its exit code if it has its own, diagnosis, fix).
 _FAILURES = (
     (
-        r"command not found|No such file or directory|not found$",
+        r"nvidia-smi: (?:command )?not found|nvidia-smi: No such file or directory",
         127,
         "nvidia-smi is not installed: no NVIDIA driver on this host",
         "inv driver.install",
@@ -316,7 +316,7 @@ def parse_capture(text: str) -> Report:
         return parse_query_text(stripped)
     if _LIST_GPU.match(stripped):
         return parse_list(stripped)
-    for pattern, _code, _diagnosis, _fix in _FAILURES[1:]:
+    for pattern, _code, _diagnosis, _fix in _FAILURES:
         if re.search(pattern, stripped):
             return diagnose_failure(stripped, None)
     if "is not a valid field to query" in stripped:
