@@ -126,6 +126,7 @@ def test_the_right_driver_already_loaded_is_a_no_op():
         "no-gpu",
         "secure-boot",
         "no-headers",
+        "no-apt-lists",
         "os",
         "old-ubuntu",
         "arch",
