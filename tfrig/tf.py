@@ -2,25 +2,306 @@
 
 from __future__ import annotations
 
-from invoke import Collection
+import json as json_module
+import re
+import shlex
+from dataclasses import dataclass
+from typing import Any
 
-from tfrig.catalog import compat
+from invoke import Collection
+from invoke.exceptions import Exit
+
+from tfrig.host import SCRIPTS, Host, shell_path
+from tfrig.runner import on_targets
 from tfrig.taskdef import task
 from tfrig.ui import print_json, table
 
+HOSTS_HELP = "user@host:port[,...] (default: the run's target, tfrig.hosts, or here)"
+JSON_HELP = "print only JSON on stdout"
+VERIFY_MARK = "@@tfrig-verify "
+_PY_VERSION = "-c 'import sys; print(\"%d.%d.%d\" % sys.version_info[:3])'"
+_TF_VERSION = "-c 'import importlib.metadata as m; print(m.version(\"tensorflow\"))'"
 
-@task(help={"json": "print only JSON on stdout"})
-def versions(c, json=False):
-    """Show TensorFlow releases with their Python range, CUDA and cuDNN."""
-    rows = compat()["tensorflow_builds"]["linux_gpu"]
+
+def _setting(c: Any, key: str, value: Any) -> Any:
+    return value if value not in (None, "") else c.config.tf.get(key)
+
+
+@dataclass
+class Environment:
+    """Where TensorFlow lives on the target: a conda env if one is set up, else a venv."""
+
+    kind: str  # conda | venv
+    path: str
+    python: str  # a shell word for its interpreter
+    exists: bool
+    python_version: str | None
+    tensorflow: str | None
+    system_python: str | None
+    driver: str | None
+    compute_capability: str | None
+
+
+def environment(host: Host, c: Any) -> Environment:
+    """One round trip: the target's Pythons, its TensorFlow envs, and its GPU."""
+    conda_env = f"{c.config.conda.prefix.rstrip('/')}/envs/{c.config.conda.env}"
+    venv = c.config.tf.venv
+    conda_py, venv_py = shell_path(conda_env + "/bin/python"), shell_path(venv.rstrip("/") + "/bin/python")
+    facts = host.probe(
+        {
+            "python": f"python3 {_PY_VERSION}",
+            "conda_py": f"{conda_py} {_PY_VERSION}",
+            "conda_tf": f"{conda_py} {_TF_VERSION}",
+            "venv_py": f"{venv_py} {_PY_VERSION}",
+            "venv_tf": f"{venv_py} {_TF_VERSION}",
+            "gpu": "nvidia-smi --query-gpu=driver_version,compute_cap --format=csv,noheader",
+        }
+    )
+
+    def value(name: str) -> str | None:
+        fact = facts[name]
+        lines = fact.out.strip().splitlines()
+        return lines[-1].strip() if fact.ok and lines else None
+
+    gpu_line = value("gpu")
+    driver, capability = (
+        (part.strip() for part in gpu_line.split(",")) if gpu_line and "," in gpu_line else (None, None)
+    )
+    common = {"system_python": value("python"), "driver": driver, "compute_capability": capability}
+    if facts["conda_py"].ok:
+        return Environment("conda", conda_env, conda_py, True, value("conda_py"), value("conda_tf"), **common)
+    return Environment("venv", venv, venv_py, facts["venv_py"].ok, value("venv_py"), value("venv_tf"), **common)
+
+
+def _want_gpu(gpu: bool, cpu: bool, env: Environment) -> bool:
+    if gpu and cpu:
+        raise Exit("Give --gpu or --cpu, not both.")
+    return gpu or (not cpu and env.driver is not None)
+
+
+def _plan(c: Any, version: str | None, python: str | None, gpu: bool, env: Environment) -> Any:
+    from tfrig import resolver
+
+    try:
+        return resolver.resolve(
+            version=_setting(c, "version", version) or None,
+            python=python,
+            gpu=gpu,
+            target_python=None if python else (env.python_version if env.exists else env.system_python),
+            driver=env.driver,
+            compute_capability=env.compute_capability,
+        )
+    except resolver.Refusal as refusal:
+        raise Exit(str(refusal)) from None
+
+
+@task(
+    help={
+        "version": "TensorFlow release, e.g. 2.21.0 (default tf.version, else the newest)",
+        "python": "Python version for a new venv's check (the env's own Python is used)",
+        "gpu": "install the GPU build even where no GPU is seen yet",
+        "cpu": "install without the CUDA libraries even on a GPU host",
+        "index_url": "package index to install from (a mirror)",
+        "find_links": "a folder or URL of wheels to install from (offline hosts, a wheelhouse)",
+        "no_index": "use only --find-links, never an index",
+        "hosts": HOSTS_HELP,
+        "json": JSON_HELP,
+    }
+)
+def install(
+    c,
+    version=None,
+    python=None,
+    gpu=False,
+    cpu=False,
+    index_url=None,
+    find_links=None,
+    no_index=False,
+    hosts=None,
+    json=False,
+):
+    """Install the TensorFlow that fits the target, pinned, into its conda env or a venv."""
+    index_url = _setting(c, "index_url", index_url)
+    find_links = _setting(c, "find_links", find_links)
+
+    def work(host: Host) -> dict[str, Any]:
+        env = environment(host, c)
+        plan = _plan(c, version, python, _want_gpu(gpu, cpu, env), env)
+        result = {
+            "tensorflow": plan.tf,
+            "gpu": plan.gpu,
+            "env": env.path,
+            "kind": env.kind,
+            "requirement": plan.requirement,
+        }
+        if env.tensorflow == plan.tf and not plan.conda_packages:
+            host.say(f"already done: TensorFlow {plan.tf} in {env.kind} {env.path}")
+            return {**result, "changed": False}
+        if plan.conda_packages and env.kind != "conda":
+            raise Exit(
+                f"[{host.label}] TensorFlow {plan.tf} takes its CUDA libraries from conda "
+                f"({', '.join(plan.conda_packages)}): run `inv conda.install conda.create conda.cuda` first, "
+                "or use TensorFlow 2.14+ (tensorflow[and-cuda])."
+            )
+        if not env.exists:
+            host.say(f"creating venv {env.path}")
+            host.change(f"python3 -m venv {shell_path(env.path)}", what=f"python3 -m venv {env.path}")
+        options = ["--disable-pip-version-check", "-q"]
+        if index_url:
+            options += ["--index-url", shlex.quote(index_url)]
+        if find_links:
+            options += ["--find-links", shell_path(find_links)]
+        if no_index:
+            options.append("--no-index")
+        host.say(
+            f"installing {plan.requirement} into {env.path}"
+            + (" (was " + env.tensorflow + ")" if env.tensorflow else "")
+        )
+        host.change(
+            f"{env.python} -m pip install {' '.join(options)} {shlex.quote(plan.requirement)}",
+            what=f"pip install {plan.requirement}",
+        )
+        if not host.dry:
+            installed = host.fact(f"{env.python} {_TF_VERSION}").out.strip().splitlines()
+            if not installed or installed[-1] != plan.tf:
+                raise Exit(f"[{host.label}] pip finished but TensorFlow {plan.tf} is not importable in {env.path}.")
+            host.say(f"TensorFlow {plan.tf} installed")
+        return {**result, "changed": True}
+
+    on_targets(c, work, hosts=hosts, json_out=json, summary=lambda r: f"TensorFlow {r['tensorflow']}")
+
+
+# What TensorFlow logs when it can't use a GPU, and what that means (pattern, diagnosis, fix).
+_GPU_LOG_DIAGNOSES = (
+    (
+        r"Could not find cuda drivers on your machine|no NVIDIA GPU device is present|CUDA_ERROR_NO_DEVICE",
+        "no NVIDIA driver or GPU: TensorFlow found no CUDA driver on this host",
+        "inv gpu.setup (driver), then gpu.check",
+    ),
+    (
+        r"CUDA driver version is insufficient|CUDA_ERROR_SYSTEM_DRIVER_MISMATCH|does not match DSO version",
+        "the NVIDIA driver is too old for the CUDA this TensorFlow was built with",
+        "inv driver.install (a newer branch), or an older TensorFlow",
+    ),
+    (
+        r"Cannot dlopen some GPU libraries|Could not load dynamic library|libcudnn|libcudart",
+        "the CUDA or cuDNN libraries are missing or mismatched in the environment",
+        "inv tf.install --gpu (tensorflow[and-cuda]), or conda.cuda for TensorFlow < 2.14",
+    ),
+    (
+        r"Ignoring visible gpu device .* compute capability",
+        "the GPU's compute capability is below what this TensorFlow build supports",
+        "use a newer GPU (compute capability 6.0+)",
+    ),
+    (
+        r"failed call to cuInit",
+        "the CUDA driver failed to initialise (module not loaded, or the GPU is busy or in a bad state)",
+        "inv gpu.check; a reboot often helps",
+    ),
+)
+
+
+def diagnose_no_gpu(log: str) -> tuple[str, str]:
+    """Why TensorFlow sees no GPU, read from what it logged."""
+    for pattern, diagnosis, fix in _GPU_LOG_DIAGNOSES:
+        if re.search(pattern, log):
+            return diagnosis, fix
+    return "TensorFlow logged no reason for seeing no GPU", "inv gpu.check; inv docker.doctor for containers"
+
+
+def read_verify(output: str) -> dict[str, Any]:
+    """The verify program's JSON line, plus the diagnosis when no GPU was used."""
+    line = next((ln for ln in output.splitlines() if ln.startswith(VERIFY_MARK)), None)
+    if line is None:
+        tail = "\n".join(output.strip().splitlines()[-5:])
+        raise Exit(f"TensorFlow did not run: {tail}")
+    report: dict[str, Any] = json_module.loads(line[len(VERIFY_MARK) :])
+    report["diagnosis"] = report["fix"] = None
+    if not report["gpus"]:
+        report["diagnosis"], report["fix"] = diagnose_no_gpu(output)
+    return report
+
+
+@task(
+    help={
+        "require_gpu": "fail unless TensorFlow uses a GPU (default: only where nvidia-smi sees one)",
+        "hosts": HOSTS_HELP,
+        "json": JSON_HELP,
+    }
+)
+def verify(c, require_gpu=False, hosts=None, json=False):
+    """Run a real computation with TensorFlow on the target and report what it used."""
+    program = (SCRIPTS / "tf-verify.py").read_text()
+
+    def work(host: Host) -> dict[str, Any]:
+        env = environment(host, c)
+        if not env.tensorflow:
+            raise Exit(f"[{host.label}] no TensorFlow in {env.path}: run `inv tf.install` first.")
+        run = host.fact(f"{env.python} -c {shlex.quote(program)}")
+        report = read_verify(run.out)
+        if not report["result_ok"]:
+            raise Exit(f"[{host.label}] TensorFlow computed a wrong matrix product on {report['device']}.")
+        used = ", ".join(f"{g['name']} (compute capability {g['compute_capability']})" for g in report["gpus"])
+        if not json:
+            versions = f"Python {report['python']}, CUDA {report['cuda']}, cuDNN {report['cudnn']}"
+            host.say(f"TensorFlow {report['tensorflow']} ({versions})")
+            host.say(f"matrix product on {report['device']}: correct ({report['seconds']} s with start-up)")
+            host.say(f"GPUs: {used}" if used else f"no GPU: {report['diagnosis']}; fix: {report['fix']}")
+        if not report["gpus"] and (require_gpu or env.driver):
+            raise Exit(f"[{host.label}] TensorFlow sees no GPU: {report['diagnosis']}; fix: {report['fix']}")
+        return report
+
+    on_targets(c, work, hosts=hosts, json_out=json, summary=lambda r: r["device"].split("device:")[-1])
+
+
+@task(
+    help={
+        "python": "mark the releases that support this Python version",
+        "driver": "mark the releases whose CUDA this driver version runs",
+        "json": JSON_HELP,
+    }
+)
+def versions(c, python=None, driver=None, json=False):
+    """Show TensorFlow releases with their Python range, CUDA, cuDNN, and what fits."""
+    from packaging.version import Version
+
+    from tfrig import resolver
+
+    rows = []
+    for build in resolver.builds():
+        minimum = resolver.driver_minimum(build.cuda)
+        fits = (not python or build.supports(python)) and (not driver or Version(driver) >= Version(minimum))
+        gpu_install = (
+            "tensorflow[and-cuda]"
+            if build.version >= resolver.AND_CUDA_SINCE
+            else ("tensorflow + conda cudatoolkit/cudnn" if build.version.major >= 2 else "tensorflow-gpu + conda")
+        )
+        rows.append(
+            {
+                "tensorflow": build.tf,
+                "python": build.python_range,
+                "cuda": build.cuda,
+                "cudnn": build.cudnn,
+                "driver_min": minimum,
+                "gpu_install": gpu_install,
+                "fits": fits if (python or driver) else None,
+            }
+        )
     if json:
         print_json(rows)
         return
+    headers = ["tensorflow", "python", "cuda", "cudnn", "driver >=", "GPU install"] + (
+        ["fits"] if python or driver else []
+    )
     table(
-        ["tensorflow", "python", "cuda", "cudnn", "package"],
-        [(r["tf"], r["python"], r["cuda"], r["cudnn"], r["package"]) for r in rows],
+        headers,
+        [
+            [r["tensorflow"], r["python"], r["cuda"], r["cudnn"], r["driver_min"], r["gpu_install"]]
+            + (["yes" if r["fits"] else "no"] if python or driver else [])
+            for r in rows
+        ],
     )
 
 
-ns = Collection("tf", versions)
-ns.configure({"tf": {}})
+ns = Collection("tf", install, verify, versions)
+ns.configure({"tf": {"version": "", "venv": "~/tf-venv", "index_url": "", "find_links": ""}})

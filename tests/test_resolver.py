@@ -1,0 +1,106 @@
+"""The TensorFlow catalog and resolver: the whole table, and every refusal with its message."""
+
+from __future__ import annotations
+
+import pytest
+
+from tfrig import resolver
+from tfrig.catalog import compat
+
+
+@pytest.mark.parametrize("row", compat()["tensorflow_builds"]["linux_gpu"], ids=lambda r: r["tf"])
+def test_every_release_resolves_for_cpu_and_gpu(row):
+    cpu = resolver.resolve(row["tf"])
+    assert cpu.tf == row["tf"] and cpu.requirement == f"tensorflow=={row['tf']}" and not cpu.gpu
+    gpu = resolver.resolve(row["tf"], gpu=True)
+    assert (gpu.cuda, gpu.cudnn) == (row["cuda"], row["cudnn"])
+    assert resolver.find_build(row["tf"]).supports(gpu.python)
+    major, minor = (int(x) for x in row["tf"].split(".")[:2])
+    if (major, minor) >= (2, 14):
+        assert gpu.requirement == f"tensorflow[and-cuda]=={row['tf']}" and gpu.conda_packages == []
+    elif major == 2:
+        assert gpu.requirement == f"tensorflow=={row['tf']}"
+        assert gpu.conda_packages == [f"cudatoolkit={row['cuda']}", f"cudnn={row['cudnn']}"]
+    else:
+        assert gpu.requirement == f"tensorflow-gpu=={row['tf']}"
+
+
+@pytest.mark.parametrize(
+    ("args", "expected"),
+    [
+        ({}, ("2.21.0", "3.13", "tensorflow==2.21.0", None)),
+        ({"version": "2.15", "gpu": True}, ("2.15.0", "3.11", "tensorflow[and-cuda]==2.15.0", "525.60.13")),
+        ({"version": "2.16.2", "target_python": "3.12.3"}, ("2.16.2", "3.12", "tensorflow==2.16.2", None)),
+        (
+            {"version": "2.10", "gpu": True, "driver": "470.82.01"},
+            ("2.10.0", "3.10", "tensorflow==2.10.0", "450.80.02"),
+        ),
+        (
+            {"version": "2.21.0", "gpu": True, "driver": "580.159.04", "compute_capability": "9.0"},
+            ("2.21.0", "3.13", "tensorflow[and-cuda]==2.21.0", "525.60.13"),
+        ),
+        ({"version": "1.15", "gpu": True, "python": "3.7"}, ("1.15.0", "3.7", "tensorflow-gpu==1.15.0", "410.48")),
+    ],
+    ids=["newest-cpu", "2.15-gpu", "patch-release-target-python", "cuda11-driver-470", "h200", "tf1-gpu"],
+)
+def test_plans(args, expected):
+    plan = resolver.resolve(**args)
+    assert (plan.tf, plan.python, plan.requirement, plan.driver_min) == expected
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (
+            {"version": "2.15", "python": "3.12"},
+            "TensorFlow 2.15.0 supports Python 3.9–3.11; use --python 3.11 or TensorFlow 2.16+.",
+        ),
+        (
+            {"version": "2.21", "python": "3.9"},
+            "TensorFlow 2.21.0 supports Python 3.10–3.13; use --python 3.13 or TensorFlow 2.20.",
+        ),
+        (
+            {"version": "2.21", "python": "3.14"},
+            "TensorFlow 2.21.0 supports Python 3.10–3.13; use --python 3.13 or no TensorFlow release tfrig knows supports Python 3.14.",
+        ),
+        (
+            {"version": "2.15", "target_python": "3.12.1"},
+            "the target's Python is 3.12.1, and TensorFlow 2.15.0 supports 3.9–3.11: use a conda env",
+        ),
+        ({"version": "2.22"}, "TensorFlow 2.22 is not a release tfrig knows; the newest is 2.21.0"),
+        ({"version": "tensorflow-gpu==2.10"}, "tensorflow-gpu is gone from PyPI since December 2022"),
+        ({"version": "latest-gpu"}, "'latest-gpu' is not a TensorFlow version such as 2.21.0"),
+        (
+            {"version": "2.21", "gpu": True, "driver": "470.82.01"},
+            "driver 470.82.01 is below 525.60.13, which CUDA 12.5 (TensorFlow 2.21.0) needs; update the driver (`inv driver.install`) or TensorFlow 2.14.0 (CUDA 11.8).",
+        ),
+        (
+            {"version": "2.21", "gpu": True, "compute_capability": "3.7"},
+            "this GPU's compute capability 3.7 is below 6.0",
+        ),
+        ({"python": "3"}, "--python 3: give major.minor"),
+    ],
+    ids=[
+        "2.15-py312",
+        "2.21-py39",
+        "py314",
+        "target-python",
+        "unknown",
+        "tensorflow-gpu",
+        "tag-as-version",
+        "old-driver",
+        "k80",
+        "python-format",
+    ],
+)
+def test_refusals_name_the_conflict_and_what_works(args, message):
+    with pytest.raises(resolver.Refusal) as refusal:
+        resolver.resolve(**args)
+    assert message in str(refusal.value)
+
+
+def test_driver_minimums_follow_cuda_families():
+    assert resolver.driver_minimum("12.5") == "525.60.13"
+    assert resolver.driver_minimum("11.2") == "450.80.02"
+    assert resolver.driver_minimum("10.1") == "418.39"
+    assert resolver.driver_minimum("10.0") == "410.48"
