@@ -221,5 +221,28 @@ def json_of(text: str) -> Any:
     return json.loads(text)
 
 
+def json_docs(text: str) -> list[Any]:
+    """Every JSON document printed one after another (each task of a chain prints its own)."""
+    import json
+
+    decoder, docs, index = json.JSONDecoder(), [], 0
+    while index < len(text):
+        if text[index].isspace():
+            index += 1
+            continue
+        doc, index = decoder.raw_decode(text, index)
+        docs.append(doc)
+    return docs
+
+
 def squash(text: str) -> str:
     return re.sub(r"\s+", " ", text)
+
+
+@pytest.fixture(scope="session")
+def wheelhouse() -> Path:
+    """TensorFlow's CPU wheels for Python 3.11, downloaded once per machine by .ci/run."""
+    folder = Path(os.environ.get("TFRIG_WHEELHOUSE", "/var/cache/tfrig-ci/wheelhouse"))
+    if not list(folder.glob("tensorflow-2.21.0-*.whl")):
+        missing(f"no TensorFlow wheel in {folder}; .ci/run fills it with pip download")
+    return folder

@@ -142,18 +142,11 @@ def install(
                 env["UNVERIFIED"] = "1"
             host.say(f"installing {distribution} into {where} from {url}")
             host.script("install-conda.sh", env, sudo=False)
-        if spec["tos"] and accept_tos:
-            accepted = host.fact(f"{conda_bin(where)} tos view --json")
-            if accepted.ok and all(f'"{ch}"' in accepted.out and "accepted" in accepted.out for ch in TOS_CHANNELS):
-                pass
-            else:
-                for channel in TOS_CHANNELS:
-                    run_conda(
-                        host,
-                        where,
-                        f"tos accept --override-channels --channel {channel}",
-                        f"conda tos accept {channel}",
-                    )
+        # Accept on a fresh install, or on an existing one when the flag itself says so.
+        if spec["tos"] and (not facts["conda"].ok or asked_to_accept):
+            for channel in TOS_CHANNELS:
+                command = f"tos accept --override-channels --channel {channel}"
+                run_conda(host, where, command, f"conda {command}")
         return {"prefix": where, "distribution": distribution, "changed": not facts["conda"].ok}
 
     on_targets(c, work, hosts=hosts, json_out=json)

@@ -213,8 +213,8 @@ def read_verify(output: str) -> dict[str, Any]:
     """The verify program's JSON line, plus the diagnosis when no GPU was used."""
     line = next((ln for ln in output.splitlines() if ln.startswith(VERIFY_MARK)), None)
     if line is None:
-        tail = "\n".join(output.strip().splitlines()[-5:])
-        raise Exit(f"TensorFlow did not run: {tail}")
+        lines = output.strip().splitlines()
+        raise Exit(f"TensorFlow did not run: {lines[-1] if lines else 'no output'}")
     report: dict[str, Any] = json_module.loads(line[len(VERIFY_MARK) :])
     report["diagnosis"] = report["fix"] = None
     if not report["gpus"]:

@@ -1,0 +1,114 @@
+"""tf: the README's main job on this machine, the same over SSH on a Debian host, and the
+diagnosis TensorFlow's own log gives when it sees no GPU."""
+
+from __future__ import annotations
+
+import pytest
+
+from tests.conftest import json_docs, json_of
+from tfrig.tf import diagnose_no_gpu, read_verify
+
+# What TensorFlow 2.21 logged here (no NVIDIA driver), and what others report (compat.yaml sources).
+NO_DRIVER_LOG = (
+    "I0000 00:00:1795690159.364346   10165 cudart_stub.cc:31] Could not find cuda drivers on your machine, GPU will not be used.\n"
+    "E0000 00:00:1795690159.585681   10165 cuda_platform.cc:52] failed call to cuInit: INTERNAL: CUDA error: Failed call to cuInit: UNKNOWN ERROR (303)\n"
+)
+
+
+@pytest.mark.parametrize(
+    ("log", "diagnosis"),
+    [
+        (NO_DRIVER_LOG, "no NVIDIA driver or GPU: TensorFlow found no CUDA driver on this host"),
+        (
+            "W tensorflow/core/common_runtime/gpu/gpu_device.cc:2256] Cannot dlopen some GPU libraries. Please make sure the missing libraries mentioned above are installed properly",
+            "the CUDA or cuDNN libraries are missing",
+        ),
+        (
+            "Could not load dynamic library 'libcudnn.so.8'; dlerror: libcudnn.so.8: cannot open shared object file",
+            "the CUDA or cuDNN libraries are missing",
+        ),
+        (
+            "failed call to cuInit: CUDA_ERROR_SYSTEM_DRIVER_MISMATCH: system has unsupported display driver / cuda driver combination",
+            "the NVIDIA driver is too old",
+        ),
+        (
+            "Ignoring visible gpu device (device: 0, name: Tesla K80, compute capability: 3.7) with Cuda compute capability 3.7. The minimum required Cuda capability is 6.0.",
+            "compute capability is below",
+        ),
+        ("failed call to cuInit: UNKNOWN ERROR (999)", "the CUDA driver failed to initialise"),
+        ("", "TensorFlow logged no reason"),
+    ],
+    ids=["no-driver", "dlopen", "libcudnn", "driver-mismatch", "k80", "cuinit", "silent"],
+)
+def test_no_gpu_diagnosis_from_the_log(log, diagnosis):
+    assert diagnosis in diagnose_no_gpu(log)[0]
+
+
+def test_verify_output_without_the_marker_is_an_error():
+    from invoke.exceptions import Exit
+
+    with pytest.raises(Exit, match="TensorFlow did not run: ModuleNotFoundError"):
+        read_verify("Traceback (most recent call last):\nModuleNotFoundError: No module named 'tensorflow'")
+
+
+@pytest.mark.slow
+def test_readme_main_job_here_installs_verifies_and_reruns_as_a_no_op(tfrig, wheelhouse, tmp_path):
+    env = {"HOME": str(tmp_path)}
+    first = tfrig("tf.install", "--find-links", str(wheelhouse), "--no-index", "tf.verify", env=env)
+    assert first.code == 0, first.text
+    assert "installing tensorflow==2.21.0 into ~/tf-venv" in first.out
+    assert "matrix product on /job:localhost/replica:0/task:0/device:CPU:0: correct" in first.out
+    assert "no GPU: no NVIDIA driver or GPU: TensorFlow found no CUDA driver on this host" in first.out
+    assert (tmp_path / "tf-venv" / "bin" / "python").exists()
+
+    again = tfrig("tf.install", "--find-links", str(wheelhouse), "--no-index", env=env)
+    assert again.code == 0
+    assert "already done: TensorFlow 2.21.0 in venv ~/tf-venv" in again.out
+
+    report = json_of(tfrig("tf.verify", "--json", env=env).out)
+    assert report["tensorflow"] == "2.21.0" and report["result_ok"] is True and report["gpus"] == []
+
+
+@pytest.mark.slow
+def test_install_and_verify_over_ssh_on_a_debian_host(tfrig, sshd_factory, ssh_env, wheelhouse):
+    host = sshd_factory(volumes_extra={str(wheelhouse): "/wheelhouse"})
+    first = tfrig(
+        "tf.install",
+        "-H",
+        host.spec(),
+        "--find-links",
+        "/wheelhouse",
+        "--no-index",
+        "--json",
+        "tf.verify",
+        "--json",
+        env=ssh_env,
+    )
+    assert first.code == 0, first.text
+    installed, verify = json_docs(first.out)
+    assert installed["tensorflow"] == "2.21.0" and installed["changed"] is True and installed["kind"] == "venv"
+    assert verify["python"].startswith("3.11.") and verify["result_ok"] is True
+    assert verify["diagnosis"] == "no NVIDIA driver or GPU: TensorFlow found no CUDA driver on this host"
+    assert host.exec("test -x /home/tfrig/tf-venv/bin/python")[0] == 0
+
+    again = tfrig("tf.install", "-H", host.spec(), "--find-links", "/wheelhouse", "--no-index", env=ssh_env)
+    assert "already done: TensorFlow 2.21.0 in venv ~/tf-venv" in again.out
+
+
+def test_an_unknown_version_is_refused_before_touching_the_host(tfrig):
+    result = tfrig("tf.install", "--version", "2.99")
+    assert result.code == 1
+    assert (
+        result.err.strip() == "TensorFlow 2.99 is not a release tfrig knows; the newest is 2.21.0 (`inv tf.versions`)."
+    )
+
+
+def test_versions_marks_what_fits(tfrig):
+    rows = json_of(tfrig("tf.versions", "--python", "3.12", "--driver", "470.82.01", "--json").out)
+    fits = {r["tensorflow"]: r["fits"] for r in rows}
+    assert fits["2.21.0"] is False  # CUDA 12.5 needs 525.60.13
+    assert fits["2.15.0"] is False  # Python 3.12 is too new
+    assert fits["2.16.1"] is False
+    assert [v for v, ok in fits.items() if ok] == []
+    rows = json_of(tfrig("tf.versions", "--python", "3.10", "--driver", "470.82.01", "--json").out)
+    assert [r["tensorflow"] for r in rows if r["fits"]][:2] == ["2.14.0", "2.13.0"]
