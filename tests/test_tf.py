@@ -3,9 +3,16 @@ diagnosis TensorFlow's own log gives when it sees no GPU."""
 
 from __future__ import annotations
 
+import json
+import os
+import signal
+import subprocess
+import sys
+import urllib.request
+
 import pytest
 
-from tests.conftest import json_docs, json_of
+from tests.conftest import free_port, json_docs, json_of
 from tfrig.tf import diagnose_no_gpu, read_verify
 
 # What TensorFlow 2.21 logged here (no NVIDIA driver), and what others report (compat.yaml sources).
@@ -70,7 +77,7 @@ def test_readme_main_job_here_installs_verifies_and_reruns_as_a_no_op(tfrig, whe
 
 
 @pytest.mark.slow
-def test_install_and_verify_over_ssh_on_a_debian_host(tfrig, sshd_factory, ssh_env, wheelhouse):
+def test_install_and_verify_over_ssh_then_jupyter_through_a_tunnel(tfrig, sshd_factory, ssh_env, wheelhouse, state_dir):
     host = sshd_factory(volumes_extra={str(wheelhouse): "/wheelhouse"})
     first = tfrig(
         "tf.install",
@@ -93,6 +100,47 @@ def test_install_and_verify_over_ssh_on_a_debian_host(tfrig, sshd_factory, ssh_e
 
     again = tfrig("tf.install", "-H", host.spec(), "--find-links", "/wheelhouse", "--no-index", env=ssh_env)
     assert "already done: TensorFlow 2.21.0 in venv ~/tf-venv" in again.out
+
+    local_port = free_port()
+    jupyter = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "tfrig",
+            "tf.jupyter",
+            "-H",
+            host.spec(),
+            "--find-links",
+            "/wheelhouse",
+            "--no-index",
+            "--local-port",
+            str(local_port),
+        ],
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        env={**os.environ, **ssh_env, "TFRIG_STATE_DIR": str(state_dir)},
+    )
+    try:
+        assert jupyter.stdout is not None
+        lines = []
+        for line in jupyter.stdout:
+            lines.append(line)
+            if line.startswith("JupyterLab: "):
+                break
+        url = lines[-1].split()[1]
+        assert url.startswith(f"http://127.0.0.1:{local_port}/lab?token=")
+        token = url.rsplit("=", 1)[1]
+        with urllib.request.urlopen(f"http://127.0.0.1:{local_port}/api/status?token={token}", timeout=10) as reply:
+            assert reply.status == 200 and "started" in json.loads(reply.read())
+        # On the target it listens on loopback only.
+        listening = host.exec("cat /proc/net/tcp")[1]
+        assert " 0100007F:22B8 00000000:0000 0A " in listening  # 127.0.0.1:8888 LISTEN
+        assert " 00000000:22B8 " not in listening
+    finally:
+        jupyter.send_signal(signal.SIGINT)
+        jupyter.wait(15)
 
 
 def test_an_unknown_version_is_refused_before_touching_the_host(tfrig):

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json as json_module
 import re
 import shlex
+import time
 from dataclasses import dataclass
 from typing import Any
 
@@ -121,8 +122,6 @@ def install(
     json=False,
 ):
     """Install the TensorFlow that fits the target, pinned, into its conda env or a venv."""
-    index_url = _setting(c, "index_url", index_url)
-    find_links = _setting(c, "find_links", find_links)
 
     def work(host: Host) -> dict[str, Any]:
         env = environment(host, c)
@@ -146,13 +145,7 @@ def install(
         if not env.exists:
             host.say(f"creating venv {env.path}")
             host.change(f"python3 -m venv {shell_path(env.path)}", what=f"python3 -m venv {env.path}")
-        options = ["--disable-pip-version-check", "-q"]
-        if index_url:
-            options += ["--index-url", shlex.quote(index_url)]
-        if find_links:
-            options += ["--find-links", shell_path(find_links)]
-        if no_index:
-            options.append("--no-index")
+        options = _pip_options(c, index_url, find_links, no_index)
         host.say(
             f"installing {plan.requirement} into {env.path}"
             + (" (was " + env.tensorflow + ")" if env.tensorflow else "")
@@ -303,5 +296,112 @@ def versions(c, python=None, driver=None, json=False):
     )
 
 
-ns = Collection("tf", install, verify, versions)
+def _pip_options(c: Any, index_url: str | None, find_links: str | None, no_index: bool) -> list[str]:
+    options = ["--disable-pip-version-check", "-q"]
+    index_url = _setting(c, "index_url", index_url)
+    find_links = _setting(c, "find_links", find_links)
+    if index_url:
+        options += ["--index-url", shlex.quote(index_url)]
+    if find_links:
+        options += ["--find-links", shell_path(find_links)]
+    if no_index:
+        options.append("--no-index")
+    return options
+
+
+def _running_servers(host: Host, env: Environment) -> list[dict[str, Any]]:
+    listed = host.fact(f"{env.python} -m jupyter server list --json")
+    servers = []
+    for line in listed.out.splitlines() if listed.ok else []:
+        try:
+            servers.append(json_module.loads(line))
+        except ValueError:
+            continue
+    return servers
+
+
+@task(
+    help={
+        "port": "port of JupyterLab on the target, bound to its 127.0.0.1 (default 8888)",
+        "local_port": "port on this machine for the SSH tunnel (default: the same)",
+        "tunnel": "hold an SSH tunnel open until Ctrl-C (default yes; --no-tunnel prints the ssh -L command)",
+        "index_url": "package index for installing jupyterlab",
+        "find_links": "wheels folder or URL for installing jupyterlab",
+        "no_index": "use only --find-links",
+        "hosts": "one user@host:port (default: the run's target, tfrig.hosts, or here)",
+        "json": JSON_HELP,
+    }
+)
+def jupyter(
+    c, port=8888, local_port=None, tunnel=True, index_url=None, find_links=None, no_index=False, hosts=None, json=False
+):
+    """JupyterLab in the TensorFlow env on 127.0.0.1 of the target, reached through an SSH tunnel."""
+    from tfrig import targets
+    from tfrig.host import connect
+    from tfrig.ui import info_stream
+
+    chosen = targets.resolve(c, hosts=hosts)
+    if len(chosen) != 1:
+        raise Exit("tf.jupyter serves one host at a time; give one with -H.")
+    target = chosen[0]
+    out = info_stream(json)
+    print(f"target: {target.label}", file=out)
+    conn = connect(c, target)
+    host = Host(conn, target, out=out)
+    env = environment(host, c)
+    if not env.tensorflow:
+        raise Exit(f"[{host.label}] no TensorFlow in {env.path}: run `inv tf.install` first.")
+    if not host.fact(f"{env.python} -m jupyter lab --version").ok:
+        host.say(f"installing jupyterlab into {env.path}")
+        host.change(
+            f"{env.python} -m pip install {' '.join(_pip_options(c, index_url, find_links, no_index))} jupyterlab",
+            what="pip install jupyterlab",
+        )
+    servers = [s for s in _running_servers(host, env) if int(s.get("port", 0)) == int(port)]
+    if not servers:
+        log = shell_path("~/.tfrig-jupyter.log")
+        host.change(
+            f"nohup {env.python} -m jupyter lab --no-browser --ip=127.0.0.1 --port={int(port)} "
+            f"--ServerApp.port_retries=0 >{log} 2>&1 </dev/null &",
+            what=f"start JupyterLab on 127.0.0.1:{port}",
+        )
+        if host.dry:
+            return
+        for _ in range(60):
+            servers = [s for s in _running_servers(host, env) if int(s.get("port", 0)) == int(port)]
+            if servers:
+                break
+            time.sleep(1)
+        else:
+            raise Exit(f"[{host.label}] JupyterLab did not start on port {port}; see ~/.tfrig-jupyter.log there.")
+    elif host.dry:
+        return
+    token = servers[0].get("token", "")
+    local = int(local_port or port)
+    url = f"http://127.0.0.1:{local}/lab?token={token}"
+    result = {"url": url, "remote_port": int(port), "local_port": local, "host": target.label}
+    if target.is_local or not tunnel:
+        if not target.is_local:
+            user = f"{target.user}@" if target.user else ""
+            ssh_port = f" -p {target.port}" if target.port else ""
+            result["ssh"] = f"ssh -N -L {local}:127.0.0.1:{port}{ssh_port} {user}{target.host}"
+            print(f"open the tunnel with: {result['ssh']}", file=out)
+        if json:
+            print_json(result)
+        else:
+            print(f"JupyterLab: {url}")
+        return
+    with conn.forward_local(local_port=local, remote_port=int(port), remote_host="127.0.0.1", local_host="127.0.0.1"):
+        if json:
+            print_json(result)
+        else:
+            print(f"JupyterLab: {url}  (SSH tunnel open; Ctrl-C closes it)", flush=True)
+        try:
+            while True:
+                time.sleep(1)
+        except KeyboardInterrupt:
+            print("tunnel closed; JupyterLab keeps running on the target", file=out)
+
+
+ns = Collection("tf", install, verify, versions, jupyter)
 ns.configure({"tf": {"version": "", "venv": "~/tf-venv", "index_url": "", "find_links": ""}})
