@@ -1,30 +1,781 @@
-"""gcp: Compute Engine GPU VMs that tfrig creates, finds, stops and deletes."""
+"""gcp: Compute Engine GPU VMs: created where the GPU and the quota are, found, stopped, deleted.
+
+google-cloud-compute is imported only inside these tasks (through tfrig.cloud).
+"""
 
 from __future__ import annotations
 
+import configparser
+import datetime
+import os
+import shlex
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
 from invoke import Collection
+from invoke.exceptions import Exit
 
-from tfrig import state
+from tfrig import gceplan, state, targets
 from tfrig.taskdef import task
-from tfrig.ui import print_json, table
+from tfrig.ui import confirm, info_stream, print_json, table
+
+JSON_HELP = "print only JSON on stdout"
+PROJECT_HELP = (
+    "Google Cloud project (default gcp.project, GOOGLE_CLOUD_PROJECT, CLOUDSDK_CORE_PROJECT, gcloud's config)"
+)
+NAME_HELP = "VM name (default gcp.name, else tfrig-<user>)"
+IMAGES = {
+    "ubuntu-24.04": ("ubuntu-os-cloud", "ubuntu-2404-lts-amd64"),
+    "ubuntu-22.04": ("ubuntu-os-cloud", "ubuntu-2204-lts"),
+    "debian-12": ("debian-cloud", "debian-12"),
+}
+DLVM_PROJECT = "deeplearning-platform-release"
 
 
-@task(help={"json": "print only JSON on stdout"})
-def list_(c, json=False):
-    """List the VMs tfrig created (from its state file)."""
-    records = sorted(state.vms().values(), key=lambda r: r["name"])
-    if json:
-        print_json(records)
-        return
-    if not records:
-        print("tfrig has created no VMs that still exist.")
-        return
-    table(
-        ["name", "project", "zone", "gpu", "address"],
-        [(r["name"], r.get("project"), r.get("zone"), r.get("gpu"), r.get("address")) for r in records],
+# --- settings -------------------------------------------------------------------------------------
+
+
+def gcloud_config() -> dict[str, str]:
+    """The active gcloud configuration's core/compute settings, read from its file (gcloud need not be installed)."""
+    folder = Path(os.environ.get("CLOUDSDK_CONFIG") or Path.home() / ".config" / "gcloud")
+    active = os.environ.get("CLOUDSDK_ACTIVE_CONFIG_NAME")
+    if not active:
+        try:
+            active = (folder / "active_config").read_text().strip() or "default"
+        except OSError:
+            active = "default"
+    parser = configparser.ConfigParser()
+    parser.read(folder / "configurations" / f"config_{active}")
+    found = {}
+    for section, key in (("core", "project"), ("compute", "zone"), ("compute", "region"), ("core", "account")):
+        if parser.has_option(section, key):
+            found[key] = parser.get(section, key)
+    return found
+
+
+@dataclass
+class Settings:
+    project: str
+    zone: str | None
+    region: str | None
+    endpoint: str | None
+    credentials: str | None
+    retry_delay: float
+
+    def cloud(self) -> Any:
+        from tfrig.cloud import Cloud
+
+        return Cloud(self.project, self.endpoint, self.credentials, retry_delay=self.retry_delay)
+
+
+def settings(c: Any, project: str | None = None, zone: str | None = None, region: str | None = None) -> Settings:
+    gcp = c.config.gcp
+    gcloud = gcloud_config()
+    chosen_project = (
+        project
+        or gcp.project
+        or os.environ.get("GOOGLE_CLOUD_PROJECT")
+        or os.environ.get("CLOUDSDK_CORE_PROJECT")
+        or gcloud.get("project")
+    )
+    if not chosen_project:
+        raise Exit(
+            "No Google Cloud project: pass --project, set gcp.project (invoke.yaml or INVOKE_GCP_PROJECT), "
+            "GOOGLE_CLOUD_PROJECT, or run `gcloud config set project PROJECT_ID`."
+        )
+    chosen_zone = zone or gcp.zone or os.environ.get("CLOUDSDK_COMPUTE_ZONE") or gcloud.get("zone") or None
+    chosen_region = region or gcp.region or os.environ.get("CLOUDSDK_COMPUTE_REGION") or None
+    if zone and region:
+        raise Exit("Give --zone or --region, not both.")
+    try:
+        if chosen_zone:
+            gceplan.region_of(chosen_zone)
+        if chosen_region and not gceplan.REGION.match(chosen_region):
+            raise gceplan.Invalid(f"'{chosen_region}' is not a region name such as us-central1.")
+    except gceplan.Invalid as invalid:
+        raise Exit(str(invalid)) from None
+    if zone:
+        chosen_region = None  # an explicit zone wins over a configured region
+    elif region:
+        chosen_zone = None
+    return Settings(
+        project=chosen_project,
+        zone=chosen_zone,
+        region=chosen_region,
+        endpoint=gcp.endpoint or None,
+        credentials=gcp.credentials or None,
+        retry_delay=float(gcp.retry_delay),
     )
 
 
-ns = Collection("gcp")
+def _user() -> str:
+    return targets.local_user()
+
+
+def ssh_key(c: Any, dry: bool) -> tuple[Path, str]:
+    """The user's SSH key (tfrig.ssh_key or ~/.ssh/id_ed25519), made if there is none; (path, public key)."""
+    path = Path(os.path.expanduser(c.config.tfrig.ssh_key or "~/.ssh/id_ed25519"))
+    public = path.with_name(path.name + ".pub")
+    if not public.exists():
+        if dry:
+            return path, "(a new key tfrig would make)"
+        import subprocess
+
+        path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+        if path.exists():
+            raise Exit(f"{path} exists without {public.name}; make the public key with `ssh-keygen -y -f {path}`.")
+        subprocess.run(
+            ["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", f"{_user()}@tfrig", "-f", str(path)], check=True
+        )
+        print(f"made an SSH key for the VMs: {path}", file=sys.stderr)
+    return path, public.read_text().strip()
+
+
+def _image(c: Any, image: str) -> tuple[str, dict[str, str]]:
+    """An image name → its source image URL and any metadata it needs."""
+    if image == "dlvm":
+        family = c.config.gcp.dlvm_family
+        return f"projects/{DLVM_PROJECT}/global/images/family/{family}", {"install-nvidia-driver": "True"}
+    if image in IMAGES:
+        project, family = IMAGES[image]
+        return f"projects/{project}/global/images/family/{family}", {}
+    if image.startswith("projects/"):
+        return image, {}
+    raise Exit(f"--image {image}: choose {', '.join(IMAGES)}, dlvm, or a full projects/P/global/images/... path.")
+
+
+@dataclass
+class CreateRequest:
+    names: list[str]
+    gpu: gceplan.GpuType
+    gpus: int
+    machine_type: str
+    source_image: str
+    disk_gb: int
+    spot: bool
+    max_run_seconds: int | None
+    on_termination: str
+    metadata: dict[str, str]
+
+
+def instance_body(request: CreateRequest, name: str, zone: str) -> dict[str, Any]:
+    """The Compute API's Instance resource for one VM (REST field names)."""
+    scheduling: dict[str, Any] = {"onHostMaintenance": "TERMINATE", "automaticRestart": not request.spot}
+    if request.spot:
+        scheduling.update(provisioningModel="SPOT", instanceTerminationAction=request.on_termination.upper())
+    if request.max_run_seconds:
+        scheduling.update(
+            maxRunDuration={"seconds": str(request.max_run_seconds)},
+            instanceTerminationAction=request.on_termination.upper(),
+        )
+    body: dict[str, Any] = {
+        "name": name,
+        "machineType": f"zones/{zone}/machineTypes/{request.machine_type}",
+        "disks": [
+            {
+                "boot": True,
+                "autoDelete": True,
+                "initializeParams": {"sourceImage": request.source_image, "diskSizeGb": str(request.disk_gb)},
+            }
+        ],
+        "networkInterfaces": [
+            {
+                "network": "global/networks/default",
+                "accessConfigs": [{"name": "External NAT", "type": "ONE_TO_ONE_NAT"}],
+            }
+        ],
+        "scheduling": scheduling,
+        "labels": {"created-by": "tfrig"},
+        "metadata": {"items": [{"key": k, "value": v} for k, v in request.metadata.items()]},
+    }
+    if request.gpu.family == "n1":  # other families come with their GPUs attached
+        body["guestAccelerators"] = [
+            {"acceleratorType": f"zones/{zone}/acceleratorTypes/{request.gpu.name}", "acceleratorCount": request.gpus}
+        ]
+    return body
+
+
+def _to_instance(body: dict[str, Any]) -> Any:
+    from google.cloud import compute_v1
+
+    return compute_v1.Instance.from_json(__import__("json").dumps(body))
+
+
+def _record(cfg: Settings, vm: Any, key: Path, user: str, request: CreateRequest | None = None) -> dict[str, Any]:
+    fields: dict[str, Any] = {
+        "project": cfg.project,
+        "zone": vm.zone,
+        "address": vm.address,
+        "user": user,
+        "ssh_key": str(key),
+        "port": 22,
+        "status": vm.status,
+        "machine_type": vm.machine_type,
+        "gpu": vm.gpu or (request.gpu.name if request else None),
+        "gpus": vm.gpus or (request.gpus if request else None),
+    }
+    if request:
+        fields["created"] = datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
+    return state.record_vm(vm.name, **fields)
+
+
+def wait_running(cloud: Any, zone: str, name: str, timeout: float, poll: float) -> Any:
+    deadline = time.monotonic() + timeout
+    while True:
+        vm = cloud.get_vm(zone, name)
+        if vm is not None and vm.status == "RUNNING" and vm.address:
+            return vm
+        if time.monotonic() > deadline:
+            raise Exit(
+                f"{name} in {zone} is not RUNNING with an address after {timeout:.0f} s (status {vm and vm.status})."
+            )
+        time.sleep(poll)
+
+
+def wait_ssh(c: Any, record: dict[str, Any], timeout: float, out: Any) -> None:
+    """Wait until SSH on the VM runs a command (the key may take a while to land)."""
+    from tfrig.host import connect
+
+    target = targets.vm_target(record)
+    deadline = time.monotonic() + timeout
+    last = ""
+    while time.monotonic() < deadline:
+        conn = connect(c, target)
+        try:
+            if conn.run("true", hide=True, warn=True, in_stream=False, dry=False).ok:
+                return
+        except Exception as exc:  # not up yet: refused, reset, auth not ready
+            last = f"{type(exc).__name__}: {exc}"
+        finally:
+            conn.close()
+        time.sleep(2)
+    raise Exit(
+        f"{record['name']} runs but SSH to {record.get('user')}@{record['address']} did not answer in {timeout:.0f} s "
+        f"({last}); it is recorded: retry with `inv gcp.ssh --name {record['name']}`, or delete it with "
+        f"`inv gcp.delete --name {record['name']} --yes`."
+    )
+
+
+class CreateFailed(Exception):
+    pass
+
+
+def _create_one(cloud: Any, request: CreateRequest, name: str, failover: gceplan.Failover, out: Any) -> Any:
+    """Try zones in failover order until one VM lands; a VM left by an interrupted attempt is deleted."""
+    from tfrig.cloud import ApiError
+
+    while (zone := failover.next_zone()) is not None:
+        print(f"  {name}: trying {zone} ...", file=out, flush=True)
+        operation = None
+        try:
+            operation = cloud.insert(zone, _to_instance(instance_body(request, name, zone)))
+            result = cloud.wait(zone, operation)
+        except ApiError as exc:
+            if exc.reason == "alreadyExists":
+                raise CreateFailed(
+                    f"a VM named {name} appeared in {zone} meanwhile; run the command again to adopt it"
+                ) from None
+            scope = failover.failed(zone, exc.reason, exc.message, exc.zones_available)
+            print(f"  {name}: {zone}: {exc.reason} ({scope} blocked)", file=out, flush=True)
+            continue
+        except BaseException:
+            if operation is not None:
+                _cleanup(cloud, zone, name, out)
+            raise
+        if result.ok:
+            failover.attempts.append(gceplan.Attempt(zone, "created"))
+            return zone
+        error = result.errors[0]
+        scope = failover.failed(zone, error["code"], error["message"], error["zones_available"])
+        print(f"  {name}: {zone}: {error['code']} ({scope} blocked)", file=out, flush=True)
+    raise CreateFailed(f"no zone could take {name}: {failover.summary() or 'no zone left to try'}")
+
+
+def _cleanup(cloud: Any, zone: str, name: str, out: Any) -> None:
+    """After an interrupted create: delete the VM if it exists, or say exactly what may be left."""
+    try:
+        if cloud.get_vm(zone, name) is not None:
+            cloud.wait(zone, cloud.delete(zone, name), timeout=300)
+            print(f"  {name}: the half-created VM in {zone} was deleted; nothing is left billing", file=out)
+        state.forget_vm(name)
+    except BaseException:
+        state.record_vm(name, zone=zone, status="UNKNOWN", project=cloud.project)
+        print(
+            f"  {name}: may exist in {zone}; it is recorded: delete it with `inv gcp.delete --name {name} --yes`",
+            file=out,
+        )
+
+
+CREATE_HELP = {
+    "name": NAME_HELP,
+    "gpu": "GPU type, e.g. nvidia-tesla-t4, nvidia-l4 (default gcp.gpu)",
+    "gpus": "GPUs per VM (default 1)",
+    "machine_type": "machine type (default: the smallest that fits: n1-standard-4 per T4, g2-standard-4 per L4, ...)",
+    "zone": "zone (default: where the GPU and quota are; gcp.zone or gcloud's)",
+    "region": "region to search in",
+    "image": "ubuntu-24.04 (default), ubuntu-22.04, debian-12, dlvm (Deep Learning VM with the driver), projects/...",
+    "disk_gb": "boot disk size in GB (default 100)",
+    "spot": "a Spot VM (cheaper, can be preempted; uses the PREEMPTIBLE_ quota)",
+    "max_run_duration": "stop or delete the VM after this long, e.g. 8h (GCE enforces it: a forgotten VM stops billing)",
+    "on_termination": "stop (default) or delete, for --spot and --max-run-duration",
+    "count": "make N VMs, named NAME-1..NAME-N, spread over zones if one can't hold them all",
+    "ssh_wait": "wait until SSH answers (default yes; --no-ssh-wait for scripts that connect later)",
+    "project": PROJECT_HELP,
+    "json": JSON_HELP,
+}
+
+
+@task(help=CREATE_HELP)
+def create(
+    c,
+    name=None,
+    gpu=None,
+    gpus=1,
+    machine_type=None,
+    zone=None,
+    region=None,
+    image=None,
+    disk_gb=None,
+    spot=False,
+    max_run_duration=None,
+    on_termination=None,
+    count=1,
+    ssh_wait=True,
+    project=None,
+    json=False,
+):
+    """Create a GPU VM where the GPU and the quota are, wait for SSH, and make it the run's target."""
+    gcp = c.config.gcp
+    out = info_stream(json)
+    dry = bool(c.config.run.dry)
+    try:
+        gpu_type = gceplan.gpu_type(gpu or gcp.gpu)
+        gpus, count = int(gpus), int(count)
+        chosen_machine = gceplan.machine_type(gpu_type, gpus, machine_type or gcp.machine_type or None)
+        base = gceplan.check_name(name or gcp.name or gceplan.default_name(_user()))
+        if not 1 <= count <= 64:
+            raise gceplan.Invalid(f"--count {count}: make 1 to 64 VMs at a time.")
+        names = [base] if count == 1 else [gceplan.check_name(f"{base}-{i}") for i in range(1, count + 1)]
+        disk = int(disk_gb or gcp.disk_gb)
+        if disk < 10:
+            raise gceplan.Invalid(
+                f"--disk-gb {disk}: boot disks need at least 10 GB (100 leaves room for CUDA and TensorFlow)."
+            )
+        run_seconds = gceplan.duration_seconds(max_run_duration) if max_run_duration else None
+        termination = on_termination or "stop"
+        if termination not in ("stop", "delete"):
+            raise gceplan.Invalid(f"--on-termination {termination}: choose stop or delete.")
+    except gceplan.Invalid as invalid:
+        raise Exit(str(invalid)) from None
+    source_image, image_metadata = _image(c, image or gcp.image)
+    cfg = settings(c, project, zone, region)
+    user = _user()
+    key, public_key = ssh_key(c, dry)
+    request = CreateRequest(
+        names=names,
+        gpu=gpu_type,
+        gpus=gpus,
+        machine_type=chosen_machine,
+        source_image=source_image,
+        disk_gb=disk,
+        spot=spot,
+        max_run_seconds=run_seconds,
+        on_termination=termination,
+        metadata={"ssh-keys": f"{user}:{public_key}", **image_metadata},
+    )
+    cloud = cfg.cloud()
+
+    # Adopt what tfrig made already (the same command twice makes no second VM); refuse anything else.
+    records: list[dict[str, Any]] = []
+    to_create = []
+    for vm_name in names:
+        found = cloud.vms(name=vm_name, tfrig_only=False)
+        if not found:
+            to_create.append(vm_name)
+            continue
+        vm = found[0]
+        if not vm.created_by_tfrig:
+            raise Exit(f"A VM named {vm_name} exists in {vm.zone} and tfrig did not create it; choose another --name.")
+        if vm.status != "RUNNING" and not dry:
+            print(f"{vm_name} exists in {vm.zone} ({vm.status}); starting it", file=out)
+            cloud.wait(vm.zone, cloud.start(vm.zone, vm_name))
+            vm = wait_running(cloud, vm.zone, vm_name, gcp.running_timeout, gcp.poll_interval)
+        print(f"{vm_name} exists in {vm.zone} (created by tfrig): using it", file=out)
+        known = state.find_vm(vm_name) or {}
+        records.append(_record(cfg, vm, key, known.get("user") or user))
+
+    if to_create:
+        zones = _preflight(cloud, cfg, request, len(to_create), ssh_wait, out)
+        if dry:
+            for vm_name in to_create:
+                print(f"would insert into {zones[0]} (then {', '.join(zones[1:4]) or 'no other zone'}):", file=out)
+                print(__import__("json").dumps(instance_body(request, vm_name, zones[0]), indent=2), file=out)
+            return
+        failover = gceplan.Failover(zones)
+        for vm_name in to_create:
+            try:
+                landed = _create_one(cloud, request, vm_name, failover, out)
+            except CreateFailed as failed:
+                made = ", ".join(r["name"] for r in records)
+                raise Exit(f"{failed}" + (f"; created so far: {made}" if made else "")) from None
+            vm = wait_running(cloud, landed, vm_name, gcp.running_timeout, gcp.poll_interval)
+            records.append(_record(cfg, vm, key, user, request))
+            print(
+                f"created {vm_name} in {landed} ({chosen_machine}, {gpus} x {gpu_type.name}) at {vm.address}", file=out
+            )
+            # The next VM tries the zone that had room first.
+            failover.queue.insert(0, landed)
+    if ssh_wait and not dry:
+        for record in records:
+            wait_ssh(c, record, float(gcp.ssh_timeout), out)
+    targets.carry(c.config, [targets.vm_target(r) for r in records])
+    if json:
+        print_json(records[0] if len(records) == 1 else {"vms": records})
+    else:
+        for record in records:
+            print(
+                f"{record['name']}: {record['zone']}, {record['address']}; "
+                "next: inv gpu.setup tf.install (or later with --name)"
+            )
+
+
+def _preflight(cloud: Any, cfg: Settings, request: CreateRequest, vms: int, ssh_wait: bool, out: Any) -> list[str]:
+    """Everything checked before any insert: SSH will work, the GPU is offered, the quota covers it."""
+    project_quotas, metadata = cloud.project_info()
+    if ssh_wait and metadata.get("enable-oslogin", "").upper() == "TRUE":
+        raise Exit(
+            f"OS Login is enabled on project {cfg.project}, so the ssh-keys metadata tfrig adds is ignored and SSH "
+            "would fail: add your key to your OS Login profile (`gcloud compute os-login ssh-keys add --key-file "
+            "~/.ssh/id_ed25519.pub`) and use that user, or pass --no-ssh-wait to create the VM anyway."
+        )
+    if ssh_wait and not cloud.ssh_firewall_open():
+        raise Exit(
+            "No firewall rule on network default admits tcp:22, so SSH to the VM would time out: create one "
+            "(`gcloud compute firewall-rules create allow-ssh --network default --allow tcp:22`), "
+            "or pass --no-ssh-wait."
+        )
+    offered = cloud.accelerator_zones(request.gpu.name)
+    try:
+        zones = gceplan.candidate_zones(offered, request.gpus, cfg.zone, cfg.region)
+    except gceplan.Invalid as invalid:
+        raise Exit(f"{request.gpu.name}: {invalid}") from None
+    regions = list(dict.fromkeys(gceplan.region_of(z) for z in zones))
+    regional = {region: cloud.region_quotas(region) for region in regions}
+    check = gceplan.check_quota(request.gpu, request.gpus * vms, request.spot, regions, regional, project_quotas)
+    if not check.regions:
+        # Per VM, a region needs only one VM's GPUs; the total matters globally.
+        per_vm = gceplan.check_quota(request.gpu, request.gpus, request.spot, regions, regional, project_quotas)
+        if not per_vm.regions or check.global_short:
+            raise Exit(gceplan.quota_message(cfg.project, request.gpus * vms, check))
+        check = per_vm
+    usable = [z for z in zones if gceplan.region_of(z) in check.regions]
+    skipped = sorted({q.where for q in check.short})
+    if skipped:
+        print(
+            f"skipping {', '.join(skipped)}: not enough {check.short[0].metric} quota",
+            file=out,
+        )
+    return usable
+
+
+# --- the other lifecycle tasks ----------------------------------------------------------------------
+
+
+def _record_or_exit(name: str | None, c: Any) -> dict[str, Any]:
+    chosen = name or c.config.gcp.name or gceplan.default_name(_user())
+    record = state.find_vm(chosen)
+    if record is None:
+        raise Exit(f"No VM named {chosen} in tfrig's state; `inv gcp.list` shows the ones it knows.")
+    return record
+
+
+@task(help={"project": PROJECT_HELP, "json": JSON_HELP})
+def list_(c, project=None, json=False):
+    """List tfrig's VMs: name, zone, status, GPU, address (live from the API where it answers)."""
+    records = {r["name"]: r for r in state.vms().values()}
+    live: dict[str, Any] = {}
+    try:
+        cfg = settings(c, project)
+        live = {vm.name: vm for vm in cfg.cloud().vms()}
+    except Exit:
+        if project:
+            raise
+    rows = []
+    for vm_name in sorted(set(records) | set(live)):
+        record, vm = records.get(vm_name, {}), live.get(vm_name)
+        rows.append(
+            {
+                "name": vm_name,
+                "zone": vm.zone if vm else record.get("zone"),
+                "status": vm.status if vm else ("NOT FOUND" if live else record.get("status")),
+                "gpu": (f"{vm.gpus} x {vm.gpu}" if vm and vm.gpu else None)
+                or (f"{record.get('gpus')} x {record.get('gpu')}" if record.get("gpu") else None),
+                "address": (vm.address if vm else None) or record.get("address"),
+                "in_state": bool(record),
+            }
+        )
+    if json:
+        print_json(rows)
+    elif not rows:
+        print("tfrig has created no VMs that still exist.")
+    else:
+        table(
+            ["name", "zone", "status", "gpu", "address"],
+            [(r["name"], r["zone"], r["status"], r["gpu"], r["address"]) for r in rows],
+        )
+
+
+def _lifecycle(c: Any, name: str | None) -> tuple[dict[str, Any], Any]:
+    """The VM's state record and a client for its project."""
+    record = _record_or_exit(name, c)
+    return record, settings(c, record.get("project"), record.get("zone")).cloud()
+
+
+@task(help={"name": NAME_HELP, "json": JSON_HELP})
+def start(c, name=None, json=False):
+    """Start a stopped VM (its address may change) and make it the run's target."""
+    record, cloud = _lifecycle(c, name)
+    if c.config.run.dry:
+        print(f"would start {record['name']} in {record['zone']}")
+        return
+    cloud.wait(record["zone"], cloud.start(record["zone"], record["name"]))
+    vm = wait_running(cloud, record["zone"], record["name"], c.config.gcp.running_timeout, c.config.gcp.poll_interval)
+    record = state.record_vm(record["name"], address=vm.address, status=vm.status)
+    targets.carry(c.config, [targets.vm_target(record)])
+    if json:
+        print_json(record)
+    else:
+        print(f"started {record['name']} at {vm.address}")
+
+
+@task(help={"name": NAME_HELP, "json": JSON_HELP})
+def stop(c, name=None, json=False):
+    """Stop a VM: GPUs and vCPUs stop billing; its disk is still billed until you delete it."""
+    record, cloud = _lifecycle(c, name)
+    if c.config.run.dry:
+        print(f"would stop {record['name']} in {record['zone']}")
+        return
+    cloud.wait(record["zone"], cloud.stop(record["zone"], record["name"]))
+    record = state.record_vm(record["name"], status="TERMINATED")
+    if json:
+        print_json(record)
+    else:
+        print(f"stopped {record['name']}: its disk is still billed; `inv gcp.delete --name {record['name']}` ends that")
+
+
+def delete_vm(c: Any, record: dict[str, Any], out: Any) -> None:
+    from tfrig.cloud import ApiError
+
+    cloud = settings(c, record.get("project"), record.get("zone")).cloud()
+    try:
+        cloud.wait(record["zone"], cloud.delete(record["zone"], record["name"]))
+    except ApiError as exc:
+        if exc.status != 404:  # "not found" while deleting is success
+            raise Exit(f"deleting {record['name']} failed: {exc.message}") from None
+    state.forget_vm(record["name"])
+    print(f"deleted {record['name']} ({record['zone']}): nothing of it is billed any more", file=out)
+
+
+@task(help={"name": NAME_HELP, "yes": "don't ask", "json": JSON_HELP})
+def delete(c, name=None, yes=False, json=False):
+    """Delete a VM and its boot disk (asks first; --yes for scripts)."""
+    record = _record_or_exit(name, c)
+    if c.config.run.dry:
+        print(f"would delete {record['name']} in {record['zone']} and its disk")
+        return
+    confirm(f"Delete VM {record['name']} in {record['zone']} and its disk?", yes or c.config.tfrig.yes)
+    delete_vm(c, record, info_stream(json))
+    if json:
+        print_json({"deleted": record["name"], "zone": record["zone"]})
+
+
+@task(
+    help={"gpu": "GPU type (default gcp.gpu)", "region": "only this region", "project": PROJECT_HELP, "json": JSON_HELP}
+)
+def zones(c, gpu=None, region=None, project=None, json=False):
+    """Show the zones that offer a GPU type, with the most cards per VM."""
+    try:
+        gpu_type = gceplan.gpu_type(gpu or c.config.gcp.gpu)
+    except gceplan.Invalid as invalid:
+        raise Exit(str(invalid)) from None
+    cfg = settings(c, project, region=region)
+    offered = cfg.cloud().accelerator_zones(gpu_type.name)
+    rows = [
+        {"zone": z, "region": gceplan.region_of(z), "max_per_vm": n}
+        for z, n in sorted(offered.items())
+        if not region or z.startswith(region + "-")
+    ]
+    if json:
+        print_json(rows)
+    elif not rows:
+        print(f"{gpu_type.name} is offered in no zone{' of ' + region if region else ''} for project {cfg.project}.")
+    else:
+        table(["zone", "region", "max per VM"], [(r["zone"], r["region"], r["max_per_vm"]) for r in rows])
+
+
+@task(
+    help={"gpu": "GPU type (default gcp.gpu)", "region": "only this region", "project": PROJECT_HELP, "json": JSON_HELP}
+)
+def quota(c, gpu=None, region=None, project=None, json=False):
+    """Show the GPU quotas that matter (on-demand, Spot, all regions) with usage, and how to get more."""
+    try:
+        gpu_type = gceplan.gpu_type(gpu or c.config.gcp.gpu)
+    except gceplan.Invalid as invalid:
+        raise Exit(str(invalid)) from None
+    cfg = settings(c, project, region=region)
+    cloud = cfg.cloud()
+    project_quotas, _ = cloud.project_info()
+    regions = [region] if region else sorted({gceplan.region_of(z) for z in cloud.accelerator_zones(gpu_type.name)})
+    rows = []
+    limit, usage = project_quotas.get(gceplan.GLOBAL_METRIC, (0.0, 0.0))
+    rows.append(
+        {"where": "global", "metric": gceplan.GLOBAL_METRIC, "limit": limit, "usage": usage, "remaining": limit - usage}
+    )
+    for where in regions:
+        quotas = cloud.region_quotas(where)
+        for metric in (gpu_type.quota_metric, gpu_type.preemptible_metric):
+            limit, usage = quotas.get(metric, (0.0, 0.0))
+            rows.append({"where": where, "metric": metric, "limit": limit, "usage": usage, "remaining": limit - usage})
+    if json:
+        print_json(rows)
+        return
+    table(
+        ["where", "metric", "limit", "used", "left"],
+        [(r["where"], r["metric"], f"{r['limit']:g}", f"{r['usage']:g}", f"{r['remaining']:g}") for r in rows],
+    )
+    print(
+        f"more quota: https://console.cloud.google.com/iam-admin/quotas?project={cfg.project} "
+        "(Spot VMs use PREEMPTIBLE_*)"
+    )
+
+
+def _ssh_argv(record: dict[str, Any], extra: list[str] | None = None) -> list[str]:
+    argv = ["ssh", "-o", "StrictHostKeyChecking=accept-new", "-p", str(record.get("port") or 22)]
+    if record.get("ssh_key"):
+        argv += ["-i", record["ssh_key"]]
+    return argv + (extra or []) + [f"{record.get('user')}@{record['address']}"]
+
+
+@task(help={"name": NAME_HELP})
+def ssh(c, name=None):
+    """Open a shell on the VM."""
+    record = _record_or_exit(name, c)
+    argv = _ssh_argv(record)
+    if c.config.run.dry:
+        print("would run: " + shlex.join(argv))
+        return
+    os.execvp(argv[0], argv)
+
+
+BLOCK_START, BLOCK_END = "# >>> tfrig {name} >>>", "# <<< tfrig {name} <<<"
+
+
+def ssh_config_block(record: dict[str, Any]) -> str:
+    lines = [
+        BLOCK_START.format(name=record["name"]),
+        f"Host {record['name']}",
+        f"    HostName {record['address']}",
+        f"    User {record.get('user')}",
+        f"    Port {record.get('port') or 22}",
+    ]
+    if record.get("ssh_key"):
+        lines.append(f"    IdentityFile {record['ssh_key']}")
+    lines += ["    StrictHostKeyChecking accept-new", BLOCK_END.format(name=record["name"])]
+    return "\n".join(lines) + "\n"
+
+
+def replace_block(text: str, name: str, block: str | None) -> str:
+    """`text` with tfrig's block for `name` replaced (or added, or removed when `block` is None)."""
+    start, end = BLOCK_START.format(name=name), BLOCK_END.format(name=name)
+    if start in text and end in text:
+        before, rest = text.split(start, 1)
+        after = rest.split(end, 1)[1].lstrip("\n")
+        return before + (block or "") + after
+    if block is None:
+        return text
+    return text + ("\n" if text and not text.endswith("\n") else "") + block
+
+
+@task(
+    help={
+        "name": NAME_HELP,
+        "remove": "remove the block instead",
+        "file": "the SSH config file (default ~/.ssh/config)",
+    }
+)
+def ssh_config(c, name=None, remove=False, file=None):
+    """Write (or update) a managed `Host NAME` block in ~/.ssh/config, so plain `ssh NAME` works."""
+    record = _record_or_exit(name, c)
+    path = Path(os.path.expanduser(file or "~/.ssh/config"))
+    old = path.read_text() if path.exists() else ""
+    new = replace_block(old, record["name"], None if remove else ssh_config_block(record))
+    if new == old:
+        print(f"already done: {path} {'has no' if remove else 'has the'} block for {record['name']}")
+        return
+    if c.config.run.dry:
+        print(f"would {'remove' if remove else 'write'} the Host {record['name']} block in {path}")
+        return
+    path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+    temporary = path.with_name(path.name + ".tfrig-tmp")
+    temporary.write_text(new)
+    os.chmod(temporary, 0o600)
+    os.replace(temporary, path)
+    print(
+        f"{'removed' if remove else 'wrote'} Host {record['name']} in {path}"
+        + ("" if remove else f": `ssh {record['name']}`")
+    )
+
+
+@task(
+    help={
+        "port": "port on the VM (bound to its 127.0.0.1, e.g. TensorBoard 6006)",
+        "local_port": "port here (default: the same)",
+        "name": NAME_HELP,
+    }
+)
+def tunnel(c, port, local_port=None, name=None):
+    """Forward a local port to a port on the VM through SSH until Ctrl-C."""
+    from tfrig.host import connect
+
+    record = _record_or_exit(name, c)
+    local = int(local_port or port)
+    if c.config.run.dry:
+        print(f"would forward 127.0.0.1:{local} to {record['name']}:127.0.0.1:{port}")
+        return
+    conn = connect(c, targets.vm_target(record))
+    with conn.forward_local(local_port=local, remote_port=int(port), remote_host="127.0.0.1", local_host="127.0.0.1"):
+        print(f"http://127.0.0.1:{local} -> {record['name']}:{port} (Ctrl-C closes it)", flush=True)
+        try:
+            while True:
+                time.sleep(1)
+        except KeyboardInterrupt:
+            print("tunnel closed")
+
+
+ns = Collection("gcp", create, start, stop, delete, zones, quota, ssh, tunnel)
 ns.add_task(list_, name="list")
-ns.configure({"gcp": {"project": "", "zone": "", "region": "", "endpoint": "", "credentials": ""}})
+ns.add_task(ssh_config, name="ssh-config")
+ns.configure(
+    {
+        "gcp": {
+            "project": "",
+            "zone": "",
+            "region": "",
+            "endpoint": "",
+            "credentials": "",
+            "name": "",
+            "gpu": "nvidia-tesla-t4",
+            "machine_type": "",
+            "image": "ubuntu-24.04",
+            "dlvm_family": "common-cu129-ubuntu-2404-nvidia-580",
+            "disk_gb": 100,
+            "retry_delay": 1.0,
+            "poll_interval": 2.0,
+            "running_timeout": 300,
+            "ssh_timeout": 300,
+        }
+    }
+)

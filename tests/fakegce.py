@@ -1,0 +1,290 @@
+"""A fake Compute Engine REST API (v1 JSON) for the real google-cloud-compute client.
+
+It serves the paths tfrig uses, keeps VMs and operations in memory, logs every call, and plays
+scenarios: stockouts per zone (the operation ends DONE with ZONE_RESOURCE_POOL_EXHAUSTED, with or
+without a zonesAvailable hint), errors at insert time, 503s on the first calls, a fixed latency per
+call. A `vm_factory` can make VMs real (an sshd container on a loopback address).
+"""
+
+from __future__ import annotations
+
+import http.server
+import itertools
+import json
+import re
+import threading
+import time
+import urllib.parse
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+PREFIX = "/compute/v1/projects/"
+
+
+@dataclass
+class Scenario:
+    stockout: dict[str, list[str]] = field(default_factory=dict)  # zone -> zonesAvailable hint
+    insert_errors: dict[str, tuple[int, str, str]] = field(default_factory=dict)  # zone -> (status, reason, message)
+    unavailable_first: int = 0  # answer this many first calls with 503
+    latency: float = 0.0
+
+
+class FakeCompute:
+    def __init__(self, project: str = "tfrig-test") -> None:
+        self.project = project
+        self.scenario = Scenario()
+        self.offers: dict[str, dict[str, int]] = {}  # zone -> {gpu: max cards}
+        self.regional: dict[str, dict[str, list[float]]] = {}
+        self.project_quotas: dict[str, list[float]] = {"GPUS_ALL_REGIONS": [8, 0]}
+        self.project_metadata: dict[str, str] = {}
+        self.firewalls: list[dict[str, Any]] = [
+            {
+                "name": "default-allow-ssh",
+                "network": "global/networks/default",
+                "direction": "INGRESS",
+                "sourceRanges": ["0.0.0.0/0"],
+                "allowed": [{"IPProtocol": "tcp", "ports": ["22"]}],
+            }
+        ]
+        self.instances: dict[str, dict[str, dict[str, Any]]] = {}
+        self.operations: dict[str, dict[str, Any]] = {}
+        self.calls: list[tuple[str, str]] = []
+        self.vm_factory: Callable[[str, str], str] | None = None
+        self.vm_cleanup: Callable[[str], None] | None = None
+        self.page_size = 2
+        self._ids = itertools.count(1000)
+        self._addresses = itertools.count(10)
+        self._lock = threading.Lock()
+        self.httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
+        self.endpoint = f"http://127.0.0.1:{self.httpd.server_address[1]}"
+        threading.Thread(target=self.httpd.serve_forever, daemon=True).start()
+
+    def close(self) -> None:
+        self.httpd.shutdown()
+
+    # --- set-up helpers -------------------------------------------------------------------------
+
+    def offer(self, gpu: str, zones: list[str], cards: int = 4, quota: float = 4, preemptible: float = 4) -> None:
+        metric = {
+            "nvidia-tesla-t4": "NVIDIA_T4_GPUS",
+            "nvidia-l4": "NVIDIA_L4_GPUS",
+            "nvidia-tesla-v100": "NVIDIA_V100_GPUS",
+        }[gpu]
+        for zone in zones:
+            self.offers.setdefault(zone, {})[gpu] = cards
+            region = zone.rsplit("-", 1)[0]
+            quotas = self.regional.setdefault(region, {})
+            quotas.setdefault(metric, [quota, 0])
+            quotas.setdefault(f"PREEMPTIBLE_{metric}", [preemptible, 0])
+
+    def add_instance(
+        self, zone: str, name: str, labels: dict[str, str] | None = None, address: str = "203.0.113.5"
+    ) -> None:
+        self.instances.setdefault(zone, {})[name] = self._instance(
+            zone, {"name": name, "labels": labels or {}}, address
+        )
+
+    def paths(self, method: str | None = None) -> list[str]:
+        """The calls made, as 'METHOD path' without the project prefix or query."""
+        shown = []
+        for verb, path in self.calls:
+            short = path.split("?")[0].removeprefix(PREFIX + self.project)
+            if method is None or verb == method:
+                shown.append(f"{verb} {short or '/'}")
+        return shown
+
+    # --- the API --------------------------------------------------------------------------------
+
+    def _instance(self, zone: str, body: dict[str, Any], address: str) -> dict[str, Any]:
+        instance = dict(body)
+        instance.update(
+            {
+                "kind": "compute#instance",
+                "id": str(next(self._ids)),
+                "zone": f"{self.endpoint}{PREFIX}{self.project}/zones/{zone}",
+                "status": "RUNNING",
+                "selfLink": f"{self.endpoint}{PREFIX}{self.project}/zones/{zone}/instances/{body['name']}",
+            }
+        )
+        instance.setdefault("machineType", f"zones/{zone}/machineTypes/n1-standard-4")
+        interfaces = instance.get("networkInterfaces") or [
+            {"network": "global/networks/default", "accessConfigs": [{}]}
+        ]
+        for interface in interfaces:
+            for config in interface.setdefault("accessConfigs", [{}]):
+                config["natIP"] = address
+        instance["networkInterfaces"] = interfaces
+        return instance
+
+    def _operation(self, zone: str, kind: str, target: str, error: dict[str, Any] | None = None) -> dict[str, Any]:
+        name = f"operation-{next(self._ids)}"
+        operation = {
+            "kind": "compute#operation",
+            "name": name,
+            "id": str(next(self._ids)),
+            "operationType": kind,
+            "targetLink": target,
+            "status": "DONE",
+            "progress": 100,
+            "zone": f"{self.endpoint}{PREFIX}{self.project}/zones/{zone}",
+        }
+        if error:
+            operation["error"] = error
+        self.operations[name] = operation
+        return operation
+
+    def handle(self, method: str, path: str, body: dict[str, Any] | None) -> tuple[int, dict[str, Any]]:
+        parsed = urllib.parse.urlparse(path)
+        query = urllib.parse.parse_qs(parsed.query)
+        route = parsed.path.removeprefix(PREFIX + self.project)
+        if self.scenario.latency:
+            time.sleep(self.scenario.latency)
+        with self._lock:
+            self.calls.append((method, path))
+            if self.scenario.unavailable_first > 0:
+                self.scenario.unavailable_first -= 1
+                return _error(503, "backendError", "The service is currently unavailable.")
+            return self._route(method, route, query, body or {})
+
+    def _route(
+        self, method: str, route: str, query: dict[str, list[str]], body: dict[str, Any]
+    ) -> tuple[int, dict[str, Any]]:
+        if method == "GET" and route == "":
+            project_quotas = [{"metric": m, "limit": v[0], "usage": v[1]} for m, v in self.project_quotas.items()]
+            metadata = [{"key": k, "value": v} for k, v in self.project_metadata.items()]
+            return 200, {"name": self.project, "quotas": project_quotas, "commonInstanceMetadata": {"items": metadata}}
+        if method == "GET" and (m := re.fullmatch(r"/regions/([^/]+)", route)):
+            region_quotas = self.regional.get(m[1])
+            if region_quotas is None:
+                return _error(404, "notFound", f"The resource 'projects/{self.project}/regions/{m[1]}' was not found")
+            return 200, {
+                "name": m[1],
+                "quotas": [{"metric": k, "limit": v[0], "usage": v[1]} for k, v in region_quotas.items()],
+            }
+        if method == "GET" and route == "/aggregated/acceleratorTypes":
+            accelerators = {
+                f"zones/{zone}": {
+                    "acceleratorTypes": [
+                        {"name": gpu, "zone": zone, "maximumCardsPerInstance": cards} for gpu, cards in gpus.items()
+                    ]
+                }
+                for zone, gpus in sorted(self.offers.items())
+            }
+            return 200, self._page(accelerators, query)
+        if method == "GET" and route == "/aggregated/instances":
+            wanted = re.search(r'name = "([^"]+)"', query.get("filter", [""])[0])
+            found = {
+                f"zones/{zone}": {"instances": [i for i in vms.values() if not wanted or i["name"] == wanted[1]]}
+                for zone, vms in sorted(self.instances.items())
+            }
+            return 200, self._page({k: v for k, v in found.items() if v["instances"]}, query)
+        if method == "GET" and route == "/global/firewalls":
+            return 200, {"items": self.firewalls}
+        m = re.fullmatch(r"/zones/([^/]+)/(instances|operations)(?:/([^/]+))?(?:/([a-zA-Z]+))?", route)
+        if not m:
+            return _error(404, "notFound", f"no route {method} {route}")
+        zone, collection, name, verb = m.groups()
+        if collection == "operations":
+            operation = self.operations.get(name or "")
+            return (200, operation) if operation else _error(404, "notFound", f"operation {name} not found")
+        vms = self.instances.setdefault(zone, {})
+        if method == "POST" and name is None:
+            return self._insert(zone, body)
+        if name not in vms:
+            return _error(
+                404, "notFound", f"The resource 'projects/{self.project}/zones/{zone}/instances/{name}' was not found"
+            )
+        vm = vms[name]
+        if method == "GET":
+            return 200, vm
+        if method == "DELETE":
+            del vms[name]
+            if self.vm_cleanup:
+                self.vm_cleanup(name)
+            return 200, self._operation(zone, "delete", vm["selfLink"])
+        if method == "POST" and verb in ("stop", "start"):
+            vm["status"] = "TERMINATED" if verb == "stop" else "RUNNING"
+            return 200, self._operation(zone, verb, vm["selfLink"])
+        return _error(400, "badRequest", f"unsupported {method} {route}")
+
+    def _insert(self, zone: str, body: dict[str, Any]) -> tuple[int, dict[str, Any]]:
+        name = body.get("name", "")
+        if any(name in vms for vms in self.instances.values()):
+            return _error(
+                409,
+                "alreadyExists",
+                f"The resource 'projects/{self.project}/zones/{zone}/instances/{name}' already exists",
+            )
+        if zone in self.scenario.insert_errors:
+            status, reason, message = self.scenario.insert_errors[zone]
+            return _error(status, reason, message)
+        target = f"{self.endpoint}{PREFIX}{self.project}/zones/{zone}/instances/{name}"
+        if zone in self.scenario.stockout:
+            error: dict[str, Any] = {
+                "code": "ZONE_RESOURCE_POOL_EXHAUSTED",
+                "message": f"The zone 'projects/{self.project}/zones/{zone}' does not have enough resources available to fulfill the request.",
+            }
+            hint = self.scenario.stockout[zone]
+            if hint:
+                error["errorDetails"] = [
+                    {
+                        "errorInfo": {
+                            "reason": "RESOURCE_AVAILABILITY",
+                            "domain": "compute.googleapis.com",
+                            "metadatas": {"zonesAvailable": ",".join(hint)},
+                        }
+                    }
+                ]
+            return 200, self._operation(zone, "insert", target, {"errors": [error]})
+        address = self.vm_factory(name, zone) if self.vm_factory else f"203.0.113.{next(self._addresses)}"
+        self.instances.setdefault(zone, {})[name] = self._instance(zone, body, address)
+        return 200, self._operation(zone, "insert", target)
+
+    def _page(self, items: dict[str, Any], query: dict[str, list[str]]) -> dict[str, Any]:
+        keys = sorted(items)
+        start = int(query.get("pageToken", ["0"])[0])
+        page = {k: items[k] for k in keys[start : start + self.page_size]}
+        result: dict[str, Any] = {"items": page}
+        if start + self.page_size < len(keys):
+            result["nextPageToken"] = str(start + self.page_size)
+        return result
+
+    def _handler(self) -> type:
+        fake = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def _serve(self, method: str) -> None:
+                length = int(self.headers.get("Content-Length") or 0)
+                body = json.loads(self.rfile.read(length) or b"{}") if length else None
+                status, payload = fake.handle(method, self.path, body)
+                data = json.dumps(payload).encode()
+                self.send_response(status)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data)
+
+            def do_GET(self) -> None:
+                self._serve("GET")
+
+            def do_POST(self) -> None:
+                self._serve("POST")
+
+            def do_DELETE(self) -> None:
+                self._serve("DELETE")
+
+            def log_message(self, format: str, *args: Any) -> None:
+                pass
+
+        return Handler
+
+
+def _error(status: int, reason: str, message: str) -> tuple[int, dict[str, Any]]:
+    return status, {
+        "error": {
+            "code": status,
+            "message": message,
+            "errors": [{"reason": reason, "message": message, "domain": "global"}],
+        }
+    }

@@ -1,0 +1,269 @@
+"""A thin adapter over google-cloud-compute (imported here only) that returns plain dataclasses.
+
+Every client is built with the same client options (a custom endpoint included), and operations
+are awaited with `ZoneOperationsClient.wait` built likewise: the library's own `operation.result()`
+polls through a client without the custom endpoint. The library's automatic retries are off
+(`retry=None`), so every call is one HTTP request and tfrig's own bounded retries decide.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+from invoke.exceptions import Exit
+
+CALL_TIMEOUT = 60.0
+RETRIES = 4
+_RETRYABLE_REASONS = {"rateLimitExceeded", "RESOURCE_OPERATION_RATE_EXCEEDED", "UNAVAILABLE", "backendError"}
+
+
+@dataclass
+class Vm:
+    name: str
+    zone: str
+    status: str
+    machine_type: str
+    address: str | None
+    labels: dict[str, str] = field(default_factory=dict)
+    metadata: dict[str, str] = field(default_factory=dict)
+    gpu: str | None = None
+    gpus: int = 0
+
+    @property
+    def created_by_tfrig(self) -> bool:
+        return self.labels.get("created-by") == "tfrig"
+
+
+@dataclass
+class OperationResult:
+    name: str
+    errors: list[dict[str, Any]]  # {"code", "message", "zones_available": [...]}
+
+    @property
+    def ok(self) -> bool:
+        return not self.errors
+
+
+class ApiError(Exception):
+    """An API call failed; `reason` is GCE's error reason, `status` the HTTP status."""
+
+    def __init__(self, status: int, reason: str, message: str, zones_available: list[str] | None = None) -> None:
+        super().__init__(message)
+        self.status, self.reason, self.message = status, reason, message
+        self.zones_available = zones_available or []
+
+    @property
+    def retryable(self) -> bool:
+        return self.status == 429 or self.status >= 500 or self.reason in _RETRYABLE_REASONS
+
+
+def _last(url: str) -> str:
+    return url.rstrip("/").rsplit("/", 1)[-1]
+
+
+class Cloud:
+    def __init__(
+        self, project: str, endpoint: str | None = None, credentials: str | None = None, retry_delay: float = 1.0
+    ) -> None:
+        self.project = project
+        self.endpoint = endpoint or None
+        self.retry_delay = retry_delay
+        self.credentials = self._credentials(credentials)
+        self._clients: dict[str, Any] = {}
+
+    def _credentials(self, mode: str | None) -> Any:
+        if mode == "anonymous":
+            if not self.endpoint:
+                raise Exit(
+                    "gcp.credentials: anonymous works only with an explicit gcp.endpoint (a private or test API)."
+                )
+            from google.auth.credentials import AnonymousCredentials
+
+            return AnonymousCredentials()
+        import google.auth
+        from google.auth.exceptions import DefaultCredentialsError
+
+        try:
+            credentials, _ = google.auth.default(scopes=["https://www.googleapis.com/auth/cloud-platform"])
+        except DefaultCredentialsError:
+            raise Exit(
+                "No Google Cloud credentials: run `gcloud auth application-default login`, or set "
+                "GOOGLE_APPLICATION_CREDENTIALS to a service-account key file."
+            ) from None
+        return credentials
+
+    def client(self, name: str) -> Any:
+        if name not in self._clients:
+            from google.cloud import compute_v1
+
+            options = {"api_endpoint": self.endpoint} if self.endpoint else None
+            self._clients[name] = getattr(compute_v1, name)(credentials=self.credentials, client_options=options)
+        return self._clients[name]
+
+    def call(self, client: str, method: str, **request: Any) -> Any:
+        """An API request, retried with backoff on rate limits and 5xx (at most RETRIES times)."""
+        for attempt in range(RETRIES + 1):
+            try:
+                return self._call_once(client, method, **request)
+            except ApiError as exc:
+                if attempt == RETRIES or not exc.retryable:
+                    raise
+                time.sleep(self.retry_delay * 2**attempt)
+        raise AssertionError("unreachable")
+
+    def _call_once(self, client: str, method: str, **request: Any) -> Any:
+        from google.api_core import exceptions as api
+        from google.auth.exceptions import RefreshError, TransportError
+
+        try:
+            return getattr(self.client(client), method)(**request, retry=None, timeout=CALL_TIMEOUT)
+        except RefreshError:
+            raise Exit(
+                "Your Google Cloud credentials have expired or were revoked: run "
+                "`gcloud auth application-default login` again."
+            ) from None
+        except TransportError as exc:
+            raise ApiError(0, "UNAVAILABLE", f"can't reach the Compute API: {exc}") from None
+        except api.GoogleAPICallError as exc:
+            raise _api_error(exc) from None
+        except OSError as exc:  # connection refused, reset: the service is unreachable
+            raise ApiError(0, "UNAVAILABLE", f"can't reach the Compute API: {exc}") from None
+
+    # --- reads ------------------------------------------------------------------------------------
+
+    def accelerator_zones(self, gpu: str) -> dict[str, int]:
+        """Zones that offer `gpu`, with the most cards one VM can have there."""
+        pages = self.call("AcceleratorTypesClient", "aggregated_list", project=self.project)
+        offered = {}
+        for scope, scoped in pages:
+            for accelerator in scoped.accelerator_types:
+                if accelerator.name == gpu:
+                    offered[_last(scope)] = int(accelerator.maximum_cards_per_instance or 0)
+        return offered
+
+    def region_quotas(self, region: str) -> dict[str, tuple[float, float]]:
+        found = self.call("RegionsClient", "get", project=self.project, region=region)
+        return {q.metric: (q.limit, q.usage) for q in found.quotas}
+
+    def project_info(self) -> tuple[dict[str, tuple[float, float]], dict[str, str]]:
+        """Project-wide quotas (GPUS_ALL_REGIONS) and common instance metadata (enable-oslogin)."""
+        found = self.call("ProjectsClient", "get", project=self.project)
+        metadata = {item.key: item.value for item in found.common_instance_metadata.items}
+        return {q.metric: (q.limit, q.usage) for q in found.quotas}, metadata
+
+    def ssh_firewall_open(self, network: str = "default") -> bool:
+        """Whether an enabled ingress rule on `network` admits tcp:22 from anywhere."""
+        for rule in self.call("FirewallsClient", "list", project=self.project):
+            if rule.disabled or (rule.direction and rule.direction != "INGRESS") or _last(rule.network) != network:
+                continue
+            if rule.source_ranges and "0.0.0.0/0" not in rule.source_ranges:
+                continue
+            for allowed in rule.allowed:
+                protocol = allowed.I_p_protocol
+                if protocol == "all" or (protocol == "tcp" and (not allowed.ports or _port_in(22, allowed.ports))):
+                    return True
+        return False
+
+    def vms(self, name: str | None = None, tfrig_only: bool = True) -> list[Vm]:
+        """VMs across all zones: tfrig's by label, or any with a given name."""
+        filters = []
+        if name:
+            filters.append(f'name = "{name}"')
+        if tfrig_only:
+            filters.append('labels.created-by = "tfrig"')
+        request: dict[str, Any] = {"project": self.project}
+        if filters:
+            request["filter"] = " AND ".join(filters)
+        found = []
+        for _scope, scoped in self.call("InstancesClient", "aggregated_list", **request):
+            found += [_vm(instance) for instance in scoped.instances]
+        return [vm for vm in found if (not name or vm.name == name) and (not tfrig_only or vm.created_by_tfrig)]
+
+    def get_vm(self, zone: str, name: str) -> Vm | None:
+        try:
+            return _vm(self.call("InstancesClient", "get", project=self.project, zone=zone, instance=name))
+        except ApiError as exc:
+            if exc.status == 404:
+                return None
+            raise
+
+    # --- changes ----------------------------------------------------------------------------------
+
+    def insert(self, zone: str, body: Any) -> str:
+        operation = self.call(
+            "InstancesClient", "insert_unary", project=self.project, zone=zone, instance_resource=body
+        )
+        return str(operation.name)
+
+    def delete(self, zone: str, name: str) -> str:
+        return str(self.call("InstancesClient", "delete_unary", project=self.project, zone=zone, instance=name).name)
+
+    def stop(self, zone: str, name: str) -> str:
+        return str(self.call("InstancesClient", "stop_unary", project=self.project, zone=zone, instance=name).name)
+
+    def start(self, zone: str, name: str) -> str:
+        return str(self.call("InstancesClient", "start_unary", project=self.project, zone=zone, instance=name).name)
+
+    def wait(self, zone: str, operation: str, timeout: float = 600) -> OperationResult:
+        """Await a zone operation with ZoneOperationsClient.wait (each call returns when DONE or after
+        about two minutes), bounded by `timeout`."""
+        deadline = time.monotonic() + timeout
+        while True:
+            found = self.call("ZoneOperationsClient", "wait", project=self.project, zone=zone, operation=operation)
+            if str(found.status) in ("DONE", "Status.DONE") or getattr(found.status, "name", "") == "DONE":
+                return OperationResult(name=operation, errors=_operation_errors(found))
+            if time.monotonic() > deadline:
+                raise ApiError(0, "TIMEOUT", f"operation {operation} in {zone} not done after {timeout:.0f} s")
+
+
+def _port_in(port: int, ports: Any) -> bool:
+    for item in ports:
+        low, _, high = str(item).partition("-")
+        if int(low) <= port <= int(high or low):
+            return True
+    return False
+
+
+def _vm(instance: Any) -> Vm:
+    address = None
+    for interface in instance.network_interfaces:
+        for config in interface.access_configs:
+            address = address or config.nat_i_p or None
+    accelerators = list(instance.guest_accelerators)
+    return Vm(
+        name=instance.name,
+        zone=_last(instance.zone),
+        status=instance.status,
+        machine_type=_last(instance.machine_type),
+        address=address,
+        labels=dict(instance.labels),
+        metadata={item.key: item.value for item in instance.metadata.items},
+        gpu=_last(accelerators[0].accelerator_type) if accelerators else None,
+        gpus=sum(a.accelerator_count for a in accelerators),
+    )
+
+
+def _operation_errors(operation: Any) -> list[dict[str, Any]]:
+    errors = []
+    for error in operation.error.errors:
+        zones: list[str] = []
+        for detail in error.error_details:
+            hint = detail.error_info.metadatas.get("zonesAvailable", "") if detail.error_info else ""
+            zones += [z.strip() for z in hint.split(",") if z.strip()]
+        errors.append({"code": error.code, "message": error.message, "zones_available": zones})
+    return errors
+
+
+def _api_error(exc: Any) -> ApiError:
+    reason = getattr(exc, "reason", None) or ""
+    for item in getattr(exc, "errors", None) or []:
+        if isinstance(item, dict) and item.get("reason"):
+            reason = reason or item["reason"]
+    status = int(getattr(exc, "code", 0) or 0)
+    if not reason:
+        reason = {403: "forbidden", 404: "notFound", 409: "alreadyExists", 429: "rateLimitExceeded"}.get(
+            status, "UNAVAILABLE" if status >= 500 else "error"
+        )
+    return ApiError(status, reason, str(getattr(exc, "message", exc)))
