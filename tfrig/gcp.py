@@ -319,7 +319,7 @@ CREATE_HELP = {
     "image": "ubuntu-24.04 (default), ubuntu-22.04, debian-12, dlvm (Deep Learning VM with the driver), projects/...",
     "disk_gb": "boot disk size in GB (default 100)",
     "spot": "a Spot VM (cheaper, can be preempted; uses the PREEMPTIBLE_ quota)",
-    "max_run_duration": "stop or delete the VM after this long, e.g. 8h (GCE enforces it: a forgotten VM stops billing)",
+    "max_run_duration": "stop or delete the VM after this long, e.g. 8h (GCE enforces it, so a forgotten VM stops)",
     "on_termination": "stop (default) or delete, for --spot and --max-run-duration",
     "count": "make N VMs, named NAME-1..NAME-N, spread over zones if one can't hold them all",
     "ssh_wait": "wait until SSH answers (default yes; --no-ssh-wait for scripts that connect later)",
