@@ -177,7 +177,7 @@ class Cloud:
         if filters:
             request["filter"] = " AND ".join(filters)
         found = []
-        for _scope, scoped in self.call("InstancesClient", "aggregated_list", **request):
+        for _scope, scoped in self.call("InstancesClient", "aggregated_list", request=request):
             found += [_vm(instance) for instance in scoped.instances]
         return [vm for vm in found if (not name or vm.name == name) and (not tfrig_only or vm.created_by_tfrig)]
 

@@ -1,0 +1,401 @@
+"""gcp tasks through the real google-cloud-compute client against the fake Compute API.
+
+The order and count of API calls are asserted, not only the outcome.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import ROOT, json_of
+from tests.fakegce import FakeCompute
+from tfrig import state
+
+ZONES = ["us-central1-a", "us-central1-b", "europe-west4-a"]
+LOOKUP = "GET /aggregated/instances"
+PREFLIGHT = [
+    "GET /",
+    "GET /aggregated/acceleratorTypes",
+    "GET /aggregated/acceleratorTypes",
+    "GET /regions/europe-west4",
+    "GET /regions/us-central1",
+]
+
+
+@pytest.fixture
+def fake() -> Iterator[FakeCompute]:
+    api = FakeCompute()
+    api.offer("nvidia-tesla-t4", ZONES)
+    yield api
+    api.close()
+
+
+@pytest.fixture
+def gcp_env(fake: FakeCompute, tmp_path: Path, ssh_key: Path) -> dict[str, str]:
+    return {
+        "INVOKE_GCP_ENDPOINT": fake.endpoint,
+        "INVOKE_GCP_CREDENTIALS": "anonymous",
+        "INVOKE_GCP_PROJECT": fake.project,
+        "INVOKE_GCP_RETRY_DELAY": "0.01",
+        "INVOKE_GCP_POLL_INTERVAL": "0.05",
+        "INVOKE_TFRIG_SSH_KEY": str(ssh_key),
+        "HOME": str(tmp_path),
+        "USER": "alice",
+        "NO_GCE_CHECK": "True",
+    }
+
+
+def create(tfrig, env, *args):
+    return tfrig("gcp.create", "--name", "tfrig-alice", "--no-ssh-wait", *args, env=env)
+
+
+def test_create_calls_in_order_and_records_the_vm(tfrig, fake, gcp_env):
+    result = create(tfrig, gcp_env, "--json")
+    assert result.code == 0, result.text
+    assert fake.paths() == [
+        LOOKUP,
+        *PREFLIGHT,
+        "POST /zones/europe-west4-a/instances",
+        f"POST /zones/europe-west4-a/operations/{list(fake.operations)[0]}/wait",
+        "GET /zones/europe-west4-a/instances/tfrig-alice",
+    ]
+    record = json_of(result.out)
+    assert record["zone"] == "europe-west4-a" and record["address"].startswith("203.0.113.")
+    assert record == state_record("tfrig-alice", gcp_env)
+    body = fake.instances["europe-west4-a"]["tfrig-alice"]
+    assert body["scheduling"] == {"onHostMaintenance": "TERMINATE", "automaticRestart": True}
+    assert body["labels"] == {"created-by": "tfrig"}
+    assert body["guestAccelerators"] == [
+        {"acceleratorType": "zones/europe-west4-a/acceleratorTypes/nvidia-tesla-t4", "acceleratorCount": 1}
+    ]
+    assert body["machineType"] == "zones/europe-west4-a/machineTypes/n1-standard-4"
+    assert body["disks"][0]["initializeParams"] == {
+        "sourceImage": "projects/ubuntu-os-cloud/global/images/family/ubuntu-2404-lts-amd64",
+        "diskSizeGb": "100",
+    }
+    [item] = body["metadata"]["items"]
+    assert item["key"] == "ssh-keys" and item["value"].startswith("alice:ssh-ed25519 ")
+    assert "created europe-west4-a" not in result.out  # stdout is only JSON
+
+
+def state_record(name, env):
+    os.environ["TFRIG_STATE_DIR"] = os.environ["TFRIG_STATE_DIR"]
+    return state.find_vm(name)
+
+
+def test_the_same_command_twice_adopts_the_vm(tfrig, fake, gcp_env):
+    assert create(tfrig, gcp_env).code == 0
+    calls = len(fake.calls)
+    again = create(tfrig, gcp_env)
+    assert again.code == 0, again.text
+    assert "tfrig-alice exists in europe-west4-a (created by tfrig): using it" in again.err + again.out
+    assert fake.paths()[calls:] == [LOOKUP]
+    assert sum(len(vms) for vms in fake.instances.values()) == 1
+
+
+def test_a_vm_of_that_name_tfrig_did_not_create_is_refused(tfrig, fake, gcp_env):
+    fake.add_instance("us-central1-a", "tfrig-alice", labels={"team": "ml"})
+    result = create(tfrig, gcp_env)
+    assert result.code == 1
+    assert (
+        result.err.strip()
+        == "A VM named tfrig-alice exists in us-central1-a and tfrig did not create it; choose another --name."
+    )
+    assert fake.paths() == [LOOKUP]
+
+
+def test_stockout_moves_to_the_next_zone_only(tfrig, fake, gcp_env):
+    fake.scenario.stockout["europe-west4-a"] = []
+    fake.scenario.stockout["us-central1-a"] = []
+    result = create(tfrig, gcp_env)
+    assert result.code == 0, result.text
+    inserts = [p for p in fake.paths("POST") if p.endswith("/instances")]
+    assert inserts == [
+        "POST /zones/europe-west4-a/instances",
+        "POST /zones/us-central1-a/instances",
+        "POST /zones/us-central1-b/instances",
+    ]
+    assert "europe-west4-a: ZONE_RESOURCE_POOL_EXHAUSTED (zone blocked)" in result.out
+    assert "created tfrig-alice in us-central1-b" in result.out
+
+
+def test_a_zones_available_hint_is_followed(tfrig, fake, gcp_env):
+    fake.scenario.stockout["europe-west4-a"] = ["us-central1-b"]
+    result = create(tfrig, gcp_env)
+    assert result.code == 0, result.text
+    inserts = [p for p in fake.paths("POST") if p.endswith("/instances")]
+    assert inserts == ["POST /zones/europe-west4-a/instances", "POST /zones/us-central1-b/instances"]
+
+
+def test_every_zone_stocked_out_says_where_it_tried_and_why(tfrig, fake, gcp_env):
+    for zone in ZONES:
+        fake.scenario.stockout[zone] = []
+    result = create(tfrig, gcp_env)
+    assert result.code == 1
+    assert result.err.startswith("no zone could take tfrig-alice: europe-west4-a: ZONE_RESOURCE_POOL_EXHAUSTED")
+    assert (
+        "us-central1-a: ZONE_RESOURCE_POOL_EXHAUSTED" in result.err
+        and "us-central1-b: ZONE_RESOURCE_POOL_EXHAUSTED" in result.err
+    )
+    assert len([p for p in fake.paths("POST") if p.endswith("/instances")]) == 3
+    assert state.vms() == {}
+
+
+def test_regional_quota_zero_skips_the_region_before_any_insert(tfrig, fake, gcp_env):
+    fake.regional["europe-west4"]["NVIDIA_T4_GPUS"] = [0, 0]
+    result = create(tfrig, gcp_env)
+    assert result.code == 0, result.text
+    assert "skipping europe-west4: not enough NVIDIA_T4_GPUS quota" in result.out
+    assert [p for p in fake.paths("POST") if p.endswith("/instances")] == ["POST /zones/us-central1-a/instances"]
+
+
+def test_no_regional_quota_anywhere_is_refused_with_how_to_get_more(tfrig, fake, gcp_env):
+    for region in fake.regional.values():
+        region["NVIDIA_T4_GPUS"] = [1, 1]
+    result = create(tfrig, gcp_env)
+    assert result.code == 1
+    assert (
+        "not enough GPU quota for 1 GPU(s): NVIDIA_T4_GPUS in europe-west4: limit 1, used 1; NVIDIA_T4_GPUS in us-central1: limit 1, used 1."
+        in result.err
+    )
+    assert "https://console.cloud.google.com/iam-admin/quotas?project=tfrig-test" in result.err
+    assert fake.paths("POST") == []
+
+
+def test_spot_uses_the_preemptible_quota(tfrig, fake, gcp_env):
+    for region in fake.regional.values():
+        region["PREEMPTIBLE_NVIDIA_T4_GPUS"] = [0, 0]
+    result = create(tfrig, gcp_env, "--spot")
+    assert result.code == 1
+    assert "PREEMPTIBLE_NVIDIA_T4_GPUS in europe-west4: limit 0, used 0" in result.err
+
+
+def test_global_quota_zero_is_refused(tfrig, fake, gcp_env):
+    fake.project_quotas["GPUS_ALL_REGIONS"] = [0, 0]
+    result = create(tfrig, gcp_env)
+    assert result.code == 1
+    assert (
+        "not enough GPU quota: GPUS_ALL_REGIONS (all regions) limit 0, used 0, need 1; new projects often have 0"
+        in result.err
+    )
+    assert fake.paths("POST") == []
+
+
+def test_503s_on_the_first_calls_are_retried(tfrig, fake, gcp_env):
+    fake.scenario.unavailable_first = 3
+    result = create(tfrig, gcp_env)
+    assert result.code == 0, result.text
+    assert fake.paths()[:4] == [LOOKUP] * 4
+    assert len(fake.calls) == 3 + 1 + len(PREFLIGHT) + 3
+
+
+def test_quota_exceeded_at_insert_blocks_the_region(tfrig, fake, gcp_env):
+    fake.offer("nvidia-tesla-t4", ["asia-east1-c"])
+    fake.scenario.insert_errors["asia-east1-c"] = (
+        403,
+        "QUOTA_EXCEEDED",
+        "Quota 'NVIDIA_T4_GPUS' exceeded. Limit: 0.0 in region asia-east1.",
+    )
+    fake.scenario.stockout["europe-west4-a"] = []
+    result = create(tfrig, gcp_env)
+    assert result.code == 0, result.text
+    inserts = [p for p in fake.paths("POST") if p.endswith("/instances")]
+    assert inserts == [
+        "POST /zones/asia-east1-c/instances",
+        "POST /zones/europe-west4-a/instances",
+        "POST /zones/us-central1-a/instances",
+    ]
+
+
+def test_global_quota_at_insert_stops_everything(tfrig, fake, gcp_env):
+    fake.scenario.insert_errors["europe-west4-a"] = (
+        403,
+        "QUOTA_EXCEEDED",
+        "Quota 'GPUS_ALL_REGIONS' exceeded. Limit: 0.0 globally.",
+    )
+    result = create(tfrig, gcp_env)
+    assert result.code == 1
+    assert len([p for p in fake.paths("POST") if p.endswith("/instances")]) == 1
+    assert "GPUS_ALL_REGIONS" in result.err
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--gpu", "nvidia-tesla-k80"], "retired on Compute Engine"),
+        (["--gpu", "nvidia-tesla-t4", "--gpus", "3"], "--gpus 3: nvidia-tesla-t4 comes in counts of 1, 2, 4 per VM."),
+        (["--gpu", "nvidia-l4", "--machine-type", "n1-standard-8"], "nvidia-l4 comes attached to G2 machine types"),
+        (["--zone", "us-central1"], "'us-central1' is not a zone name such as us-central1-a."),
+        (["--name", "My_VM"], "--name My_VM: Compute Engine names are"),
+        (["--disk-gb", "5"], "--disk-gb 5: boot disks need at least 10 GB"),
+        (["--max-run-duration", "soon"], "--max-run-duration soon: write it like 2h"),
+        (["--image", "windows"], "--image windows: choose ubuntu-24.04"),
+    ],
+    ids=["k80", "count", "l4-on-n1", "zone", "name", "disk", "duration", "image"],
+)
+def test_bad_input_is_refused_before_any_api_call(tfrig, fake, gcp_env, args, message):
+    result = tfrig("gcp.create", "--no-ssh-wait", *args, env=gcp_env)
+    assert result.code == 1
+    assert message in result.err and len(result.err.strip().splitlines()) == 1
+    assert fake.calls == []
+
+
+def test_a_zone_without_the_gpu_is_refused_after_the_lookup(tfrig, fake, gcp_env):
+    result = create(tfrig, gcp_env, "--zone", "us-central1-f")
+    assert result.code == 1
+    assert (
+        "nvidia-tesla-t4: --zone us-central1-f: no such zone, or it doesn't offer this GPU; it is offered in us-central1-a, us-central1-b"
+        in result.err
+    )
+    assert fake.paths("POST") == []
+
+
+def test_os_login_and_closed_ssh_are_explained_before_creating(tfrig, fake, gcp_env):
+    fake.project_metadata["enable-oslogin"] = "TRUE"
+    result = tfrig("gcp.create", env=gcp_env)
+    assert result.code == 1
+    assert "OS Login is enabled on project tfrig-test, so the ssh-keys metadata tfrig adds is ignored" in result.err
+    fake.project_metadata.clear()
+    fake.firewalls.clear()
+    result = tfrig("gcp.create", env=gcp_env)
+    assert result.code == 1
+    assert "No firewall rule on network default admits tcp:22" in result.err
+    assert fake.paths("POST") == []
+
+
+def test_dry_run_prints_the_insert_after_the_real_preflight(tfrig, fake, gcp_env):
+    result = tfrig(
+        "--dry",
+        "gcp.create",
+        "--name",
+        "tfrig-alice",
+        "--no-ssh-wait",
+        "--spot",
+        "--max-run-duration",
+        "8h",
+        env=gcp_env,
+    )
+    assert result.code == 0, result.text
+    assert fake.paths() == [LOOKUP, *PREFLIGHT]
+    printed = result.out[result.out.index("{") :]
+    body = json.loads(printed)
+    assert body["scheduling"] == {
+        "onHostMaintenance": "TERMINATE",
+        "automaticRestart": False,
+        "provisioningModel": "SPOT",
+        "instanceTerminationAction": "STOP",
+        "maxRunDuration": {"seconds": "28800"},
+    }
+    assert "would insert into europe-west4-a (then us-central1-a, us-central1-b)" in result.out
+
+
+def test_lifecycle_list_stop_start_delete(tfrig, fake, gcp_env):
+    assert create(tfrig, gcp_env).code == 0
+    listed = json_of(tfrig("gcp.list", "--json", env=gcp_env).out)
+    assert [(r["name"], r["status"], r["gpu"]) for r in listed] == [("tfrig-alice", "RUNNING", "1 x nvidia-tesla-t4")]
+    stopped = tfrig("gcp.stop", "--name", "tfrig-alice", env=gcp_env)
+    assert "its disk is still billed" in stopped.out
+    assert fake.instances["europe-west4-a"]["tfrig-alice"]["status"] == "TERMINATED"
+    assert tfrig("gcp.start", "--name", "tfrig-alice", env=gcp_env).code == 0
+    refused = tfrig("gcp.delete", "--name", "tfrig-alice", env=gcp_env)
+    assert refused.code == 1 and "pass --yes" in refused.err
+    assert "tfrig-alice" in fake.instances["europe-west4-a"]
+    deleted = tfrig("gcp.delete", "--name", "tfrig-alice", "--yes", env=gcp_env)
+    assert deleted.code == 0, deleted.text
+    assert "tfrig-alice" not in fake.instances["europe-west4-a"]
+    assert state.vms() == {}
+    assert tfrig("gcp.list", env=gcp_env).out.strip() == "tfrig has created no VMs that still exist."
+
+
+def test_deleting_a_vm_that_is_already_gone_just_forgets_it(tfrig, fake, gcp_env):
+    assert create(tfrig, gcp_env).code == 0
+    del fake.instances["europe-west4-a"]["tfrig-alice"]
+    result = tfrig("gcp.delete", "--name", "tfrig-alice", "--yes", env=gcp_env)
+    assert result.code == 0, result.text
+    assert state.vms() == {}
+
+
+def test_zones_and_quota(tfrig, fake, gcp_env):
+    zones = json_of(tfrig("gcp.zones", "--gpu", "nvidia-tesla-t4", "--json", env=gcp_env).out)
+    assert [z["zone"] for z in zones] == ["europe-west4-a", "us-central1-a", "us-central1-b"]
+    quota = json_of(tfrig("gcp.quota", "--json", env=gcp_env).out)
+    assert quota[0] == {"where": "global", "metric": "GPUS_ALL_REGIONS", "limit": 8.0, "usage": 0.0, "remaining": 8.0}
+    assert {
+        "where": "us-central1",
+        "metric": "PREEMPTIBLE_NVIDIA_T4_GPUS",
+        "limit": 4.0,
+        "usage": 0.0,
+        "remaining": 4.0,
+    } in quota
+
+
+def test_project_from_the_gcloud_config_file(tfrig, fake, gcp_env, tmp_path):
+    env = {**gcp_env, "INVOKE_GCP_PROJECT": ""}
+    folder = tmp_path / ".config" / "gcloud"
+    (folder / "configurations").mkdir(parents=True)
+    (folder / "active_config").write_text("work\n")
+    (folder / "configurations" / "config_work").write_text(
+        f"[core]\nproject = {fake.project}\n[compute]\nzone = us-central1-b\n"
+    )
+    result = tfrig("gcp.zones", "--json", env=env)
+    assert result.code == 0, result.text
+    assert fake.calls[0][1].startswith(f"/compute/v1/projects/{fake.project}/")
+    missing = tfrig("gcp.zones", env={**env, "HOME": str(tmp_path / "nowhere")})
+    assert missing.code == 1
+    assert missing.err.strip().startswith("No Google Cloud project: pass --project")
+
+
+def test_credentials_problems_are_one_line(tfrig, fake, gcp_env, tmp_path):
+    anonymous = tfrig("gcp.zones", env={**gcp_env, "INVOKE_GCP_ENDPOINT": ""})
+    assert (
+        anonymous.err.strip()
+        == "gcp.credentials: anonymous works only with an explicit gcp.endpoint (a private or test API)."
+    )
+    no_adc = tfrig("gcp.zones", env={**gcp_env, "INVOKE_GCP_CREDENTIALS": "", "GOOGLE_APPLICATION_CREDENTIALS": ""})
+    assert no_adc.code == 1
+    assert no_adc.err.strip() == (
+        "No Google Cloud credentials: run `gcloud auth application-default login`, or set "
+        "GOOGLE_APPLICATION_CREDENTIALS to a service-account key file."
+    )
+    assert fake.calls == []
+
+
+def test_ctrl_c_during_the_create_leaves_no_vm(fake, gcp_env, state_dir):
+    """Interrupt while the insert's operation is awaited: the VM that was being made is deleted."""
+    entered, release = threading.Event(), threading.Event()
+    original = fake.handle
+
+    def slow_wait(method, path, body):
+        if path.endswith("/wait") and not release.is_set():
+            entered.set()
+            release.wait(20)
+        return original(method, path, body)
+
+    fake.handle = slow_wait  # type: ignore[method-assign]
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "tfrig", "gcp.create", "--name", "tfrig-alice", "--no-ssh-wait"],
+        cwd=ROOT,
+        env={**os.environ, **gcp_env, "TFRIG_STATE_DIR": str(state_dir)},
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    assert entered.wait(30), "the create never reached the operation wait"
+    proc.send_signal(signal.SIGINT)
+    release.set()
+    out, _ = proc.communicate(timeout=60)
+    assert proc.returncode != 0
+    assert "the half-created VM in europe-west4-a was deleted; nothing is left billing" in out
+    assert fake.instances.get("europe-west4-a", {}) == {}
+    assert fake.paths("DELETE") == ["DELETE /zones/europe-west4-a/instances/tfrig-alice"]
+    assert state.vms() == {}
