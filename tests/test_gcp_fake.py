@@ -65,7 +65,7 @@ def test_create_calls_in_order_and_records_the_vm(tfrig, fake, gcp_env):
         LOOKUP,
         *PREFLIGHT,
         "POST /zones/europe-west4-a/instances",
-        f"POST /zones/europe-west4-a/operations/{list(fake.operations)[0]}/wait",
+        f"POST /zones/europe-west4-a/operations/{next(iter(fake.operations))}/wait",
         "GET /zones/europe-west4-a/instances/tfrig-alice",
     ]
     record = json_of(result.out)
@@ -88,7 +88,6 @@ def test_create_calls_in_order_and_records_the_vm(tfrig, fake, gcp_env):
 
 
 def state_record(name, env):
-    os.environ["TFRIG_STATE_DIR"] = os.environ["TFRIG_STATE_DIR"]
     return state.find_vm(name)
 
 
@@ -380,7 +379,7 @@ def test_ctrl_c_during_the_create_leaves_no_vm(fake, gcp_env, state_dir):
             release.wait(20)
         return original(method, path, body)
 
-    fake.handle = slow_wait  # type: ignore[method-assign]
+    fake.handle = slow_wait
     proc = subprocess.Popen(
         [sys.executable, "-m", "tfrig", "gcp.create", "--name", "tfrig-alice", "--no-ssh-wait"],
         cwd=ROOT,
