@@ -106,7 +106,7 @@ def test_candidate_zones():
 
 
 def test_quota_is_limit_minus_usage_per_region_and_global():
-    regional = {
+    regional: dict[str, dict[str, tuple[float, float]]] = {
         "us-central1": {"NVIDIA_T4_GPUS": (4, 4)},
         "europe-west4": {"NVIDIA_T4_GPUS": (4, 2), "PREEMPTIBLE_NVIDIA_T4_GPUS": (0, 0)},
     }

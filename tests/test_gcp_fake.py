@@ -70,7 +70,7 @@ def test_create_calls_in_order_and_records_the_vm(tfrig, fake, gcp_env):
     ]
     record = json_of(result.out)
     assert record["zone"] == "europe-west4-a" and record["address"].startswith("203.0.113.")
-    assert record == state_record("tfrig-alice", gcp_env)
+    assert record == state.find_vm("tfrig-alice")
     body = fake.instances["europe-west4-a"]["tfrig-alice"]
     assert body["scheduling"] == {"onHostMaintenance": "TERMINATE", "automaticRestart": True}
     assert body["labels"] == {"created-by": "tfrig"}
@@ -85,10 +85,6 @@ def test_create_calls_in_order_and_records_the_vm(tfrig, fake, gcp_env):
     [item] = body["metadata"]["items"]
     assert item["key"] == "ssh-keys" and item["value"].startswith("alice:ssh-ed25519 ")
     assert "created europe-west4-a" not in result.out  # stdout is only JSON
-
-
-def state_record(name, env):
-    return state.find_vm(name)
 
 
 def test_the_same_command_twice_adopts_the_vm(tfrig, fake, gcp_env):
