@@ -94,4 +94,4 @@ def test_py3_tags_of_old_releases_are_still_right(tfrig):
 
 def test_json_output_is_only_json(tfrig):
     result = tfrig("tf.versions", "--json")
-    assert json_of(result.out)[0]["tf"] == "2.21.0"
+    assert json_of(result.out)[0]["tensorflow"] == "2.21.0"

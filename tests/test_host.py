@@ -112,3 +112,15 @@ def test_state_is_written_atomically_and_records_merge(state_dir):
     assert json.loads((state_dir / "state.json").read_text())["vms"]["vm1"]["zone"] == "z1"
     assert not list(state_dir.glob(".state-*"))
     assert state.forget_vm("vm1") and not state.forget_vm("vm1")
+
+
+def test_hosts_may_name_vms_from_the_state_and_globs_of_them():
+    for index in (1, 2, 3):
+        state.record_vm(f"fleet-{index}", address=f"127.0.0.{index}", user="alice", port=22)
+    assert [t.label for t in targets.parse_hosts("fleet-*")] == ["fleet-1", "fleet-2", "fleet-3"]
+    assert [(t.host, t.user) for t in targets.parse_hosts("fleet-2,bob@other")] == [
+        ("127.0.0.2", "alice"),
+        ("other", "bob"),
+    ]
+    with pytest.raises(Exit, match="'nope-\\*' matches no VM in tfrig's state"):
+        targets.parse_hosts("nope-*")

@@ -755,7 +755,181 @@ def tunnel(c, port, local_port=None, name=None):
             print("tunnel closed")
 
 
-ns = Collection("gcp", create, start, stop, delete, zones, quota, ssh, tunnel)
+@task(
+    help={
+        "delete": "delete the VMs and their disks instead of stopping them",
+        "yes": "don't ask",
+        "project": PROJECT_HELP,
+        "json": JSON_HELP,
+    }
+)
+def down(c, delete=False, yes=False, project=None, json=False):
+    """Stop (or --delete) every VM tfrig created in the project, listing them first and asking."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    cfg = settings(c, project)
+    cloud = cfg.cloud()
+    live = {vm.name: vm for vm in cloud.vms()}
+    recorded = {n: r for n, r in state.vms().items() if r.get("project") in (None, cfg.project)}
+    out = info_stream(json)
+    for name in set(recorded) - set(live):
+        state.forget_vm(name)  # gone already: nothing bills
+        print(f"{name}: already gone; removed from tfrig's state", file=out)
+    chosen = [vm for vm in live.values() if delete or vm.status != "TERMINATED"]
+    if not chosen:
+        which = "VMs" if delete else "running VMs"
+        print(f"nothing to {'delete' if delete else 'stop'}: tfrig has no {which} in {cfg.project}", file=out)
+        if json:
+            print_json({"changed": []})
+        return
+    table(["name", "zone", "status", "gpu"], [(vm.name, vm.zone, vm.status, vm.gpu) for vm in chosen], out=out)
+    verb = "Delete" if delete else "Stop"
+    if c.config.run.dry:
+        print(f"would {verb.lower()} {len(chosen)} VM(s)", file=out)
+        return
+    confirm(f"{verb} these {len(chosen)} VM(s)?", yes or c.config.tfrig.yes)
+
+    def act(vm: Any) -> str:
+        if delete:
+            cloud.wait(vm.zone, cloud.delete(vm.zone, vm.name))
+            state.forget_vm(vm.name)
+            return f"deleted {vm.name}"
+        cloud.wait(vm.zone, cloud.stop(vm.zone, vm.name))
+        if state.find_vm(vm.name):
+            state.record_vm(vm.name, status="TERMINATED")
+        return f"stopped {vm.name} (its disk is still billed)"
+
+    with ThreadPoolExecutor(max_workers=8) as pool:
+        for line in pool.map(act, chosen):
+            print(line, file=out)
+    if json:
+        print_json({"changed": [vm.name for vm in chosen], "action": "delete" if delete else "stop"})
+
+
+def _vm_hosts(c: Any, name: str | None) -> str:
+    """`--name` (a VM, a comma list, or a glob) as a host spec; the VM tfrig knows by default."""
+    return name or c.config.gcp.name or gceplan.default_name(_user())
+
+
+@task(
+    help={
+        "cmd": "the command, run in the TensorFlow env (its bin first on PATH) from the home folder",
+        "name": NAME_HELP + "; several comma-separated, or a glob such as 'tfrig-alice-*'",
+        "json": JSON_HELP,
+    }
+)
+def exec_(c, cmd, name=None, json=False):
+    """Run a command on the VM in the TensorFlow env, streaming its output; its exit code is passed on."""
+    from tfrig.host import Host, shell_path
+    from tfrig.runner import on_targets
+    from tfrig.tf import environment
+
+    def work(host: Host) -> dict[str, Any]:
+        env = environment(host, c)
+        command = f'export PATH={shell_path(env.path.rstrip("/") + "/bin")}:"$PATH"; cd; {cmd}'
+        if host.dry:
+            host.say(f"would run: {cmd}")
+            return {"exit_code": None}
+        result = host.c.run(command, warn=True, hide=json, in_stream=False, pty=False)
+        return {"exit_code": result.exited, "stdout": result.stdout if json else None}
+
+    results = on_targets(c, work, hosts=_vm_hosts(c, name), json_out=json, summary=lambda r: f"exit {r['exit_code']}")
+    codes = [r.get("exit_code") or 0 for r in results]
+    if any(codes):
+        raise Exit(code=max(codes))
+
+
+def _copy(c: Any, name: str | None, source: str, destination: str | None, upload: bool, force: bool) -> None:
+    import tarfile
+    import tempfile
+
+    from tfrig.host import connect
+
+    [target] = targets.parse_hosts(_vm_hosts(c, name))[:1]
+    conn = connect(c, target)
+    if upload:
+        local = Path(os.path.expanduser(source))
+        if not local.exists():
+            raise Exit(f"{source}: no such file or folder here.")
+        remote = destination or local.name
+        if c.config.run.dry:
+            print(f"would copy {local} to {target.label}:{remote}")
+            return
+        if not force and conn.run(f"test -e {shlex.quote(remote)}", warn=True, hide=True, in_stream=False).ok:
+            raise Exit(f"{target.label}:{remote} exists; pass --force to overwrite it.")
+        if local.is_file():
+            conn.put(str(local), remote)
+        else:
+            with tempfile.TemporaryDirectory() as tmp:
+                archive = Path(tmp) / "upload.tar.gz"
+                with tarfile.open(archive, "w:gz") as tar:
+                    tar.add(local, arcname=".")
+                conn.put(str(archive), ".tfrig-upload.tar.gz")
+                conn.run(
+                    f"mkdir -p {shlex.quote(remote)} && tar -xzf .tfrig-upload.tar.gz -C {shlex.quote(remote)} "
+                    "&& rm -f .tfrig-upload.tar.gz",
+                    hide=True,
+                    in_stream=False,
+                )
+        print(f"copied {local} to {target.label}:{remote}")
+        return
+    local = Path(os.path.expanduser(destination or Path(source).name))
+    if local.exists() and not force:
+        raise Exit(f"{local} exists here; pass --force to overwrite it.")
+    kind = conn.run(
+        f"if [ -d {shlex.quote(source)} ]; then echo dir; elif [ -f {shlex.quote(source)} ]; then echo file; fi",
+        hide=True,
+        warn=True,
+        in_stream=False,
+    ).stdout.strip()
+    if not kind:
+        raise Exit(f"{target.label}:{source}: no such file or folder there.")
+    if c.config.run.dry:
+        print(f"would copy {target.label}:{source} to {local}")
+        return
+    if kind == "file":
+        conn.get(source, str(local))
+    else:
+        with tempfile.TemporaryDirectory() as tmp:
+            archive = Path(tmp) / "download.tar.gz"
+            conn.run(f"tar -czf .tfrig-download.tar.gz -C {shlex.quote(source)} .", hide=True, in_stream=False)
+            conn.get(".tfrig-download.tar.gz", str(archive))
+            conn.run("rm -f .tfrig-download.tar.gz", hide=True, in_stream=False)
+            local.mkdir(parents=True, exist_ok=True)
+            with tarfile.open(archive) as tar:
+                tar.extractall(local, filter="data")
+    print(f"copied {target.label}:{source} to {local}")
+
+
+COPY_HELP = {"name": NAME_HELP, "force": "overwrite what is at the destination"}
+
+
+@task(
+    help={
+        **COPY_HELP,
+        "source": "a file or folder here",
+        "destination": "where on the VM (default: its name, in the home folder)",
+    }
+)
+def put(c, source, destination=None, name=None, force=False):
+    """Copy a file or folder to the VM."""
+    _copy(c, name, source, destination, upload=True, force=force)
+
+
+@task(
+    help={
+        **COPY_HELP,
+        "source": "a file or folder on the VM",
+        "destination": "where here (default: its name, in this folder)",
+    }
+)
+def get(c, source, destination=None, name=None, force=False):
+    """Copy a file or folder from the VM."""
+    _copy(c, name, source, destination, upload=False, force=force)
+
+
+ns = Collection("gcp", create, start, stop, delete, down, zones, quota, ssh, tunnel, put, get)
+ns.add_task(exec_, name="exec")
 ns.add_task(list_, name="list")
 ns.add_task(ssh_config, name="ssh-config")
 ns.configure(

@@ -12,6 +12,7 @@ from invoke.exceptions import Exit
 from tfrig import targets as targets_mod
 from tfrig.host import Host, connect, describe_error
 from tfrig.targets import Target
+from tfrig.taskdef import current_task
 from tfrig.ui import info_stream, print_json, table
 
 Work = Callable[[Host], dict[str, Any]]
@@ -43,16 +44,21 @@ def on_targets(
     """
     targets = targets_mod.resolve(c, hosts=hosts, name=name)
     out = info_stream(json_out)
-    print(f"target: {', '.join(t.label for t in targets)}", file=out, flush=True)
+    step = current_task.get()
+    print(f"target: {', '.join(t.label for t in targets)}{f' ({step})' if step else ''}", file=out, flush=True)
     if len(targets) == 1:
+        label = targets[0].label
         try:
             result = _run_one(c, targets[0], work, json_out)
-        except Exit:
+        except Exit as exit_:
+            message = str(exit_.message or "")
+            if step and message.startswith(f"[{label}] "):  # say which step of a chain failed
+                raise Exit(f"[{label}] {step}: {message[len(label) + 3 :]}", code=exit_.code) from None
             raise
         except Exception as exc:
             if isinstance(exc, KeyboardInterrupt):
                 raise
-            raise Exit(f"[{targets[0].label}] {describe_error(exc)}") from None
+            raise Exit(f"[{label}] {step + ': ' if step else ''}{describe_error(exc)}") from None
         if json_out:
             print_json(result)
         return [result]
@@ -80,6 +86,9 @@ def on_targets(
         table(["host", "result", "detail"], rows, out=out)
     failed = [r["host"] for r in results if not r["ok"]]
     if failed:
-        print(f"{len(failed)} of {len(results)} hosts failed: {', '.join(failed)}", file=sys.stderr)
+        print(
+            f"{step or 'the step'} failed on {len(failed)} of {len(results)} hosts: {', '.join(failed)}",
+            file=sys.stderr,
+        )
         raise Exit(code=1)
     return results

@@ -57,6 +57,11 @@ def _write(path: Path, data: dict[str, Any]) -> None:
     os.replace(tmp, path)
 
 
+def exists() -> bool:
+    """Whether tfrig has recorded anything yet (reading creates nothing)."""
+    return (state_dir() / STATE_FILE).exists()
+
+
 def vms() -> dict[str, dict[str, Any]]:
     """Every VM record, keyed by VM name."""
     with _locked() as path:

@@ -44,11 +44,21 @@ _carried: dict[int, list[Target]] = {}
 
 
 def parse_hosts(spec: str) -> list[Target]:
-    """`user@host:port,alias` → targets; ssh-config aliases are resolved later by Fabric."""
+    """`user@host:port,alias,vm-name,vm-glob-*` → targets: names of VMs tfrig created (globs too)
+    come from its state; anything else is an SSH host, ssh-config aliases resolved later by Fabric."""
+    import fnmatch
+
     targets = []
+    known = state.vms() if state.exists() else {}
     for item in (part.strip() for part in spec.split(",")):
         if not item:
             continue
+        vms = sorted(name for name in known if fnmatch.fnmatchcase(name, item))
+        if vms:
+            targets += [vm_target(known[name]) for name in vms]
+            continue
+        if "*" in item or "?" in item:
+            raise Exit(f"'{item}' matches no VM in tfrig's state; `inv gcp.list` shows the ones it knows.")
         match = _HOST_SPEC.match(item)
         if not match:
             raise Exit(f"'{item}' is not a host; write user@host:port (user and port optional).")

@@ -3,13 +3,25 @@
 
 from __future__ import annotations
 
+import contextvars
 from typing import Any
 
 import invoke
 from invoke.tasks import Task
 
+# The task running now, as `namespace.task`, so reports can say which step of a chain failed.
+current_task: contextvars.ContextVar[str] = contextvars.ContextVar("current_task", default="")
+
 
 class TfrigTask(Task):
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        namespace = self.body.__module__.rsplit(".", 1)[-1]
+        token = current_task.set(f"{namespace}.{self.name.rstrip('_').replace('_', '-')}")
+        try:
+            return super().__call__(*args, **kwargs)
+        finally:
+            current_task.reset(token)
+
     def arg_opts(self, name: str, default: str, taken_names: set[str]) -> dict[str, Any]:
         # `-h` stays Invoke's help for every task.
         opts = super().arg_opts(name, default, taken_names | {"h"})
