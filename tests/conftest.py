@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import socket
@@ -45,7 +46,7 @@ class Outcome:
         return self.out + self.err
 
 
-def run_cli(*argv: str, env: dict[str, str] | None = None, cwd: Path | None = None, timeout: float = 600) -> Outcome:
+def run_cli(*argv: str, env: dict[str, str] | None = None, cwd: Path | None = None, timeout: float = 300) -> Outcome:
     """Run `tfrig ARGV` as a user would: a new process, no stdin, no terminal."""
     full_env = {**os.environ, **(env or {})}
     proc = subprocess.run(
@@ -205,8 +206,11 @@ def sshd_factory(docker_client: Any, ssh_key: Path) -> Iterator[Any]:
         return host
 
     yield start
+    import docker.errors
+
     for container in started:
-        container.remove(force=True)
+        with contextlib.suppress(docker.errors.NotFound):  # a test may have removed it (gcp.delete)
+            container.remove(force=True)
 
 
 @pytest.fixture

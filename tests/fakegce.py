@@ -50,8 +50,9 @@ class FakeCompute:
         self.instances: dict[str, dict[str, dict[str, Any]]] = {}
         self.operations: dict[str, dict[str, Any]] = {}
         self.calls: list[tuple[str, str]] = []
-        self.vm_factory: Callable[[str, str], str] | None = None
+        self.vm_factory: Callable[[str, str, dict[str, Any]], str] | None = None
         self.vm_cleanup: Callable[[str], None] | None = None
+        self.vms: dict[str, Any] = {}  # real VMs a vm_factory made, by name
         self.page_size = 2
         self._ids = itertools.count(1000)
         self._addresses = itertools.count(10)
@@ -237,7 +238,7 @@ class FakeCompute:
                     }
                 ]
             return 200, self._operation(zone, "insert", target, {"errors": [error]})
-        address = self.vm_factory(name, zone) if self.vm_factory else f"203.0.113.{next(self._addresses)}"
+        address = self.vm_factory(name, zone, body) if self.vm_factory else f"203.0.113.{next(self._addresses)}"
         self.instances.setdefault(zone, {})[name] = self._instance(zone, body, address)
         return 200, self._operation(zone, "insert", target)
 

@@ -1,0 +1,137 @@
+"""Converged re-run and fan-out, over real SSH to Debian sshd containers on loopback addresses.
+
+Run (needs the Docker engine and tests/testbed/images.sh's images, as for the tests):
+    python bench/converged.py [--hosts 8] [--runs 5] [--wheelhouse /var/cache/tfrig-ci/wheelhouse]
+
+1. Converged re-run: `driver.prepare --no-headers tf.install` (the steps that apply on a GPU-less
+   host; gpu.setup refuses there) on one host: the first run against re-runs where everything is
+   done. Reports wall times, the ratio, and the SSH round trips of a re-run (from the host log).
+   Target: the re-run changes nothing and takes under 1 s (the floor: one `ssh host true`).
+2. Fan-out: the converged re-run of `driver.prepare --no-headers` on 1 and on N hosts.
+   Target: N hosts take at most 1.5 x one host.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import docker
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def start_hosts(client: docker.DockerClient, count: int, key: Path, wheelhouse: Path) -> list[tuple[Any, str]]:
+    hosts = []
+    for index in range(count):
+        address = f"127.0.0.{200 + index}"
+        container = client.containers.run(
+            "local/tfrig-sshd",
+            detach=True,
+            ports={"22/tcp": (address, 22)},
+            labels={"tfrig-bench": "1"},
+            volumes={
+                f"{key}.pub": {"bind": "/etc/ssh/tfrig_keys", "mode": "ro"},
+                str(wheelhouse): {"bind": "/wheelhouse", "mode": "ro"},
+            },
+        )
+        hosts.append((container, address))
+    for _, address in hosts:
+        for _ in range(100):
+            try:
+                with socket.create_connection((address, 22), timeout=1) as sock:
+                    if sock.recv(4).startswith(b"SSH-"):
+                        break
+            except OSError:
+                time.sleep(0.1)
+    return hosts
+
+
+def tfrig(args: list[str], env: dict[str, str]) -> float:
+    started = time.perf_counter()
+    done = subprocess.run([sys.executable, "-m", "tfrig", *args], cwd=ROOT, env=env, capture_output=True, text=True)
+    elapsed = time.perf_counter() - started
+    if done.returncode:
+        raise SystemExit(f"tfrig {' '.join(args)} failed:\n{done.stdout}{done.stderr}")
+    return elapsed
+
+
+def round_trips(log: Path, since: int) -> tuple[int, int]:
+    lines = log.read_text().splitlines()[since:]
+    changes = sum(1 for line in lines if " change " in line)
+    return len([line for line in lines if line[:1].isdigit()]), changes
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--hosts", type=int, default=8)
+    parser.add_argument("--runs", type=int, default=5)
+    parser.add_argument("--wheelhouse", default=os.environ.get("TFRIG_WHEELHOUSE", "/var/cache/tfrig-ci/wheelhouse"))
+    args = parser.parse_args()
+    client = docker.from_env()
+    with tempfile.TemporaryDirectory() as tmp:
+        key = Path(tmp) / "id"
+        subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(key)], check=True)
+        env = {**os.environ, "TFRIG_STATE_DIR": str(Path(tmp) / "state"), "INVOKE_TFRIG_SSH_KEY": str(key)}
+        hosts = start_hosts(client, args.hosts, key, Path(args.wheelhouse))
+        try:
+            specs = [f"tfrig@{address}" for _, address in hosts]
+            steps = ["driver.prepare", "--no-headers", "tf.install", "--find-links", "/wheelhouse", "--no-index"]
+            first = tfrig(["-H", specs[0], *steps], env)
+            log = Path(tmp) / "state" / "logs" / f"{specs[0]}.log"
+            mark = len(log.read_text().splitlines())
+            again = [tfrig(["-H", specs[0], *steps], env) for _ in range(args.runs)]
+            trips, changes = round_trips(log, mark)
+            floor = statistics.median([tfrig_floor(specs[0], key) for _ in range(args.runs)])
+            rerun = statistics.median(again)
+            print(
+                f"converged re-run of driver.prepare + tf.install on 1 host: first run {first:.1f} s, "
+                f"re-run {rerun:.2f} s (median of {args.runs}; ratio {rerun / first:.3f}); "
+                f"{trips // args.runs} SSH commands and {changes} changes per re-run; "
+                f"`ssh host true` floor {floor:.2f} s (re-run / floor {rerun / floor:.1f})"
+            )
+
+            prepare = ["driver.prepare", "--no-headers"]
+            tfrig(["-H", ",".join(specs), *prepare], env)  # converge every host
+            one = statistics.median([tfrig(["-H", specs[0], *prepare], env) for _ in range(args.runs)])
+            many = statistics.median([tfrig(["-H", ",".join(specs), *prepare], env) for _ in range(args.runs)])
+            print(
+                f"fan-out of the converged driver.prepare: 1 host {one:.2f} s, {len(specs)} hosts {many:.2f} s, "
+                f"ratio {many / one:.2f} (target <= 1.5)"
+            )
+        finally:
+            for container, _ in hosts:
+                container.remove(force=True)
+
+
+def tfrig_floor(spec: str, key: Path) -> float:
+    started = time.perf_counter()
+    subprocess.run(
+        [
+            "ssh",
+            "-i",
+            str(key),
+            "-o",
+            "StrictHostKeyChecking=no",
+            "-o",
+            "UserKnownHostsFile=/dev/null",
+            "-o",
+            "LogLevel=ERROR",
+            spec,
+            "true",
+        ],
+        check=True,
+    )
+    return time.perf_counter() - started
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,209 @@
+"""The whole chain as a user types it, against the fake Compute API whose VMs are real: each insert
+starts a Debian sshd container published on its own loopback address, reported as the VM's natIP,
+with the user from the ssh-keys metadata made as Google's guest agent makes it."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.conftest import ROOT, free_port, json_of
+from tests.fakegce import FakeCompute
+from tfrig import state
+
+pytestmark = pytest.mark.slow
+ZONES = ["us-central1-a", "us-central1-b"]
+
+
+@pytest.fixture
+def cloud(docker_client: Any, ssh_key: Path, wheelhouse: Path, sshd_factory: Any) -> Iterator[FakeCompute]:
+    api = FakeCompute()
+    api.offer("nvidia-tesla-t4", ZONES)
+    vms = api.vms
+
+    def make_vm(name: str, zone: str, body: dict[str, Any]) -> str:
+        host = sshd_factory(volumes_extra={str(wheelhouse): "/wheelhouse"})
+        keys = next(item["value"] for item in body["metadata"]["items"] if item["key"] == "ssh-keys")
+        user = keys.split(":", 1)[0]
+        code, output = host.exec(
+            f"useradd -m -s /bin/bash -p '*' {user} && echo '{user} ALL=(ALL) NOPASSWD:ALL' > /etc/sudoers.d/{user}"
+        )
+        assert code == 0, output
+        vms[name] = host
+        return host.address
+
+    api.vm_factory = make_vm
+    api.vm_cleanup = lambda name: vms.pop(name).container.remove(force=True)
+    yield api
+    api.close()
+
+
+@pytest.fixture
+def env(cloud: FakeCompute, tmp_path: Path, ssh_key: Path) -> dict[str, str]:
+    return {
+        "INVOKE_GCP_ENDPOINT": cloud.endpoint,
+        "INVOKE_GCP_CREDENTIALS": "anonymous",
+        "INVOKE_GCP_PROJECT": cloud.project,
+        "INVOKE_GCP_RETRY_DELAY": "0.01",
+        "INVOKE_GCP_POLL_INTERVAL": "0.05",
+        "INVOKE_TFRIG_SSH_KEY": str(ssh_key),
+        "INVOKE_TF_FIND_LINKS": "/wheelhouse",
+        "HOME": str(tmp_path),
+        "USER": "alice",
+        "NO_GCE_CHECK": "True",
+    }
+
+
+def inserts(cloud: FakeCompute) -> list[str]:
+    return [p for p in cloud.paths("POST") if p.endswith("/instances")]
+
+
+def test_create_install_verify_then_work_on_the_vm(tfrig, cloud, env, tmp_path):
+    result = tfrig("gcp.create", "tf.install", "--no-index", "tf.verify", env=env)
+    assert result.code == 0, result.text
+    assert "created tfrig-alice in us-central1-a" in result.out
+    assert "target: tfrig-alice (tf.install)" in result.out
+    assert "[tfrig-alice] TensorFlow 2.21.0 installed" in result.out
+    assert "[tfrig-alice] matrix product on /job:localhost/replica:0/task:0/device:CPU:0: correct" in result.out
+    assert "[tfrig-alice] no GPU: no NVIDIA driver or GPU: TensorFlow found no CUDA driver on this host" in result.out
+    vm = cloud.vms["tfrig-alice"]
+    assert vm.exec("test -x /home/alice/tf-venv/bin/python")[0] == 0
+
+    # A later run reaches it by name: the same chain changes nothing.
+    again = tfrig("gcp.create", "tf.install", "--no-index", env=env)
+    assert "tfrig-alice exists in us-central1-a (created by tfrig): using it" in again.out
+    assert "already done: TensorFlow 2.21.0" in again.out
+    assert len(inserts(cloud)) == 1
+
+    ran = tfrig("gcp.exec", "--cmd", "python -c 'import tensorflow as tf; print(tf.__version__)'", env=env)
+    assert ran.code == 0 and "2.21.0" in ran.out
+    assert tfrig("gcp.exec", "--cmd", "exit 3", env=env).code == 3
+
+    project = tmp_path / "project"
+    (project / "data").mkdir(parents=True)
+    (project / "train.py").write_text("print('training')\n")
+    (project / "data" / "x.csv").write_text("1,2\n")
+    assert tfrig("gcp.put", str(project), "--destination", "work", env=env).code == 0
+    assert tfrig("gcp.exec", "--cmd", "cd work && python train.py > out.txt", env=env).code == 0
+    refused = tfrig("gcp.put", str(project), "--destination", "work", env=env)
+    assert refused.code == 1 and "tfrig-alice:work exists; pass --force" in refused.err
+    fetched = tmp_path / "fetched"
+    assert tfrig("gcp.get", "work", "--destination", str(fetched), env=env).code == 0
+    assert (fetched / "out.txt").read_text() == "training\n" and (fetched / "data" / "x.csv").read_text() == "1,2\n"
+
+    written = tfrig("gcp.ssh-config", env=env)
+    assert "wrote Host tfrig-alice" in written.out
+    config = (tmp_path / ".ssh" / "config").read_text()
+    assert f"Host tfrig-alice\n    HostName {vm.address}\n    User alice\n    Port 22\n" in config
+    assert "already done" in tfrig("gcp.ssh-config", env=env).out
+
+    # A tunnel to a service bound to the VM's loopback only.
+    assert (
+        tfrig(
+            "gcp.exec",
+            "--cmd",
+            "nohup python -m http.server 8000 --bind 127.0.0.1 --directory work >/dev/null 2>&1 </dev/null &",
+            env=env,
+        ).code
+        == 0
+    )
+    local = free_port()
+    tunnel = subprocess.Popen(
+        [sys.executable, "-m", "tfrig", "gcp.tunnel", "--port", "8000", "--local-port", str(local)],
+        cwd=ROOT,
+        env={**os.environ, **env},
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert tunnel.stdout is not None and "Ctrl-C closes it" in tunnel.stdout.readline()
+        for _ in range(50):
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{local}/train.py", timeout=5) as reply:
+                    assert reply.read() == b"print('training')\n"
+                    break
+            except OSError:
+                time.sleep(0.2)
+        else:
+            pytest.fail("nothing answered through the tunnel")
+    finally:
+        tunnel.send_signal(signal.SIGINT)
+        tunnel.wait(10)
+
+    down = tfrig("gcp.down", "--delete", "--yes", env=env)
+    assert down.code == 0, down.text
+    assert "deleted tfrig-alice" in down.out
+    assert cloud.instances.get("us-central1-a") == {} and state.vms() == {}
+
+
+def test_create_then_gpu_setup_stops_with_the_no_gpu_diagnosis(tfrig, cloud, env):
+    result = tfrig("gcp.create", "--name", "tfrig-gpu", "gpu.setup", "--unverified", env=env)
+    assert result.code == 1
+    assert "created tfrig-gpu in us-central1-a" in result.out
+    assert result.err.strip() == (
+        "[tfrig-gpu] gpu.setup: no NVIDIA GPU on the PCI bus: nothing to install a driver for "
+        "(on Compute Engine: create the VM with --gpu)."
+    )
+    assert state.find_vm("tfrig-gpu") is not None  # recorded: nothing billable is forgotten
+
+
+def test_count_three_fans_out_and_one_dead_host_hides_nothing(tfrig, cloud, env):
+    created = tfrig("gcp.create", "--count", "3", "--json", env=env)
+    assert created.code == 0, created.text
+    names = [vm["name"] for vm in json_of(created.out)["vms"]]
+    assert names == ["tfrig-alice-1", "tfrig-alice-2", "tfrig-alice-3"]
+    cloud.vms["tfrig-alice-2"].container.stop(timeout=1)
+
+    result = tfrig("tf.install", "-H", "tfrig-alice-*", "--no-index", "--json", env=env)
+    assert result.code == 1
+    results = {r["host"]: r for r in json_of(result.out)["results"]}
+    assert results["tfrig-alice-1"]["ok"] and results["tfrig-alice-3"]["ok"]
+    assert results["tfrig-alice-1"]["tensorflow"] == "2.21.0"
+    assert not results["tfrig-alice-2"]["ok"] and "can't connect" in results["tfrig-alice-2"]["error"]
+    assert "tf.install failed on 1 of 3 hosts: tfrig-alice-2" in result.err
+
+
+def test_interrupted_during_tf_install_then_resumed_does_nothing_twice(cloud, env, state_dir):
+    command = [sys.executable, "-m", "tfrig", "gcp.create", "tf.install", "--no-index"]
+    run_env = {**os.environ, **env, "TFRIG_STATE_DIR": str(state_dir)}
+    first = subprocess.Popen(
+        command,
+        cwd=ROOT,
+        env=run_env,
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    # The point the test controls: pip is running on the VM.
+    deadline = time.monotonic() + 300
+    while time.monotonic() < deadline:
+        vm = cloud.vms.get("tfrig-alice")
+        if vm is not None and vm.exec("pgrep -f 'm [p]ip install'")[0] == 0:
+            break
+        time.sleep(0.2)
+    else:
+        first.kill()
+        pytest.fail("pip never started on the VM")
+    first.send_signal(signal.SIGKILL)
+    first.communicate(timeout=30)
+    vm.exec("pkill -f 'm [p]ip install'")
+
+    second = subprocess.run(
+        command, cwd=ROOT, env=run_env, stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=600
+    )
+    assert second.returncode == 0, second.stdout + second.stderr
+    assert "tfrig-alice exists in us-central1-a (created by tfrig): using it" in second.stdout
+    assert "creating venv" not in second.stdout  # the venv from the first run is used
+    assert "installing tensorflow==2.21.0" in second.stdout and "TensorFlow 2.21.0 installed" in second.stdout
+    assert len(inserts(cloud)) == 1
