@@ -84,11 +84,23 @@ def main() -> None:
         hosts = start_hosts(client, args.hosts, key, Path(args.wheelhouse))
         try:
             specs = [f"tfrig@{address}" for _, address in hosts]
-            steps = ["driver.prepare", "--no-headers", "tf.install", "--find-links", "/wheelhouse", "--no-index"]
-            first = tfrig(["-H", specs[0], *steps], env)
+
+            def chain(hosts: str) -> list[str]:  # -H on the first task serves the chain
+                return [
+                    "driver.prepare",
+                    "-H",
+                    hosts,
+                    "--no-headers",
+                    "tf.install",
+                    "--find-links",
+                    "/wheelhouse",
+                    "--no-index",
+                ]
+
+            first = tfrig(chain(specs[0]), env)
             log = Path(tmp) / "state" / "logs" / f"{specs[0]}.log"
             mark = len(log.read_text().splitlines())
-            again = [tfrig(["-H", specs[0], *steps], env) for _ in range(args.runs)]
+            again = [tfrig(chain(specs[0]), env) for _ in range(args.runs)]
             trips, changes = round_trips(log, mark)
             floor = statistics.median([tfrig_floor(specs[0], key) for _ in range(args.runs)])
             rerun = statistics.median(again)
@@ -99,10 +111,12 @@ def main() -> None:
                 f"`ssh host true` floor {floor:.2f} s (re-run / floor {rerun / floor:.1f})"
             )
 
-            prepare = ["driver.prepare", "--no-headers"]
-            tfrig(["-H", ",".join(specs), *prepare], env)  # converge every host
-            one = statistics.median([tfrig(["-H", specs[0], *prepare], env) for _ in range(args.runs)])
-            many = statistics.median([tfrig(["-H", ",".join(specs), *prepare], env) for _ in range(args.runs)])
+            def prepare(hosts: str) -> list[str]:
+                return ["driver.prepare", "-H", hosts, "--no-headers"]
+
+            tfrig(prepare(",".join(specs)), env)  # converge every host
+            one = statistics.median([tfrig(prepare(specs[0]), env) for _ in range(args.runs)])
+            many = statistics.median([tfrig(prepare(",".join(specs)), env) for _ in range(args.runs)])
             print(
                 f"fan-out of the converged driver.prepare: 1 host {one:.2f} s, {len(specs)} hosts {many:.2f} s, "
                 f"ratio {many / one:.2f} (target <= 1.5)"

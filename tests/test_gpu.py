@@ -177,4 +177,10 @@ def test_several_hosts_run_in_parallel_and_one_dead_host_hides_nothing(tfrig, ss
     assert results[alive.spec()]["loaded"] is None
     assert results[dead.spec()]["ok"] is False
     assert "can't connect" in results[dead.spec()]["error"]
-    assert f"1 of 2 hosts failed: {dead.spec()}" in result.err
+    assert f"driver.status failed on 1 of 2 hosts: {dead.spec()}" in result.err
+
+
+def test_check_help_names_the_field_order_tfrig_queries():
+    from tfrig.gpu import CHECK_HELP
+
+    assert ",".join(nvsmi.QUERY_FIELDS) in CHECK_HELP["input"]

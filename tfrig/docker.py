@@ -13,7 +13,6 @@ from typing import Any
 from invoke import Collection
 from invoke.exceptions import Exit
 
-from tfrig import images as tf_images
 from tfrig import targets
 from tfrig.host import Host
 from tfrig.runner import on_targets
@@ -166,6 +165,8 @@ def _engine(c: Any, hosts: str | None) -> Any:
 
 
 def _tf_image(c: Any, image: str | None, version: str | None, gpu: bool, jupyter: bool) -> str:
+    from tfrig import images as tf_images
+
     if image:
         return tf_images.check_image(image)
     return f"{tf_images.REPOSITORY}:{tf_images.tf_tag(_setting(c, 'version', version), gpu=gpu, jupyter=jupyter)}"
@@ -173,6 +174,7 @@ def _tf_image(c: Any, image: str | None, version: str | None, gpu: bool, jupyter
 
 def _pull(c: Any, engine_client: Any, image: str, mirror: str | None, out: Any) -> str:
     from tfrig import engine
+    from tfrig import images as tf_images
 
     source = tf_images.mirrored(image, mirror) if mirror else image
     print(f"pulling {source}", file=out, flush=True)
@@ -201,7 +203,9 @@ def pull(c, version=None, gpu=False, jupyter=False, image=None, mirror=None, hos
     mirror = _setting(c, "mirror", mirror) or None
     out = info_stream(json)
     if c.config.run.dry:
-        source = tf_images.mirrored(wanted, mirror) if mirror else wanted
+        from tfrig.images import mirrored
+
+        source = mirrored(wanted, mirror) if mirror else wanted
         print(f"would pull {source}" + (f" and tag it {wanted}" if mirror else ""), file=out)
         return
     engine_client = _engine(c, hosts)

@@ -5,8 +5,6 @@ google-cloud-compute is imported only inside these tasks (through tfrig.cloud).
 
 from __future__ import annotations
 
-import configparser
-import datetime
 import os
 import shlex
 import sys
@@ -40,6 +38,8 @@ DLVM_PROJECT = "deeplearning-platform-release"
 
 def gcloud_config() -> dict[str, str]:
     """The active gcloud configuration's core/compute settings, read from its file (gcloud need not be installed)."""
+    import configparser
+
     folder = Path(os.environ.get("CLOUDSDK_CONFIG") or Path.home() / ".config" / "gcloud")
     active = os.environ.get("CLOUDSDK_ACTIVE_CONFIG_NAME")
     if not active:
@@ -218,6 +218,8 @@ def _record(cfg: Settings, vm: Any, key: Path, user: str, request: CreateRequest
         "gpus": vm.gpus or (request.gpus if request else None),
     }
     if request:
+        import datetime
+
         fields["created"] = datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
     return state.record_vm(vm.name, **fields)
 

@@ -3,23 +3,25 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from invoke import Collection
 from invoke.exceptions import Exit
 
-from tfrig import driver, nvsmi
-from tfrig.host import Host
+from tfrig import driver
 from tfrig.runner import on_targets
 from tfrig.taskdef import task
 from tfrig.ui import print_json
+
+if TYPE_CHECKING:
+    from tfrig import nvsmi
+    from tfrig.host import Host
 
 CHECK_HELP = {
     "input": (
         "diagnose a saved capture instead of a host: the nvidia-smi table, -L, -q, -q -x XML, or a "
         "--query-gpu CSV (with a header in any field order; without one only in tfrig's order: "
-        + ",".join(nvsmi.QUERY_FIELDS)
-        + ")"
+        "index,name,uuid,driver_version,memory.total,memory.used,compute_cap)"  # nvsmi.QUERY_FIELDS
     ),
     "hosts": "user@host:port[,...] to check (default: the run's target, tfrig.hosts, or here)",
     "json": "print only JSON on stdout",
@@ -28,6 +30,8 @@ CHECK_HELP = {
 
 def read_gpus(host: Host) -> nvsmi.Report:
     """The target's GPUs from nvidia-smi (query CSV first, the table as fallback), else why not."""
+    from tfrig import nvsmi
+
     facts = host.probe({"query": nvsmi.QUERY_COMMAND, "table": "nvidia-smi", "pci": nvsmi.PCI_PROBE})
     query, table = facts["query"], facts["table"]
     if query.ok and query.out.strip():
@@ -73,6 +77,8 @@ def describe(report: nvsmi.Report) -> list[str]:
 @task(help=CHECK_HELP)
 def check(c, input=None, hosts=None, json=False):
     """Show the target's GPUs, driver and CUDA, and whether TensorFlow can use them."""
+    from tfrig import nvsmi
+
     if input:
         try:
             text = Path(input).read_text(errors="replace")

@@ -15,6 +15,7 @@ import shlex
 import sys
 import threading
 import time
+import weakref
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -214,10 +215,33 @@ def shell_path(path: str) -> str:
     return shlex.quote(path)
 
 
+# One SSH connection per host for a whole `inv` run, so a chain of tasks handshakes once per host.
+_connections: dict[tuple[int, Target], Any] = {}
+_connections_lock = threading.Lock()
+
+
 def connect(c: Any, target: Target) -> Any:
-    """A Context for the local target, a Fabric Connection (carrying --dry and sudo config) else."""
+    """A Context for the local target, else the run's Fabric Connection to it (carrying --dry and
+    sudo config); it closes when the run's Config goes, and reopens by itself if closed."""
     if target.is_local:
         return c
+    run = id(c.config)
+    with _connections_lock:
+        conn = _connections.get((run, target))
+        if conn is None:
+            if not any(key[0] == run for key in _connections):
+                weakref.finalize(c.config, _close_run, run)
+            conn = _connections[(run, target)] = _new_connection(c, target)
+    return conn
+
+
+def _close_run(run: int) -> None:
+    with _connections_lock:
+        for key in [key for key in _connections if key[0] == run]:
+            _connections.pop(key).close()
+
+
+def _new_connection(c: Any, target: Target) -> Any:
     from fabric import Connection
 
     tfrig_config = c.config.get("tfrig", {})

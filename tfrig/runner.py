@@ -19,13 +19,7 @@ Work = Callable[[Host], dict[str, Any]]
 
 
 def _run_one(c: Any, target: Target, work: Work, json_out: bool) -> dict[str, Any]:
-    conn = connect(c, target)
-    try:
-        host = Host(conn, target, out=info_stream(json_out))
-        return work(host)
-    finally:
-        if conn is not c:
-            conn.close()
+    return work(Host(connect(c, target), target, out=info_stream(json_out)))
 
 
 def on_targets(
