@@ -307,3 +307,46 @@ def test_a_driver_that_still_fails_after_a_reboot_reports_the_diagnosis(monkeypa
 
 def test_probe_result_helper_matches_the_real_format():
     assert "@@tfrig-rc os 0" in probe_result({"os": (0, "debian 12")}).stdout
+
+
+def test_apt_method_installs_the_server_packages_of_the_branch():
+    c = context("driver.install", probes=[FRESH_T4, GPU_OK], changes={SCRIPT: Result()})
+    install_driver(
+        vm(c),
+        version=None,
+        branch="570",
+        method="apt",
+        cuda=None,
+        sha256=None,
+        unverified=False,
+        installer_url=None,
+        hold_kernel=False,
+    )
+    assert steps_run(c) == ["probe", "build-tools", "install", "probe"]
+    assert "METHOD=apt VERSION=570.172.08 BRANCH=570 MODULE=open" in commands(c)[2]
+
+
+def test_apt_method_is_not_refused_for_lack_of_a_checksum():
+    plan = driverplan.plan(facts(packages=(0, "nvidia-driver-535 ii ")), method="apt")
+    assert plan.steps == ["build-tools", "install", "verify"]
+
+
+def test_uninstall_asks_then_removes(monkeypatch):
+    from tfrig import driver
+
+    installed = {
+        "module": (0, LTS),
+        "smi": (0, LTS),
+        "kernel": (0, "6.8.0"),
+        "dkms": (0, "nvidia/580.159.04: installed"),
+    }
+    c = context("driver.uninstall", probes=[installed])
+    with pytest.raises(Exit, match="pass --yes"):
+        driver.uninstall(c)
+    c = context("driver.uninstall", probes=[installed], changes={SCRIPT: Result()})
+    driver.uninstall(c, yes=True)
+    assert steps_run(c) == ["probe", "uninstall"]
+    nothing = {"module": (1, ""), "smi": (127, ""), "kernel": (0, "6.8.0"), "dkms": (127, "")}
+    c = context("driver.uninstall", probes=[nothing])
+    driver.uninstall(c, yes=True)
+    assert commands(c) == ["probe"]

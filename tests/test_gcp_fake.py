@@ -394,3 +394,22 @@ def test_ctrl_c_during_the_create_leaves_no_vm(fake, gcp_env, state_dir):
     assert fake.instances.get("europe-west4-a", {}) == {}
     assert fake.paths("DELETE") == ["DELETE /zones/europe-west4-a/instances/tfrig-alice"]
     assert state.vms() == {}
+
+
+def test_dry_over_the_whole_chain_plans_each_step_on_assumed_facts(tfrig, fake, gcp_env):
+    result = tfrig("--dry", "gcp.create", "gpu.setup", "--unverified", "tf.install", "tf.verify", env=gcp_env)
+    assert result.code == 0, result.text
+    assert fake.paths("POST") == [] and state.vms() == {}
+    out = result.out
+    assert "[tfrig-alice] not created under --dry: facts below are assumed from a fresh image" in out
+    assert (
+        "[tfrig-alice] driver 580.159.04 (open kernel module, NVIDIA's .run installer) for Tesla T4 at 0000:00:04.0"
+        in out
+    )
+    assert (
+        "would run: METHOD=run VERSION=580.159.04 BRANCH=580 MODULE=open UNVERIFIED=1 STEP=install scripts/nvidia-driver.sh"
+        in out
+    )
+    # After the driver step, the plan for TensorFlow is the GPU build, as the real run would choose.
+    assert "[tfrig-alice] would run: pip install tensorflow[and-cuda]==2.21.0" in out
+    assert "[tfrig-alice] would run a matrix product with TensorFlow 2.21.0" in out

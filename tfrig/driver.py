@@ -164,6 +164,7 @@ def install_driver(
             elif step == "verify":
                 if host.dry:
                     host.say("would check the driver with nvidia-smi")
+                    _assume_installed(host, p)
                     continue
                 report = gpu.read_gpus(host)
                 if report.diagnosis and reboots == 0:
@@ -180,6 +181,14 @@ def install_driver(
                 host.script(SCRIPT, {**env, "STEP": step})
         if not rebooted:
             return {"changed": True, "driver": p.version, "module": p.module, "reboots": reboots}
+
+
+def _assume_installed(host: Host, p: Any) -> None:
+    """Under --dry, on a VM not yet created: later steps see the driver this one would install."""
+    from tfrig.nvsmi import capability_from_name
+
+    capability = capability_from_name(p.gpus[0].name) or "8.0"
+    host.assume({"loaded": (0, p.version), "userspace": (0, p.version), "gpu": (0, f"{p.version}, {capability}")})
 
 
 INSTALL_HELP = {

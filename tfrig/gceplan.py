@@ -17,6 +17,21 @@ ZONE = re.compile(r"^(?P<region>[a-z]+-[a-z]+\d+)-[a-z]$")
 REGION = re.compile(r"^[a-z]+-[a-z]+\d+$")
 N1_TYPE = re.compile(r"^n1-(standard|highmem|highcpu)-(\d+)$")
 GLOBAL_METRIC = "GPUS_ALL_REGIONS"
+# PCI device ids of the GPUs Compute Engine attaches (the ones tfrig.driverplan knows by id).
+PCI_DEVICE_IDS = {
+    "nvidia-tesla-k80": "0x102d",
+    "nvidia-tesla-p4": "0x1bb3",
+    "nvidia-tesla-p100": "0x15f8",
+    "nvidia-tesla-v100": "0x1db1",
+    "nvidia-tesla-t4": "0x1eb8",
+    "nvidia-tesla-a100": "0x20b0",
+    "nvidia-a100-80gb": "0x20b2",
+    "nvidia-l4": "0x27b8",
+    "nvidia-h100-80gb": "0x2330",
+    "nvidia-h100-mega-80gb": "0x2330",
+    "nvidia-h200-141gb": "0x2335",
+    "nvidia-b200": "0x2901",
+}
 
 
 class Invalid(Exception):

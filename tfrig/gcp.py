@@ -134,6 +134,35 @@ def ssh_key(c: Any, dry: bool) -> tuple[Path, str]:
     return path, public.read_text().strip()
 
 
+# What a fresh GCE image answers to tfrig's probes (for --dry over a VM not created yet).
+_FRESH_IMAGES = {
+    "ubuntu-24.04": ("ubuntu 24.04", "6.8.0-1015-gcp", "3.12.3"),
+    "ubuntu-22.04": ("ubuntu 22.04", "6.5.0-1025-gcp", "3.10.12"),
+    "debian-12": ("debian 12", "6.1.0-27-cloud-amd64", "3.11.2"),
+    "dlvm": ("ubuntu 24.04", "6.8.0-1015-gcp", "3.12.3"),
+}
+
+
+def fresh_image_facts(image: str, gpu: gceplan.GpuType, user: str) -> dict[str, tuple[int, str]]:
+    os_name, kernel, python = _FRESH_IMAGES.get(image, _FRESH_IMAGES["ubuntu-24.04"])
+    device = gceplan.PCI_DEVICE_IDS.get(gpu.name, "0x0000")
+    return {
+        "os": (0, os_name),
+        "arch": (0, "x86_64"),
+        "kernel": (0, kernel),
+        "pci": (0, f"0000:00:04.0 0x10de {device} 0x030200"),
+        "secure_boot": (0, "   6   0   0   0   0"),
+        "headers": (0, "available"),
+        "nouveau": (1, ""),
+        "loaded": (1, ""),
+        "userspace": (127, ""),
+        "tools": (0, ""),
+        "packages": (1, ""),
+        "python": (0, python),
+        "groups": (0, user),
+    }
+
+
 def _image(c: Any, image: str) -> tuple[str, dict[str, str]]:
     """An image name → its source image URL and any metadata it needs."""
     if image == "dlvm":
@@ -412,9 +441,17 @@ def create(
     if to_create:
         zones = _preflight(cloud, cfg, request, len(to_create), ssh_wait, out)
         if dry:
+            import json as json_module
+
             for vm_name in to_create:
                 print(f"would insert into {zones[0]} (then {', '.join(zones[1:4]) or 'no other zone'}):", file=out)
-                print(__import__("json").dumps(instance_body(request, vm_name, zones[0]), indent=2), file=out)
+                print(json_module.dumps(instance_body(request, vm_name, zones[0]), indent=2), file=out)
+            # The rest of the chain plans against these VMs, their facts assumed from a fresh image.
+            planned = [
+                targets.Target(label=n, user=user, assumed=fresh_image_facts(image or gcp.image, gpu_type, user))
+                for n in to_create
+            ]
+            targets.carry(c.config, [targets.vm_target(r) for r in records] + planned)
             return
         failover = gceplan.Failover(zones)
         for vm_name in to_create:

@@ -92,7 +92,7 @@ class Host:
 
     @property
     def is_root(self) -> bool:
-        if self.target.is_local:
+        if self.target.is_local or self.target.assumed is not None:
             return os.geteuid() == 0
         return (self.target.user or getattr(self.c, "user", None)) == "root"
 
@@ -122,14 +122,31 @@ class Host:
             return self.c.sudo(command, **options)
         return self.c.run(command, **options)
 
+    def _assumed(self, names: list[str]) -> dict[str, Fact]:
+        """Facts of a VM that --dry would create: assumed from a fresh image, and said so once."""
+        assert self.target.assumed is not None
+        if not getattr(self, "_said_assumed", False):
+            self.say("not created under --dry: facts below are assumed from a fresh image")
+            self._said_assumed = True
+        return {name: Fact(*self.target.assumed.get(name, (1, ""))) for name in names}
+
+    def assume(self, facts: dict[str, tuple[int, str]]) -> None:
+        """Under --dry, what a planned VM's facts would be after a step that would run."""
+        if self.target.assumed is not None:
+            self.target.assumed.update(facts)
+
     def fact(self, command: str, *, sudo: bool = False) -> Fact:
         """Run a read-only probe, for real even under --dry."""
+        if self.target.assumed is not None:
+            return self._assumed([command])[command]
         result = self._run(command, sudo=sudo, dry=False)
         self._log("fact", command, result.exited, result.stdout + result.stderr)
         return Fact(rc=result.exited, out=(result.stdout + result.stderr).strip("\n"))
 
     def probe(self, commands: Mapping[str, str], *, sudo: bool = False) -> dict[str, Fact]:
         """Several read-only probes in one round trip."""
+        if self.target.assumed is not None:
+            return self._assumed(list(commands))
         script = probe_script(commands)
         result = self._run(f"sh -c {shlex.quote(script)}", sudo=sudo, dry=False)
         self._log("probe", ", ".join(commands), result.exited, result.stdout)
@@ -223,7 +240,7 @@ _connections_lock = threading.Lock()
 def connect(c: Any, target: Target) -> Any:
     """A Context for the local target, else the run's Fabric Connection to it (carrying --dry and
     sudo config); it closes when the run's Config goes, and reopens by itself if closed."""
-    if target.is_local:
+    if target.is_local or target.assumed is not None:
         return c
     run = id(c.config)
     with _connections_lock:

@@ -31,10 +31,12 @@ class Target:
     port: int | None = None
     key_filename: str | None = None
     vm: dict[str, Any] | None = field(default=None, compare=False)
+    # A VM that --dry would create: no host to ask, so its facts are assumed (name -> (rc, output)).
+    assumed: dict[str, tuple[int, str]] | None = field(default=None, compare=False)
 
     @property
     def is_local(self) -> bool:
-        return self.host is None
+        return self.host is None and self.assumed is None
 
 
 LOCAL = Target(label="local")

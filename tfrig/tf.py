@@ -154,6 +154,8 @@ def install(
             f"{env.python} -m pip install {' '.join(options)} {shlex.quote(plan.requirement)}",
             what=f"pip install {plan.requirement}",
         )
+        key = "conda" if env.kind == "conda" else "venv"
+        host.assume({f"{key}_py": (0, env.python_version or env.system_python or ""), f"{key}_tf": (0, plan.tf)})
         if not host.dry:
             installed = host.fact(f"{env.python} {_TF_VERSION}").out.strip().splitlines()
             if not installed or installed[-1] != plan.tf:
@@ -230,6 +232,9 @@ def verify(c, require_gpu=False, hosts=None, json=False):
         env = environment(host, c)
         if not env.tensorflow:
             raise Exit(f"[{host.label}] no TensorFlow in {env.path}: run `inv tf.install` first.")
+        if host.target.assumed is not None:  # --dry over a VM not created: nothing to run it on
+            host.say(f"would run a matrix product with TensorFlow {env.tensorflow} and report the GPU it used")
+            return {"tensorflow": env.tensorflow, "assumed": True, "device": "", "gpus": []}
         run = host.fact(f"{env.python} -c {shlex.quote(program)}")
         report = read_verify(run.out)
         if not report["result_ok"]:
