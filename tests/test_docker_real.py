@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import uuid
+from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -157,3 +158,34 @@ def test_no_engine_is_one_clear_line(tfrig):
         "No Docker engine answers at unix:///tmp/no-such-docker.sock: start it "
         "(`sudo systemctl start docker`) or install it with `inv docker.install`."
     )
+
+
+@pytest.fixture
+def jupyter_image(docker_client: Any, busybox: str, tmp_path) -> Iterator[str]:
+    """A stand-in for the -jupyter image: it prints the notebook URL with a token, as Jupyter does."""
+    (tmp_path / "Dockerfile").write_text(
+        f"FROM {busybox}\n"
+        'CMD ["sh", "-c", "echo \\"    http://127.0.0.1:8888/tree?token=0123456789abcdef\\"; sleep 300"]\n'
+    )
+    name = f"tensorflow/tensorflow:{TAG}-jupyter"
+    docker_client.images.build(path=str(tmp_path), tag=name, rm=True)
+    yield name
+    with contextlib.suppress(Exception):
+        docker_client.images.remove(name, force=True)
+
+
+def test_jupyter_publishes_on_loopback_only_and_prints_the_url_with_its_token(tfrig, jupyter_image, docker_client):
+    from tests.conftest import free_port
+
+    port = free_port()
+    name = f"tfrig-jupyter-{uuid.uuid4().hex[:8]}"
+    result = tfrig("docker.run", "--version", TAG, "--jupyter", "--port", str(port), "--name", name, "--json")
+    try:
+        assert result.code == 0, result.text
+        data = json_of(result.out)
+        assert data["url"] == f"http://127.0.0.1:{port}/?token=0123456789abcdef"
+        bindings = docker_client.containers.get(name).attrs["HostConfig"]["PortBindings"]
+        assert bindings == {"8888/tcp": [{"HostIp": "127.0.0.1", "HostPort": str(port)}]}
+    finally:
+        for container in docker_client.containers.list(all=True, filters={"name": name}):
+            container.remove(force=True)

@@ -20,7 +20,7 @@ def test_install_refuses_on_a_host_without_a_gpu(tfrig, sshd_factory, ssh_env):
     result = tfrig("driver.install", "--unverified", "-H", host.spec(), env=ssh_env)
     assert result.code == 1
     assert result.err.strip() == (
-        f"[{host.spec()}] no NVIDIA GPU on the PCI bus: nothing to install a driver for "
+        f"[{host.spec()}] driver.install: no NVIDIA GPU on the PCI bus: nothing to install a driver for "
         "(on Compute Engine: create the VM with --gpu)."
     )
 

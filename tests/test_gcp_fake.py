@@ -413,3 +413,22 @@ def test_dry_over_the_whole_chain_plans_each_step_on_assumed_facts(tfrig, fake, 
     # After the driver step, the plan for TensorFlow is the GPU build, as the real run would choose.
     assert "[tfrig-alice] would run: pip install tensorflow[and-cuda]==2.21.0" in out
     assert "[tfrig-alice] would run a matrix product with TensorFlow 2.21.0" in out
+
+
+def test_ssh_command_and_the_managed_ssh_config_block(tfrig, gcp_env, tmp_path):
+    state.record_vm("tfrig-alice", address="127.0.0.9", user="alice", ssh_key="/k/id", port=22, zone="us-central1-a")
+    shown = tfrig("--dry", "gcp.ssh", env=gcp_env)
+    assert shown.out.strip() == "would run: ssh -o StrictHostKeyChecking=accept-new -p 22 -i /k/id alice@127.0.0.9"
+    config = tmp_path / ".ssh" / "config"
+    config.parent.mkdir()
+    config.write_text("Host work\n    HostName work.example\n")
+    assert tfrig("gcp.ssh-config", env=gcp_env).code == 0
+    text = config.read_text()
+    assert text.startswith("Host work\n    HostName work.example\n# >>> tfrig tfrig-alice >>>\nHost tfrig-alice\n")
+    state.record_vm("tfrig-alice", address="127.0.0.10")
+    assert tfrig("gcp.ssh-config", env=gcp_env).code == 0
+    text = config.read_text()
+    assert text.count("Host tfrig-alice") == 1 and "HostName 127.0.0.10" in text
+    assert tfrig("gcp.ssh-config", "--remove", env=gcp_env).code == 0
+    assert config.read_text() == "Host work\n    HostName work.example\n"
+    assert oct(config.stat().st_mode & 0o777) == "0o600"
