@@ -631,15 +631,19 @@ def delete(c, name=None, yes=False, json=False):
         print_json({"deleted": record["name"], "zone": record["zone"]})
 
 
+def _gpu_type(c: Any, gpu: str | None) -> gceplan.GpuType:
+    try:
+        return gceplan.gpu_type(gpu or c.config.gcp.gpu)
+    except gceplan.Invalid as invalid:
+        raise Exit(str(invalid)) from None
+
+
 @task(
     help={"gpu": "GPU type (default gcp.gpu)", "region": "only this region", "project": PROJECT_HELP, "json": JSON_HELP}
 )
 def zones(c, gpu=None, region=None, project=None, json=False):
     """Show the zones that offer a GPU type, with the most cards per VM."""
-    try:
-        gpu_type = gceplan.gpu_type(gpu or c.config.gcp.gpu)
-    except gceplan.Invalid as invalid:
-        raise Exit(str(invalid)) from None
+    gpu_type = _gpu_type(c, gpu)
     cfg = settings(c, project, region=region)
     offered = cfg.cloud().accelerator_zones(gpu_type.name)
     rows = [
@@ -660,10 +664,7 @@ def zones(c, gpu=None, region=None, project=None, json=False):
 )
 def quota(c, gpu=None, region=None, project=None, json=False):
     """Show the GPU quotas that matter (on-demand, Spot, all regions) with usage, and how to get more."""
-    try:
-        gpu_type = gceplan.gpu_type(gpu or c.config.gcp.gpu)
-    except gceplan.Invalid as invalid:
-        raise Exit(str(invalid)) from None
+    gpu_type = _gpu_type(c, gpu)
     cfg = settings(c, project, region=region)
     cloud = cfg.cloud()
     project_quotas, _ = cloud.project_info()
