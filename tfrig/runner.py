@@ -27,7 +27,6 @@ def on_targets(
     work: Work,
     *,
     hosts: str | None = None,
-    name: str | None = None,
     json_out: bool = False,
     summary: Callable[[dict[str, Any]], str] | None = None,
 ) -> list[dict[str, Any]]:
@@ -36,7 +35,7 @@ def on_targets(
     `work` returns the task's result object for one host; `summary` turns it into the short text
     of the per-host summary line.
     """
-    targets = targets_mod.resolve(c, hosts=hosts, name=name)
+    targets = targets_mod.resolve(c, hosts=hosts)
     out = info_stream(json_out)
     step = current_task.get()
     print(f"target: {', '.join(t.label for t in targets)}{f' ({step})' if step else ''}", file=out, flush=True)
@@ -50,8 +49,6 @@ def on_targets(
                 raise Exit(f"[{label}] {step}: {message[len(label) + 3 :]}", code=exit_.code) from None
             raise
         except Exception as exc:
-            if isinstance(exc, KeyboardInterrupt):
-                raise
             raise Exit(f"[{label}] {step + ': ' if step else ''}{describe_error(exc)}") from None
         if json_out:
             print_json(result)

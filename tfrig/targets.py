@@ -109,17 +109,11 @@ def carried(config: Any) -> list[Target] | None:
     return _carried.get(id(config))
 
 
-def resolve(c: Any, hosts: str | None = None, name: str | None = None) -> list[Target]:
-    """The targets of a task, in the order DESIGN.md gives; sets the run's carried target."""
-    if hosts and name:
-        raise Exit("Give --hosts or --name, not both.")
+def resolve(c: Any, hosts: str | None = None) -> list[Target]:
+    """The targets of a task, in the order DESIGN.md gives (its --hosts, which may name VMs tfrig
+    created; the run's carried target; tfrig.hosts; here); sets the run's carried target."""
     if hosts:
         targets = parse_hosts(hosts)
-    elif name:
-        record = state.find_vm(name)
-        if record is None:
-            raise Exit(f"No VM named {name} in tfrig's state; `inv gcp.list` shows the ones it knows.")
-        targets = [vm_target(record)]
     else:
         found = carried(c.config)
         if found is not None:
