@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import contextlib
 import os
-import re
 import socket
 import subprocess
 import sys
@@ -237,10 +236,6 @@ def json_docs(text: str) -> list[Any]:
         doc, index = decoder.raw_decode(text, index)
         docs.append(doc)
     return docs
-
-
-def squash(text: str) -> str:
-    return re.sub(r"\s+", " ", text)
 
 
 @pytest.fixture(scope="session")

@@ -48,16 +48,6 @@ def test_a_failed_change_says_what_failed_and_where_the_log_is(state_dir):
     assert "    broken" in log
 
 
-def test_put_writes_a_file_and_is_guarded_under_dry(tmp_path, capsys):
-    target = tmp_path / "conf"
-    local_host(dry=True).put("data\n", str(target))
-    assert not target.exists()
-    assert "would write" in capsys.readouterr().out
-    local_host().put("data\n", str(target), mode="0600")
-    assert target.read_text() == "data\n"
-    assert oct(target.stat().st_mode & 0o777) == "0o600"
-
-
 def test_shell_path_keeps_home_expandable():
     assert shell_path("~/miniconda3") == '"$HOME"/miniconda3'
     assert shell_path("/opt/a b") == "'/opt/a b'"

@@ -8,7 +8,6 @@ serves the laptop and the VM.
 from __future__ import annotations
 
 import datetime
-import io
 import os
 import re
 import shlex
@@ -102,7 +101,7 @@ class Host:
             from tfrig.targets import local_user
 
             return local_user()
-        return str(self.c.user)
+        return self.target.user or str(self.c.user)
 
     def say(self, message: str) -> None:
         with _print_lock:
@@ -211,18 +210,6 @@ class Host:
                 self.say("back after the reboot")
                 return
         raise StepFailed(f"{self.label} did not come back within {timeout:.0f} s of the reboot")
-
-    def put(self, data: str, remote_path: str, *, mode: str = "0644", sudo: bool = False) -> None:
-        """Write `data` to a file on the host (Fabric's put ignores --dry, so this guards it)."""
-        if self.dry:
-            self.say(f"would write {remote_path} ({len(data)} bytes, mode {mode})")
-            return
-        quoted = shlex.quote(remote_path)
-        command = f"install -m {mode} /dev/stdin {quoted}"
-        result = self._run(command, sudo=sudo, in_stream=io.StringIO(data))
-        self._log("put", command, result.exited, result.stderr)
-        if result.failed:
-            raise StepFailed(f"writing {remote_path} failed: {result.stderr.strip()}")
 
 
 def shell_path(path: str) -> str:
