@@ -436,7 +436,10 @@ def create(
             vm = wait_running(cloud, vm.zone, vm_name, gcp.running_timeout, gcp.poll_interval)
         print(f"{vm_name} exists in {vm.zone} (created by tfrig): using it", file=out)
         known = state.find_vm(vm_name) or {}
-        records.append(_record(cfg, vm, key, known.get("user") or user))
+        if dry:  # --dry writes nothing, not even tfrig's own state
+            records.append({**known, "name": vm_name, "address": vm.address, "user": known.get("user") or user})
+        else:
+            records.append(_record(cfg, vm, key, known.get("user") or user))
 
     if to_create:
         zones = _preflight(cloud, cfg, request, len(to_create), ssh_wait, out)
@@ -460,6 +463,10 @@ def create(
             except CreateFailed as failed:
                 made = ", ".join(r["name"] for r in records)
                 raise Exit(f"{failed}" + (f"; created so far: {made}" if made else "")) from None
+            # Recorded before the wait, so an interrupt from here on leaves nothing billable forgotten.
+            state.record_vm(
+                vm_name, project=cfg.project, zone=landed, status="PROVISIONING", user=user, ssh_key=str(key)
+            )
             vm = wait_running(cloud, landed, vm_name, gcp.running_timeout, gcp.poll_interval)
             records.append(_record(cfg, vm, key, user, request))
             print(
