@@ -432,3 +432,25 @@ def test_ssh_command_and_the_managed_ssh_config_block(tfrig, gcp_env, tmp_path):
     assert tfrig("gcp.ssh-config", "--remove", env=gcp_env).code == 0
     assert config.read_text() == "Host work\n    HostName work.example\n"
     assert oct(config.stat().st_mode & 0o777) == "0o600"
+
+
+def test_an_operation_that_cant_be_awaited_leaves_no_vm(tfrig, fake, gcp_env):
+    """The insert went through but its operation can't be read (5xx past the retries): the VM is deleted."""
+    original, failures = fake.handle, {"left": 5}
+
+    def failing_wait(method, path, body):
+        if path.endswith("/wait") and failures["left"] > 0:
+            failures["left"] -= 1
+            fake.calls.append((method, path))
+            return 503, {
+                "error": {"code": 503, "message": "backend unavailable", "errors": [{"reason": "backendError"}]}
+            }
+        return original(method, path, body)
+
+    fake.handle = failing_wait
+    result = create(tfrig, gcp_env)
+    assert result.code == 1
+    assert result.err.strip().startswith("waiting for tfrig-alice in europe-west4-a failed")
+    assert "the half-created VM in europe-west4-a was deleted; nothing is left billing" in result.out
+    assert fake.instances["europe-west4-a"] == {} and state.vms() == {}
+    assert fake.paths("DELETE") == ["DELETE /zones/europe-west4-a/instances/tfrig-alice"]

@@ -300,11 +300,9 @@ def _create_one(cloud: Any, request: CreateRequest, name: str, failover: gceplan
 
     while (zone := failover.next_zone()) is not None:
         print(f"  {name}: trying {zone} ...", file=out, flush=True)
-        operation = None
         try:
             operation = cloud.insert(zone, _to_instance(instance_body(request, name, zone)))
-            result = cloud.wait(zone, operation)
-        except ApiError as exc:
+        except ApiError as exc:  # refused outright: nothing was created
             if exc.reason == "alreadyExists":
                 raise CreateFailed(
                     f"a VM named {name} appeared in {zone} meanwhile; run the command again to adopt it"
@@ -312,9 +310,12 @@ def _create_one(cloud: Any, request: CreateRequest, name: str, failover: gceplan
             scope = failover.failed(zone, exc.reason, exc.message, exc.zones_available)
             print(f"  {name}: {zone}: {exc.reason} ({scope} blocked)", file=out, flush=True)
             continue
-        except BaseException:
-            if operation is not None:
-                _cleanup(cloud, zone, name, out)
+        try:
+            result = cloud.wait(zone, operation)
+        except BaseException as exc:  # the insert began: whatever it made must not be left billing
+            _cleanup(cloud, zone, name, out)
+            if isinstance(exc, ApiError):
+                raise CreateFailed(f"waiting for {name} in {zone} failed: {exc.message}") from None
             raise
         if result.ok:
             failover.attempts.append(gceplan.Attempt(zone, "created"))
