@@ -17,6 +17,7 @@ import time
 import urllib.parse
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 PREFIX = "/compute/v1/projects/"
@@ -85,6 +86,20 @@ class FakeCompute:
         self.instances.setdefault(zone, {})[name] = self._instance(
             zone, {"name": name, "labels": labels or {}}, address
         )
+
+    def client_env(self, home: Path, ssh_key: Path) -> dict[str, str]:
+        """The settings that point tfrig at this fake as user alice, quick to retry and poll."""
+        return {
+            "INVOKE_GCP_ENDPOINT": self.endpoint,
+            "INVOKE_GCP_CREDENTIALS": "anonymous",
+            "INVOKE_GCP_PROJECT": self.project,
+            "INVOKE_GCP_RETRY_DELAY": "0.01",
+            "INVOKE_GCP_POLL_INTERVAL": "0.05",
+            "INVOKE_TFRIG_SSH_KEY": str(ssh_key),
+            "HOME": str(home),
+            "USER": "alice",
+            "NO_GCE_CHECK": "True",  # google-auth must not probe a metadata server
+        }
 
     def paths(self, method: str | None = None) -> list[str]:
         """The calls made, as 'METHOD path' without the project prefix or query."""

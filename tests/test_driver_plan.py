@@ -163,19 +163,24 @@ def vm(c) -> Host:
     return Host(c, Target(label="vm", host="10.0.0.2", user="root"))
 
 
+def install(c, **options):
+    """driver.install's work on a remote-like host, with the task's defaults for what is not given."""
+    defaults = {
+        "version": None,
+        "branch": None,
+        "method": "run",
+        "cuda": None,
+        "sha256": None,
+        "unverified": False,
+        "installer_url": None,
+        "hold_kernel": False,
+    }
+    return install_driver(vm(c), **{**defaults, **options})
+
+
 def test_install_runs_the_steps_then_verifies(capsys):
     c = context("driver.install", probes=[FRESH_T4, GPU_OK], changes={SCRIPT: Result()})
-    result = install_driver(
-        vm(c),
-        version=None,
-        branch=None,
-        method="run",
-        cuda=None,
-        sha256="ab" * 32,
-        unverified=False,
-        installer_url=None,
-        hold_kernel=False,
-    )
+    result = install(c, sha256="ab" * 32)
     assert steps_run(c) == ["probe", "build-tools", "install", "probe"]
     assert (
         f"SHA256={'ab' * 32}" in commands(c)[2]
@@ -197,17 +202,7 @@ def test_nouveau_means_blacklist_reboot_then_resume_from_fresh_facts(monkeypatch
         probes=[with_nouveau, after_boot, GPU_OK],
         changes={SCRIPT: Result(), REBOOT: Result(), BOOT_MARK: [Result("boot-1 100"), Result("boot-2 5")]},
     )
-    result = install_driver(
-        vm(c),
-        version=None,
-        branch=None,
-        method="run",
-        cuda=None,
-        sha256=None,
-        unverified=True,
-        installer_url=None,
-        hold_kernel=False,
-    )
+    result = install(c, unverified=True)
     assert steps_run(c) == [
         "probe",
         "build-tools",
@@ -225,50 +220,20 @@ def test_nouveau_means_blacklist_reboot_then_resume_from_fresh_facts(monkeypatch
 def test_without_a_checksum_the_installer_is_not_downloaded():
     c = context("driver.install", probes=[FRESH_T4])
     with pytest.raises(Exit, match="NVIDIA publishes no checksum tfrig can cite"):
-        install_driver(
-            vm(c),
-            version=None,
-            branch=None,
-            method="run",
-            cuda=None,
-            sha256=None,
-            unverified=False,
-            installer_url=None,
-            hold_kernel=False,
-        )
+        install(c)
     assert commands(c) == ["probe"]
 
 
 def test_second_run_with_the_driver_loaded_changes_nothing(capsys):
     c = context("driver.install", probes=[{**FRESH_T4, "loaded": (0, LTS), "userspace": (0, LTS)}])
-    result = install_driver(
-        vm(c),
-        version=None,
-        branch=None,
-        method="run",
-        cuda=None,
-        sha256=None,
-        unverified=False,
-        installer_url=None,
-        hold_kernel=False,
-    )
+    result = install(c)
     assert commands(c) == ["probe"] and result["changed"] is False
     assert f"already done: driver {LTS} loaded" in capsys.readouterr().out
 
 
 def test_dry_run_lists_every_step_and_changes_nothing(capsys):
     c = context("driver.install", probes=[{**FRESH_T4, "nouveau": (0, "nouveau 1 0 - Live")}], dry=True)
-    install_driver(
-        vm(c),
-        version=None,
-        branch=None,
-        method="run",
-        cuda=None,
-        sha256=None,
-        unverified=True,
-        installer_url=None,
-        hold_kernel=True,
-    )
+    install(c, unverified=True, hold_kernel=True)
     assert commands(c) == ["probe"]
     out = capsys.readouterr().out
     for step in ("build-tools", "blacklist-nouveau", "install", "hold-kernel"):
@@ -291,17 +256,7 @@ def test_a_driver_that_still_fails_after_a_reboot_reports_the_diagnosis(monkeypa
         changes={SCRIPT: Result(), REBOOT: Result(), BOOT_MARK: [Result("b1"), Result("b2")]},
     )
     with pytest.raises(Exit, match="kernel module is not loaded"):
-        install_driver(
-            vm(c),
-            version=None,
-            branch=None,
-            method="run",
-            cuda=None,
-            sha256=None,
-            unverified=True,
-            installer_url=None,
-            hold_kernel=False,
-        )
+        install(c, unverified=True)
     assert "reboot" in steps_run(c)
 
 
@@ -311,17 +266,7 @@ def test_probe_result_helper_matches_the_real_format():
 
 def test_apt_method_installs_the_server_packages_of_the_branch():
     c = context("driver.install", probes=[FRESH_T4, GPU_OK], changes={SCRIPT: Result()})
-    install_driver(
-        vm(c),
-        version=None,
-        branch="570",
-        method="apt",
-        cuda=None,
-        sha256=None,
-        unverified=False,
-        installer_url=None,
-        hold_kernel=False,
-    )
+    install(c, branch="570", method="apt")
     assert steps_run(c) == ["probe", "build-tools", "install", "probe"]
     assert "METHOD=apt VERSION=570.172.08 BRANCH=570 MODULE=open" in commands(c)[2]
 

@@ -49,18 +49,7 @@ def cloud(docker_client: Any, ssh_key: Path, wheelhouse: Path, sshd_factory: Any
 
 @pytest.fixture
 def env(cloud: FakeCompute, tmp_path: Path, ssh_key: Path) -> dict[str, str]:
-    return {
-        "INVOKE_GCP_ENDPOINT": cloud.endpoint,
-        "INVOKE_GCP_CREDENTIALS": "anonymous",
-        "INVOKE_GCP_PROJECT": cloud.project,
-        "INVOKE_GCP_RETRY_DELAY": "0.01",
-        "INVOKE_GCP_POLL_INTERVAL": "0.05",
-        "INVOKE_TFRIG_SSH_KEY": str(ssh_key),
-        "INVOKE_TF_FIND_LINKS": "/wheelhouse",
-        "HOME": str(tmp_path),
-        "USER": "alice",
-        "NO_GCE_CHECK": "True",
-    }
+    return {**cloud.client_env(tmp_path, ssh_key), "INVOKE_TF_FIND_LINKS": "/wheelhouse"}
 
 
 def inserts(cloud: FakeCompute) -> list[str]:

@@ -41,17 +41,7 @@ def fake() -> Iterator[FakeCompute]:
 
 @pytest.fixture
 def gcp_env(fake: FakeCompute, tmp_path: Path, ssh_key: Path) -> dict[str, str]:
-    return {
-        "INVOKE_GCP_ENDPOINT": fake.endpoint,
-        "INVOKE_GCP_CREDENTIALS": "anonymous",
-        "INVOKE_GCP_PROJECT": fake.project,
-        "INVOKE_GCP_RETRY_DELAY": "0.01",
-        "INVOKE_GCP_POLL_INTERVAL": "0.05",
-        "INVOKE_TFRIG_SSH_KEY": str(ssh_key),
-        "HOME": str(tmp_path),
-        "USER": "alice",
-        "NO_GCE_CHECK": "True",
-    }
+    return fake.client_env(tmp_path, ssh_key)
 
 
 def create(tfrig, env, *args):
