@@ -16,10 +16,8 @@ from invoke.exceptions import Exit
 
 from tfrig.host import Host, StepFailed, shell_path
 from tfrig.runner import on_targets
-from tfrig.taskdef import task
+from tfrig.taskdef import HOSTS_HELP, JSON_HELP, setting, task
 
-HOSTS_HELP = "user@host:port[,...] (default: the run's target, tfrig.hosts, or here)"
-JSON_HELP = "print only JSON on stdout"
 PREFIX_HELP = "conda's install prefix (default conda.prefix, ~/miniconda3)"
 ENV_HELP = "environment name (default conda.env, tf)"
 
@@ -41,7 +39,7 @@ TOS_ERROR = "CondaToSNonInteractiveError"
 
 
 def _setting(c: Any, key: str, value: Any) -> Any:
-    return value if value not in (None, "") else c.config.conda.get(key)
+    return setting(c, "conda", key, value)
 
 
 def conda_bin(prefix: str) -> str:

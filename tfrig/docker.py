@@ -16,17 +16,14 @@ from invoke.exceptions import Exit
 from tfrig import targets
 from tfrig.host import Host
 from tfrig.runner import on_targets
-from tfrig.taskdef import task
+from tfrig.taskdef import HOSTS_HELP, JSON_HELP, setting, task
 from tfrig.ui import confirm, info_stream, print_json, table
 
-HOSTS_HELP = "user@host:port[,...] to work on (default: the run's target, tfrig.hosts, or here)"
-JSON_HELP = "print only JSON on stdout"
 NOTEBOOK_PORT = 8888
 
 
 def _setting(c: Any, key: str, value: Any) -> Any:
-    """A CLI value wins; else the `docker.<key>` setting (invoke.yaml, INVOKE_DOCKER_*)."""
-    return value if value not in (None, "") else c.config.docker.get(key)
+    return setting(c, "docker", key, value)
 
 
 # --- install -------------------------------------------------------------------------------------

@@ -10,10 +10,8 @@ from invoke.exceptions import Exit
 
 from tfrig.host import Host
 from tfrig.runner import on_targets
-from tfrig.taskdef import task
+from tfrig.taskdef import HOSTS_HELP, JSON_HELP, setting, task
 
-HOSTS_HELP = "user@host:port[,...] (default: the run's target, tfrig.hosts, or here)"
-JSON_HELP = "print only JSON on stdout"
 SCRIPT = "nvidia-driver.sh"
 MAX_REBOOTS = 3
 
@@ -60,7 +58,7 @@ def status(c, hosts=None, json=False):
 
 
 def _setting(c: Any, key: str, value: Any) -> Any:
-    return value if value not in (None, "") else c.config.driver.get(key)
+    return setting(c, "driver", key, value)
 
 
 @task(

@@ -17,10 +17,9 @@ from invoke import Collection
 from invoke.exceptions import Exit
 
 from tfrig import gceplan, state, targets
-from tfrig.taskdef import task
+from tfrig.taskdef import JSON_HELP, task
 from tfrig.ui import confirm, info_stream, print_json, table
 
-JSON_HELP = "print only JSON on stdout"
 PROJECT_HELP = (
     "Google Cloud project (default gcp.project, GOOGLE_CLOUD_PROJECT, CLOUDSDK_CORE_PROJECT, gcloud's config)"
 )

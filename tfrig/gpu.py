@@ -10,7 +10,7 @@ from invoke.exceptions import Exit
 
 from tfrig import driver
 from tfrig.runner import on_targets
-from tfrig.taskdef import task
+from tfrig.taskdef import HOSTS_HELP, JSON_HELP, task
 from tfrig.ui import print_json
 
 if TYPE_CHECKING:
@@ -23,8 +23,8 @@ CHECK_HELP = {
         "--query-gpu CSV (with a header in any field order; without one only in tfrig's order: "
         "index,name,uuid,driver_version,memory.total,memory.used,compute_cap)"  # nvsmi.QUERY_FIELDS
     ),
-    "hosts": "user@host:port[,...] to check (default: the run's target, tfrig.hosts, or here)",
-    "json": "print only JSON on stdout",
+    "hosts": HOSTS_HELP,
+    "json": JSON_HELP,
 }
 
 

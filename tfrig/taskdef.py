@@ -9,6 +9,12 @@ from typing import Any
 import invoke
 from invoke.tasks import Task
 
+HOSTS_HELP = (
+    "user@host:port, a VM tfrig made, or a glob of them; comma-separated "
+    "(default: the run's target, tfrig.hosts, or here)"
+)
+JSON_HELP = "print only JSON on stdout"
+
 # The task running now, as `namespace.task`, so reports can say which step of a chain failed.
 current_task: contextvars.ContextVar[str] = contextvars.ContextVar("current_task", default="")
 
@@ -33,3 +39,8 @@ class TfrigTask(Task):
 def task(*args: Any, **kwargs: Any) -> Any:
     kwargs.setdefault("klass", TfrigTask)
     return invoke.task(*args, **kwargs)
+
+
+def setting(c: Any, namespace: str, key: str, value: Any) -> Any:
+    """A value given on the command line wins; else the `namespace.key` setting (invoke.yaml, INVOKE_*)."""
+    return value if value not in (None, "") else c.config[namespace].get(key)

@@ -14,18 +14,16 @@ from invoke.exceptions import Exit
 
 from tfrig.host import SCRIPTS, Host, shell_path
 from tfrig.runner import on_targets
-from tfrig.taskdef import task
+from tfrig.taskdef import HOSTS_HELP, JSON_HELP, setting, task
 from tfrig.ui import print_json, table
 
-HOSTS_HELP = "user@host:port[,...] (default: the run's target, tfrig.hosts, or here)"
-JSON_HELP = "print only JSON on stdout"
 VERIFY_MARK = "@@tfrig-verify "
 _PY_VERSION = "-c 'import sys; print(\"%d.%d.%d\" % sys.version_info[:3])'"
 _TF_VERSION = "-c 'import importlib.metadata as m; print(m.version(\"tensorflow\"))'"
 
 
 def _setting(c: Any, key: str, value: Any) -> Any:
-    return value if value not in (None, "") else c.config.tf.get(key)
+    return setting(c, "tf", key, value)
 
 
 @dataclass
