@@ -157,7 +157,9 @@ def ssh_key(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @dataclass
 class SshHost:
-    """A Debian container with sshd, reached through a port published on its own loopback address."""
+    """A stock-image stand-in (tests/testbed/stock.Dockerfile) with sshd, reached through a port
+    published on its own loopback address; on the test network, it reaches the other test hosts
+    and the NVIDIA site stand-in by container name."""
 
     container: Any
     address: str
@@ -179,24 +181,66 @@ class SshHost:
         wait_for(banner, timeout, f"sshd on {self.address}:{self.port}")
 
 
+STOCK_IMAGE = "local/tfrig-stock"
+# How long unattended-upgrades holds the dpkg lock after each boot of a test host (a new VM's
+# holds it for minutes; a few seconds prove that every apt call waits for it).
+BOOT_LOCK_SECONDS = 6
+# PCI device ids (vendor 0x10de) of the GPUs a test host can pretend to have.
+GPU_DEVICES = {"t4": "0x1eb8", "k80": "0x102d", "v100": "0x1db1", "l4": "0x27b8"}
 _next_loopback = iter(range(20, 250))
 
 
+def pci_tree(folder: Path, gpu: str) -> Path:
+    """A PCI tree as /sys shows a host with one `gpu` (the container sees it in place of the real bus)."""
+    device = folder / "pci" / "0000:00:04.0"
+    device.mkdir(parents=True)
+    for name, value in {"vendor": "0x10de", "device": GPU_DEVICES[gpu], "class": "0x030200"}.items():
+        (device / name).write_text(value + "\n")
+    return folder / "pci"
+
+
 @pytest.fixture(scope="session")
-def sshd_factory(docker_client: Any, ssh_key: Path) -> Iterator[Any]:
-    need_image(docker_client, "local/tfrig-sshd")
+def testnet(docker_client: Any) -> Iterator[str]:
+    """A Docker network of this run's own: test hosts talk to each other there (tfrig reaches them
+    only through their loopback ports)."""
+    name = f"tfrig-test-{os.getpid()}"
+    network = docker_client.networks.create(name, driver="bridge", labels={"tfrig-test": "net"})
+    yield name
+    with contextlib.suppress(Exception):
+        network.remove()
+
+
+@pytest.fixture(scope="session")
+def sshd_factory(
+    docker_client: Any, ssh_key: Path, testnet: str, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Any]:
+    need_image(docker_client, STOCK_IMAGE)
     started: list[Any] = []
 
-    def start(port: int = 22, volumes_extra: dict[str, str] | None = None, **options: Any) -> SshHost:
+    def start(
+        port: int = 22,
+        volumes_extra: dict[str, str] | None = None,
+        gpu: str | None = None,
+        boot_lock: int = BOOT_LOCK_SECONDS,
+        **options: Any,
+    ) -> SshHost:
+        """A new stock-image host; `gpu` gives it that GPU on its PCI bus and a writable
+        /sys/module where the NVIDIA stand-ins record their module as loaded."""
         address = f"127.0.0.{next(_next_loopback)}"
         volumes = {str(ssh_key) + ".pub": {"bind": "/etc/ssh/tfrig_keys", "mode": "ro"}}
         volumes.update({source: {"bind": target, "mode": "ro"} for source, target in (volumes_extra or {}).items()})
+        if gpu:
+            bus = pci_tree(tmp_path_factory.mktemp(f"bus-{gpu}"), gpu)
+            volumes[str(bus)] = {"bind": "/sys/bus/pci/devices", "mode": "ro"}
+            options.setdefault("tmpfs", {"/sys/module": "rw,mode=755"})
         container = docker_client.containers.run(
-            "local/tfrig-sshd",
+            STOCK_IMAGE,
             detach=True,
             ports={"22/tcp": (address, port)},
             volumes=volumes,
+            environment={"BOOT_LOCK_SECONDS": str(boot_lock)},
             labels={"tfrig-test": "sshd"},
+            network=testnet,
             **options,
         )
         started.append(container)
@@ -210,6 +254,57 @@ def sshd_factory(docker_client: Any, ssh_key: Path) -> Iterator[Any]:
     for container in started:
         with contextlib.suppress(docker.errors.NotFound):  # a test may have removed it (gcp.delete)
             container.remove(force=True)
+
+
+@dataclass
+class NvidiaSite:
+    """The NVIDIA download site stand-in (tests/testbed/nvidia_site.py), served on the test network."""
+
+    base_url: str
+    folder: Path
+    headers_source: Path  # an apt sources file for the kernel headers repository
+
+    def add(self, version: str, **options: Any) -> Path:
+        from tests.testbed import nvidia_site
+
+        return nvidia_site.add_driver(self.folder, version, **options)
+
+
+@pytest.fixture(scope="session")
+def nvidia_site(docker_client: Any, testnet: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[NvidiaSite]:
+    from tests.testbed import nvidia_site
+
+    need_image(docker_client, STOCK_IMAGE)
+    folder = tmp_path_factory.mktemp("nvidia-site")
+    os.chmod(folder, 0o755)
+    nvidia_site.add_kernel_headers(folder)
+    name = f"nvidia-site-{os.getpid()}"
+    container = docker_client.containers.run(
+        STOCK_IMAGE,
+        ["python3", "-m", "http.server", "80", "--directory", "/srv"],
+        name=name,
+        detach=True,
+        volumes={str(folder): {"bind": "/srv", "mode": "ro"}},
+        labels={"tfrig-test": "nvidia-site"},
+        network=testnet,
+    )
+    sources = tmp_path_factory.mktemp("apt") / "tfrig-kernel-headers.list"
+    sources.write_text(f"deb [trusted=yes] http://{name}/kernel ./\n")
+    try:
+        yield NvidiaSite(f"http://{name}", folder, sources)
+    finally:
+        container.remove(force=True)
+
+
+@pytest.fixture
+def gpu_host(sshd_factory: Any, nvidia_site: NvidiaSite) -> Any:
+    """A stock-image host with a GPU on its bus whose kernel headers are in its apt sources."""
+
+    def start(gpu: str, **options: Any) -> SshHost:
+        extra = {str(nvidia_site.headers_source): "/etc/apt/sources.list.d/tfrig-kernel-headers.list"}
+        return sshd_factory(gpu=gpu, volumes_extra=extra, **options)
+
+    return start
 
 
 @pytest.fixture

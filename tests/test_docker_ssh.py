@@ -39,7 +39,7 @@ def test_dry_install_probes_for_real_and_changes_nothing(tfrig, sshd_factory, ss
 
 def test_toolkit_refuses_on_a_host_without_the_nvidia_driver(tfrig, sshd_factory, ssh_env):
     host = sshd_factory()
-    result = tfrig("docker.toolkit", "-H", host.spec("root"), env=ssh_env)
+    result = tfrig("docker.toolkit", "-H", host.spec(), env=ssh_env)
     assert result.code == 1
     assert "no NVIDIA driver is loaded here, so containers can't get a GPU" in result.err
     assert "Traceback" not in result.text

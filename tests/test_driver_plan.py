@@ -17,6 +17,7 @@ from tfrig.targets import Target
 T4 = "0000:00:04.0 0x10de 0x1eb8 0x030200"
 K80 = "0000:00:04.0 0x10de 0x102d 0x030200"
 V100 = "0000:00:04.0 0x10de 0x1db1 0x030200"
+B200 = "0000:00:04.0 0x10de 0x2901 0x030200"
 L4 = "0000:00:03.0 0x10de 0x27b8 0x030200\n0000:00:01.0 0x8086 0x7000 0x060100"
 LTS = "580.159.04"
 
@@ -51,7 +52,13 @@ def facts(**changes: tuple[int, str]) -> dict[str, Fact]:
             "open",
             ["build-tools", "blacklist-nouveau", "reboot", "install", "verify"],
         ),
-        ({"tools": (0, "gcc\nmake\ndkms"), "headers": (0, "installed")}, {}, LTS, "open", ["install", "verify"]),
+        (
+            {"tools": (0, "gcc\nmake\ndkms\nlibc-headers"), "headers": (0, "installed")},
+            {},
+            LTS,
+            "open",
+            ["install", "verify"],
+        ),
         (
             {"loaded": (0, "535.261.03"), "userspace": (0, "535.261.03")},
             {},
@@ -169,10 +176,13 @@ def install(c, **options):
         "version": None,
         "branch": None,
         "method": "run",
+        "module": None,
         "cuda": None,
         "sha256": None,
         "unverified": False,
         "installer_url": None,
+        "download_base": "https://download.nvidia.com",
+        "apt_repo_base": None,
         "hold_kernel": False,
     }
     return install_driver(vm(c), **{**defaults, **options})
@@ -196,7 +206,7 @@ def test_install_runs_the_steps_then_verifies(capsys):
 def test_nouveau_means_blacklist_reboot_then_resume_from_fresh_facts(monkeypatch):
     monkeypatch.setattr("time.sleep", lambda seconds: None)
     with_nouveau = {**FRESH_T4, "nouveau": (0, "nouveau 2232320 0 - Live")}
-    after_boot = {**FRESH_T4, "tools": (0, "gcc\nmake\ndkms"), "headers": (0, "installed")}
+    after_boot = {**FRESH_T4, "tools": (0, "gcc\nmake\ndkms\nlibc-headers"), "headers": (0, "installed")}
     c = context(
         "driver.install",
         probes=[with_nouveau, after_boot, GPU_OK],
@@ -217,11 +227,82 @@ def test_nouveau_means_blacklist_reboot_then_resume_from_fresh_facts(monkeypatch
     assert result["reboots"] == 1
 
 
-def test_without_a_checksum_the_installer_is_not_downloaded():
-    c = context("driver.install", probes=[FRESH_T4])
-    with pytest.raises(Exit, match="NVIDIA publishes no checksum tfrig can cite"):
+def test_by_default_the_script_checks_nvidias_published_checksum_from_the_download_base():
+    c = context("driver.install", probes=[FRESH_T4, GPU_OK], changes={SCRIPT: Result()})
+    install(c, download_base="http://mirror.example/nvidia")
+    install_step = commands(c)[2].split(" bash -c ")[0]
+    assert "BASE=http://mirror.example/nvidia" in install_step
+    assert "SHA256=" not in install_step and "UNVERIFIED" not in install_step
+
+
+@pytest.mark.parametrize(
+    ("version", "module", "flags"),
+    [
+        ("470.239.06", "proprietary", []),
+        ("535.261.03", "proprietary", []),
+        ("535.261.03", "open", ["-m=kernel-open"]),
+        ("550.163.01", "open", ["-m=kernel-open"]),
+        ("555.42.02", "open", ["--kernel-module-type=open"]),
+        ("580.159.04", "proprietary", ["--kernel-module-type=proprietary"]),
+    ],
+)
+def test_installer_flags_follow_the_versions_option_table(version, module, flags):
+    assert driverplan.installer_flags(version, module) == ["-s", "--dkms", "--no-cc-version-check", *flags]
+
+
+@pytest.mark.parametrize(
+    ("state", "options", "message"),
+    [
+        ({}, {"branch": "470", "module": "open"}, "the open kernel module exists from branch R515 on, not R470"),
+        ({"pci": (0, V100)}, {"module": "open"}, "drives Turing and newer only, not Tesla V100"),
+        ({"pci": (0, B200)}, {"branch": "535"}, "Blackwell GPUs need driver branch R570 or newer, not R535"),
+        ({"pci": (0, B200)}, {"module": "proprietary"}, "Blackwell GPUs run only the open kernel module"),
+        ({}, {"method": "apt", "version": LTS}, "--method apt installs what the repository has for a branch"),
+        ({"userspace": (0, "535.261.03")}, {"method": "apt"}, "is installed by NVIDIA's .run installer"),
+    ],
+)
+def test_module_and_method_refusals(state, options, message):
+    with pytest.raises(driverplan.Refusal, match=re.escape(message)):
+        driverplan.plan(facts(**state), **options)
+
+
+def test_a_t4_on_a_branch_before_560_gets_the_proprietary_module_with_no_module_flag():
+    plan = driverplan.plan(facts(), branch="535")
+    assert (plan.module, driverplan.installer_flags(plan.version, plan.module)[3:]) == ("proprietary", [])
+
+
+def test_apt_reaches_a_fixed_point_on_the_branch_the_repository_installed():
+    """The repository decides the exact version (580.95.05 here, not Google's 580.159.04): the
+    branch loaded and in use is done, so no second install and no reboot."""
+    loaded = facts(loaded=(0, "580.95.05"), userspace=(0, "580.95.05"), packages=(0, "nvidia-open ii "))
+    plan = driverplan.plan(loaded, method="apt", branch="580")
+    assert plan.already and plan.steps == [] and plan.version == "580.95.05"
+    other = facts(loaded=(0, "535.261.03"), userspace=(0, "535.261.03"), packages=(0, "cuda-drivers-535 ii "))
+    upgrade = driverplan.plan(other, method="apt", branch="580")
+    assert upgrade.steps == ["build-tools", "install", "reboot", "verify"]
+
+
+def test_apt_packages_by_distribution():
+    assert driverplan.plan(facts(), method="apt", branch="580").packages == [
+        "nvidia-headless-580-server-open",
+        "nvidia-utils-580-server",
+    ]
+    debian = driverplan.plan(facts(os=(0, "debian 12"), pci=(0, V100)), method="apt", branch="580")
+    assert debian.packages == ["cuda-drivers", "(pinned to 580.*)"]
+
+
+def test_an_install_that_leaves_another_module_loaded_after_its_reboot_stops_instead_of_looping(monkeypatch):
+    monkeypatch.setattr("time.sleep", lambda seconds: None)
+    old = {**FRESH_T4, "loaded": (0, "535.261.03"), "userspace": (0, "535.261.03")}
+    still_old = {**old, "tools": (0, "gcc\nmake\ndkms\nlibc-headers"), "headers": (0, "installed")}
+    c = context(
+        "driver.install",
+        probes=[old, still_old, {**GPU_OK, "query": (0, SMI_OK.replace(LTS, "535.261.03"))}],
+        changes={SCRIPT: Result(), REBOOT: Result(), BOOT_MARK: [Result("b1"), Result("b2")]},
+    )
+    with pytest.raises(Exit, match="after 1 reboot\\(s\\) the loaded module is 535.261.03, not 580.159.04"):
         install(c)
-    assert commands(c) == ["probe"]
+    assert steps_run(c).count("install") == 1 and steps_run(c).count("reboot") == 1
 
 
 def test_second_run_with_the_driver_loaded_changes_nothing(capsys):

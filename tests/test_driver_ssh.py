@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import platform
-from pathlib import Path
 
 import pytest
 from fabric import Connection
@@ -25,18 +24,8 @@ def test_install_refuses_on_a_host_without_a_gpu(tfrig, sshd_factory, ssh_env):
     )
 
 
-@pytest.fixture
-def t4_bus(tmp_path: Path) -> Path:
-    """A PCI tree as /sys shows a host with a Tesla T4 (the container sees it in place of the real bus)."""
-    device = tmp_path / "pci" / "0000:00:04.0"
-    device.mkdir(parents=True)
-    for name, value in {"vendor": "0x10de", "device": "0x1eb8", "class": "0x030200"}.items():
-        (device / name).write_text(value + "\n")
-    return tmp_path / "pci"
-
-
-def test_preflight_finds_no_headers_for_the_running_kernel(tfrig, sshd_factory, ssh_env, t4_bus):
-    host = sshd_factory(volumes_extra={str(t4_bus): "/sys/bus/pci/devices"})
+def test_preflight_finds_no_headers_for_the_running_kernel(tfrig, sshd_factory, ssh_env):
+    host = sshd_factory(gpu="t4")
     result = tfrig("driver.install", "--unverified", "-H", host.spec(), env=ssh_env)
     assert result.code == 1, result.text
     assert "refreshing the package lists to look for the kernel headers" in result.out
@@ -72,9 +61,9 @@ def test_prepare_installs_build_tools_with_apt_and_rerun_is_a_no_op(tfrig, sshd_
 def test_reboot_waits_for_the_host_to_come_back_and_goes_on(sshd_factory, ssh_key, capsys):
     host = sshd_factory(restart_policy={"Name": "always"})
     connection = Connection(
-        host.address, user="root", port=host.port, connect_kwargs={"key_filename": str(ssh_key)}, config=Config()
+        host.address, user="tfrig", port=host.port, connect_kwargs={"key_filename": str(ssh_key)}, config=Config()
     )
-    remote = Host(connection, Target(label="vm", host=host.address, user="root", port=host.port))
+    remote = Host(connection, Target(label="vm", host=host.address, user="tfrig", port=host.port))
     before = remote.fact(BOOT_MARK).out
     remote.reboot("testing", timeout=60)
     after = remote.fact(BOOT_MARK).out

@@ -136,7 +136,7 @@ def test_create_install_verify_then_work_on_the_vm(tfrig, cloud, env, tmp_path):
 
 
 def test_create_then_gpu_setup_stops_with_the_no_gpu_diagnosis(tfrig, cloud, env):
-    result = tfrig("gcp.create", "--name", "tfrig-gpu", "gpu.setup", "--unverified", env=env)
+    result = tfrig("gcp.create", "--name", "tfrig-gpu", "gpu.setup", env=env)
     assert result.code == 1
     assert "created tfrig-gpu in us-central1-a" in result.out
     assert result.err.strip() == (

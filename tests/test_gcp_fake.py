@@ -387,7 +387,10 @@ def test_ctrl_c_during_the_create_leaves_no_vm(fake, gcp_env, state_dir):
 
 
 def test_dry_over_the_whole_chain_plans_each_step_on_assumed_facts(tfrig, fake, gcp_env):
-    result = tfrig("--dry", "gcp.create", "gpu.setup", "--unverified", "tf.install", "tf.verify", env=gcp_env)
+    # No --sha256 or --unverified: the driver step checks NVIDIA's published checksum by default.
+    result = tfrig(
+        "--dry", "gcp.create", "--gpu", "nvidia-tesla-t4", "gpu.setup", "tf.install", "tf.verify", env=gcp_env
+    )
     assert result.code == 0, result.text
     assert fake.paths("POST") == [] and state.vms() == {}
     out = result.out
@@ -397,8 +400,8 @@ def test_dry_over_the_whole_chain_plans_each_step_on_assumed_facts(tfrig, fake, 
         in out
     )
     assert (
-        "would run: METHOD=run VERSION=580.159.04 BRANCH=580 MODULE=open UNVERIFIED=1 STEP=install scripts/nvidia-driver.sh"
-        in out
+        "would run: METHOD=run VERSION=580.159.04 BRANCH=580 MODULE=open BASE=https://download.nvidia.com "
+        "STEP=install scripts/nvidia-driver.sh" in out
     )
     # After the driver step, the plan for TensorFlow is the GPU build, as the real run would choose.
     assert "[tfrig-alice] would run: pip install tensorflow[and-cuda]==2.21.0" in out

@@ -18,8 +18,10 @@ NOTHING = {
     "conda_tf": (127, ""),
     "venv_py": (127, ""),
     "venv_tf": (127, ""),
+    "venv_pip": (1, ""),
     "gpu": (127, ""),
 }
+VENV_SCRIPT = re.compile(r"^env VENV='~/tf-venv' AS_USER=\S+ bash -c .*python-venv\.sh'?$", re.S)
 PIP = re.compile(r".* -m pip install .*")
 
 
@@ -33,14 +35,14 @@ def test_fresh_host_gets_a_venv_and_the_cpu_build(capsys):
         "tf.install",
         probes=[NOTHING],
         changes={
-            'python3 -m venv "$HOME"/tf-venv': Result(),
+            VENV_SCRIPT: Result(),
             PIP: Result(),
             re.compile(r".*importlib.metadata.*"): Result("2.21.0\n"),
         },
     )
     tf.install(c)
     ran = commands(c)
-    assert ran[:2] == ["probe", 'python3 -m venv "$HOME"/tf-venv']
+    assert ran[0] == "probe" and VENV_SCRIPT.match(ran[1])
     assert ran[2] == '"$HOME"/tf-venv/bin/python -m pip install --disable-pip-version-check -q tensorflow==2.21.0'
 
 
@@ -58,7 +60,9 @@ def test_a_gpu_host_gets_and_cuda_into_its_conda_env(capsys):
 
 
 def test_the_right_version_already_there_is_a_no_op(capsys):
-    c = context("tf.install", probes=[{**NOTHING, "venv_py": (0, "3.12.3"), "venv_tf": (0, "2.21.0")}])
+    c = context(
+        "tf.install", probes=[{**NOTHING, "venv_py": (0, "3.12.3"), "venv_tf": (0, "2.21.0"), "venv_pip": (0, "")}]
+    )
     tf.install(c)
     assert commands(c) == ["probe"]
     assert "already done: TensorFlow 2.21.0 in venv ~/tf-venv" in capsys.readouterr().out

@@ -92,7 +92,7 @@ def install(c, method=None, user=None, start=True, sha256=None, unverified=False
             host.say("Docker is installed; setting up what is missing")
         else:
             host.say(f"installing Docker ({method}) on {before['os']}")
-        host.script("install-docker.sh", env)
+        host.script("install-docker.sh", env, progress=f"installing Docker ({method})")
         if host.dry:
             return {"changed": True, "engine": None, "user": who, "method": method, "dry": True}
         after = _install_facts(host, who)
@@ -103,6 +103,7 @@ def install(c, method=None, user=None, start=True, sha256=None, unverified=False
                 f"added {who} to the docker group: that is root-equivalent, and it takes effect at "
                 f"their next login (or `newgrp docker`)"
             )
+            host.new_session()  # the next steps of this run log in anew, in the docker group
         host.say(f"Docker {after['engine'] or '(not started)'} ready")
         return {"changed": True, "engine": after["engine"], "user": who, "method": method}
 

@@ -13,7 +13,6 @@ from tfrig.runner import on_targets
 from tfrig.taskdef import HOSTS_HELP, JSON_HELP, setting, task
 
 SCRIPT = "nvidia-driver.sh"
-MAX_REBOOTS = 3
 
 STATUS_PROBES = {
     "module": "cat /sys/module/nvidia/version",
@@ -69,27 +68,39 @@ def _setting(c: Any, key: str, value: Any) -> Any:
     }
 )
 def prepare(c, headers=True, hosts=None, json=False):
-    """Install what building the driver needs: gcc, make, dkms and the kernel headers."""
+    """Install what building the driver needs: gcc, make, dkms, the libc and kernel headers."""
 
     def work(host: Host) -> dict[str, Any]:
-        from tfrig.driverplan import BUILD_TOOLS_PROBE, HEADERS_PROBE, refresh_headers_fact
+        from tfrig.driverplan import BUILD_TOOLS, BUILD_TOOLS_PROBE, HEADERS_PROBE, refresh_headers_fact
 
-        facts = host.probe({"tools": BUILD_TOOLS_PROBE, "headers": HEADERS_PROBE, "kernel": "uname -r"})
-        refresh_headers_fact(host, facts)
+        # Without --headers nothing here reads the package archive (apt-cache takes over a second
+        # on a host with full package lists): the tools and libc headers are local facts.
+        probes = {"tools": BUILD_TOOLS_PROBE, "kernel": "uname -r"}
+        if headers:
+            probes["headers"] = HEADERS_PROBE
+        facts = host.probe(probes)
+        if headers:
+            refresh_headers_fact(host, facts)
         have = set(facts["tools"].out.split())
         kernel = facts["kernel"].out.strip()
-        state = facts["headers"].out.strip()
-        if headers and state == "missing":
+        state = facts["headers"].out.strip() if headers else "not wanted"
+        if state == "missing":
             raise Exit(
                 f"[{host.label}] no kernel headers for the running kernel {kernel} in the package archive: "
                 "boot a distribution kernel, or pass --no-headers to install only the build tools."
             )
-        needs_headers = headers and state == "available"
-        if {"gcc", "make", "dkms"} <= have and not needs_headers:
-            host.say(f"already done: gcc, make, dkms{' and headers for ' + kernel if headers else ''} installed")
+        needs_headers = state == "available"
+        if set(BUILD_TOOLS) <= have and not needs_headers:
+            host.say(
+                "already done: gcc, make, dkms, libc headers"
+                + (f" and kernel headers for {kernel}" if headers else "")
+                + " installed"
+            )
             return {"changed": False, "kernel": kernel}
-        host.say("installing gcc, make, dkms" + (f" and linux-headers-{kernel}" if needs_headers else ""))
-        host.script(SCRIPT, {"STEP": "build-tools", "HEADERS": "1" if headers else "0"})
+        host.say("installing gcc, make, dkms, libc6-dev" + (f" and linux-headers-{kernel}" if needs_headers else ""))
+        host.script(
+            SCRIPT, {"STEP": "build-tools", "HEADERS": "1" if headers else "0"}, progress="installing build tools"
+        )
         return {"changed": True, "kernel": kernel}
 
     on_targets(c, work, hosts=hosts, json_out=json)
@@ -97,8 +108,9 @@ def prepare(c, headers=True, hosts=None, json=False):
 
 def _describe(p: Any) -> str:
     gpus = ", ".join(f"{g.name} at {g.address}" for g in p.gpus)
-    how = "NVIDIA's .run installer" if p.method == "run" else "apt packages"
-    return f"driver {p.version} ({p.module} kernel module, {how}) for {gpus}"
+    if p.method == "run":
+        return f"driver {p.version} ({p.module} kernel module, NVIDIA's .run installer) for {gpus}"
+    return f"driver branch R{p.branch} ({p.module} kernel module, apt: {' '.join(p.packages)}) for {gpus}"
 
 
 def install_driver(
@@ -107,16 +119,22 @@ def install_driver(
     version: str | None,
     branch: str | None,
     method: str,
+    module: str | None,
     cuda: str | None,
     sha256: str | None,
     unverified: bool,
     installer_url: str | None,
+    download_base: str,
+    apt_repo_base: str | None,
     hold_kernel: bool,
 ) -> dict[str, Any]:
-    """Converge a host on the chosen driver: pre-flight, steps, reboots as needed, verify."""
+    """Converge a host on the chosen driver: pre-flight, steps, at most the reboots the plan names
+    (and one to load a freshly installed module), verify. Never a reboot loop: a second install in
+    one run is refused with what is loaded."""
     from tfrig import driverplan, gpu
 
     reboots = 0
+    installed = False
     announced = False
     while True:
         facts = host.probe(driverplan.PREFLIGHT)
@@ -124,7 +142,13 @@ def install_driver(
             driverplan.refresh_headers_fact(host, facts)
         try:
             p = driverplan.plan(
-                facts, version=version, branch=branch, method=method, cuda=cuda, hold_kernel=hold_kernel
+                facts,
+                version=version,
+                branch=branch,
+                method=method,
+                cuda=cuda,
+                hold_kernel=hold_kernel,
+                module=module,
             )
         except driverplan.Refusal as refusal:
             raise Exit(f"[{host.label}] {refusal}") from None
@@ -135,25 +159,35 @@ def install_driver(
             announced = True
         if p.already and not p.steps:
             host.say(f"already done: driver {p.version} loaded")
-            return {"changed": reboots > 0, "driver": p.version, "module": p.module, "reboots": reboots}
-        if "install" in p.steps and method == "run" and not sha256 and not unverified:
+            return {"changed": reboots > 0 or installed, "driver": p.version, "module": p.module, "reboots": reboots}
+        if installed and "install" in p.steps:
+            report = gpu.read_gpus(host)
+            if report.diagnosis:
+                raise Exit(f"[{host.label}] the driver is installed but: {report.diagnosis}; {report.fix}")
+            loaded = facts["loaded"].out.strip() if facts["loaded"].ok else "none"
             raise Exit(
-                f"[{host.label}] NVIDIA publishes no checksum tfrig can cite for "
-                f"NVIDIA-Linux-x86_64-{p.version}.run: pass --sha256 of the file you checked "
-                "(sha256sum NVIDIA-Linux-...run), or --unverified to accept the risk."
+                f"[{host.label}] installed the driver, but after {reboots} reboot(s) the loaded module is {loaded}, "
+                f"not {'branch R' + str(p.branch) if method == 'apt' else p.version}; see `inv driver.status` "
+                "and the host log. tfrig stops here rather than reboot again."
             )
-        env = {"METHOD": method, "VERSION": p.version, "BRANCH": str(p.branch), "MODULE": p.module}
+        env = {
+            "METHOD": method,
+            "VERSION": p.version,
+            "BRANCH": str(p.branch),
+            "MODULE": p.module,
+            "BASE": download_base,
+        }
         if installer_url:
             env["URL"] = installer_url
+        if apt_repo_base:
+            env["REPO_BASE"] = apt_repo_base
         if sha256:
             env["SHA256"] = sha256.lower()
-        elif unverified:
+        if unverified:
             env["UNVERIFIED"] = "1"
         rebooted = False
         for step in p.steps:
             if step == "reboot":
-                if reboots >= MAX_REBOOTS:
-                    raise Exit(f"[{host.label}] still not done after {reboots} reboots; see the host log.")
                 host.reboot("to load the new kernel module configuration")
                 reboots += 1
                 rebooted = not host.dry
@@ -176,7 +210,8 @@ def install_driver(
                 host.say(f"verified: driver {report.driver}, {len(report.gpus)} GPU(s) visible")
             else:
                 host.say(f"step {step}")
-                host.script(SCRIPT, {**env, "STEP": step})
+                host.script(SCRIPT, {**env, "STEP": step}, progress=f"driver {step}")
+                installed = installed or step == "install"
         if not rebooted:
             return {"changed": True, "driver": p.version, "module": p.module, "reboots": reboots}
 
@@ -192,11 +227,13 @@ def _assume_installed(host: Host, p: Any) -> None:
 INSTALL_HELP = {
     "version": "driver version, e.g. 580.159.04 (default: the lts one Google's installer uses; R470 for a K80)",
     "branch": "a branch instead: lts, prod, nfb, or a number such as 535, 570, 580",
-    "method": "run (NVIDIA's .run installer, default) or apt (distribution packages)",
+    "method": "run (NVIDIA's .run installer, default) or apt (Ubuntu's packages; NVIDIA's CUDA repo on Debian)",
+    "module": "kernel module: open or proprietary (default: open from R560 on Turing and newer, as NVIDIA's)",
     "cuda": "refuse a driver too old for this CUDA version, e.g. 12.5",
-    "sha256": "the SHA-256 of the .run installer (NVIDIA publishes none tfrig can cite)",
-    "unverified": "run the .run installer without --sha256, accepting the risk",
-    "installer_url": "where to get the .run (a mirror, or a path on the target)",
+    "sha256": "the SHA-256 the .run must have (default: the .sha256sum NVIDIA publishes beside it)",
+    "unverified": "run the .run when its download site publishes no checksum (a mirror without them)",
+    "installer_url": "the .run from elsewhere: a URL or a path on the target (its URL.sha256sum is checked)",
+    "download_base": "NVIDIA's download site or a mirror in its layout (default https://download.nvidia.com)",
     "hold_kernel": "apt-mark hold the running kernel so an unattended upgrade can't break the module",
     "hosts": HOSTS_HELP,
     "json": JSON_HELP,
@@ -209,16 +246,30 @@ def install(
     version=None,
     branch=None,
     method=None,
+    module=None,
     cuda=None,
     sha256=None,
     unverified=False,
     installer_url=None,
+    download_base=None,
     hold_kernel=False,
     hosts=None,
     json=False,
 ):
-    """Install the NVIDIA driver the GPUs need, rebooting as needed, and verify it."""
-    options = install_options(c, version, branch, method, cuda, sha256, unverified, installer_url, hold_kernel)
+    """Install the NVIDIA driver the GPUs need, checksum-verified, rebooting as needed, and verify it."""
+    options = install_options(
+        c,
+        version=version,
+        branch=branch,
+        method=method,
+        module=module,
+        cuda=cuda,
+        sha256=sha256,
+        unverified=unverified,
+        installer_url=installer_url,
+        download_base=download_base,
+        hold_kernel=hold_kernel,
+    )
     on_targets(
         c,
         lambda host: install_driver(host, **options),
@@ -228,32 +279,32 @@ def install(
     )
 
 
-def install_options(
-    c: Any,
-    version: Any,
-    branch: Any,
-    method: Any,
-    cuda: Any,
-    sha256: Any,
-    unverified: Any,
-    installer_url: Any,
-    hold_kernel: Any,
-) -> dict[str, Any]:
-    method = _setting(c, "method", method)
+def install_options(c: Any, **given: Any) -> dict[str, Any]:
+    """The install options from the flags, else the `driver` settings; bad values refused here."""
+    method = _setting(c, "method", given.get("method"))
     if method not in ("run", "apt"):
         raise Exit(f"--method {method}: choose run or apt.")
-    sha256 = _setting(c, "sha256", sha256) or None
+    module = _setting(c, "module", given.get("module")) or None
+    if module not in (None, "open", "proprietary"):
+        raise Exit(f"--module {module}: choose open or proprietary.")
+    sha256 = _setting(c, "sha256", given.get("sha256")) or None
     if sha256 and not re.fullmatch(r"[0-9a-fA-F]{64}", sha256):
         raise Exit("--sha256 must be 64 hex digits.")
+    base = _setting(c, "download_base", given.get("download_base"))
+    if not re.fullmatch(r"(https?|file)://\S+", base or ""):
+        raise Exit(f"--download-base {base!r}: give a URL such as https://download.nvidia.com or a mirror's.")
     return {
-        "version": _setting(c, "version", version) or None,
-        "branch": _setting(c, "branch", branch) or None,
+        "version": _setting(c, "version", given.get("version")) or None,
+        "branch": _setting(c, "branch", given.get("branch")) or None,
         "method": method,
-        "cuda": cuda,
+        "module": module,
+        "cuda": given.get("cuda"),
         "sha256": sha256,
-        "unverified": unverified or bool(c.config.driver.get("unverified")),
-        "installer_url": _setting(c, "installer_url", installer_url) or None,
-        "hold_kernel": hold_kernel or bool(c.config.driver.get("hold_kernel")),
+        "unverified": bool(given.get("unverified")) or bool(c.config.driver.get("unverified")),
+        "installer_url": _setting(c, "installer_url", given.get("installer_url")) or None,
+        "download_base": base,
+        "apt_repo_base": c.config.driver.get("apt_repo_base") or None,
+        "hold_kernel": bool(given.get("hold_kernel")) or bool(c.config.driver.get("hold_kernel")),
     }
 
 
@@ -281,11 +332,15 @@ ns.configure(
     {
         "driver": {
             "method": "run",
+            "module": "",
             "version": "",
             "branch": "",
             "sha256": "",
             "unverified": False,
             "installer_url": "",
+            # NVIDIA's site: the .run and the .sha256sum beside it (compat.yaml nvidia_run_installer)
+            "download_base": "https://download.nvidia.com",
+            "apt_repo_base": "",
             "hold_kernel": False,
         }
     }

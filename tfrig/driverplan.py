@@ -25,7 +25,28 @@ HEADERS_PROBE = (
     "elif ! ls /var/lib/apt/lists/*_Packages* >/dev/null 2>&1; then echo no-lists; "
     'elif apt-cache show "linux-headers-$k" >/dev/null 2>&1; then echo available; else echo missing; fi'
 )
-BUILD_TOOLS_PROBE = "for t in gcc make dkms; do command -v $t >/dev/null && echo $t; done; true"
+# nvidia-installer needs a compiler, make, ld and the libc headers (NVIDIA/nvidia-installer misc.c
+# check_development_tools: /usr/include/stdio.h); gcc only Recommends libc6-dev, so a stock image
+# with --no-install-recommends has none (Google's installer installs libc-dev for this).
+BUILD_TOOLS = ("gcc", "make", "dkms", "libc-headers")
+BUILD_TOOLS_PROBE = (
+    "for t in gcc make dkms; do command -v $t >/dev/null && echo $t; done; "
+    "[ -e /usr/include/stdio.h ] && echo libc-headers; true"
+)
+
+# Driver packages of every source tfrig knows: Ubuntu's (nvidia-driver-535-server, nvidia-headless-*,
+# nvidia-dkms-*), Debian's (nvidia-driver, nvidia-kernel-dkms, nvidia-open-kernel-dkms) and NVIDIA's
+# CUDA repository (cuda-drivers*, nvidia-open*). Never the container toolkit (nvidia-container-*,
+# libnvidia-container*): it is not the driver.
+DRIVER_PACKAGE_GLOBS = (
+    "'nvidia-driver*'",
+    "'nvidia-headless*'",
+    "'nvidia-open*'",
+    "'nvidia-dkms*'",
+    "'nvidia-kernel-dkms'",
+    "'nvidia-kernel-open-dkms'",
+    "'cuda-drivers*'",
+)
 
 PREFLIGHT = {
     "os": '. /etc/os-release && echo "$ID $VERSION_ID"',
@@ -41,9 +62,7 @@ PREFLIGHT = {
     "loaded": "cat /sys/module/nvidia/version",
     "userspace": "nvidia-smi --query-gpu=driver_version --format=csv,noheader",
     "tools": BUILD_TOOLS_PROBE,
-    "packages": (
-        "dpkg-query -W -f='${Package} ${db:Status-Abbrev}\\n' 'nvidia-driver*' 'nvidia-headless*' 'nvidia-open*'"
-    ),
+    "packages": f"dpkg-query -W -f='${{Package}} ${{db:Status-Abbrev}}\\n' {' '.join(DRIVER_PACKAGE_GLOBS)}",
 }
 
 # GPU generations by PCI device id (0x10de vendor); names as Compute Engine offers them.
@@ -71,6 +90,14 @@ _DEVICES = {
 # compat.yaml cuda_driver_minimums.architecture_drops: the last branch that drives each generation.
 _LAST_BRANCH = {"kepler": 470, "maxwell": 580, "pascal": 580, "volta": 580}
 _OPEN_MODULE_GENERATIONS = ("turing", "ampere", "ada", "hopper", "blackwell")
+# NVIDIA/open-gpu-kernel-modules: the open modules ship from R515 and drive Turing and newer only;
+# Blackwell is driven by the open module only, from R570.
+_FIRST_OPEN_BRANCH = 515
+_BLACKWELL_FIRST_BRANCH = 570
+# nvidia-installer's option to pick the module: --kernel-module-type from 555.42.02 (option_table.h;
+# 550 and older answer "unrecognized option" and exit 1); before it, -m=kernel-open picks the open
+# module's build directory.
+_MODULE_TYPE_OPTION_FROM = 555
 _KEPLER_DRIVER = "470.239.06"  # compat.yaml: the legacy 'GKxxx Kepler' driver listed by NVIDIA
 
 SUPPORTED_OS = {"ubuntu": ("22.04", "24.04", "26.04"), "debian": ("12", "13")}
@@ -95,6 +122,7 @@ class DriverPlan:
     module: str  # open | proprietary
     method: str  # run | apt
     gpus: list[Gpu]
+    packages: list[str] = field(default_factory=list)  # --method apt: what apt installs
     steps: list[str] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
     already: bool = False
@@ -163,6 +191,56 @@ def choose_version(gpus: list[Gpu], version: str | None, branch: str | None) -> 
     return known["lts"]
 
 
+def installer_flags(version: str, module: str) -> list[str]:
+    """nvidia-installer's flags for `version` and `module`, as its option_table.h has them there."""
+    flags = ["-s", "--dkms", "--no-cc-version-check"]  # as Google's installer (compat.yaml)
+    if int(version.split(".")[0]) >= _MODULE_TYPE_OPTION_FROM:
+        flags.append(f"--kernel-module-type={module}")
+    elif module == "open":
+        flags.append("-m=kernel-open")
+    return flags
+
+
+def choose_module(gpus: list[Gpu], major: int, module: str | None) -> str:
+    """The kernel module flavour: the user's, else the installer's own default (open from 560 when
+    every GPU takes it, compat.yaml nvidia_run_installer.open_vs_proprietary)."""
+    generations = {gpu.generation for gpu in gpus}
+    open_ok = generations <= {*_OPEN_MODULE_GENERATIONS, "unknown"}  # an unknown GPU: assumed Turing or newer
+    if "blackwell" in generations:
+        if major < _BLACKWELL_FIRST_BRANCH:
+            raise Refusal(
+                f"Blackwell GPUs need driver branch R{_BLACKWELL_FIRST_BRANCH} or newer, not R{major}: "
+                "use --branch lts (or 570 and newer)."
+            )
+        if module == "proprietary":
+            raise Refusal("Blackwell GPUs run only the open kernel module: drop --module proprietary.")
+    if module == "open":
+        if major < _FIRST_OPEN_BRANCH:
+            raise Refusal(f"the open kernel module exists from branch R{_FIRST_OPEN_BRANCH} on, not R{major}.")
+        if not open_ok:
+            old = ", ".join(sorted({g.name for g in gpus if g.generation not in _OPEN_MODULE_GENERATIONS}))
+            raise Refusal(f"the open kernel module drives Turing and newer only, not {old}: use --module proprietary.")
+        return "open"
+    if module == "proprietary":
+        return "proprietary"
+    if module:
+        raise Refusal(f"--module {module}: choose open or proprietary.")
+    return "open" if open_ok and (major >= 560 or "blackwell" in generations) else "proprietary"
+
+
+def apt_packages(os_id: str, branch: int, module: str) -> list[str]:
+    """What `--method apt` installs for a branch: Ubuntu's own server packages, or NVIDIA's CUDA
+    repository on Debian (Debian's archive has one branch per release, not the one asked for)."""
+    if os_id == "ubuntu":
+        flavour = "-open" if module == "open" else ""
+        return [f"nvidia-headless-{branch}-server{flavour}", f"nvidia-utils-{branch}-server"]
+    return ["nvidia-open" if module == "open" else "cuda-drivers", f"(pinned to {branch}.*)"]
+
+
+def _major(version: str | None) -> int | None:
+    return int(version.split(".")[0]) if version and version.split(".")[0].isdigit() else None
+
+
 def plan(
     facts: dict[str, Fact],
     *,
@@ -171,6 +249,7 @@ def plan(
     method: str = "run",
     cuda: str | None = None,
     hold_kernel: bool = False,
+    module: str | None = None,
 ) -> DriverPlan:
     """What installing the driver takes on this host, or a Refusal before anything changes."""
     os_id, _, os_version = facts["os"].out.strip().partition(" ")
@@ -189,6 +268,8 @@ def plan(
     generations = {gpu.generation for gpu in gpus}
     chosen = choose_version(gpus, version, branch)
     major = int(chosen.split(".")[0])
+    if method == "apt" and version:
+        raise Refusal("--method apt installs what the repository has for a branch: give --branch, not --version.")
     for gpu in gpus:
         last = _LAST_BRANCH.get(gpu.generation)
         if last is not None and major > last:
@@ -205,9 +286,10 @@ def plan(
                 f"driver {chosen} is below {minimum}, the minimum for CUDA {cuda}; "
                 "use --branch lts or a newer --version."
             )
-    open_ok = generations <= set(_OPEN_MODULE_GENERATIONS)
-    module = "open" if open_ok and major >= 560 else "proprietary"
-    result = DriverPlan(version=chosen, branch=major, module=module, method=method, gpus=gpus)
+    chosen_module = choose_module(gpus, major, module)
+    result = DriverPlan(version=chosen, branch=major, module=chosen_module, method=method, gpus=gpus)
+    if method == "apt":
+        result.packages = apt_packages(os_id, major, chosen_module)
     if "unknown" in generations:
         result.notes.append("a GPU tfrig does not know by device id: assuming Turing or newer")
     if "kepler" in generations:
@@ -219,7 +301,14 @@ def plan(
         if facts["userspace"].ok and facts["userspace"].out.strip()
         else None
     )
-    if loaded == chosen and userspace == chosen:
+    if method == "apt":
+        # The repository decides the exact version: done when its branch is loaded and in use.
+        done = _major(loaded) == major and _major(userspace) == major and loaded == userspace
+        if done:
+            result.version = str(loaded)
+    else:
+        done = loaded == chosen and userspace == chosen
+    if done:
         result.already = True
         result.steps = ["hold-kernel"] if hold_kernel else []
         return result
@@ -240,22 +329,28 @@ def plan(
         raise Refusal(
             f"no kernel headers for the running kernel {facts['kernel'].out.strip()} in the package archive, "
             "so the driver module can't be built: boot a distribution kernel (e.g. linux-image-gcp or "
-            "linux-image-amd64) and run again."
+            "linux-image-cloud-amd64) and run again."
         )
-    apt_packages = [line.split()[0] for line in facts["packages"].out.splitlines() if line.split()[1:2] == ["ii"]]
-    if method == "run" and apt_packages:
+    apt_installed = [line.split()[0] for line in facts["packages"].out.splitlines() if line.split()[1:2] == ["ii"]]
+    if method == "run" and apt_installed:
         raise Refusal(
-            f"driver packages from apt are installed ({', '.join(apt_packages)}); the .run installer would "
+            f"driver packages from apt are installed ({', '.join(apt_installed)}); the .run installer would "
             "fight them: run `inv driver.uninstall` first, or use --method apt."
         )
+    if method == "apt" and userspace and not apt_installed:
+        raise Refusal(
+            f"driver {userspace} is installed by NVIDIA's .run installer; apt packages would fight it: "
+            "run `inv driver.uninstall` first, or use --method run."
+        )
     tools = set(facts["tools"].out.split())
-    if not {"gcc", "make", "dkms"} <= tools or headers == "available":
+    if not set(BUILD_TOOLS) <= tools or headers == "available":
         result.steps.append("build-tools")
     if facts["nouveau"].ok and facts["nouveau"].out.strip():
         result.steps += ["blacklist-nouveau", "reboot"]
     result.steps.append("install")
-    if loaded and loaded != chosen:
-        result.notes.append(f"driver {loaded} is loaded now; it is replaced, and a reboot loads {chosen}")
+    if loaded and (_major(loaded) != major if method == "apt" else loaded != chosen):
+        target = f"branch R{major}" if method == "apt" else chosen
+        result.notes.append(f"driver {loaded} is loaded now; it is replaced, and a reboot loads {target}")
         result.steps.append("reboot")
     if hold_kernel:
         result.steps.append("hold-kernel")

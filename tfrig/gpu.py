@@ -120,17 +120,31 @@ def setup(
     version=None,
     branch=None,
     method=None,
+    module=None,
     cuda=None,
     sha256=None,
     unverified=False,
     installer_url=None,
+    download_base=None,
     hold_kernel=False,
     docker=False,
     hosts=None,
     json=False,
 ):
     """Make the target's GPU ready: driver, (--docker) container toolkit, then check it."""
-    options = driver.install_options(c, version, branch, method, cuda, sha256, unverified, installer_url, hold_kernel)
+    options = driver.install_options(
+        c,
+        version=version,
+        branch=branch,
+        method=method,
+        module=module,
+        cuda=cuda,
+        sha256=sha256,
+        unverified=unverified,
+        installer_url=installer_url,
+        download_base=download_base,
+        hold_kernel=hold_kernel,
+    )
 
     def work(host: Host) -> dict[str, Any]:
         result = {"driver": driver.install_driver(host, **options)}

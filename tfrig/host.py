@@ -104,8 +104,10 @@ class Host:
         return self.target.user or str(self.c.user)
 
     def say(self, message: str) -> None:
+        from tfrig import progress
+
         with _print_lock:
-            print(f"[{self.label}] {message}", file=self.out, flush=True)
+            progress.say(f"[{self.label}] {message}", self.out)
 
     def _log(self, kind: str, command: str, rc: int | None, output: str = "") -> None:
         self._log_path.parent.mkdir(parents=True, exist_ok=True)
@@ -157,12 +159,19 @@ class Host:
             )
         return facts
 
-    def change(self, command: str, *, sudo: bool = False, what: str | None = None) -> str:
-        """Run a command that changes the host; under --dry print it instead. Returns stdout."""
+    def change(self, command: str, *, sudo: bool = False, what: str | None = None, progress: str | None = None) -> str:
+        """Run a command that changes the host; under --dry print it instead. Returns stdout.
+        A long one names itself in `progress`: it is shown running with its elapsed time."""
         if self.dry:
             self.say(f"would run: {'sudo ' if sudo and not self.is_root else ''}{what or command}")
             return ""
-        result = self._run(command, sudo=sudo)
+        if progress:
+            from tfrig import progress as progress_mod
+
+            with progress_mod.step(self.label, progress, self.out) as tracker:
+                result = self._run(command, sudo=sudo, watchers=[tracker])
+        else:
+            result = self._run(command, sudo=sudo)
         self._log("change", command, result.exited, result.stdout + result.stderr)
         if result.failed:
             tail = "\n".join((result.stderr or result.stdout).strip().splitlines()[-5:])
@@ -172,18 +181,25 @@ class Host:
             )
         return str(result.stdout)
 
-    def script(self, name: str, env: Mapping[str, str], *, sudo: bool = True) -> str:
+    def script(self, name: str, env: Mapping[str, str], *, sudo: bool = True, progress: str | None = None) -> str:
         """Run one of tfrig's host scripts (scripts/NAME) with parameters in its environment."""
         body = (SCRIPTS / name).read_text()
         assignments = " ".join(f"{key}={shlex.quote(value)}" for key, value in env.items())
         prefix = f"env {assignments} " if assignments else ""
         command = f"{prefix}bash -c {shlex.quote(body)} {shlex.quote(name)}"
-        return self.change(command, sudo=sudo, what=f"{assignments} scripts/{name}".strip())
+        return self.change(
+            command, sudo=sudo, what=f"{assignments} scripts/{name}".strip(), progress=progress or f"scripts/{name}"
+        )
 
     def _disconnect(self) -> None:
         close = getattr(self.c, "close", None)  # a Fabric Connection; a local Context has none
         if close is not None:
             close()
+
+    def new_session(self) -> None:
+        """Log in anew at the next command (the connection reopens itself), so a group the user was
+        just added to applies to the rest of the run."""
+        self._disconnect()
 
     def reboot(self, reason: str, timeout: float = 600) -> None:
         """Reboot the host and wait until it answers over SSH again, booted anew."""

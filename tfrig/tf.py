@@ -33,7 +33,7 @@ class Environment:
     kind: str  # conda | venv
     path: str
     python: str  # a shell word for its interpreter
-    exists: bool
+    exists: bool  # its Python runs; a venv is ready only with its pip too
     python_version: str | None
     tensorflow: str | None
     system_python: str | None
@@ -53,6 +53,7 @@ def environment(host: Host, c: Any) -> Environment:
             "conda_tf": f"{conda_py} {_TF_VERSION}",
             "venv_py": f"{venv_py} {_PY_VERSION}",
             "venv_tf": f"{venv_py} {_TF_VERSION}",
+            "venv_pip": f"test -e {shell_path(venv.rstrip('/') + '/bin/pip')}",
             "gpu": "nvidia-smi --query-gpu=driver_version,compute_cap --format=csv,noheader",
         }
     )
@@ -69,7 +70,8 @@ def environment(host: Host, c: Any) -> Environment:
     common = {"system_python": value("python"), "driver": driver, "compute_capability": capability}
     if facts["conda_py"].ok:
         return Environment("conda", conda_env, conda_py, True, value("conda_py"), value("conda_tf"), **common)
-    return Environment("venv", venv, venv_py, facts["venv_py"].ok, value("venv_py"), value("venv_tf"), **common)
+    ready = facts["venv_py"].ok and facts["venv_pip"].ok  # a venv made without ensurepip has no pip
+    return Environment("venv", venv, venv_py, ready, value("venv_py"), value("venv_tf"), **common)
 
 
 def _want_gpu(gpu: bool, cpu: bool, env: Environment) -> bool:
@@ -141,8 +143,12 @@ def install(
                 "or use TensorFlow 2.14+ (tensorflow[and-cuda])."
             )
         if not env.exists:
-            host.say(f"creating venv {env.path}")
-            host.change(f"python3 -m venv {shell_path(env.path)}", what=f"python3 -m venv {env.path}")
+            host.say(f"{'completing' if env.python_version else 'creating'} venv {env.path}")
+            host.script(
+                "python-venv.sh",
+                {"VENV": env.path, "AS_USER": host.user},
+                progress=f"venv {env.path}",
+            )
         options = _pip_options(c, index_url, find_links, no_index)
         host.say(
             f"installing {plan.requirement} into {env.path}"
@@ -151,6 +157,7 @@ def install(
         host.change(
             f"{env.python} -m pip install {' '.join(options)} {shlex.quote(plan.requirement)}",
             what=f"pip install {plan.requirement}",
+            progress=f"pip install {plan.requirement}",
         )
         key = "conda" if env.kind == "conda" else "venv"
         host.assume({f"{key}_py": (0, env.python_version or env.system_python or ""), f"{key}_tf": (0, plan.tf)})

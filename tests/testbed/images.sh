@@ -2,7 +2,8 @@
 # Make the local images the tests use (no registry on the internet here):
 #   local/busybox           a tiny image from the host's busybox
 #   local/debian:bookworm   debootstrap minbase, cached as a tarball
-#   local/tfrig-sshd        Debian with sshd (tests/testbed/sshd.Dockerfile), cached with docker save
+#   local/tfrig-stock       a stock cloud image stand-in with sshd (tests/testbed/stock.Dockerfile),
+#                           cached with docker save
 # The cache lives outside the clone (TFRIG_CI_CACHE, default /var/cache/tfrig-ci); a missing cache
 # is rebuilt, never required.
 set -euo pipefail
@@ -33,15 +34,15 @@ if ! docker image inspect local/debian:bookworm >/dev/null 2>&1; then
   docker import - local/debian:bookworm <"$tarball" >/dev/null
 fi
 
-if ! docker image inspect local/tfrig-sshd >/dev/null 2>&1; then
-  key=$(sha256sum "$here/sshd.Dockerfile" | cut -c1-16)
-  saved="$cache/tfrig-sshd-$key.tar"
+key=$(cat "$here/stock.Dockerfile" "$here"/stock/* | sha256sum | cut -c1-16)
+if [ "$(docker image inspect -f '{{index .Config.Labels "tfrig.key"}}' local/tfrig-stock 2>/dev/null)" != "$key" ]; then
+  saved="$cache/tfrig-stock-$key.tar"
   if [ -s "$saved" ]; then
     docker load -i "$saved" >/dev/null
   else
-    docker build -q -t local/tfrig-sshd -f "$here/sshd.Dockerfile" "$here" >/dev/null
-    rm -f "$cache"/tfrig-sshd-*.tar  # older Dockerfiles' images
-    docker save local/tfrig-sshd -o "$saved.part" && mv "$saved.part" "$saved"
+    docker build -q --label "tfrig.key=$key" -t local/tfrig-stock -f "$here/stock.Dockerfile" "$here" >/dev/null
+    rm -f "$cache"/tfrig-stock-*.tar "$cache"/tfrig-sshd-*.tar  # older images
+    docker save local/tfrig-stock -o "$saved.part" && mv "$saved.part" "$saved"
   fi
 fi
 docker images --format '{{.Repository}}:{{.Tag}} {{.Size}}' | grep '^local/'

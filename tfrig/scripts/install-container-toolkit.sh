@@ -4,6 +4,9 @@
 # Idempotent; usable alone (as root). Needs the NVIDIA driver loaded first.
 set -euo pipefail
 export DEBIAN_FRONTEND=noninteractive
+# Every apt call waits for the dpkg lock, which unattended-upgrades holds for minutes after a VM
+# boots, instead of failing on it (apt >= 1.9.11: DPkg::Lock::Timeout, in seconds).
+apt_get() { apt-get -o DPkg::Lock::Timeout="${APT_LOCK_TIMEOUT:-900}" "$@"; }
 
 if [ ! -e /proc/driver/nvidia/version ]; then
   echo "no NVIDIA driver is loaded on this host; install one first (tfrig: inv driver.install)" >&2
@@ -11,15 +14,15 @@ if [ ! -e /proc/driver/nvidia/version ]; then
 fi
 
 if ! command -v nvidia-ctk >/dev/null 2>&1; then
-  apt-get update -q
-  apt-get install -y -q --no-install-recommends ca-certificates curl gnupg2
+  apt_get update -q
+  apt_get install -y -q --no-install-recommends ca-certificates curl gnupg2
   curl -fsSL https://nvidia.github.io/libnvidia-container/gpgkey \
     | gpg --batch --yes --dearmor -o /usr/share/keyrings/nvidia-container-toolkit-keyring.gpg
   curl -fsSL https://nvidia.github.io/libnvidia-container/stable/deb/nvidia-container-toolkit.list \
     | sed 's#deb https://#deb [signed-by=/usr/share/keyrings/nvidia-container-toolkit-keyring.gpg] https://#g' \
     > /etc/apt/sources.list.d/nvidia-container-toolkit.list
-  apt-get update -q
-  apt-get install -y -q nvidia-container-toolkit
+  apt_get update -q
+  apt_get install -y -q nvidia-container-toolkit
 fi
 
 if ! docker info --format '{{json .Runtimes}}' 2>/dev/null | grep -q '"nvidia"'; then

@@ -10,11 +10,14 @@ set -euo pipefail
 METHOD=${METHOD:-repo}
 START=${START:-1}
 export DEBIAN_FRONTEND=noninteractive
+# Every apt call waits for the dpkg lock, which unattended-upgrades holds for minutes after a VM
+# boots, instead of failing on it (apt >= 1.9.11: DPkg::Lock::Timeout, in seconds).
+apt_get() { apt-get -o DPkg::Lock::Timeout="${APT_LOCK_TIMEOUT:-900}" "$@"; }
 
 . /etc/os-release
 case "${ID}" in debian|ubuntu) ;; *) echo "unsupported OS '${ID}': Debian or Ubuntu only" >&2; exit 2 ;; esac
 
-apt_install() { apt-get update -q && apt-get install -y -q --no-install-recommends "$@"; }
+apt_install() { apt_get update -q && apt_get install -y -q --no-install-recommends "$@"; }
 
 if ! command -v dockerd >/dev/null 2>&1; then
   case "${METHOD}" in

@@ -2,23 +2,42 @@
 # The NVIDIA driver on Debian/Ubuntu, one step at a time; each step is idempotent. Usable alone
 # (as root) and as a GCE startup script. Parameters by environment:
 #   STEP     build-tools | blacklist-nouveau | install | hold-kernel | uninstall
-#   METHOD   run (NVIDIA's .run installer, default) | apt (distribution packages)
-#   VERSION  driver version, e.g. 580.159.04 (METHOD=run), BRANCH e.g. 580 (METHOD=apt)
+#   METHOD   run (NVIDIA's .run installer, default) | apt (distribution or NVIDIA's CUDA repository)
+#   VERSION  driver version, e.g. 580.159.04 (METHOD=run); BRANCH e.g. 580 (METHOD=apt)
 #   MODULE   open | proprietary (kernel module flavour)
-#   URL      where the .run installer is (default NVIDIA's tesla download)
-#   SHA256   the SHA-256 the .run must have; UNVERIFIED=1 runs it without one (the user's choice)
-# Exit 0 done, 2 bad input, 3 checksum refused, 4 the install failed.
+#   BASE     NVIDIA's download site or a mirror in its layout (default https://download.nvidia.com):
+#            BASE/XFree86/Linux-x86_64/VER/NVIDIA-Linux-x86_64-VER.run, its .sha256sum beside it,
+#            and BASE/tesla/VER/... for data-centre-only releases
+#   URL      the .run from elsewhere (a URL or a path on this host) instead of BASE
+#   SHA256   the SHA-256 the .run must have; without it, NVIDIA's published .sha256sum is used
+#   UNVERIFIED=1  run the .run when no checksum is published (a mirror without checksum files)
+#   REPO_BASE  NVIDIA's CUDA apt repositories (METHOD=apt on Debian; default NVIDIA's)
+# Exit 0 done, 2 bad input, 3 checksum mismatch, 4 the install failed, 5 no checksum to check against.
 set -euo pipefail
 export DEBIAN_FRONTEND=noninteractive
+# Every apt call waits for the dpkg lock, which unattended-upgrades holds for minutes after a VM
+# boots, instead of failing on it (apt >= 1.9.11: DPkg::Lock::Timeout, in seconds).
+apt_get() { apt-get -o DPkg::Lock::Timeout="${APT_LOCK_TIMEOUT:-900}" "$@"; }
 STEP=${STEP:?STEP is required}
 METHOD=${METHOD:-run}
 MODULE=${MODULE:-open}
-apt_install() { apt-get update -q && apt-get install -y -q --no-install-recommends "$@"; }
+BASE=${BASE:-https://download.nvidia.com}
+BASE=${BASE%/}
+apt_install() { apt_get update -q && apt_get install -y -q --no-install-recommends "$@"; }
 kernel=$(uname -r)
+
+fetch() {  # fetch URL-or-path FILE: a missing file (404) is exit 22 from curl
+  case "$1" in
+    /*|file://*) cp "${1#file://}" "$2" ;;
+    *) curl -fsSL --retry 3 -o "$2" "$1" ;;
+  esac
+}
 
 case "${STEP}" in
   build-tools)
-    pkgs=(gcc make dkms)
+    # libc6-dev: nvidia-installer refuses without /usr/include/stdio.h (misc.c), and gcc only
+    # Recommends it (Google's installer installs libc-dev for the same reason).
+    pkgs=(gcc make dkms libc6-dev)
     if [ ! -e "/lib/modules/${kernel}/build" ] && [ "${HEADERS:-1}" = 1 ]; then pkgs+=("linux-headers-${kernel}"); fi
     apt_install "${pkgs[@]}"
     ;;
@@ -35,50 +54,97 @@ case "${STEP}" in
         flavour=""; [ "${MODULE}" = open ] && flavour="-open"
         apt_install "nvidia-headless-${BRANCH:?}-server${flavour}" "nvidia-utils-${BRANCH}-server"
       else
-        sed -i 's/^Components: main$/Components: main contrib non-free non-free-firmware/' /etc/apt/sources.list.d/debian.sources 2>/dev/null || true
-        if [ "${MODULE}" = open ]; then apt_install nvidia-open-kernel-dkms nvidia-smi; else apt_install nvidia-kernel-dkms nvidia-smi; fi
+        # NVIDIA's CUDA repository for Debian, its driver pinned to the branch (as Google's
+        # installer does on Debian): Debian's own archive has one branch per release.
+        repo="${REPO_BASE:-https://developer.download.nvidia.com/compute/cuda/repos}/debian${VERSION_ID%%.*}/x86_64"
+        if ! dpkg -s cuda-keyring >/dev/null 2>&1; then
+          fetch "${repo}/cuda-keyring_1.1-1_all.deb" /tmp/cuda-keyring.deb
+          dpkg -i /tmp/cuda-keyring.deb
+        fi
+        if [ -n "${REPO_BASE:-}" ]; then  # a mirror: the keyring's list names NVIDIA's host
+          sed -i "s#https://developer.download.nvidia.com/compute/cuda/repos/debian${VERSION_ID%%.*}/x86_64#${repo}#" \
+            /etc/apt/sources.list.d/cuda-debian*-x86_64.list 2>/dev/null || true
+        fi
+        printf 'Package: nvidia-open cuda-drivers nvidia-* libnvidia-* libcuda* libnvcuvid* libnvoptix*\nPin: version %s.*\nPin-Priority: 1001\n' \
+          "${BRANCH:?}" > /etc/apt/preferences.d/tfrig-nvidia-driver
+        if [ "${MODULE}" = open ]; then apt_install nvidia-open; else apt_install cuda-drivers; fi
       fi
       exit 0
     fi
     [ -n "${VERSION:-}" ] || { echo "VERSION is required with METHOD=run" >&2; exit 2; }
-    url=${URL:-https://us.download.nvidia.com/tesla/${VERSION}/NVIDIA-Linux-x86_64-${VERSION}.run}
+    name="NVIDIA-Linux-x86_64-${VERSION}.run"
     dir=/var/cache/tfrig; mkdir -p "${dir}"
-    file="${dir}/NVIDIA-Linux-x86_64-${VERSION}.run"
+    file="${dir}/${name}"
+    if [ -n "${URL:-}" ]; then
+      sums=("${URL}.sha256sum")
+      sources=("${URL}")
+    else
+      sums=("${BASE}/XFree86/Linux-x86_64/${VERSION}/${name}.sha256sum")
+      sources=("${BASE}/XFree86/Linux-x86_64/${VERSION}/${name}" "${BASE}/tesla/${VERSION}/${name}")
+    fi
+    expected=${SHA256:-}
+    if [ -z "${expected}" ]; then
+      # NVIDIA publishes `sha256sum` output beside each .run (Google's sync_drivers.py checks each
+      # driver against it); a mirror without it needs SHA256 or UNVERIFIED=1.
+      if fetch "${sums[0]}" "${dir}/${name}.sha256sum" 2>/dev/null; then
+        expected=$(cut -d' ' -f1 "${dir}/${name}.sha256sum")
+      elif [ "${UNVERIFIED:-0}" != 1 ]; then
+        echo "no checksum published at ${sums[0]}: pass SHA256 (tfrig: --sha256), or UNVERIFIED=1 (--unverified) for a mirror without checksum files" >&2
+        exit 5
+      fi
+    fi
     if [ ! -s "${file}" ]; then
-      case "${url}" in
-        /*|file://*) cp "${url#file://}" "${file}.part" ;;
-        *) curl -fsSL --retry 3 -o "${file}.part" "${url}" ;;
-      esac
-      mv "${file}.part" "${file}"
+      for source in "${sources[@]}"; do
+        if fetch "${source}" "${file}.part" 2>/dev/null; then mv "${file}.part" "${file}"; break; fi
+      done
+      [ -s "${file}" ] || { echo "can't download ${name} from ${sources[*]}" >&2; exit 4; }
     fi
-    if [ -n "${SHA256:-}" ]; then
-      echo "${SHA256}  ${file}" | sha256sum -c --quiet - \
-        || { echo "${file} does not match SHA-256 ${SHA256}; not running it" >&2; rm -f "${file}"; exit 3; }
-    elif [ "${UNVERIFIED:-0}" != 1 ]; then
-      echo "refusing to run ${file} without SHA256 (UNVERIFIED=1 accepts the risk)" >&2; exit 3
+    if [ -n "${expected}" ]; then
+      echo "${expected}  ${file}" | sha256sum -c --quiet - >/dev/null 2>&1 \
+        || { echo "${name} does not match its SHA-256 ${expected}; removed it, not running it" >&2; rm -f "${file}"; exit 3; }
+      echo "verified ${name}: SHA-256 ${expected}"
+    else
+      echo "running ${name} unverified: no checksum published (UNVERIFIED=1)"
     fi
-    # Google's installer's flags (compat.yaml nvidia_run_installer.google_script_invocation).
-    flags=(-s --dkms --no-cc-version-check "--kernel-module-type=${MODULE}")
+    # Flags by version (NVIDIA/nvidia-installer option_table.h): --kernel-module-type from 555 on;
+    # before it the open module is the kernel-open build directory (-m), the proprietary one the default.
+    flags=(-s --dkms --no-cc-version-check)
+    if [ "${VERSION%%.*}" -ge 555 ]; then
+      flags+=("--kernel-module-type=${MODULE}")
+    elif [ "${MODULE}" = open ]; then
+      flags+=(-m=kernel-open)
+    fi
     if ! sh "${file}" "${flags[@]}"; then
+      # As Google's installer: without DKMS when the DKMS registration is what failed.
+      no_dkms=()
+      for flag in "${flags[@]}"; do [ "${flag}" = --dkms ] || no_dkms+=("${flag}"); done
       grep -q 'Failed to install the kernel module through DKMS' /var/log/nvidia-installer.log 2>/dev/null \
-        && sh "${file}" -s --no-cc-version-check "--kernel-module-type=${MODULE}" \
-        || { tail -n 30 /var/log/nvidia-installer.log >&2 || true; exit 4; }
+        && sh "${file}" "${no_dkms[@]}" \
+        || { grep -E '^ERROR' /var/log/nvidia-installer.log >&2 || tail -n 30 /var/log/nvidia-installer.log >&2 || true; exit 4; }
     fi
     ;;
   hold-kernel)
+    # The running kernel and the meta-packages that would pull a new one: Debian's cloud kernel
+    # (Google's Debian installer holds linux-image-cloud-amd64 and linux-headers-cloud-amd64),
+    # Ubuntu's GCE kernel (linux-gcp and its image and headers) and the generic ones.
     pkgs=("linux-image-${kernel}" "linux-headers-${kernel}")
-    for meta in linux-image-gcp linux-headers-gcp linux-image-amd64 linux-headers-amd64; do
-      dpkg -s "${meta}" >/dev/null 2>&1 && pkgs+=("${meta}")
+    for meta in linux-image-cloud-amd64 linux-headers-cloud-amd64 linux-gcp linux-image-gcp linux-headers-gcp \
+                linux-image-amd64 linux-headers-amd64; do
+      pkgs+=("${meta}")
     done
     installed=()
     for p in "${pkgs[@]}"; do dpkg -s "${p}" >/dev/null 2>&1 && installed+=("${p}"); done
-    [ "${#installed[@]}" -eq 0 ] || apt-mark hold "${installed[@]}"
+    [ "${#installed[@]}" -eq 0 ] || apt-mark -o DPkg::Lock::Timeout="${APT_LOCK_TIMEOUT:-900}" hold "${installed[@]}"
     ;;
   uninstall)
     if command -v nvidia-uninstall >/dev/null; then nvidia-uninstall -s; fi
-    mapfile -t pkgs < <(dpkg-query -W -f='${Package} ${db:Status-Abbrev}\n' 'nvidia-*' 'libnvidia-*' 2>/dev/null | awk '$2 == "ii" {print $1}')
-    [ "${#pkgs[@]}" -eq 0 ] || apt-get purge -y -q "${pkgs[@]}"
-    rm -f /etc/modprobe.d/nvidia-installer-disable-nouveau.conf
+    # The driver's packages only: never the container toolkit (nvidia-container-toolkit,
+    # libnvidia-container*), which depends on no driver and is the user's.
+    mapfile -t pkgs < <(dpkg-query -W -f='${Package} ${db:Status-Abbrev}\n' \
+        'nvidia-*' 'libnvidia-*' 'cuda-drivers*' 'xserver-xorg-video-nvidia*' 2>/dev/null \
+      | awk '$2 == "ii" && $1 !~ /^(nvidia-container-|libnvidia-container)/ {print $1}')
+    [ "${#pkgs[@]}" -eq 0 ] || apt_get purge -y -q "${pkgs[@]}"
+    rm -f /etc/modprobe.d/nvidia-installer-disable-nouveau.conf /etc/apt/preferences.d/tfrig-nvidia-driver
     ;;
   *) echo "unknown STEP '${STEP}'" >&2; exit 2 ;;
 esac

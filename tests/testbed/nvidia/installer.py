@@ -1,0 +1,225 @@
+# Stand-in for nvidia-installer, run by the NVIDIA-Linux-x86_64-VER.run files of the test bed's
+# download site (tests/testbed/nvidia_site.py). What it does as the real one does (NVIDIA/
+# nvidia-installer at the version's tag): the command line (option_table.h, nvgetopt.c: an
+# unknown option is "unrecognized option", "Invalid commandline", exit 1), root only, the checks
+# before a build (misc.c check_development_tools: cc, make, ld, then /usr/include/stdio.h;
+# kernel.c: the kernel source tree), the log at /var/log/nvidia-installer.log, exit 0 on success
+# and 1 on any failure (nvidia-installer.c main).
+# What it simulates: no kernel module is built (the .ko is a text file) and none can load in a
+# container; the module "loads" by writing /sys/module/nvidia/version where the host was given a
+# writable /sys/module (a GPU host), now if no other NVIDIA module is loaded, else at the next
+# boot (a boot hook). The user space is an nvidia-smi stand-in for the GPUs on the PCI bus.
+import datetime
+import os
+import pathlib
+import shutil
+import subprocess
+import sys
+
+VERSION = os.environ["STAND_IN_VERSION"]
+OPTIONS = [line.split(",") for line in os.environ["STAND_IN_OPTIONS"].split(";") if line]
+PAYLOAD = os.environ["STAND_IN_PAYLOAD"]  # folder with nvidia-smi and this file
+MAJOR = int(VERSION.split(".")[0])
+STATE = "/var/lib/nvidia-stand-in"
+HOOK = "/etc/tfrig-boot.d/50-nvidia-module"
+log_lines = []
+
+
+def fail(message):
+    print(f"\nERROR: {message}\n", file=sys.stderr)
+    log_lines.append(f"ERROR: {message}")
+    write_log()
+    sys.exit(1)
+
+
+def write_log():
+    if os.geteuid() != 0:
+        return
+    with open(settings.get("log-file-name", "/var/log/nvidia-installer.log"), "w") as log:
+        log.write("nvidia-installer log file '/var/log/nvidia-installer.log'\n")
+        log.write(f"creation time: {datetime.datetime.now():%a %b %d %H:%M:%S %Y}\n")
+        log.write(f"installer version: {VERSION}\n(stand-in from tfrig's test bed: no module is built)\n\n")
+        log.write("\n".join(log_lines) + "\n")
+
+
+def parse(argv):
+    longs = {name: kind for name, _, kind in OPTIONS}
+    shorts = {short: name for name, short, _ in OPTIONS if short}
+    found = {}
+    args = iter(argv)
+    for arg in args:
+        name, eq, value = arg.lstrip("-").partition("=")
+        option, negate = None, False
+        if len(name) == 1 and arg.startswith("-"):
+            option = shorts.get(name)
+        elif name in longs:
+            option = name
+        elif name.startswith("no-") and longs.get(name[3:]) == "bool":
+            option, negate = name[3:], True
+        if option is None or not arg.startswith("-"):
+            print(f'nvidia-installer: unrecognized option: "{arg}"', file=sys.stderr)
+            print(
+                "\nERROR: Invalid commandline, please run `nvidia-installer --help` for usage information.\n",
+                file=sys.stderr,
+            )
+            sys.exit(1)
+        if longs[option] == "arg" and not eq:
+            value = next(args, "")
+        found[option] = False if negate else (value if longs[option] == "arg" else True)
+    return found
+
+
+def gpus_support_open():
+    """Open modules drive Turing and newer only (NVIDIA's open-gpu-kernel-modules README)."""
+    old = {"0x102d", "0x1bb3", "0x15f7", "0x15f8", "0x15f9", "0x1db1", "0x1db4", "0x1db5", "0x1db6"}
+    root = "/sys/bus/pci/devices"
+    for entry in os.listdir(root) if os.path.isdir(root) else []:
+        try:
+            vendor = pathlib.Path(f"{root}/{entry}/vendor").read_text().strip()
+            device = pathlib.Path(f"{root}/{entry}/device").read_text().strip()
+        except OSError:
+            continue
+        if vendor == "0x10de" and device in old:
+            return False
+    return True
+
+
+def module_type():
+    chosen = settings.get("kernel-module-type")
+    if chosen is not None and chosen not in ("open", "proprietary"):
+        fail(f"Invalid kernel module type '{chosen}'; valid types are 'open' and 'proprietary'.")
+    directory = settings.get("kernel-module-build-directory")
+    if directory is not None:
+        if directory == "kernel-open" and MAJOR < 515:  # open modules ship from R515 on
+            fail("The kernel module build directory 'kernel-open' does not exist in this package.")
+        if directory not in ("kernel", "kernel-open"):
+            fail(f"The kernel module build directory '{directory}' does not exist in this package.")
+        return "open" if directory == "kernel-open" else "proprietary"
+    if chosen:
+        return chosen
+    # From 560 the installer picks the open module when every GPU supports it.
+    return "open" if MAJOR >= 560 and gpus_support_open() else "proprietary"
+
+
+def loaded_version():
+    try:
+        return open("/sys/module/nvidia/version").read().strip()
+    except OSError:
+        return None
+
+
+def install_file(source, target, mode=0o755):
+    os.makedirs(os.path.dirname(target), exist_ok=True)
+    shutil.copyfile(source, target)
+    os.chmod(target, mode)
+
+
+def uninstall():
+    if not os.path.exists(f"{STATE}/version"):
+        fail("No NVIDIA driver is currently installed.")
+    for path in pathlib.Path(f"{STATE}/files").read_text().split():
+        if os.path.lexists(path):
+            os.remove(path)
+    if shutil.which("dkms"):
+        subprocess.run(
+            ["dkms", "remove", "-m", "nvidia", "-v", pathlib.Path(f"{STATE}/version").read_text().strip(), "--all"],
+            capture_output=True,
+        )
+    shutil.rmtree(STATE)
+    log_lines.append(
+        "Uninstallation of existing driver: NVIDIA Accelerated Graphics Driver for Linux-x86_64 is complete."
+    )
+    write_log()
+
+
+settings = {}
+settings = parse(sys.argv[1:])
+if os.geteuid() != 0:
+    print("\nERROR: nvidia-installer must be run as root\n", file=sys.stderr)
+    sys.exit(1)
+if settings.get("uninstall"):
+    uninstall()
+    sys.exit(0)
+kind = module_type()
+log_lines.append(f"Kernel module type: {kind}")
+path = os.environ.get("PATH", "") + ":/usr/sbin:/sbin"
+for tool, package in (("cc", "gcc"), ("make", "make"), ("ld", "binutils")):
+    if not shutil.which(tool, path=path):
+        fail(
+            f"Unable to find the development tool `{tool}` in your path; please make sure that you have the "
+            f"package '{package}' installed.  If {package} is installed on your system, then please check that "
+            f"`{tool}` is in your PATH."
+        )
+if not os.path.exists("/usr/include/stdio.h"):
+    fail(
+        "You do not appear to have libc header files installed on your system.  "
+        "Please install your distribution's libc development package."
+    )
+kernel = os.uname().release
+source = settings.get("kernel-source-path") or f"/lib/modules/{kernel}/build"
+if not os.path.isdir(source):
+    fail(
+        "Unable to find the kernel source tree for the currently running kernel.  Please make sure you have "
+        "installed the kernel source files for your kernel and that they are properly configured; on Red Hat "
+        "Linux systems, for example, be sure you have the 'kernel-source' or 'kernel-devel' RPM installed.  If "
+        "you know the correct kernel source files are installed, you may specify the kernel source path with "
+        "the '--kernel-source-path' command line option."
+    )
+if settings.get("dkms"):
+    if not shutil.which("dkms", path=path):
+        fail(
+            "Failed to install the kernel module through DKMS. No kernel module was installed; please try "
+            "installing again without DKMS, or check the DKMS logs for more information."
+        )
+    os.makedirs(f"/usr/src/nvidia-{VERSION}", exist_ok=True)
+    with open(f"/usr/src/nvidia-{VERSION}/dkms.conf", "w") as conf:
+        conf.write(
+            f'PACKAGE_NAME="nvidia"\nPACKAGE_VERSION="{VERSION}"\nBUILT_MODULE_NAME[0]="nvidia"\n'
+            'DEST_MODULE_LOCATION[0]="/kernel/drivers/video"\nAUTOINSTALL="yes"\n'
+        )
+    added = subprocess.run(["dkms", "add", "-m", "nvidia", "-v", VERSION], capture_output=True, text=True)
+    log_lines.append(f"dkms add: {added.stdout.strip()} {added.stderr.strip()} (build simulated)")
+
+module = f"/lib/modules/{kernel}/kernel/drivers/video/nvidia.ko"
+files = ["/usr/bin/nvidia-smi", "/usr/bin/nvidia-uninstall", module, HOOK]
+install_file(f"{PAYLOAD}/nvidia-smi", "/usr/bin/nvidia-smi")
+install_file(f"{PAYLOAD}/installer.py", f"{STATE}/installer.py", 0o644)
+os.makedirs(STATE, exist_ok=True)
+with open("/usr/bin/nvidia-uninstall", "w") as uninstaller:
+    options = ";".join(",".join(option) for option in OPTIONS)
+    uninstaller.write(
+        f"#!/bin/sh\nSTAND_IN_VERSION={VERSION} STAND_IN_OPTIONS='{options}' STAND_IN_PAYLOAD={STATE} "
+        f'exec python3 {STATE}/installer.py --uninstall "$@"\n'
+    )
+os.chmod("/usr/bin/nvidia-uninstall", 0o755)
+os.makedirs(os.path.dirname(module), exist_ok=True)
+with open(module, "w") as ko:
+    ko.write(f"stand-in nvidia.ko {VERSION} {kind}\n")
+os.makedirs(os.path.dirname(HOOK), exist_ok=True)
+with open(HOOK, "w") as hook:
+    hook.write(
+        "#!/bin/sh\n# Loads the stand-in NVIDIA module at boot where the host has a GPU (a writable /sys/module).\n"
+        f"[ -f {module} ] && [ -w /sys/module ] && mkdir -p /sys/module/nvidia && echo {VERSION} > /sys/module/nvidia/version\n"
+        "true\n"
+    )
+os.chmod(HOOK, 0o755)
+with open(f"{STATE}/version", "w") as record:
+    record.write(VERSION + "\n")
+with open(f"{STATE}/module-type", "w") as record:
+    record.write(kind + "\n")
+with open(f"{STATE}/files", "w") as record:
+    record.write("\n".join([*files, f"/usr/src/nvidia-{VERSION}/dkms.conf"]) + "\n")
+running = loaded_version()
+if running is None and os.access("/sys/module", os.W_OK):
+    os.makedirs("/sys/module/nvidia", exist_ok=True)
+    with open("/sys/module/nvidia/version", "w") as version:
+        version.write(VERSION + "\n")
+    log_lines.append("Kernel module load: loaded (simulated)")
+elif running:
+    log_lines.append(f"Kernel module {running} is loaded; {VERSION} loads at the next boot (simulated)")
+else:
+    log_lines.append("Kernel module load: no GPU here (no writable /sys/module), not loaded (simulated)")
+log_lines.append(
+    f"Installation of the NVIDIA Accelerated Graphics Driver for Linux-x86_64 (version: {VERSION}) is now complete."
+)
+write_log()

@@ -1,0 +1,125 @@
+"""The test bed's stand-in for NVIDIA's download site, and for the apt archive's kernel headers.
+
+Served over HTTP inside the test network (conftest `nvidia_site`), in NVIDIA's layout
+(compat.yaml nvidia_run_installer.download_url and published_checksum):
+
+    XFree86/Linux-x86_64/VER/NVIDIA-Linux-x86_64-VER.run       the installer
+    XFree86/Linux-x86_64/VER/NVIDIA-Linux-x86_64-VER.run.sha256sum   `sha256sum` output, as NVIDIA publishes
+    tesla/VER/NVIDIA-Linux-x86_64-VER.run                      data-centre copies, no checksum beside them
+
+Each `.run` is a shell archive, like NVIDIA's (makeself), around tests/testbed/nvidia/installer.py,
+which accepts exactly the options of its version's option_table.h (option_tables.json).
+
+    kernel/   a flat apt repository with one package, linux-headers-$(uname -r): this machine's
+              kernel is no distribution kernel, so Debian's archive has no headers for it; GPU test
+              hosts get this source so that the driver path can go on as on a VM whose distribution
+              kernel has its headers in the archive. The package holds a Makefile, not real headers.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import io
+import json
+import os
+import subprocess
+import tarfile
+import tempfile
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent / "nvidia"
+RUN_NAME = "NVIDIA-Linux-x86_64-{version}.run"
+
+
+def option_table(version: str) -> list[list[str]]:
+    """The options of the newest tagged nvidia-installer not newer than `version`."""
+    from packaging.version import Version
+
+    tables = json.loads((HERE / "option_tables.json").read_text())["tables"]
+    tags = sorted((tag for tag in tables if Version(tag) <= Version(version)), key=Version)
+    if not tags:
+        raise ValueError(f"no option table at or below {version}")
+    return tables[tags[-1]]
+
+
+def run_file(version: str) -> bytes:
+    """A `.run` stand-in for `version`: a POSIX sh header and a base64 tarball payload."""
+    payload = io.BytesIO()
+    with tarfile.open(fileobj=payload, mode="w:gz") as tar:
+        for name, text in (
+            ("installer.py", (HERE / "installer.py").read_text()),
+            ("nvidia-smi", (HERE / "nvidia-smi").read_text().replace("@VERSION@", version)),
+        ):
+            data = text.encode()
+            info = tarfile.TarInfo(name)
+            info.size, info.mode = len(data), 0o755
+            tar.addfile(info, io.BytesIO(data))
+    options = ";".join(",".join(option) for option in option_table(version))
+    header = (
+        "#!/bin/sh\n"
+        f"# Stand-in for {RUN_NAME.format(version=version)} (tfrig's test bed: tests/testbed/nvidia_site.py).\n"
+        "payload=$(mktemp -d); trap 'rm -rf \"$payload\"' EXIT\n"
+        'sed -n \'/^__PAYLOAD_BELOW__$/,$p\' "$0" | tail -n +2 | base64 -d | tar -xz -C "$payload"\n'
+        f"STAND_IN_VERSION={version} STAND_IN_OPTIONS='{options}' STAND_IN_PAYLOAD=\"$payload\" "
+        'python3 "$payload/installer.py" "$@"\n'
+        "exit $?\n"
+        "__PAYLOAD_BELOW__\n"
+    )
+    return header.encode() + base64.encodebytes(payload.getvalue())
+
+
+def _write(path: Path, data: bytes) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(data)
+
+
+def add_driver(site: Path, version: str, *, checksum: bool = True, tesla: bool = True) -> Path:
+    """Publish `version` on the site (its XFree86 copy and checksum, and a tesla/ copy)."""
+    data = run_file(version)
+    name = RUN_NAME.format(version=version)
+    xfree86 = site / "XFree86" / "Linux-x86_64" / version / name
+    if checksum:
+        _write(xfree86, data)
+        _write(xfree86.with_name(name + ".sha256sum"), f"{hashlib.sha256(data).hexdigest()}  {name}\n".encode())
+    if tesla:
+        _write(site / "tesla" / version / name, data)
+    return xfree86
+
+
+def _headers_deb(kernel: str, folder: Path) -> Path:
+    root = Path(tempfile.mkdtemp())
+    (root / "DEBIAN").mkdir()
+    (root / "DEBIAN" / "control").write_text(
+        f"Package: linux-headers-{kernel}\nVersion: 1.0\nArchitecture: amd64\n"
+        "Maintainer: tfrig test bed <tests@tfrig.invalid>\n"
+        "Description: stand-in headers for the test machine's kernel (a Makefile only)\n"
+    )
+    source = root / "usr" / "src" / f"linux-headers-{kernel}"
+    source.mkdir(parents=True)
+    (source / "Makefile").write_text(f"# stand-in kernel build tree for {kernel}\n")
+    modules = root / "lib" / "modules" / kernel
+    modules.mkdir(parents=True)
+    os.symlink(f"/usr/src/linux-headers-{kernel}", modules / "build")
+    deb = folder / f"linux-headers-{kernel}_1.0_amd64.deb"
+    subprocess.run(["dpkg-deb", "--root-owner-group", "--build", str(root), str(deb)], check=True, capture_output=True)
+    return deb
+
+
+def add_kernel_headers(site: Path, kernel: str | None = None) -> str:
+    """A flat apt repository under kernel/ with the headers package; returns its sources line path part."""
+    kernel = kernel or os.uname().release
+    folder = site / "kernel"
+    folder.mkdir(parents=True, exist_ok=True)
+    deb = _headers_deb(kernel, folder)
+    control = subprocess.run(["dpkg-deb", "-f", str(deb)], check=True, capture_output=True, text=True).stdout
+    data = deb.read_bytes()
+    packages = (
+        control.strip() + f"\nFilename: ./{deb.name}\nSize: {len(data)}\nSHA256: {hashlib.sha256(data).hexdigest()}\n\n"
+    ).encode()
+    (folder / "Packages").write_bytes(packages)
+    (folder / "Release").write_text(
+        f"Origin: tfrig-test-bed\nLabel: kernel headers\nSHA256:\n"
+        f" {hashlib.sha256(packages).hexdigest()} {len(packages)} Packages\n"
+    )
+    return "kernel"

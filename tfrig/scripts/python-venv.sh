@@ -1,0 +1,21 @@
+#!/usr/bin/env bash
+# A Python venv at VENV (a path; ~ is the target user's home when run by tfrig), on a stock
+# Debian/Ubuntu image too: `python3 -m venv` needs ensurepip, which those images leave out of
+# python3 (it ships in python3-venv), so install that first. A half-made venv (bin/python there,
+# no pip, from a venv made before ensurepip was there) is completed in place. Idempotent.
+#   VENV     the venv's folder; a leading ~ is AS_USER's home
+#   AS_USER  whose venv it is (the script runs as root for apt; the venv belongs to AS_USER)
+set -euo pipefail
+export DEBIAN_FRONTEND=noninteractive
+apt_get() { apt-get -o DPkg::Lock::Timeout="${APT_LOCK_TIMEOUT:-900}" "$@"; }
+VENV=${VENV:?VENV is required}
+AS_USER=${AS_USER:-$(id -un)}
+home=$(getent passwd "${AS_USER}" | cut -d: -f6)
+case "${VENV}" in "~") VENV=${home} ;; "~/"*) VENV=${home}/${VENV#"~/"} ;; esac
+if ! python3 -c 'import ensurepip' 2>/dev/null; then
+  apt_get update -q
+  apt_get install -y -q --no-install-recommends python3-venv
+fi
+if [ ! -e "${VENV}/bin/pip" ]; then
+  if [ "$(id -un)" = "${AS_USER}" ]; then python3 -m venv "${VENV}"; else sudo -u "${AS_USER}" -H python3 -m venv "${VENV}"; fi
+fi
