@@ -302,6 +302,7 @@ def gpu_host(sshd_factory: Any, nvidia_site: NvidiaSite) -> Any:
 
     def start(gpu: str, **options: Any) -> SshHost:
         extra = {str(nvidia_site.headers_source): "/etc/apt/sources.list.d/tfrig-kernel-headers.list"}
+        options.setdefault("restart_policy", {"Name": "always"})  # it comes back after a reboot, as a VM
         return sshd_factory(gpu=gpu, volumes_extra=extra, **options)
 
     return start

@@ -31,7 +31,7 @@ def driver_state(facts: dict[str, Any]) -> dict[str, Any]:
         "loaded": module,
         "installed": userspace or module,
         "kernel": facts["kernel"].out.strip(),
-        "dkms": facts["dkms"].out.strip() if facts["dkms"].ok and facts["dkms"].out.strip() else None,
+        "dkms": "; ".join(facts["dkms"].out.split("\n")) if facts["dkms"].ok and facts["dkms"].out.strip() else None,
         "mismatch": bool(module and userspace and module != userspace),
     }
 
@@ -158,8 +158,13 @@ def install_driver(
                 host.say(f"note: {note}")
             announced = True
         if p.already and not p.steps:
-            host.say(f"already done: driver {p.version} loaded")
-            return {"changed": reboots > 0 or installed, "driver": p.version, "module": p.module, "reboots": reboots}
+            if not (installed or reboots):
+                host.say(f"already done: driver {p.version} loaded")
+                return {"changed": False, "driver": p.version, "module": p.module, "reboots": reboots}
+            if not host.dry:
+                report = gpu.read_gpus(host)
+                host.say(f"verified after the reboot: driver {report.driver}, {len(report.gpus)} GPU(s) visible")
+            return {"changed": True, "driver": p.version, "module": p.module, "reboots": reboots}
         if installed and "install" in p.steps:
             report = gpu.read_gpus(host)
             if report.diagnosis:
@@ -199,15 +204,18 @@ def install_driver(
                     _assume_installed(host, p)
                     continue
                 report = gpu.read_gpus(host)
-                if report.diagnosis and reboots == 0:
+                working = bool(report.driver and report.gpus)  # a diagnosis may be TensorFlow's (a K80)
+                if not working and reboots == 0:
                     # The .run installer loads the module itself; when it couldn't, a boot does.
                     host.reboot("the new driver's module is not loaded yet")
                     reboots += 1
                     rebooted = True
                     break
-                if report.diagnosis:
+                if not working:
                     raise Exit(f"[{host.label}] the driver is installed but: {report.diagnosis}; {report.fix}")
                 host.say(f"verified: driver {report.driver}, {len(report.gpus)} GPU(s) visible")
+                if report.diagnosis:
+                    host.say(f"note: {report.diagnosis}")
             else:
                 host.say(f"step {step}")
                 host.script(SCRIPT, {**env, "STEP": step}, progress=f"driver {step}")

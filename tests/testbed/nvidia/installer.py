@@ -180,6 +180,9 @@ if settings.get("dkms"):
     added = subprocess.run(["dkms", "add", "-m", "nvidia", "-v", VERSION], capture_output=True, text=True)
     log_lines.append(f"dkms add: {added.stdout.strip()} {added.stderr.strip()} (build simulated)")
 
+if os.path.exists(f"{STATE}/version"):  # as nvidia-installer: the existing driver is uninstalled first
+    uninstall()
+    log_lines.append("Uninstalled the existing driver before installing this one.")
 module = f"/lib/modules/{kernel}/kernel/drivers/video/nvidia.ko"
 files = ["/usr/bin/nvidia-smi", "/usr/bin/nvidia-uninstall", module, HOOK]
 install_file(f"{PAYLOAD}/nvidia-smi", "/usr/bin/nvidia-smi")

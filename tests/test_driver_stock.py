@@ -1,0 +1,116 @@
+"""The whole driver path on stock-image hosts over real SSH, against the NVIDIA site stand-in.
+
+What is real: SSH, sudo, apt installing gcc, make, dkms and libc6-dev from Debian's archive while
+unattended-upgrades holds the dpkg lock, the checksum fetched from the site and checked, tfrig's
+script choosing nvidia-installer's flags, the reboot (the container restarts) and the resume.
+What is simulated (tests/testbed/nvidia_site.py, nvidia/installer.py): the `.run` installers are
+stand-ins that take exactly their version's options and refuse as nvidia-installer does, but build
+no module; the kernel headers come from the site's apt repository (Debian has none for this
+machine's kernel); the module "loads" by writing /sys/module/nvidia/version on a GPU host, and
+nvidia-smi is a stand-in that answers for the PCI tree the test gives the host.
+"""
+
+from __future__ import annotations
+
+import pytest
+
+pytestmark = pytest.mark.slow
+
+DOWNLOADS = ("470.239.06", "535.261.03", "580.159.04")
+
+
+@pytest.fixture
+def site(nvidia_site):
+    for version in DOWNLOADS:
+        nvidia_site.add(version)
+    return nvidia_site
+
+
+def install(tfrig, host, site, ssh_env, *args):
+    return tfrig("driver.install", "--download-base", site.base_url, *args, "-H", host.spec(), env=ssh_env)
+
+
+def installer_args(host) -> str:
+    return host.exec("cat /var/log/nvidia-installer.log; cat /var/lib/nvidia-stand-in/module-type")[1]
+
+
+def test_the_stand_in_refuses_what_nvidia_installer_refuses(sshd_factory, site):
+    host = sshd_factory(boot_lock=0)
+    run = "/tmp/NVIDIA-Linux-x86_64-535.261.03.run"
+    code, out = host.exec(
+        f"curl -fsS -o {run} {site.base_url}/XFree86/Linux-x86_64/535.261.03/NVIDIA-Linux-x86_64-535.261.03.run"
+        f" && sh {run} -s --kernel-module-type=open"
+    )
+    assert code == 1 and 'unrecognized option: "--kernel-module-type=open"' in out  # 555 and later only
+    code, out = host.exec(f"sh {run} -s --dkms --no-cc-version-check -m=kernel-open")
+    assert code == 1 and "Unable to find the development tool `cc`" in out
+    assert "Unable to find the development tool `cc`" in host.exec("cat /var/log/nvidia-installer.log")[1]
+
+
+def test_k80_gets_r470_proprietary_checksum_verified_then_a_rerun_does_nothing(tfrig, gpu_host, site, ssh_env):
+    bad = "470.256.02"
+    site.add(bad)
+    (site.folder / "XFree86/Linux-x86_64" / bad / f"NVIDIA-Linux-x86_64-{bad}.run.sha256sum").write_text(
+        "0" * 64 + f"  NVIDIA-Linux-x86_64-{bad}.run\n"
+    )
+    host = gpu_host("k80")
+    tampered = install(tfrig, host, site, ssh_env, "--version", bad)
+    assert tampered.code == 1
+    assert f"NVIDIA-Linux-x86_64-{bad}.run does not match its SHA-256 {'0' * 64}; removed it" in tampered.err
+    assert host.exec("test -e /usr/bin/nvidia-smi")[0] != 0
+
+    first = install(tfrig, host, site, ssh_env)
+    assert first.code == 0, first.text
+    assert "driver 470.239.06 (proprietary kernel module, NVIDIA's .run installer) for Tesla K80" in first.out
+    assert "verified: driver 470.239.06, 1 GPU(s) visible" in first.out
+    assert "proprietary" in installer_args(host)
+    log = host.exec("cat /var/log/nvidia-installer.log")[1]
+    assert "installer version: 470.239.06" in log and "is now complete" in log
+
+    again = install(tfrig, host, site, ssh_env)
+    assert again.code == 0 and "already done: driver 470.239.06 loaded" in again.out
+
+
+def test_t4_branch_535_then_the_lts_open_module_with_a_reboot_then_status_and_uninstall(tfrig, gpu_host, site, ssh_env):
+    host = gpu_host("t4")
+    old = install(tfrig, host, site, ssh_env, "--branch", "535")
+    assert old.code == 0, old.text
+    assert "driver 535.261.03 (proprietary kernel module" in old.out
+    assert "Kernel module type: proprietary" in installer_args(host)
+
+    new = install(tfrig, host, site, ssh_env)
+    assert new.code == 0, new.text
+    assert "driver 535.261.03 is loaded now; it is replaced, and a reboot loads 580.159.04" in new.out
+    assert "rebooting: to load the new kernel module configuration" in new.out and "back after the reboot" in new.out
+    assert "verified after the reboot: driver 580.159.04, 1 GPU(s) visible" in new.out
+    assert "Kernel module type: open" in installer_args(host)
+    host.container.reload()
+    assert host.container.attrs["RestartCount"] == 1
+
+    assert "already done: driver 580.159.04 loaded" in install(tfrig, host, site, ssh_env).out
+    status = tfrig("driver.status", "-H", host.spec(), env=ssh_env)
+    assert status.code == 0 and "driver 580.159.04 loaded" in status.out
+    assert "dkms: nvidia/580.159.04" in status.out
+
+    removed = tfrig("driver.uninstall", "--yes", "-H", host.spec(), env=ssh_env)
+    assert removed.code == 0, removed.text
+    assert "removed; reboot to unload the module" in removed.out
+    assert host.exec("test -e /usr/bin/nvidia-smi")[0] != 0
+
+
+def test_v100_unpublished_checksum_needs_unverified_then_580_proprietary(tfrig, gpu_host, site, ssh_env):
+    mirror_only = "550.163.01"
+    site.add(mirror_only, checksum=False)  # only tesla/, no .sha256sum: like a mirror without checksums
+    host = gpu_host("v100")
+    refused = install(tfrig, host, site, ssh_env, "--version", mirror_only)
+    assert refused.code == 1
+    assert "no checksum published at" in refused.err and "--sha256" in refused.err and "--unverified" in refused.err
+
+    unverified = install(tfrig, host, site, ssh_env, "--version", mirror_only, "--unverified")
+    assert unverified.code == 0, unverified.text
+    assert "verified: driver 550.163.01" in unverified.out
+
+    lts = install(tfrig, host, site, ssh_env)
+    assert lts.code == 0, lts.text
+    assert "driver 580.159.04 (proprietary kernel module" in lts.out  # Volta has no open module
+    assert "Kernel module type: proprietary" in installer_args(host)
