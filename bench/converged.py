@@ -34,7 +34,7 @@ def start_hosts(client: docker.DockerClient, count: int, key: Path, wheelhouse: 
     for index in range(count):
         address = f"127.0.0.{200 + index}"
         container = client.containers.run(
-            "local/tfrig-sshd",
+            "local/tfrig-stock",  # tests/testbed/stock.Dockerfile
             detach=True,
             ports={"22/tcp": (address, 22)},
             labels={"tfrig-bench": "1"},

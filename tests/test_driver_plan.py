@@ -266,6 +266,12 @@ def test_module_and_method_refusals(state, options, message):
         driverplan.plan(facts(**state), **options)
 
 
+def test_debians_own_driver_package_is_seen_so_a_run_over_it_is_refused():
+    assert "'nvidia-kernel-dkms'" in driverplan.PREFLIGHT["packages"]
+    with pytest.raises(driverplan.Refusal, match=r"driver packages from apt are installed \(nvidia-kernel-dkms\)"):
+        driverplan.plan(facts(os=(0, "debian 12"), packages=(0, "nvidia-kernel-dkms ii ")))
+
+
 def test_a_t4_on_a_branch_before_560_gets_the_proprietary_module_with_no_module_flag():
     plan = driverplan.plan(facts(), branch="535")
     assert (plan.module, driverplan.installer_flags(plan.version, plan.module)[3:]) == ("proprietary", [])

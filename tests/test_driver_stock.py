@@ -92,10 +92,22 @@ def test_t4_branch_535_then_the_lts_open_module_with_a_reboot_then_status_and_un
     assert status.code == 0 and "driver 580.159.04 loaded" in status.out
     assert "dkms: nvidia/580.159.04" in status.out
 
+    # The user's container toolkit is not the driver: uninstall leaves it (dummy packages of its names).
+    for package in ("nvidia-container-toolkit", "libnvidia-container1"):
+        code, out = host.exec(
+            f"mkdir -p /tmp/{package}/DEBIAN && printf 'Package: {package}\\nVersion: 1.17.8-1\\n"
+            f"Architecture: all\\nMaintainer: t <t@t.invalid>\\nDescription: stand-in\\n' "
+            f"> /tmp/{package}/DEBIAN/control && dpkg-deb -b /tmp/{package} /tmp/{package}.deb && dpkg -i /tmp/{package}.deb"
+        )
+        assert code == 0, out
     removed = tfrig("driver.uninstall", "--yes", "-H", host.spec(), env=ssh_env)
     assert removed.code == 0, removed.text
     assert "removed; reboot to unload the module" in removed.out
     assert host.exec("test -e /usr/bin/nvidia-smi")[0] != 0
+    kept = host.exec(
+        "dpkg-query -W -f='${Package} ${db:Status-Abbrev}\\n' nvidia-container-toolkit libnvidia-container1"
+    )
+    assert kept[1].split() == ["libnvidia-container1", "ii", "nvidia-container-toolkit", "ii"], kept
 
 
 def test_v100_unpublished_checksum_needs_unverified_then_580_proprietary(tfrig, gpu_host, site, ssh_env):

@@ -540,6 +540,7 @@ def _doctor_checks(host: Host, image: str | None) -> list[dict[str, Any]]:
         {
             "engine": "docker version --format '{{.Server.Version}} {{.Server.APIVersion}}'",
             "groups": f"id -nG {shlex.quote(user)}",
+            "session_groups": "id -nG",  # this login's groups: a group added since needs a new login
             "ctk": "nvidia-ctk --version",
             "runtimes": "docker info --format '{{json .Runtimes}}'",
             "driver": "cat /proc/driver/nvidia/version",
@@ -563,12 +564,19 @@ def _doctor_checks(host: Host, image: str | None) -> list[dict[str, Any]]:
         )
     else:
         check("engine", False, "no engine answers", "inv docker.install (or start the docker service)")
-    in_group = user == "root" or "docker" in facts["groups"].out.split()
+    member = user == "root" or "docker" in facts["groups"].out.split()
+    in_session = user == "root" or "docker" in facts["session_groups"].out.split()
+    if in_session:
+        detail = f"{user} is in the docker group" + (" (root)" if user == "root" else "")
+    elif member:
+        detail = f"{user} is in the docker group, but not in this login session"
+    else:
+        detail = f"{user} is not in the docker group"
     check(
         "docker group",
-        in_group,
-        f"{user} {'is' if in_group else 'is not'} in the docker group" + (" (root)" if user == "root" else ""),
-        "inv docker.install adds you; then log in again",
+        in_session,
+        detail,
+        "log in again (a new SSH session)" if member else "inv docker.install adds you; then log in again",
     )
     check(
         "container toolkit",

@@ -14,8 +14,10 @@ step() { echo; echo "### $*"; "$@"; echo "(exit $?)"; }
   step "$py" -m tfrig gpu.check
   step "$py" -m tfrig gpu.check --json
   step "$py" -m tfrig driver.status --json
-  step "$py" -m tfrig --dry driver.install --unverified
-  step "$py" -m tfrig --dry gpu.setup --unverified
+  # No --sha256 or --unverified: the plan against the machine's real driver, with NVIDIA's checksum.
+  step "$py" -m tfrig --dry driver.install
+  step "$py" -m tfrig --dry gpu.setup
+  step "$py" -m tfrig driver.status
   nvidia-smi >"$out/table.txt" 2>&1
   step "$py" -m tfrig gpu.check --input "$out/table.txt"
 } 2>&1 | tee "$out/gpu-checks.log"

@@ -10,7 +10,7 @@ export DEBIAN_FRONTEND=noninteractive
 apt_get() { apt-get -o DPkg::Lock::Timeout="${APT_LOCK_TIMEOUT:-900}" "$@"; }
 VENV=${VENV:?VENV is required}
 AS_USER=${AS_USER:-$(id -un)}
-home=$(getent passwd "${AS_USER}" | cut -d: -f6)
+if [ "$(id -un)" = "${AS_USER}" ]; then home=${HOME}; else home=$(getent passwd "${AS_USER}" | cut -d: -f6); fi
 case "${VENV}" in "~") VENV=${home} ;; "~/"*) VENV=${home}/${VENV#"~/"} ;; esac
 if ! python3 -c 'import ensurepip' 2>/dev/null; then
   apt_get update -q
