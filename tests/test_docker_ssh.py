@@ -13,7 +13,7 @@ def test_install_distro_over_ssh_then_rerun_changes_nothing(tfrig, sshd_factory,
 
     # One run: the doctor after the install logs in anew, so it sees the docker group (the engine
     # itself can't start in this container: --no-start).
-    first = tfrig("docker.install", "--method", "distro", "--no-start", "docker.doctor", "-H", host.spec(), env=ssh_env)
+    first = tfrig("docker.install", "--method", "distro", "--no-start", "-H", host.spec(), "docker.doctor", env=ssh_env)
     assert first.code == 1, first.text  # the doctor finds no engine and no GPU here
     assert "ok   docker group: tfrig is in the docker group" in first.out, first.out
     assert f"target: {host.spec()}" in first.out
