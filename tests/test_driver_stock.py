@@ -97,7 +97,8 @@ def test_t4_branch_535_then_the_lts_open_module_with_a_reboot_then_status_and_un
         code, out = host.exec(
             f"mkdir -p /tmp/{package}/DEBIAN && printf 'Package: {package}\\nVersion: 1.17.8-1\\n"
             f"Architecture: all\\nMaintainer: t <t@t.invalid>\\nDescription: stand-in\\n' "
-            f"> /tmp/{package}/DEBIAN/control && dpkg-deb -b /tmp/{package} /tmp/{package}.deb && dpkg -i /tmp/{package}.deb"
+            f"> /tmp/{package}/DEBIAN/control && dpkg-deb -b /tmp/{package} /tmp/{package}.deb"
+            f" && apt-get -o DPkg::Lock::Timeout=60 install -y -q /tmp/{package}.deb"  # the boot lock is held again
         )
         assert code == 0, out
     removed = tfrig("driver.uninstall", "--yes", "-H", host.spec(), env=ssh_env)
