@@ -263,6 +263,7 @@ class NvidiaSite:
     base_url: str
     folder: Path
     headers_source: Path  # an apt sources file for the kernel headers repository
+    cuda_repo: str  # NVIDIA's CUDA apt repositories' stand-in, for driver.apt_repo_base
 
     def add(self, version: str, **options: Any) -> Path:
         from tests.testbed import nvidia_site
@@ -278,6 +279,7 @@ def nvidia_site(docker_client: Any, testnet: str, tmp_path_factory: pytest.TempP
     folder = tmp_path_factory.mktemp("nvidia-site")
     os.chmod(folder, 0o755)
     nvidia_site.add_kernel_headers(folder)
+    cuda = nvidia_site.add_cuda_repo(folder, tmp_path_factory.mktemp("gnupg"))
     name = f"nvidia-site-{os.getpid()}"
     container = docker_client.containers.run(
         STOCK_IMAGE,
@@ -291,7 +293,7 @@ def nvidia_site(docker_client: Any, testnet: str, tmp_path_factory: pytest.TempP
     sources = tmp_path_factory.mktemp("apt") / "tfrig-kernel-headers.list"
     sources.write_text(f"deb [trusted=yes] http://{name}/kernel ./\n")
     try:
-        yield NvidiaSite(f"http://{name}", folder, sources)
+        yield NvidiaSite(f"http://{name}", folder, sources, f"http://{name}/{cuda}")
     finally:
         container.remove(force=True)
 

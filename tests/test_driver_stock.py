@@ -127,3 +127,25 @@ def test_v100_unpublished_checksum_needs_unverified_then_580_proprietary(tfrig, 
     assert lts.code == 0, lts.text
     assert "driver 580.159.04 (proprietary kernel module" in lts.out  # Volta has no open module
     assert "Kernel module type: proprietary" in installer_args(host)
+
+
+def test_apt_method_on_debian_reaches_its_fixed_point_after_one_reboot(tfrig, gpu_host, site, ssh_env):
+    """NVIDIA's CUDA repository (the stand-in: signed, with 580 and 590 packages), pinned to the
+    branch: the repository's 580.95.05 is the target, one reboot loads it, a rerun does nothing."""
+    host = gpu_host("t4")
+    env = {**ssh_env, "INVOKE_DRIVER_APT_REPO_BASE": site.cuda_repo}
+    first = tfrig("driver.install", "--method", "apt", "--branch", "580", "-H", host.spec(), env=env)
+    assert first.code == 0, first.text
+    assert "driver branch R580 (open kernel module, apt: nvidia-open (pinned to 580.*)) for Tesla T4" in first.out
+    assert "rebooting: the new driver's module is not loaded yet" in first.out
+    assert "verified after the reboot: driver 580.95.05, 1 GPU(s) visible" in first.out
+    installed = host.exec("dpkg-query -W -f='${Package} ${Version}\\n' nvidia-open cuda-keyring")[1].split()
+    assert installed == ["cuda-keyring", "1.1-1", "nvidia-open", "580.95.05-1"]  # not the newer 590
+    host.container.reload()
+    assert host.container.attrs["RestartCount"] == 1
+
+    again = tfrig("driver.install", "--method", "apt", "--branch", "580", "-H", host.spec(), env=env)
+    assert again.code == 0, again.text
+    assert "already done: driver 580.95.05 loaded" in again.out
+    host.container.reload()
+    assert host.container.attrs["RestartCount"] == 1  # no second reboot, ever

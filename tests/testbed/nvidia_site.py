@@ -123,3 +123,104 @@ def add_kernel_headers(site: Path, kernel: str | None = None) -> str:
         f" {hashlib.sha256(packages).hexdigest()} {len(packages)} Packages\n"
     )
     return "kernel"
+
+
+def _deb(folder: Path, package: str, version: str, files: dict[str, tuple[str | bytes, int]], **fields: str) -> Path:
+    """A .deb of `package` holding `files` (path -> (text, mode))."""
+    root = Path(tempfile.mkdtemp())
+    (root / "DEBIAN").mkdir()
+    extra = "".join(f"{key.replace('_', '-').title()}: {value}\n" for key, value in fields.items())
+    (root / "DEBIAN" / "control").write_text(
+        f"Package: {package}\nVersion: {version}\nArchitecture: all\n"
+        f"Maintainer: tfrig test bed <tests@tfrig.invalid>\n{extra}Description: test-bed stand-in of {package}\n"
+    )
+    for path, (text, mode) in files.items():
+        target = root / path.lstrip("/")
+        target.parent.mkdir(parents=True, exist_ok=True)
+        target.write_bytes(text if isinstance(text, bytes) else text.encode())
+        target.chmod(mode)
+    deb = folder / f"{package}_{version}_all.deb"
+    subprocess.run(["dpkg-deb", "--root-owner-group", "--build", str(root), str(deb)], check=True, capture_output=True)
+    return deb
+
+
+def _index(folder: Path, debs: list[Path]) -> bytes:
+    entries = []
+    for deb in debs:
+        control = subprocess.run(["dpkg-deb", "-f", str(deb)], check=True, capture_output=True, text=True).stdout
+        data = deb.read_bytes()
+        entries.append(
+            control.strip()
+            + f"\nFilename: ./{deb.name}\nSize: {len(data)}\nSHA256: {hashlib.sha256(data).hexdigest()}\n"
+        )
+    packages = ("\n".join(entries) + "\n").encode()
+    (folder / "Packages").write_bytes(packages)
+    return packages
+
+
+def add_cuda_repo(site: Path, gnupg_home: Path, versions: tuple[str, ...] = ("580.95.05", "590.44.01")) -> str:
+    """NVIDIA's CUDA apt repository for Debian 12, as a flat repository signed with a key of the test
+    run's own (NVIDIA's layout: repos/debian12/x86_64/ with cuda-keyring_1.1-1_all.deb, whose list
+    names developer.download.nvidia.com and whose keyring verifies the InRelease). Its `nvidia-open`
+    and `cuda-drivers` packages of each version install the nvidia-smi stand-in, a stand-in module
+    under updates/dkms and the boot hook that "loads" it: apt, like DKMS, loads no module, so the
+    driver is in use after the next boot. Returns the repository base for `driver.apt_repo_base`."""
+    folder = site / "cuda" / "repos" / "debian12" / "x86_64"
+    folder.mkdir(parents=True, exist_ok=True)
+    gnupg_home.mkdir(mode=0o700, parents=True, exist_ok=True)
+    gpg = ["gpg", "--batch", "--homedir", str(gnupg_home)]
+    subprocess.run(
+        [*gpg, "--passphrase", "", "--quick-gen-key", "cudatools@tfrig.invalid", "ed25519", "sign", "never"],
+        check=True,
+        capture_output=True,
+    )
+    keyring = subprocess.run([*gpg, "--export"], check=True, capture_output=True).stdout
+    kernel = os.uname().release
+    debs = [
+        _deb(
+            folder,
+            "cuda-keyring",
+            "1.1-1",
+            {
+                "/usr/share/keyrings/cuda-archive-keyring.gpg": (keyring, 0o644),
+                "/etc/apt/sources.list.d/cuda-debian12-x86_64.list": (
+                    "deb [signed-by=/usr/share/keyrings/cuda-archive-keyring.gpg] "
+                    "https://developer.download.nvidia.com/compute/cuda/repos/debian12/x86_64/ /\n",
+                    0o644,
+                ),
+            },
+        )
+    ]
+    smi = (HERE / "nvidia-smi").read_text()
+    for version in versions:
+        hook = (
+            "#!/bin/sh\n# Loads the stand-in NVIDIA module at boot where the host has a GPU (a writable /sys/module).\n"
+            f"[ -f /lib/modules/{kernel}/updates/dkms/nvidia.ko ] && [ -w /sys/module ] && mkdir -p /sys/module/nvidia"
+            f" && echo {version} > /sys/module/nvidia/version\ntrue\n"
+        )
+        files: dict[str, tuple[str | bytes, int]] = {
+            "/usr/bin/nvidia-smi": (smi.replace("@VERSION@", version), 0o755),
+            f"/lib/modules/{kernel}/updates/dkms/nvidia.ko": (f"stand-in nvidia.ko {version}\n", 0o644),
+            "/etc/tfrig-boot.d/50-nvidia-module": (hook, 0o755),
+        }
+        for package in ("nvidia-open", "cuda-drivers"):
+            debs.append(
+                _deb(
+                    folder,
+                    package,
+                    f"{version}-1",
+                    files,
+                    conflicts="cuda-drivers" if package == "nvidia-open" else "nvidia-open",
+                )
+            )
+    packages = _index(folder, debs)
+    (folder / "Release").write_text(
+        "Origin: NVIDIA (test-bed stand-in)\nLabel: NVIDIA CUDA\nArchitecture: x86_64\n"
+        f"SHA256:\n {hashlib.sha256(packages).hexdigest()} {len(packages)} Packages\n"
+    )
+    subprocess.run(
+        [*gpg, "--yes", "--clearsign", "-o", str(folder / "InRelease"), str(folder / "Release")],
+        check=True,
+        capture_output=True,
+    )
+    return "cuda/repos"

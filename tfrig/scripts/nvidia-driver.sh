@@ -59,7 +59,7 @@ case "${STEP}" in
         repo="${REPO_BASE:-https://developer.download.nvidia.com/compute/cuda/repos}/debian${VERSION_ID%%.*}/x86_64"
         if ! dpkg -s cuda-keyring >/dev/null 2>&1; then
           fetch "${repo}/cuda-keyring_1.1-1_all.deb" /tmp/cuda-keyring.deb
-          dpkg -i /tmp/cuda-keyring.deb
+          apt_get install -y -q /tmp/cuda-keyring.deb  # through apt: it waits for the dpkg lock, dpkg -i does not
         fi
         if [ -n "${REPO_BASE:-}" ]; then  # a mirror: the keyring's list names NVIDIA's host
           sed -i "s#https://developer.download.nvidia.com/compute/cuda/repos/debian${VERSION_ID%%.*}/x86_64#${repo}#" \
