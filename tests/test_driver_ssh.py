@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import platform
+from pathlib import Path
 
 import pytest
 from fabric import Connection
@@ -81,3 +82,42 @@ def test_reboot_waits_for_the_host_to_come_back_and_goes_on(sshd_factory, ssh_ke
     assert "[vm] rebooting: testing" in out and "[vm] back after the reboot" in out
     host.container.reload()
     assert host.container.attrs["RestartCount"] == 1
+
+
+def test_on_a_terminal_a_live_line_says_it_waits_for_unattended_upgrades(sshd_factory, ssh_env):
+    """A long step on a terminal: rich's live line with the step, its elapsed time, and what apt is
+    waiting for (read from apt's own output as it streams)."""
+    import os
+    import pty
+    import subprocess
+    import sys
+    import time
+
+    host = sshd_factory(boot_lock=25)
+    main, child = pty.openpty()
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "tfrig", "driver.prepare", "--no-headers", "-H", host.spec()],
+        stdin=child,
+        stdout=child,
+        stderr=child,
+        env={**os.environ, **ssh_env, "COLUMNS": "200", "TERM": "xterm"},
+        cwd=Path(__file__).resolve().parents[1],
+    )
+    os.close(child)
+    screen = b""
+    deadline = time.monotonic() + 240
+    while time.monotonic() < deadline:
+        try:
+            chunk = os.read(main, 65536)
+        except OSError:  # the child closed the terminal
+            break
+        if not chunk:
+            break
+        screen += chunk
+    proc.wait(30)
+    os.close(main)
+    text = screen.decode(errors="replace")
+    assert proc.returncode == 0, text
+    assert "installing build tools" in text
+    assert "waiting for the dpkg lock, held by unattended-upgrades (it runs after a VM boots)" in text
+    assert "started" not in text  # the plain lines are for pipes

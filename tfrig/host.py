@@ -169,7 +169,7 @@ class Host:
             from tfrig import progress as progress_mod
 
             with progress_mod.step(self.label, progress, self.out) as tracker:
-                result = self._run(command, sudo=sudo, watchers=[tracker])
+                result = self._run(command, sudo=sudo, watchers=[tracker.watcher()])
         else:
             result = self._run(command, sudo=sudo)
         self._log("change", command, result.exited, result.stdout + result.stderr)

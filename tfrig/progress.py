@@ -22,7 +22,7 @@ _LOCK_WAIT = re.compile(
     r"Could not get lock (?P<lock>\S+?)\.? It is held by process (?P<pid>\d+)(?: \((?P<name>[^)]+)\))?"
 )
 
-_lock = threading.Lock()
+_lock = threading.RLock()  # re-entrant: rich renders (and takes it) inside Live(...) and start()
 _live: Any = None  # the terminal's rich Live while any step runs there
 _running: list[Tracker] = []
 
@@ -36,32 +36,54 @@ def _elapsed(seconds: float) -> str:
     return f"{minutes}m{secs:02d}s" if minutes else f"{secs}s"
 
 
-class Tracker(StreamWatcher):
-    """One running step: its label, what it does, and a note from its output (a lock wait)."""
+class Tracker:
+    """One running step: its label, what it does, and a note from its output (a lock wait).
+
+    Invoke hands a watcher each output stream whole as it grows (stdout and stderr separately), so
+    the tracker looks at each stream's tail: apt repeats its waiting line while it waits, and the
+    note lapses a few seconds after the last one."""
+
+    NOTE_LAPSES_S = 5.0
 
     def __init__(self, label: str, what: str) -> None:
-        super().__init__()
         self.label, self.what = label, what
         self.started = time.monotonic()
-        self.note = ""
-        self._seen = 0
+        self._note = ""
+        self._noted_at = 0.0
+        self._lengths: set[int] = set()
 
     def submit(self, stream: str) -> list[str]:
-        new, self._seen = stream[self._seen :], len(stream)
-        match = _LOCK_WAIT.search(new)
-        if match:
+        match = _LOCK_WAIT.search(stream[-400:])
+        if match and len(stream) not in self._lengths:  # a new waiting line, not a stream seen before
+            self._lengths.add(len(stream))
             holder = match["name"] or f"process {match['pid']}"
             if holder.startswith("unattended-upgr"):
                 holder = "unattended-upgrades (it runs after a VM boots)"
-            self.note = f"waiting for the dpkg lock, held by {holder}"
-        elif new.strip() and self.note.startswith("waiting for the dpkg lock"):
-            self.note = ""
+            self._note, self._noted_at = f"waiting for the dpkg lock, held by {holder}", time.monotonic()
         return []
 
+    @property
+    def note(self) -> str:
+        return self._note if time.monotonic() - self._noted_at < self.NOTE_LAPSES_S else ""
+
+    def watcher(self) -> _Watch:
+        return _Watch(self)
+
     def line(self) -> str:
-        return f"[{self.label}] {self.what} {_elapsed(time.monotonic() - self.started)}" + (
-            f": {self.note}" if self.note else ""
-        )
+        note = self.note
+        return f"[{self.label}] {self.what} {_elapsed(time.monotonic() - self.started)}" + (f": {note}" if note else "")
+
+
+class _Watch(StreamWatcher):
+    """Hands a step's output streams to its Tracker. Invoke's StreamWatcher is a threading.local
+    (each output thread gets its own attributes), so the state lives in the shared Tracker."""
+
+    def __init__(self, tracker: Tracker) -> None:
+        super().__init__()
+        self.tracker = tracker
+
+    def submit(self, stream: str) -> list[str]:
+        return self.tracker.submit(stream)
 
 
 def say(message: str, out: TextIO) -> None:
@@ -92,9 +114,13 @@ def step(label: str, what: str, out: TextIO) -> Iterator[Tracker]:
 
         with _lock:
             _running.append(tracker)
+            live = None
             if _live is None:
-                _live = Live(get_renderable=_render, console=Console(file=out), refresh_per_second=2, transient=True)
-                _live.start()
+                live = _live = Live(
+                    get_renderable=_render, console=Console(file=out), refresh_per_second=2, transient=True
+                )
+        if live is not None:
+            live.start()  # outside the lock: its first refresh renders, and rendering takes the lock
         try:
             yield tracker
         finally:

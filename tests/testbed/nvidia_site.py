@@ -223,4 +223,5 @@ def add_cuda_repo(site: Path, gnupg_home: Path, versions: tuple[str, ...] = ("58
         check=True,
         capture_output=True,
     )
+    subprocess.run(["gpgconf", "--homedir", str(gnupg_home), "--kill", "gpg-agent"], capture_output=True)
     return "cuda/repos"
