@@ -184,3 +184,13 @@ def test_check_help_names_the_field_order_tfrig_queries():
     from tfrig.gpu import CHECK_HELP
 
     assert ",".join(nvsmi.QUERY_FIELDS) in CHECK_HELP["input"]
+
+
+def test_a_driver_too_old_for_the_newest_tensorflow_is_named_with_what_it_runs():
+    from tfrig import gpu
+
+    assert gpu.tensorflow_driver_note("535.261.03") == (
+        "TensorFlow 2.21.0 on the GPU needs driver 555.42.02 or newer (CUDA 12.5); "
+        "this driver runs TensorFlow up to 2.17.0: inv driver.install"
+    )
+    assert gpu.tensorflow_driver_note("580.159.04") is None

@@ -37,7 +37,7 @@ def test_every_release_resolves_for_cpu_and_gpu(row):
         ),
         (
             {"version": "2.21.0", "gpu": True, "driver": "580.159.04", "compute_capability": "9.0"},
-            ("2.21.0", "3.13", "tensorflow[and-cuda]==2.21.0", "525.60.13"),
+            ("2.21.0", "3.13", "tensorflow[and-cuda]==2.21.0", "555.42.02"),
         ),
         ({"version": "1.15", "gpu": True, "python": "3.7"}, ("1.15.0", "3.7", "tensorflow-gpu==1.15.0", "410.48")),
     ],
@@ -72,7 +72,7 @@ def test_plans(args, expected):
         ({"version": "latest-gpu"}, "'latest-gpu' is not a TensorFlow version such as 2.21.0"),
         (
             {"version": "2.21", "gpu": True, "driver": "470.82.01"},
-            "driver 470.82.01 is below 525.60.13, which CUDA 12.5 (TensorFlow 2.21.0) needs; update the driver (`inv driver.install`) or TensorFlow 2.14.0 (CUDA 11.8).",
+            "driver 470.82.01 is below 555.42.02, which CUDA 12.5 (TensorFlow 2.21.0) needs; update the driver (`inv driver.install`) or TensorFlow 2.14.0 (CUDA 11.8).",
         ),
         (
             {"version": "2.21", "gpu": True, "compute_capability": "3.7"},
@@ -104,3 +104,18 @@ def test_driver_minimums_follow_cuda_families():
     assert resolver.driver_minimum("11.2") == "450.80.02"
     assert resolver.driver_minimum("10.1") == "418.39"
     assert resolver.driver_minimum("10.0") == "410.48"
+
+
+def test_from_2_18_the_driver_must_be_cudas_own_for_tensorflows_ptx():
+    assert resolver.driver_minimum("12.5", "2.18.0") == "555.42.02"
+    assert resolver.driver_minimum("12.5", "2.21.0") == "555.42.02"
+    assert resolver.driver_minimum("12.3", "2.17.0") == "525.60.13"  # minor-version compatibility
+
+
+def test_branch_535_is_refused_for_tensorflow_2_21_on_a_gpu_with_what_works():
+    with pytest.raises(resolver.Refusal) as refused:
+        resolver.resolve("2.21", gpu=True, driver="535.261.03")
+    assert str(refused.value) == (
+        "driver 535.261.03 is below 555.42.02, which CUDA 12.5 (TensorFlow 2.21.0) needs; "
+        "update the driver (`inv driver.install`) or TensorFlow 2.17.0 (CUDA 12.3)."
+    )

@@ -83,5 +83,5 @@ def test_the_targets_python_outside_the_range_is_refused_with_what_works():
 
 def test_a_driver_too_old_for_the_cuda_is_refused():
     c = context("tf.install", probes=[{**NOTHING, "gpu": (0, "470.82.01, 7.5")}])
-    with pytest.raises(Exit, match=re.escape("driver 470.82.01 is below 525.60.13")):
+    with pytest.raises(Exit, match=re.escape("driver 470.82.01 is below 555.42.02")):
         tf.install(c)

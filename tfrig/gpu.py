@@ -68,10 +68,36 @@ def describe(report: nvsmi.Report) -> list[str]:
         lines.append(f"GPU {gpu.index}: {gpu.name}, {memory}, {capability}; {tf}")
     if report.driver:
         lines.append(f"driver {report.driver}" + (f", supports CUDA up to {report.cuda}" if report.cuda else ""))
+        newest_note = None if report.diagnosis else tensorflow_driver_note(report.driver)
+        if newest_note:
+            lines.append(f"note: {newest_note}")
     if report.diagnosis:
         lines.append(f"diagnosis: {report.diagnosis}")
         lines.append(f"fix: {report.fix}")
     return lines
+
+
+def tensorflow_driver_note(driver: str) -> str | None:
+    """What this driver holds back, if anything: the newest TensorFlow it runs on the GPU."""
+    from packaging.version import InvalidVersion, Version
+
+    from tfrig import resolver
+
+    try:
+        have = Version(driver)
+    except InvalidVersion:
+        return None
+    builds = resolver.builds()
+    newest = builds[0]
+    need = resolver.driver_minimum(newest.cuda, newest.tf)
+    if have >= Version(need):
+        return None
+    runs = next((b for b in builds if have >= Version(resolver.driver_minimum(b.cuda, b.tf))), None)
+    return (
+        f"TensorFlow {newest.tf} on the GPU needs driver {need} or newer (CUDA {newest.cuda})"
+        + (f"; this driver runs TensorFlow up to {runs.tf}" if runs else "")
+        + ": inv driver.install"
+    )
 
 
 @task(help=CHECK_HELP)

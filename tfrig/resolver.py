@@ -103,15 +103,21 @@ def find_build(version: str | None) -> Build:
     )
 
 
-def driver_minimum(cuda: str) -> str:
+def driver_minimum(cuda: str, tf: str | None = None) -> str:
     """The lowest Linux driver for a CUDA version: the minor-version-compatibility minimum of its
-    family (11.x and later), else the toolkit's own driver (compat.yaml cuda_driver_minimums)."""
+    family (11.x and later), else the toolkit's own driver (compat.yaml cuda_driver_minimums). From
+    TensorFlow 2.18 on, whose own PTX kernels need the driver of the CUDA they were built with, the
+    toolkit's driver (tensorflow_ptx_needs_toolkit_driver_since)."""
     minimums = compat()["cuda_driver_minimums"]
+    toolkit = minimums["toolkit_ga_driver_linux"].get(cuda)
+    since = minimums["tensorflow_ptx_needs_toolkit_driver_since"]
+    if tf and toolkit and Version(tf) >= Version(str(since)):
+        return str(toolkit)
     major = cuda.split(".")[0]
     family = minimums["family_minimums_linux"].get(f"{major}.x")
     if family:
         return str(family["min"])
-    exact = minimums["family_minimums_linux"].get(cuda) or {"min": minimums["toolkit_ga_driver_linux"].get(cuda)}
+    exact = minimums["family_minimums_linux"].get(cuda) or {"min": toolkit}
     return str(exact["min"])
 
 
@@ -166,7 +172,7 @@ def resolve(
             "use a Pascal or newer GPU, or install without --gpu for the CPU build."
         )
     plan = InstallPlan(tf=build.tf, python=chosen_python, gpu=True, requirement="", cuda=build.cuda, cudnn=build.cudnn)
-    plan.driver_min = driver_minimum(build.cuda)
+    plan.driver_min = driver_minimum(build.cuda, build.tf)
     if build.version >= AND_CUDA_SINCE:
         plan.requirement = f"tensorflow[and-cuda]=={build.tf}"
     elif build.version.major >= 2:
@@ -176,7 +182,7 @@ def resolve(
         plan.requirement = f"tensorflow-gpu=={build.tf}"
         plan.conda_packages = [f"cudatoolkit={build.cuda}", f"cudnn={build.cudnn}"]
     if driver and Version(driver) < Version(plan.driver_min):
-        workable = [b for b in builds() if Version(driver) >= Version(driver_minimum(b.cuda))]
+        workable = [b for b in builds() if Version(driver) >= Version(driver_minimum(b.cuda, b.tf))]
         instead = f" or TensorFlow {workable[0].tf} (CUDA {workable[0].cuda})" if workable else ""
         raise Refusal(
             f"driver {driver} is below {plan.driver_min}, which CUDA {build.cuda} (TensorFlow {build.tf}) needs; "

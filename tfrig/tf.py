@@ -272,7 +272,7 @@ def versions(c, python=None, driver=None, json=False):
 
     rows = []
     for build in resolver.builds():
-        minimum = resolver.driver_minimum(build.cuda)
+        minimum = resolver.driver_minimum(build.cuda, build.tf)
         fits = (not python or build.supports(python)) and (not driver or Version(driver) >= Version(minimum))
         gpu_install = (
             "tensorflow[and-cuda]"
