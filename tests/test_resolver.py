@@ -17,7 +17,8 @@ def test_every_release_resolves_for_cpu_and_gpu(row):
     assert resolver.find_build(row["tf"]).supports(gpu.python)
     major, minor = (int(x) for x in row["tf"].split(".")[:2])
     if (major, minor) >= (2, 14):
-        assert gpu.requirement == f"tensorflow[and-cuda]=={row['tf']}" and gpu.conda_packages == []
+        assert gpu.tf.startswith(row["tf"])  # 2.15.0 installs as 2.15.0.post1 (and_cuda_installable)
+        assert gpu.requirement == f"tensorflow[and-cuda]=={gpu.tf}" and gpu.conda_packages == []
     elif major == 2:
         assert gpu.requirement == f"tensorflow=={row['tf']}"
         assert gpu.conda_packages == [f"cudatoolkit={row['cuda']}", f"cudnn={row['cudnn']}"]
@@ -29,7 +30,7 @@ def test_every_release_resolves_for_cpu_and_gpu(row):
     ("args", "expected"),
     [
         ({}, ("2.21.0", "3.13", "tensorflow==2.21.0", None)),
-        ({"version": "2.15", "gpu": True}, ("2.15.0", "3.11", "tensorflow[and-cuda]==2.15.0", "525.60.13")),
+        ({"version": "2.15", "gpu": True}, ("2.15.0.post1", "3.11", "tensorflow[and-cuda]==2.15.0.post1", "525.60.13")),
         ({"version": "2.16.2", "target_python": "3.12.3"}, ("2.16.2", "3.12", "tensorflow==2.16.2", None)),
         (
             {"version": "2.10", "gpu": True, "driver": "470.82.01"},
@@ -119,3 +120,16 @@ def test_branch_535_is_refused_for_tensorflow_2_21_on_a_gpu_with_what_works():
         "driver 535.261.03 is below 555.42.02, which CUDA 12.5 (TensorFlow 2.21.0) needs; "
         "update the driver (`inv driver.install`) or TensorFlow 2.17.0 (CUDA 12.3)."
     )
+
+
+def test_and_cuda_pins_are_what_pip_can_install():
+    """compat.yaml and_cuda_installable: 2.15.0's extra can't install (its tensorrt has no wheel),
+    2.15.0.post1 can; 2.14's tensorrt has wheels for Python 3.9-3.10 only."""
+    plan = resolver.resolve("2.15", python="3.11", gpu=True)
+    assert (plan.tf, plan.requirement) == ("2.15.0.post1", "tensorflow[and-cuda]==2.15.0.post1")
+    assert "tensorrt==8.6.1.post1, which has no wheel" in plan.notes[0]
+    assert resolver.resolve("2.15.1", python="3.11", gpu=True).requirement == "tensorflow[and-cuda]==2.15.1"
+    assert resolver.resolve("2.14", python="3.10", gpu=True).requirement == "tensorflow[and-cuda]==2.14.0"
+    with pytest.raises(resolver.Refusal, match=r"installs on Python 3\.9-3\.10 only .*tensorrt==8\.5\.3\.1"):
+        resolver.resolve("2.14", python="3.11", gpu=True)
+    assert resolver.resolve("2.14", python="3.11").requirement == "tensorflow==2.14.0"  # the CPU build installs

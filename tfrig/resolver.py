@@ -103,6 +103,30 @@ def find_build(version: str | None) -> Build:
     )
 
 
+def _and_cuda_pythons(build: Build) -> tuple[tuple[int, int], ...]:
+    """The Pythons a release's `tensorflow[and-cuda]` installs on, where narrower than its own."""
+    fix = compat()["tensorflow_builds"]["and_cuda_installable"].get(f"{build.version.major}.{build.version.minor}")
+    return _pythons(fix["pythons"]) if fix and "pythons" in fix else ()
+
+
+def _and_cuda_version(build: Build, python: str, plan: InstallPlan) -> str:
+    """The pin of `tensorflow[and-cuda]` that pip can install for this release and Python
+    (compat.yaml tensorflow_builds.and_cuda_installable), or a Refusal with the reason."""
+    fixes = compat()["tensorflow_builds"]["and_cuda_installable"]
+    exact = fixes.get(build.tf)
+    if exact and "use" in exact:
+        plan.notes.append(f"installing {exact['use']} for {build.tf}: {exact['why']}")
+        return str(exact["use"])
+    narrower = _and_cuda_pythons(build)
+    if narrower and tuple(int(x) for x in python.split(".")[:2]) not in narrower:
+        minor = fixes[f"{build.version.major}.{build.version.minor}"]
+        raise Refusal(
+            f"TensorFlow {build.tf} with its CUDA libraries (tensorflow[and-cuda]) installs on Python "
+            f"{minor['pythons']} only ({minor['why']}): use --python 3.10 in a conda env, or TensorFlow 2.15+."
+        )
+    return build.tf
+
+
 def driver_minimum(cuda: str, tf: str | None = None) -> str:
     """The lowest Linux driver for a CUDA version: the minor-version-compatibility minimum of its
     family (11.x and later), else the toolkit's own driver (compat.yaml cuda_driver_minimums). From
@@ -160,7 +184,10 @@ def resolve(
             f"{_nearest_for_python(target_python, build)}."
         )
     else:
-        newest = max(p for p in build.pythons if p[0] == 3)
+        usable = [p for p in build.pythons if p[0] == 3]
+        if gpu and _and_cuda_pythons(build):  # the newest Python its CUDA libraries install on
+            usable = [p for p in usable if p in _and_cuda_pythons(build)] or usable
+        newest = max(usable)
         chosen_python = f"{newest[0]}.{newest[1]}"
 
     if not gpu:
@@ -174,7 +201,8 @@ def resolve(
     plan = InstallPlan(tf=build.tf, python=chosen_python, gpu=True, requirement="", cuda=build.cuda, cudnn=build.cudnn)
     plan.driver_min = driver_minimum(build.cuda, build.tf)
     if build.version >= AND_CUDA_SINCE:
-        plan.requirement = f"tensorflow[and-cuda]=={build.tf}"
+        plan.tf = _and_cuda_version(build, chosen_python, plan)
+        plan.requirement = f"tensorflow[and-cuda]=={plan.tf}"
     elif build.version.major >= 2:
         plan.requirement = f"tensorflow=={build.tf}"
         plan.conda_packages = [f"cudatoolkit={build.cuda}", f"cudnn={build.cudnn}"]

@@ -150,6 +150,8 @@ def install(
                 progress=f"venv {env.path}",
             )
         options = _pip_options(c, index_url, find_links, no_index)
+        for note in plan.notes:
+            host.say(f"note: {note}")
         host.say(
             f"installing {plan.requirement} into {env.path}"
             + (" (was " + env.tensorflow + ")" if env.tensorflow else "")
