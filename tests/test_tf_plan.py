@@ -85,3 +85,48 @@ def test_a_driver_too_old_for_the_cuda_is_refused():
     c = context("tf.install", probes=[{**NOTHING, "gpu": (0, "470.82.01, 7.5")}])
     with pytest.raises(Exit, match=re.escape("driver 470.82.01 is below 555.42.02")):
         tf.install(c)
+
+
+def test_a_gpu_install_of_2_16_into_a_venv_links_the_cuda_libraries(capsys):
+    state = {**NOTHING, "venv_py": (0, "3.12.3"), "venv_pip": (0, ""), "gpu": (0, "580.159.04, 7.5")}
+    links = re.compile(r"^env VENV='~/tf-venv' bash -c .*tf-cuda-links\.sh'?$", re.S)
+    c = context(
+        "tf.install",
+        probes=[state],
+        changes={PIP: Result(), links: Result(), re.compile(r".*importlib.metadata.*"): Result("2.16.1\n")},
+    )
+    tf.install(c, version="2.16")
+    ran = commands(c)
+    assert ran[1].endswith("'tensorflow[and-cuda]==2.16.1'") and links.match(ran[2])
+    assert "linking the pip CUDA libraries into TensorFlow's folder" in capsys.readouterr().out
+
+
+def test_the_library_links_script_links_what_tensorflows_pip_page_says(tmp_path):
+    """scripts/tf-cuda-links.sh on a venv laid out as pip lays out tensorflow[and-cuda]."""
+    import subprocess
+    import sys
+
+    venv = tmp_path / "venv"
+    site = venv / "lib" / "python3" / "site-packages"
+    (site / "tensorflow").mkdir(parents=True)
+    (site / "tensorflow" / "__init__.py").write_text("")
+    for package, library in (("cublas", "libcublas.so.12"), ("cudnn", "libcudnn.so.8")):
+        (site / "nvidia" / package / "lib").mkdir(parents=True)
+        (site / "nvidia" / package / "lib" / library).write_text("")
+    (site / "nvidia" / "cuda_nvcc" / "bin").mkdir(parents=True)
+    (site / "nvidia" / "cuda_nvcc" / "__init__.py").write_text("")
+    (site / "nvidia" / "cuda_nvcc" / "bin" / "ptxas").write_text("")
+    (venv / "bin").mkdir()
+    (venv / "bin" / "python").write_text(f'#!/bin/sh\nPYTHONPATH={site} exec {sys.executable} "$@"\n')
+    (venv / "bin" / "python").chmod(0o755)
+    from tfrig.host import SCRIPTS
+
+    for _ in range(2):  # idempotent
+        done = subprocess.run(
+            ["bash", str(SCRIPTS / "tf-cuda-links.sh")], env={"VENV": str(venv), "PATH": "/usr/bin:/bin"},
+            capture_output=True, text=True,
+        )  # fmt: skip
+        assert done.returncode == 0, done.stderr
+    assert (site / "tensorflow" / "libcublas.so.12").resolve() == (site / "nvidia/cublas/lib/libcublas.so.12").resolve()
+    assert (site / "tensorflow" / "libcudnn.so.8").is_symlink()
+    assert (venv / "bin" / "ptxas").resolve() == (site / "nvidia/cuda_nvcc/bin/ptxas").resolve()

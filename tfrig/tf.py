@@ -74,6 +74,15 @@ def environment(host: Host, c: Any) -> Environment:
     return Environment("venv", venv, venv_py, ready, value("venv_py"), value("venv_tf"), **common)
 
 
+def _needs_library_links(version: str) -> bool:
+    """compat.yaml tensorflow_builds.package_history.docs_fix_applied_for: releases that find their
+    pip CUDA libraries in a venv only once linked into TensorFlow's folder."""
+    from tfrig.catalog import compat
+
+    minor = ".".join(version.split(".")[:2])
+    return minor in compat()["tensorflow_builds"]["package_history"]["docs_fix_applied_for"]
+
+
 def _want_gpu(gpu: bool, cpu: bool, env: Environment) -> bool:
     if gpu and cpu:
         raise Exit("Give --gpu or --cpu, not both.")
@@ -161,6 +170,11 @@ def install(
             what=f"pip install {plan.requirement}",
             progress=f"pip install {plan.requirement}",
         )
+        if plan.gpu and env.kind == "venv" and _needs_library_links(plan.tf):
+            host.say(
+                "linking the pip CUDA libraries into TensorFlow's folder (TensorFlow's pip page, for this release)"
+            )
+            host.script("tf-cuda-links.sh", {"VENV": env.path}, sudo=False, progress="linking CUDA libraries")
         key = "conda" if env.kind == "conda" else "venv"
         host.assume({f"{key}_py": (0, env.python_version or env.system_python or ""), f"{key}_tf": (0, plan.tf)})
         if not host.dry:
