@@ -62,7 +62,7 @@ def test_create_install_verify_then_work_on_the_vm(tfrig, cloud, env, tmp_path):
     assert "created tfrig-alice in us-central1-a" in result.out
     assert "target: tfrig-alice (tf.install)" in result.out
     assert "[tfrig-alice] TensorFlow 2.21.0 installed" in result.out
-    assert "[tfrig-alice] matrix product on /job:localhost/replica:0/task:0/device:CPU:0: correct" in result.out
+    assert "[tfrig-alice] matmul on /job:localhost/replica:0/task:0/device:CPU:0: correct" in result.out
     assert "[tfrig-alice] no GPU: no NVIDIA driver or GPU: TensorFlow found no CUDA driver on this host" in result.out
     vm = cloud.vms["tfrig-alice"]
     assert vm.exec("test -x /home/alice/tf-venv/bin/python")[0] == 0

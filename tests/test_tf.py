@@ -43,9 +43,14 @@ NO_DRIVER_LOG = (
             "compute capability is below",
         ),
         ("failed call to cuInit: UNKNOWN ERROR (999)", "the CUDA driver failed to initialise"),
+        (  # TF 2.18.0 on a T4 with an old driver (CY-CHENYUE/ComfyUI-Molmo#26)
+            "2025-02-01 13:44:34.523685: W tensorflow/compiler/mlir/tools/kernel_gen/tf_gpu_runtime_wrappers.cc:40] "
+            "'cuModuleLoadData(&module, data)' failed with 'CUDA_ERROR_UNSUPPORTED_PTX_VERSION'",
+            "older than the CUDA TensorFlow's own GPU kernels were built with",
+        ),
         ("", "TensorFlow logged no reason"),
     ],
-    ids=["no-driver", "dlopen", "libcudnn", "driver-mismatch", "k80", "cuinit", "silent"],
+    ids=["no-driver", "dlopen", "libcudnn", "driver-mismatch", "k80", "cuinit", "ptx", "silent"],
 )
 def test_no_gpu_diagnosis_from_the_log(log, diagnosis):
     assert diagnosis in diagnose_no_gpu(log)[0]
@@ -64,7 +69,8 @@ def test_readme_main_job_here_installs_verifies_and_reruns_as_a_no_op(tfrig, whe
     first = tfrig("tf.install", "--find-links", str(wheelhouse), "--no-index", "tf.verify", env=env)
     assert first.code == 0, first.text
     assert "installing tensorflow==2.21.0 into ~/tf-venv" in first.out
-    assert "matrix product on /job:localhost/replica:0/task:0/device:CPU:0: correct" in first.out
+    assert "matmul on /job:localhost/replica:0/task:0/device:CPU:0: correct" in first.out
+    assert "reduce_sum(random.normal) on /job:localhost/replica:0/task:0/device:CPU:0: correct" in first.out
     assert "no GPU: no NVIDIA driver or GPU: TensorFlow found no CUDA driver on this host" in first.out
     assert (tmp_path / "tf-venv" / "bin" / "python").exists()
 

@@ -130,3 +130,72 @@ def test_the_library_links_script_links_what_tensorflows_pip_page_says(tmp_path)
     assert (site / "tensorflow" / "libcublas.so.12").resolve() == (site / "nvidia/cublas/lib/libcublas.so.12").resolve()
     assert (site / "tensorflow" / "libcudnn.so.8").is_symlink()
     assert (venv / "bin" / "ptxas").resolve() == (site / "nvidia/cuda_nvcc/bin/ptxas").resolve()
+
+
+def verify_output(ops: list[dict], gpus: list[dict], log: str = "") -> str:
+    import json
+
+    report = {
+        "tensorflow": "2.21.0",
+        "python": "3.12.3",
+        "built_with_cuda": True,
+        "cuda": "12.5.1",
+        "cudnn": "9",
+        "gpus": gpus,
+        "ops": ops,
+        "device": ops[0]["device"],
+        "result_ok": all(op["ok"] for op in ops),
+        "seconds": 3.2,
+    }
+    return log + "@@tfrig-verify " + json.dumps(report) + "\n"
+
+
+GPU0 = "/job:localhost/replica:0/task:0/device:GPU:0"
+CPU0 = "/job:localhost/replica:0/task:0/device:CPU:0"
+T4 = [{"name": "Tesla T4", "compute_capability": "7.5"}]
+WITH_TF = {
+    **NOTHING,
+    "venv_py": (0, "3.12.3"),
+    "venv_tf": (0, "2.21.0"),
+    "venv_pip": (0, ""),
+    "gpu": (0, "580.159.04, 7.5"),
+}
+
+
+@pytest.mark.parametrize(
+    ("ops", "log", "message"),
+    [
+        (
+            [{"op": "matmul", "device": GPU0, "ok": True, "ms": 3.0},
+             {"op": "reduce_sum(random.normal)", "device": CPU0, "ok": True, "ms": 1.0}],
+            "",
+            f"TensorFlow lists a GPU but ran reduce_sum(random.normal) on {CPU0}: the GPU did not do the work",
+        ),
+        (
+            [{"op": "matmul", "device": GPU0, "ok": True, "ms": 3.0},
+             {"op": "reduce_sum(random.normal)", "device": "/GPU:0", "ok": False,
+              "error": "InternalError: 'cuLaunchKernel(...)' failed with 'CUDA_ERROR_INVALID_HANDLE'"}],
+            "W tf_gpu_runtime_wrappers.cc:40] 'cuModuleLoadData(&module, data)' failed with "
+            "'CUDA_ERROR_UNSUPPORTED_PTX_VERSION'\n",
+            "TensorFlow's reduce_sum(random.normal) on /GPU:0 failed: InternalError",
+        ),
+    ],
+    ids=["placed-on-cpu", "ptx-jit-fails"],
+)  # fmt: skip
+def test_verify_proves_the_gpu_did_the_work(ops, log, message):
+    c = context("tf.verify", probes=[WITH_TF], changes={re.compile(r".* -c .*"): Result(verify_output(ops, T4, log))})
+    with pytest.raises(Exit, match=re.escape(message)) as refused:
+        tf.verify(c)
+    if "ptx" in log.lower():
+        assert "CUDA_ERROR_UNSUPPORTED_PTX_VERSION" in str(refused.value)
+
+
+def test_verify_reports_each_op_its_device_and_time(capsys):
+    ops = [{"op": "matmul", "device": GPU0, "ok": True, "ms": 3.0},
+           {"op": "reduce_sum(random.normal)", "device": GPU0, "ok": True, "ms": 1.5}]  # fmt: skip
+    c = context("tf.verify", probes=[WITH_TF], changes={re.compile(r".* -c .*"): Result(verify_output(ops, T4))})
+    tf.verify(c)
+    out = capsys.readouterr().out
+    assert f"matmul on {GPU0}: correct in 3.0 ms" in out
+    assert f"reduce_sum(random.normal) on {GPU0}: correct in 1.5 ms" in out
+    assert "GPUs: Tesla T4 (compute capability 7.5)" in out

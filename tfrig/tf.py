@@ -195,6 +195,14 @@ _GPU_LOG_DIAGNOSES = (
         "inv gpu.setup (driver), then gpu.check",
     ),
     (
+        # TensorFlow >= 2.18's own kernels are PTX for its CUDA; an older driver can't JIT them
+        # (tf_gpu_runtime_wrappers.cc, as logged in CY-CHENYUE/ComfyUI-Molmo#26 with TF 2.18.0 on a T4).
+        r"CUDA_ERROR_UNSUPPORTED_PTX_VERSION",
+        "the NVIDIA driver is older than the CUDA TensorFlow's own GPU kernels were built with, so it can't "
+        "compile them (CUDA_ERROR_UNSUPPORTED_PTX_VERSION)",
+        "inv driver.install (the lts branch; TensorFlow 2.18+ needs 555.42.02 or newer), or TensorFlow 2.17",
+    ),
+    (
         r"CUDA driver version is insufficient|CUDA_ERROR_SYSTEM_DRIVER_MISMATCH|does not match DSO version",
         "the NVIDIA driver is too old for the CUDA this TensorFlow was built with",
         "inv driver.install (a newer branch), or an older TensorFlow",
@@ -258,14 +266,29 @@ def verify(c, require_gpu=False, hosts=None, json=False):
             return {"tensorflow": env.tensorflow, "assumed": True, "device": "", "gpus": []}
         run = host.fact(f"{env.python} -c {shlex.quote(program)}")
         report = read_verify(run.out)
-        if not report["result_ok"]:
-            raise Exit(f"[{host.label}] TensorFlow computed a wrong matrix product on {report['device']}.")
+        failed = [op for op in report["ops"] if not op["ok"]]
+        if failed:
+            op = failed[0]
+            cause = op.get("error") or "a wrong result"
+            diagnosis, fix = diagnose_no_gpu(run.out) if op.get("error") else (None, None)
+            raise Exit(
+                f"[{host.label}] TensorFlow's {op['op']} on {op['device']} failed: {cause}"
+                + (f"; {diagnosis}; fix: {fix}" if diagnosis else "")
+            )
+        off_gpu = [op for op in report["ops"] if "GPU" not in op["device"].upper()]
+        if report["gpus"] and off_gpu:
+            raise Exit(
+                f"[{host.label}] TensorFlow lists a GPU but ran {off_gpu[0]['op']} on {off_gpu[0]['device']}: "
+                "the GPU did not do the work; see TensorFlow's log with `inv tf.verify` on the host."
+            )
         used = ", ".join(f"{g['name']} (compute capability {g['compute_capability']})" for g in report["gpus"])
         if not json:
             versions = f"Python {report['python']}, CUDA {report['cuda']}, cuDNN {report['cudnn']}"
             host.say(f"TensorFlow {report['tensorflow']} ({versions})")
-            host.say(f"matrix product on {report['device']}: correct ({report['seconds']} s with start-up)")
+            for op in report["ops"]:
+                host.say(f"{op['op']} on {op['device']}: correct in {op['ms']} ms")
             host.say(f"GPUs: {used}" if used else f"no GPU: {report['diagnosis']}; fix: {report['fix']}")
+            host.say(f"{report['seconds']} s in all, with TensorFlow's start-up")
         if not report["gpus"] and (require_gpu or env.driver):
             raise Exit(f"[{host.label}] TensorFlow sees no GPU: {report['diagnosis']}; fix: {report['fix']}")
         return report
