@@ -82,6 +82,7 @@ def test_t4_branch_535_then_the_lts_open_module_with_a_reboot_then_status_and_un
     assert new.code == 0, new.text
     assert "driver 535.261.03 is loaded now; it is replaced, and a reboot loads 580.159.04" in new.out
     assert "rebooting: to load the new kernel module configuration" in new.out and "back after the reboot" in new.out
+    assert "waiting for the host to come back: finished after" in new.out  # never a silent wait
     assert "verified after the reboot: driver 580.159.04, 1 GPU(s) visible" in new.out
     assert "Kernel module type: open" in installer_args(host)
     host.container.reload()

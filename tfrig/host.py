@@ -214,18 +214,22 @@ class Host:
             "nohup sh -c 'sleep 1; systemctl reboot 2>/dev/null || reboot' >/dev/null 2>&1 &", sudo=True, what="reboot"
         )
         self._disconnect()
+        from tfrig import progress
+
         deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            time.sleep(2)
-            try:
-                now = self.fact(BOOT_MARK).out
-            except Exception:  # down, refusing, or half up: keep waiting until the deadline
-                self._disconnect()
-                continue
-            if now and now != before:
-                self.say("back after the reboot")
-                return
-        raise StepFailed(f"{self.label} did not come back within {timeout:.0f} s of the reboot")
+        with progress.step(self.label, "waiting for the host to come back", self.out):
+            while time.monotonic() < deadline:
+                time.sleep(2)
+                try:
+                    now = self.fact(BOOT_MARK).out
+                except Exception:  # down, refusing, or half up: keep waiting until the deadline
+                    self._disconnect()
+                    continue
+                if now and now != before:
+                    break
+            else:
+                raise StepFailed(f"{self.label} did not come back within {timeout:.0f} s of the reboot")
+        self.say("back after the reboot")
 
 
 def shell_path(path: str) -> str:
