@@ -111,13 +111,7 @@ def add_kernel_headers(site: Path, kernel: str | None = None) -> str:
     kernel = kernel or os.uname().release
     folder = site / "kernel"
     folder.mkdir(parents=True, exist_ok=True)
-    deb = _headers_deb(kernel, folder)
-    control = subprocess.run(["dpkg-deb", "-f", str(deb)], check=True, capture_output=True, text=True).stdout
-    data = deb.read_bytes()
-    packages = (
-        control.strip() + f"\nFilename: ./{deb.name}\nSize: {len(data)}\nSHA256: {hashlib.sha256(data).hexdigest()}\n\n"
-    ).encode()
-    (folder / "Packages").write_bytes(packages)
+    packages = _index(folder, [_headers_deb(kernel, folder)])
     (folder / "Release").write_text(
         f"Origin: tfrig-test-bed\nLabel: kernel headers\nSHA256:\n"
         f" {hashlib.sha256(packages).hexdigest()} {len(packages)} Packages\n"
