@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import http.server
+import subprocess
 import threading
 from collections.abc import Iterator
 from pathlib import Path
@@ -44,8 +45,20 @@ case "$1" in
   create)
     if needs_tos; then echo "CondaToSNonInteractiveError: Terms of Service have not been accepted for the following channels." >&2; exit 1; fi
     mkdir -p "$prefix/envs/$name/bin" ;;
-  list) echo '[]' ;;
-  install) echo "installed ${*: -2}" ;;
+  list)
+    printf '['; sep=""
+    for record in "$prefix/envs/$name"/conda-meta/*.json; do
+      [ -e "$record" ] || continue
+      base=$(basename "$record" .json); version=${base%-*}; version=${version##*-}
+      printf '%s{"name": "%s", "version": "%s"}' "$sep" "${base%%-*}" "$version"; sep=", "
+    done
+    echo ']' ;;
+  install)
+    mkdir -p "$prefix/envs/$name/conda-meta"
+    for spec in "${@:8}"; do  # after: install -y -q -n NAME -c CHANNEL
+      touch "$prefix/envs/$name/conda-meta/${spec%%=*}-${spec#*=}-0.json"
+    done
+    echo "installed ${*: -2}" ;;
 esac
 CONDA
 chmod +x "$prefix/bin/conda"
@@ -218,7 +231,25 @@ def test_cuda_libraries_only_for_tensorflow_before_2_14(tfrig, miniconda, home):
     assert "nothing to do: TensorFlow 2.21.0 brings its CUDA libraries with tensorflow[and-cuda]" in modern.out
     old = tfrig("conda.cuda", "--tf-version", "2.13", env=home)
     assert old.code == 0, old.text
-    assert "install -y -q -n tf -c conda-forge cudatoolkit=11.8 cudnn=8.6" in (miniconda / "calls.log").read_text()
+    assert "install -y -q -n tf -c conda-forge cudatoolkit=11.8\n" in (miniconda / "calls.log").read_text()
+    again = tfrig("conda.cuda", "--tf-version", "2.13", env=home)
+    assert "already done: cudatoolkit=11.8 in env tf, on its library path" in again.out
+    assert (miniconda / "calls.log").read_text().count("install -y") == 1
+
+
+def test_the_envs_activation_puts_its_cuda_libraries_first_and_deactivation_restores(tfrig, miniconda, home):
+    assert tfrig("conda.create", env=home).code == 0
+    assert tfrig("conda.cuda", "--tf-version", "2.10", env=home).code == 0
+    assert "cudatoolkit=11.2 cudnn=8.1.0.77" in (miniconda / "calls.log").read_text()
+    env = miniconda / "envs" / "tf"
+    cudnn = env / "lib" / "python3.11" / "site-packages" / "nvidia" / "cudnn" / "lib"
+    cudnn.mkdir(parents=True)  # where pip puts nvidia-cudnn-cu11 (TensorFlow 2.12/2.13)
+    shell = (
+        f"export CONDA_PREFIX={env} LD_LIBRARY_PATH=/opt/mine; . {env}/etc/conda/activate.d/tfrig-cuda.sh; "
+        f'echo "$LD_LIBRARY_PATH"; . {env}/etc/conda/deactivate.d/tfrig-cuda.sh; echo "$LD_LIBRARY_PATH"'
+    )
+    done = subprocess.run(["bash", "-c", shell], capture_output=True, text=True, check=True)
+    assert done.stdout.splitlines() == [f"{cudnn}:{env}/lib:/opt/mine", "/opt/mine"]
 
 
 def test_remove_asks_and_yes_removes(tfrig, miniconda, home):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+from packaging.version import Version
 
 from tfrig import resolver
 from tfrig.catalog import compat
@@ -19,11 +20,19 @@ def test_every_release_resolves_for_cpu_and_gpu(row):
     if (major, minor) >= (2, 14):
         assert gpu.tf.startswith(row["tf"])  # 2.15.0 installs as 2.15.0.post1 (and_cuda_installable)
         assert gpu.requirement == f"tensorflow[and-cuda]=={gpu.tf}" and gpu.conda_packages == []
-    elif major == 2:
-        assert gpu.requirement == f"tensorflow=={row['tf']}"
-        assert gpu.conda_packages == [f"cudatoolkit={row['cuda']}", f"cudnn={row['cudnn']}"]
     else:
-        assert gpu.requirement == f"tensorflow-gpu=={row['tf']}"
+        assert gpu.requirement == (f"tensorflow=={row['tf']}" if major == 2 else f"tensorflow-gpu=={row['tf']}")
+        assert gpu.conda_packages[0] == f"cudatoolkit={row['cuda']}"
+        cudnn = [p.split("=")[-1] for p in gpu.conda_packages[1:] + gpu.pip_packages if "cudnn" in p]
+        # the cuDNN that exists: the build's own major, and its minor or a higher one (cuda_dnn.cc's rule)
+        assert len(cudnn) == 1 and cudnn[0].split(".")[0] == row["cudnn"].split(".")[0]
+        assert Version(cudnn[0]) >= Version(row["cudnn"])
+
+
+def test_tensorflow_2_13_takes_cudnn_from_pip_as_its_docs_did():
+    plan = resolver.resolve("2.13", gpu=True)
+    assert plan.conda_packages == ["cudatoolkit=11.8"] and plan.pip_packages == ["nvidia-cudnn-cu11==8.6.0.163"]
+    assert resolver.resolve("2.10", gpu=True).conda_packages == ["cudatoolkit=11.2", "cudnn=8.1.0.77"]
 
 
 @pytest.mark.parametrize(

@@ -3,9 +3,9 @@ package index (PyPI, or PIP_INDEX_URL), for the Pythons of the images tfrig supp
 
 `pip install --dry-run --only-binary=:all:` with the target's Python and platform reads only the
 index's metadata, so this finds a pin with no wheel (2.15.0's tensorrt) without downloading
-TensorFlow. Each row is checked without its dependencies for every supported image's Python it
-covers; the `[and-cuda]` dependency sets are resolved in full for the releases whose pins the
-catalog changed (compat.yaml tensorflow_builds.and_cuda_installable) and for the newest.
+TensorFlow. Each row, with the pip cuDNN of its conda route, is checked without its dependencies for
+every supported image's Python it covers; the `[and-cuda]` dependency sets are resolved in full for
+the releases whose pins the catalog changed (compat.yaml tensorflow_builds.and_cuda_installable) and for the newest.
 """
 
 from __future__ import annotations
@@ -64,8 +64,11 @@ def test_the_pinned_wheel_of_every_row_is_on_the_index(tmp_path):
             plan = resolver.resolve(tf, python=python, gpu=True)
         except resolver.Refusal:  # refused with its reason (2.14 on 3.11): the CPU build must install
             plan = resolver.resolve(tf, python=python)
-        done = dry_run(plan.requirement, plan.python, tmp_path / f"{tf}-{python}", deps=False)
-        return None if done.returncode == 0 else f"{plan.requirement} for Python {python}: {done.stderr[-300:]}"
+        for requirement in [plan.requirement, *plan.pip_packages]:  # pip's cuDNN beside 2.12/2.13
+            done = dry_run(requirement, plan.python, tmp_path / f"{tf}-{python}", deps=False)
+            if done.returncode != 0:
+                return f"{requirement} for Python {python}: {done.stderr[-300:]}"
+        return None
 
     with ThreadPoolExecutor(8) as pool:
         failures = [failure for failure in pool.map(check, cases()) if failure]

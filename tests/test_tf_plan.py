@@ -3,6 +3,7 @@ requirement, and the refusals."""
 
 from __future__ import annotations
 
+import json
 import re
 
 import pytest
@@ -12,15 +13,34 @@ from invoke.exceptions import Exit
 from tests.plan import commands, context
 from tfrig import tf
 
-NOTHING = {
-    "python": (0, "3.12.3"),
-    "conda_py": (127, ""),
-    "conda_tf": (127, ""),
-    "venv_py": (127, ""),
-    "venv_tf": (127, ""),
-    "venv_pip": (1, ""),
-    "gpu": (127, ""),
-}
+
+def env_facts(
+    system: str | None = "3.12.3",
+    conda: dict | None = None,
+    venv: dict | None = None,
+    gpu: str | None = None,
+) -> dict[str, tuple[int, str]]:
+    """What environment()'s probe answers: the facts script's JSON (env: python, tf, pip, packages,
+    conda_packages) and nvidia-smi's line."""
+
+    def described(env: dict | None) -> dict | None:
+        if env is None:
+            return None
+        packages = {**env.get("packages", {}), **({"tensorflow": env["tf"]} if env.get("tf") else {})}
+        return {
+            "python_runs": env.get("runs", True),
+            "python_version": env.get("python"),
+            "pip": env.get("pip", True),
+            "packages": packages,
+            "conda_packages": env.get("conda_packages", {}),
+            "activate_d": env.get("activate_d", False),
+        }
+
+    facts = {"system_python": system, "conda": described(conda), "venv": described(venv)}
+    return {"tf_env": (0, json.dumps(facts)), "gpu": (0, gpu) if gpu else (127, "")}
+
+
+NOTHING = env_facts()
 VENV_SCRIPT = re.compile(r"^env VENV='~/tf-venv' AS_USER=\S+ bash -c .*python-venv\.sh'?$", re.S)
 PIP = re.compile(r".* -m pip install .*")
 
@@ -33,23 +53,24 @@ def as_root(monkeypatch):
 def test_fresh_host_gets_a_venv_and_the_cpu_build(capsys):
     c = context(
         "tf.install",
-        probes=[NOTHING],
-        changes={
-            VENV_SCRIPT: Result(),
-            PIP: Result(),
-            re.compile(r".*importlib.metadata.*"): Result("2.21.0\n"),
-        },
+        probes=[NOTHING, env_facts(venv={"python": "3.12.3", "tf": "2.21.0"})],
+        changes={VENV_SCRIPT: Result(), PIP: Result()},
     )
     tf.install(c)
     ran = commands(c)
-    assert ran[0] == "probe" and VENV_SCRIPT.match(ran[1])
+    assert ran[0] == "probe" and VENV_SCRIPT.match(ran[1]) and ran[3] == "probe"
     assert ran[2] == '"$HOME"/tf-venv/bin/python -m pip install --disable-pip-version-check -q tensorflow==2.21.0'
 
 
 def test_a_gpu_host_gets_and_cuda_into_its_conda_env(capsys):
-    state = {**NOTHING, "conda_py": (0, "3.11.9"), "gpu": (0, "580.159.04, 8.9")}
+    conda = {"python": "3.11.9"}
     c = context(
-        "tf.install", probes=[state], changes={PIP: Result(), re.compile(r".*importlib.metadata.*"): Result("2.21.0\n")}
+        "tf.install",
+        probes=[
+            env_facts(conda=conda, gpu="580.159.04, 8.9"),
+            env_facts(conda={**conda, "tf": "2.21.0"}, gpu="580.159.04, 8.9"),
+        ],
+        changes={PIP: Result()},
     )
     tf.install(c, find_links="/wheels")
     assert (
@@ -60,19 +81,46 @@ def test_a_gpu_host_gets_and_cuda_into_its_conda_env(capsys):
 
 
 def test_the_right_version_already_there_is_a_no_op(capsys):
-    c = context(
-        "tf.install", probes=[{**NOTHING, "venv_py": (0, "3.12.3"), "venv_tf": (0, "2.21.0"), "venv_pip": (0, "")}]
-    )
+    c = context("tf.install", probes=[env_facts(venv={"python": "3.12.3", "tf": "2.21.0"})])
     tf.install(c)
     assert commands(c) == ["probe"]
     assert "already done: TensorFlow 2.21.0 in venv ~/tf-venv" in capsys.readouterr().out
 
 
 def test_an_old_release_with_a_gpu_needs_conda_for_its_cuda_libraries():
-    c = context("tf.install", probes=[{**NOTHING, "python": (0, "3.10.12"), "gpu": (0, "535.261.03, 7.5")}])
-    with pytest.raises(Exit, match=re.escape("takes its CUDA libraries from conda (cudatoolkit=11.8, cudnn=8.6)")):
+    c = context("tf.install", probes=[env_facts(system="3.10.12", gpu="535.261.03, 7.5")])
+    with pytest.raises(Exit, match=re.escape("takes its CUDA libraries from conda-forge (cudatoolkit=11.8)")):
         tf.install(c, version="2.13")
     assert commands(c) == ["probe"]
+
+
+def test_an_old_release_in_a_conda_env_without_its_cuda_packages_is_sent_to_conda_cuda():
+    conda = {"python": "3.10.14", "conda_packages": {"cudatoolkit": "11.2.2"}}
+    c = context("tf.install", probes=[env_facts(conda=conda, gpu="535.261.03, 7.5")])
+    with pytest.raises(Exit, match=re.escape("from conda-forge (cudnn=8.1.0.77): run `inv conda.install")):
+        tf.install(c, version="2.10")
+
+
+def test_tensorflow_2_13_on_the_conda_route_installs_pips_cudnn_and_runs_with_the_envs_libraries(capsys):
+    conda = {"python": "3.11.9", "conda_packages": {"cudatoolkit": "11.8.0"}}
+    done = {**conda, "tf": "2.13.0", "packages": {"nvidia_cudnn_cu11": "8.6.0.163"}}
+    c = context(
+        "tf.install",
+        probes=[env_facts(conda=conda, gpu="535.261.03, 7.5"), env_facts(conda=done, gpu="535.261.03, 7.5")],
+        changes={PIP: Result()},
+    )
+    tf.install(c, version="2.13")
+    pip = commands(c)[1]
+    env = '"$HOME"/miniconda3/envs/tf'
+    library_path = (
+        f'{env}/lib/python3.11/site-packages/nvidia/cudnn/lib:{env}/lib"${{LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}}"'
+    )
+    assert pip.startswith(f"env LD_LIBRARY_PATH={library_path} {env}/bin/python -m pip install")
+    assert pip.endswith("-m pip install --disable-pip-version-check -q tensorflow==2.13.0 nvidia-cudnn-cu11==8.6.0.163")
+    again = context("tf.install", probes=[env_facts(conda=done, gpu="535.261.03, 7.5")])
+    tf.install(again, version="2.13")
+    assert commands(again) == ["probe"]
+    assert "already done: TensorFlow 2.13.0 in conda" in capsys.readouterr().out
 
 
 def test_the_targets_python_outside_the_range_is_refused_with_what_works():
@@ -82,18 +130,18 @@ def test_the_targets_python_outside_the_range_is_refused_with_what_works():
 
 
 def test_a_driver_too_old_for_the_cuda_is_refused():
-    c = context("tf.install", probes=[{**NOTHING, "gpu": (0, "470.82.01, 7.5")}])
+    c = context("tf.install", probes=[env_facts(gpu="470.82.01, 7.5")])
     with pytest.raises(Exit, match=re.escape("driver 470.82.01 is below 555.42.02")):
         tf.install(c)
 
 
 def test_a_gpu_install_of_2_16_into_a_venv_links_the_cuda_libraries(capsys):
-    state = {**NOTHING, "venv_py": (0, "3.12.3"), "venv_pip": (0, ""), "gpu": (0, "580.159.04, 7.5")}
+    venv = {"python": "3.12.3"}
     links = re.compile(r"^env VENV='~/tf-venv' bash -c .*tf-cuda-links\.sh'?$", re.S)
     c = context(
         "tf.install",
-        probes=[state],
-        changes={PIP: Result(), links: Result(), re.compile(r".*importlib.metadata.*"): Result("2.16.1\n")},
+        probes=[env_facts(venv=venv, gpu="580.159.04, 7.5"), env_facts(venv={**venv, "tf": "2.16.1"})],
+        changes={PIP: Result(), links: Result()},
     )
     tf.install(c, version="2.16")
     ran = commands(c)
@@ -153,13 +201,7 @@ def verify_output(ops: list[dict], gpus: list[dict], log: str = "") -> str:
 GPU0 = "/job:localhost/replica:0/task:0/device:GPU:0"
 CPU0 = "/job:localhost/replica:0/task:0/device:CPU:0"
 T4 = [{"name": "Tesla T4", "compute_capability": "7.5"}]
-WITH_TF = {
-    **NOTHING,
-    "venv_py": (0, "3.12.3"),
-    "venv_tf": (0, "2.21.0"),
-    "venv_pip": (0, ""),
-    "gpu": (0, "580.159.04, 7.5"),
-}
+WITH_TF = env_facts(venv={"python": "3.12.3", "tf": "2.21.0"}, gpu="580.159.04, 7.5")
 
 
 @pytest.mark.parametrize(
@@ -199,3 +241,66 @@ def test_verify_reports_each_op_its_device_and_time(capsys):
     assert f"matmul on {GPU0}: correct in 3.0 ms" in out
     assert f"reduce_sum(random.normal) on {GPU0}: correct in 1.5 ms" in out
     assert "GPUs: Tesla T4 (compute capability 7.5)" in out
+
+
+def test_the_env_facts_script_reads_envs_as_pip_venv_and_conda_lay_them_out(tmp_path):
+    """scripts/tf-env-facts.py on real folders: a ready venv, a half-made one, a conda env with the
+    CUDA route's packages, and a 1.x tensorflow-gpu, all in one interpreter start."""
+    import subprocess
+    import sys
+
+    from tfrig.host import SCRIPTS
+
+    def make_env(path, python_link, files):
+        (path / "bin").mkdir(parents=True)
+        (path / "bin" / "python").symlink_to(python_link)
+        for name, text in files.items():
+            (path / name).parent.mkdir(parents=True, exist_ok=True)
+            (path / name).write_text(text)
+
+    site = "lib/python3.11/site-packages"
+    venv, conda = tmp_path / "venv", tmp_path / "miniconda3" / "envs" / "tf"
+    make_env(venv, sys.executable, {"pyvenv.cfg": "home = /usr/bin\nversion = 3.11.2\n", "bin/pip": ""})
+    (venv / "bin" / "pip").chmod(0o755)
+    (venv / site / "tensorflow-2.21.0.dist-info").mkdir(parents=True)
+    (venv / site / "~ensorflow-2.20.0.dist-info").mkdir()  # what pip leaves of an interrupted upgrade
+    make_env(
+        conda,
+        sys.executable,
+        {
+            "conda-meta/python-3.11.9-h955ad1f_0.json": "{}",
+            "conda-meta/cudatoolkit-11.8.0-h6a678d5_0.json": "{}",
+            "conda-meta/libstdcxx-ng-11.2.0-h1234567_1.json": "{}",
+            "etc/conda/activate.d/tfrig-cuda.sh": "",
+        },
+    )
+    (conda / site / "tensorflow-2.13.0.dist-info").mkdir(parents=True)
+    (conda / site / "nvidia_cudnn_cu11-8.6.0.163.dist-info").mkdir()
+
+    def facts(conda_env, venv_path):
+        script = (SCRIPTS / "tf-env-facts.py").read_text()
+        done = subprocess.run(
+            [sys.executable, "-c", script, str(conda_env), str(venv_path), "system"],
+            capture_output=True, text=True, check=True,
+        )  # fmt: skip
+        return json.loads(done.stdout)
+
+    found = facts(conda, venv)
+    assert found["system_python"] == ".".join(str(p) for p in sys.version_info[:3])
+    assert found["venv"] == {
+        "python_runs": True, "python_version": "3.11.2", "pip": True, "packages": {"tensorflow": "2.21.0"},
+        "conda_packages": {}, "activate_d": False,
+    }  # fmt: skip
+    assert found["conda"]["python_version"] == "3.11.9"
+    assert found["conda"]["conda_packages"] == {"cudatoolkit": "11.8.0"}
+    assert found["conda"]["packages"] == {"tensorflow": "2.13.0", "nvidia_cudnn_cu11": "8.6.0.163"}
+    assert found["conda"]["activate_d"] is True
+
+    (venv / "bin" / "pip").unlink()  # a venv made without ensurepip
+    (venv / site / "tensorflow-2.21.0.dist-info").rename(venv / site / "tensorflow_gpu-1.15.0.dist-info")
+    half = facts(tmp_path / "none", venv)
+    assert half["conda"] is None and half["venv"]["pip"] is False
+    assert half["venv"]["packages"] == {"tensorflow_gpu": "1.15.0"}
+    (venv / "bin" / "python").unlink()
+    (venv / "bin" / "python").symlink_to(tmp_path / "gone")  # its base Python was removed
+    assert facts(tmp_path / "none", venv)["venv"]["python_runs"] is False

@@ -212,16 +212,29 @@ def cuda(c, name=None, tf_version=None, prefix=None, hosts=None, json=False):
         envs = env_list(host, where)
         if envs is None or not has_env(envs, name):
             raise Exit(f"[{host.label}] no env {name}: run `inv conda.create` first.")
-        listed = host.fact(f"{conda_bin(where)} list -n {shlex.quote(name)} --json")
+        env_path = f"{where.rstrip('/')}/envs/{name}"
+        facts = host.probe(
+            {
+                "listed": f"{conda_bin(where)} list -n {shlex.quote(name)} --json",
+                "activation": f"test -e {shell_path(env_path + '/etc/conda/activate.d/tfrig-cuda.sh')}",
+            }
+        )
+        listed = facts["listed"]
         present = {p["name"]: p["version"] for p in json_module.loads(listed.out or "[]")} if listed.ok else {}
         missing = [p for p in plan.conda_packages if not present.get(p.split("=")[0], "").startswith(p.split("=")[1])]
-        if not missing:
-            host.say(f"already done: {', '.join(plan.conda_packages)} in env {name}")
+        if not missing and facts["activation"].ok:
+            host.say(f"already done: {', '.join(plan.conda_packages)} in env {name}, on its library path")
             return {"changed": False, "packages": plan.conda_packages}
-        packages = " ".join(shlex.quote(p) for p in missing)
-        run_conda(
-            host, where, f"install -y -q -n {shlex.quote(name)} -c conda-forge {packages}", f"conda install {packages}"
-        )
+        if missing:
+            packages = " ".join(shlex.quote(p) for p in missing)
+            run_conda(
+                host,
+                where,
+                f"install -y -q -n {shlex.quote(name)} -c conda-forge {packages}",
+                f"conda install {packages}",
+            )
+        host.say(f"setting LD_LIBRARY_PATH in env {name}'s activation (TensorFlow's docs for releases before 2.14)")
+        host.script("conda-cuda-vars.sh", {"ENV": env_path}, sudo=False, progress="env activation")
         return {"changed": True, "packages": missing}
 
     on_targets(c, work, hosts=hosts, json_out=json)

@@ -5,6 +5,7 @@ google-cloud-compute is imported only inside these tasks (through tfrig.cloud).
 
 from __future__ import annotations
 
+import json
 import os
 import shlex
 import sys
@@ -157,7 +158,7 @@ def fresh_image_facts(image: str, gpu: gceplan.GpuType, user: str) -> dict[str, 
         "userspace": (127, ""),
         "tools": (0, ""),
         "packages": (1, ""),
-        "python": (0, python),
+        "tf_env": (0, json.dumps({"system_python": python, "conda": None, "venv": None})),
         "groups": (0, user),
     }
 
@@ -873,7 +874,7 @@ def exec_(c, cmd, name=None, json=False):
 
     def work(host: Host) -> dict[str, Any]:
         env = environment(host, c)
-        command = f'export PATH={shell_path(env.path.rstrip("/") + "/bin")}:"$PATH"; cd; {cmd}'
+        command = f'export PATH={shell_path(env.path.rstrip("/") + "/bin")}:"$PATH"; {env.exports}cd; {cmd}'
         if host.dry:
             host.say(f"would run: {cmd}")
             return {"exit_code": None}

@@ -55,8 +55,17 @@ class InstallPlan:
     cuda: str | None = None
     cudnn: str | None = None
     conda_packages: list[str] = field(default_factory=list)  # CUDA libraries from conda (TF < 2.14)
+    pip_packages: list[str] = field(default_factory=list)  # installed beside TensorFlow (pip's cuDNN for 2.12/2.13)
     driver_min: str | None = None
     notes: list[str] = field(default_factory=list)
+
+
+def conda_route(build: Build) -> tuple[list[str], list[str]]:
+    """The CUDA libraries of a TensorFlow < 2.14 GPU build: (conda-forge packages, pip packages).
+    compat.yaml miniconda.tf_before_2_14_cudnn has the builds that exist and the sources."""
+    cudnn = compat()["miniconda"]["tf_before_2_14_cudnn"]["by_cudnn"][build.cudnn]
+    conda = [f"cudatoolkit={build.cuda}"] + ([cudnn["conda"]] if "conda" in cudnn else [])
+    return conda, [cudnn["pip"]] if "pip" in cudnn else []
 
 
 def _pythons(text: str) -> tuple[tuple[int, int], ...]:
@@ -203,12 +212,9 @@ def resolve(
     if build.version >= AND_CUDA_SINCE:
         plan.tf = _and_cuda_version(build, chosen_python, plan)
         plan.requirement = f"tensorflow[and-cuda]=={plan.tf}"
-    elif build.version.major >= 2:
-        plan.requirement = f"tensorflow=={build.tf}"
-        plan.conda_packages = [f"cudatoolkit={build.cuda}", f"cudnn={build.cudnn}"]
     else:
-        plan.requirement = f"tensorflow-gpu=={build.tf}"
-        plan.conda_packages = [f"cudatoolkit={build.cuda}", f"cudnn={build.cudnn}"]
+        plan.requirement = f"tensorflow=={build.tf}" if build.version.major >= 2 else f"tensorflow-gpu=={build.tf}"
+        plan.conda_packages, plan.pip_packages = conda_route(build)
     if driver and Version(driver) < Version(plan.driver_min):
         workable = [b for b in builds() if Version(driver) >= Version(driver_minimum(b.cuda, b.tf))]
         instead = f" or TensorFlow {workable[0].tf} (CUDA {workable[0].cuda})" if workable else ""

@@ -6,7 +6,7 @@ import json as json_module
 import re
 import shlex
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from invoke import Collection
@@ -18,8 +18,9 @@ from tfrig.taskdef import HOSTS_HELP, JSON_HELP, setting, task
 from tfrig.ui import print_json, table
 
 VERIFY_MARK = "@@tfrig-verify "
-_PY_VERSION = "-c 'import sys; print(\"%d.%d.%d\" % sys.version_info[:3])'"
-_TF_VERSION = "-c 'import importlib.metadata as m; print(m.version(\"tensorflow\"))'"
+TF_DISTRIBUTIONS = ("tensorflow", "tensorflow_gpu", "tensorflow_cpu")  # dist-info names, 1.x's first
+# The env facts in one interpreter start: the system's python3, else either env's own Python.
+_ENV_FACTS = (SCRIPTS / "tf-env-facts.py").read_text()
 
 
 def _setting(c: Any, key: str, value: Any) -> Any:
@@ -32,46 +33,94 @@ class Environment:
 
     kind: str  # conda | venv
     path: str
-    python: str  # a shell word for its interpreter
+    interpreter: str  # a shell word for its bin/python
     exists: bool  # its Python runs; a venv is ready only with its pip too
     python_version: str | None
     tensorflow: str | None
     system_python: str | None
     driver: str | None
     compute_capability: str | None
+    packages: dict[str, str] = field(default_factory=dict)  # watched pip distributions -> version
+    conda_packages: dict[str, str] = field(default_factory=dict)  # cudatoolkit, cudnn -> version
+    cuda_activation: bool = False  # the env's activate.d sets LD_LIBRARY_PATH (conda.cuda)
+    library_path: str | None = None  # shell words for LD_LIBRARY_PATH, on the conda CUDA route
+
+    @property
+    def exports(self) -> str:
+        """Shell words that set the env's variables for what runs after them (`export ...; `)."""
+        if not self.library_path:
+            return ""
+        return f'export LD_LIBRARY_PATH={self.library_path}"${{LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}}"; '
+
+    @property
+    def python(self) -> str:
+        """A shell command that runs the env's Python as its activation would."""
+        if not self.library_path:
+            return self.interpreter
+        return f'env LD_LIBRARY_PATH={self.library_path}"${{LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}}" {self.interpreter}'
+
+
+def _facts_command(conda_env: str, venv: str) -> str:
+    args = f"{shell_path(conda_env)} {shell_path(venv)}"
+    program = shlex.quote(_ENV_FACTS)
+    fallbacks = " ".join(shell_path(path.rstrip("/") + "/bin/python") for path in (conda_env, venv))
+    return (
+        f"if command -v python3 >/dev/null; then exec python3 -c {program} {args} system; fi; "
+        f'for py in {fallbacks}; do [ -x "$py" ] && exec "$py" -c {program} {args} env; done; exit 127'
+    )
+
+
+def conda_library_path(env: str, python_version: str | None) -> str:
+    """LD_LIBRARY_PATH (shell words) for TensorFlow < 2.14 in a conda env, as TensorFlow's docs set it:
+    pip's cuDNN (2.12/2.13), then the env's lib folder (cudatoolkit, conda-forge's cudnn)."""
+    lib = env.rstrip("/") + "/lib"
+    minor = ".".join((python_version or "3").split(".")[:2])
+    return f"{shell_path(f'{lib}/python{minor}/site-packages/nvidia/cudnn/lib')}:{shell_path(lib)}"
 
 
 def environment(host: Host, c: Any) -> Environment:
-    """One round trip: the target's Pythons, its TensorFlow envs, and its GPU."""
+    """One round trip and one interpreter start: the target's Pythons, its TensorFlow envs, its GPU."""
     conda_env = f"{c.config.conda.prefix.rstrip('/')}/envs/{c.config.conda.env}"
     venv = c.config.tf.venv
-    conda_py, venv_py = shell_path(conda_env + "/bin/python"), shell_path(venv.rstrip("/") + "/bin/python")
     facts = host.probe(
         {
-            "python": f"python3 {_PY_VERSION}",
-            "conda_py": f"{conda_py} {_PY_VERSION}",
-            "conda_tf": f"{conda_py} {_TF_VERSION}",
-            "venv_py": f"{venv_py} {_PY_VERSION}",
-            "venv_tf": f"{venv_py} {_TF_VERSION}",
-            "venv_pip": f"test -e {shell_path(venv.rstrip('/') + '/bin/pip')}",
+            "tf_env": _facts_command(conda_env, venv),
             "gpu": "nvidia-smi --query-gpu=driver_version,compute_cap --format=csv,noheader",
         }
     )
+    try:
+        found = json_module.loads(facts["tf_env"].out.strip().splitlines()[-1]) if facts["tf_env"].ok else {}
+    except (ValueError, IndexError):
+        raise Exit(f"[{host.label}] could not read the Python envs: {facts['tf_env'].out[-200:]}") from None
+    gpu_lines = facts["gpu"].out.strip().splitlines() if facts["gpu"].ok else []
+    parts = [part.strip() for part in gpu_lines[-1].split(",")] if gpu_lines else []
+    driver, capability = (parts[0], parts[1]) if len(parts) == 2 else (None, None)
+    common = {"system_python": found.get("system_python"), "driver": driver, "compute_capability": capability}
 
-    def value(name: str) -> str | None:
-        fact = facts[name]
-        lines = fact.out.strip().splitlines()
-        return lines[-1].strip() if fact.ok and lines else None
+    def described(kind: str, path: str, env: dict[str, Any]) -> Environment:
+        packages = env.get("packages", {})
+        conda_packages = env.get("conda_packages", {})
+        return Environment(
+            kind,
+            path,
+            shell_path(path.rstrip("/") + "/bin/python"),
+            bool(env.get("python_runs")) and (kind == "conda" or bool(env.get("pip"))),
+            env.get("python_version"),
+            next((packages[name] for name in TF_DISTRIBUTIONS if name in packages), None),
+            packages=packages,
+            conda_packages=conda_packages,
+            cuda_activation=bool(env.get("activate_d")),
+            # the conda CUDA route: the env's libraries on the path, as its activation sets them
+            library_path=(
+                conda_library_path(path, env.get("python_version")) if "cudatoolkit" in conda_packages else None
+            ),
+            **common,
+        )
 
-    gpu_line = value("gpu")
-    driver, capability = (
-        (part.strip() for part in gpu_line.split(",")) if gpu_line and "," in gpu_line else (None, None)
-    )
-    common = {"system_python": value("python"), "driver": driver, "compute_capability": capability}
-    if facts["conda_py"].ok:
-        return Environment("conda", conda_env, conda_py, True, value("conda_py"), value("conda_tf"), **common)
-    ready = facts["venv_py"].ok and facts["venv_pip"].ok  # a venv made without ensurepip has no pip
-    return Environment("venv", venv, venv_py, ready, value("venv_py"), value("venv_tf"), **common)
+    conda = found.get("conda")
+    if conda and conda.get("python_runs"):
+        return described("conda", conda_env, conda)
+    return described("venv", venv, found.get("venv") or {})
 
 
 def _needs_library_links(version: str) -> bool:
@@ -81,6 +130,30 @@ def _needs_library_links(version: str) -> bool:
 
     minor = ".".join(version.split(".")[:2])
     return minor in compat()["tensorflow_builds"]["package_history"]["docs_fix_applied_for"]
+
+
+def _has_pin(packages: dict[str, str], pin: str) -> bool:
+    """Whether a pip pin (`name==version`) is what the env has."""
+    name, _, version = pin.partition("==")
+    return packages.get(re.sub(r"[-.]", "_", name.lower())) == version
+
+
+def _has_conda_pin(packages: dict[str, str], pin: str) -> bool:
+    """Whether a conda spec (`name=version`, a prefix as conda matches it) is what the env has."""
+    name, _, version = pin.partition("=")
+    have = packages.get(name)
+    return have is not None and (have == version or have.startswith(version + "."))
+
+
+def _assumed_env_facts(env: Environment, tensorflow: str) -> str:
+    """Under --dry over a VM not created: the env facts once this install would have run."""
+    facts = {
+        "python_runs": True,
+        "python_version": env.python_version or env.system_python,
+        "pip": True,
+        "packages": {**env.packages, "tensorflow": tensorflow},
+    }
+    return json_module.dumps({"system_python": env.system_python, env.kind: facts})
 
 
 def _want_gpu(gpu: bool, cpu: bool, env: Environment) -> bool:
@@ -142,15 +215,19 @@ def install(
             "kind": env.kind,
             "requirement": plan.requirement,
         }
-        if env.tensorflow == plan.tf and not plan.conda_packages:
+        missing_pip = [pin for pin in plan.pip_packages if not _has_pin(env.packages, pin)]
+        if plan.conda_packages:
+            missing_conda = [pin for pin in plan.conda_packages if not _has_conda_pin(env.conda_packages, pin)]
+            if env.kind != "conda" or missing_conda:
+                raise Exit(
+                    f"[{host.label}] TensorFlow {plan.tf} takes its CUDA libraries from conda-forge "
+                    f"({', '.join(missing_conda if env.kind == 'conda' else plan.conda_packages)}): "
+                    "run `inv conda.install conda.create conda.cuda` first, "
+                    "or use TensorFlow 2.14+ (tensorflow[and-cuda])."
+                )
+        if env.tensorflow == plan.tf and not missing_pip:
             host.say(f"already done: TensorFlow {plan.tf} in {env.kind} {env.path}")
             return {**result, "changed": False}
-        if plan.conda_packages and env.kind != "conda":
-            raise Exit(
-                f"[{host.label}] TensorFlow {plan.tf} takes its CUDA libraries from conda "
-                f"({', '.join(plan.conda_packages)}): run `inv conda.install conda.create conda.cuda` first, "
-                "or use TensorFlow 2.14+ (tensorflow[and-cuda])."
-            )
         if not env.exists:
             host.say(f"{'completing' if env.python_version else 'creating'} venv {env.path}")
             host.script(
@@ -161,13 +238,14 @@ def install(
         options = _pip_options(c, index_url, find_links, no_index)
         for note in plan.notes:
             host.say(f"note: {note}")
+        requirements = [plan.requirement, *plan.pip_packages]
         host.say(
-            f"installing {plan.requirement} into {env.path}"
+            f"installing {' '.join(requirements)} into {env.path}"
             + (" (was " + env.tensorflow + ")" if env.tensorflow else "")
         )
         host.change(
-            f"{env.python} -m pip install {' '.join(options)} {shlex.quote(plan.requirement)}",
-            what=f"pip install {plan.requirement}",
+            f"{env.python} -m pip install {' '.join(options)} {' '.join(shlex.quote(r) for r in requirements)}",
+            what=f"pip install {' '.join(requirements)}",
             progress=f"pip install {plan.requirement}",
         )
         if plan.gpu and env.kind == "venv" and _needs_library_links(plan.tf):
@@ -175,12 +253,14 @@ def install(
                 "linking the pip CUDA libraries into TensorFlow's folder (TensorFlow's pip page, for this release)"
             )
             host.script("tf-cuda-links.sh", {"VENV": env.path}, sudo=False, progress="linking CUDA libraries")
-        key = "conda" if env.kind == "conda" else "venv"
-        host.assume({f"{key}_py": (0, env.python_version or env.system_python or ""), f"{key}_tf": (0, plan.tf)})
+        host.assume({"tf_env": (0, _assumed_env_facts(env, plan.tf))})
         if not host.dry:
-            installed = host.fact(f"{env.python} {_TF_VERSION}").out.strip().splitlines()
-            if not installed or installed[-1] != plan.tf:
-                raise Exit(f"[{host.label}] pip finished but TensorFlow {plan.tf} is not importable in {env.path}.")
+            installed = environment(host, c).tensorflow
+            if installed != plan.tf:
+                raise Exit(
+                    f"[{host.label}] pip finished but {env.path} has TensorFlow {installed or 'not at all'}, "
+                    f"not {plan.tf}; see the log with `inv tf.install` again."
+                )
             host.say(f"TensorFlow {plan.tf} installed")
         return {**result, "changed": True}
 
