@@ -7,7 +7,11 @@ Run (needs the Docker engine and tests/testbed/images.sh's images, as for the te
    host; gpu.setup refuses there) on one host: the first run against re-runs where everything is
    done. Reports wall times, the ratio, and the SSH round trips of a re-run (from the host log).
    Target: the re-run changes nothing and takes under 1 s (the floor: one `ssh host true`).
-2. Fan-out: the converged re-run of `driver.prepare --no-headers` on 1 and on N hosts.
+2. Converged `tf.install --cpu gpu.check` on a host with real package lists (`apt-get update` run
+   on it first, as on a VM after its first apt step), against the floor of one `ssh` running one
+   script that reads the same facts (tfrig's env facts script and nvidia-smi).
+   Target: at most 2 x that floor, in the same run.
+3. Fan-out: the converged re-run of `driver.prepare --no-headers` on 1 and on N hosts.
    Target: N hosts take at most 1.5 x one host.
 """
 
@@ -15,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import shlex
 import socket
 import statistics
 import subprocess
@@ -55,11 +60,11 @@ def start_hosts(client: docker.DockerClient, count: int, key: Path, wheelhouse: 
     return hosts
 
 
-def tfrig(args: list[str], env: dict[str, str]) -> float:
+def tfrig(args: list[str], env: dict[str, str], expect: int = 0) -> float:
     started = time.perf_counter()
     done = subprocess.run([sys.executable, "-m", "tfrig", *args], cwd=ROOT, env=env, capture_output=True, text=True)
     elapsed = time.perf_counter() - started
-    if done.returncode:
+    if done.returncode != expect:
         raise SystemExit(f"tfrig {' '.join(args)} failed:\n{done.stdout}{done.stderr}")
     return elapsed
 
@@ -111,6 +116,8 @@ def main() -> None:
                 f"`ssh host true` floor {floor:.2f} s (re-run / floor {rerun / floor:.1f})"
             )
 
+            tf_check(hosts[0][0], specs[0], key, env, args.runs)
+
             def prepare(hosts: str) -> list[str]:
                 return ["driver.prepare", "-H", hosts, "--no-headers"]
 
@@ -127,6 +134,32 @@ def main() -> None:
         finally:
             for container, _ in hosts:
                 container.remove(force=True)
+
+
+def tf_check(container: Any, spec: str, key: Path, env: dict[str, str], runs: int) -> None:
+    """Converged `tf.install --cpu gpu.check` against one ssh running one script, on real lists."""
+    updated = container.exec_run("apt-get update -q", user="root")
+    if updated.exit_code:
+        raise SystemExit(f"apt-get update on the bench host failed: {updated.output.decode()[-300:]}")
+    chain = ["tf.install", "-H", spec, "--cpu", "--find-links", "/wheelhouse", "--no-index", "gpu.check"]
+    # The bench host has no GPU: gpu.check reads every fact, then exits 1 with "no NVIDIA GPU".
+    tfrig(chain, env, expect=1)
+    rerun = statistics.median([tfrig(chain, env, expect=1) for _ in range(runs)])
+    facts = (ROOT / "tfrig" / "scripts" / "tf-env-facts.py").read_text()
+    script = f"python3 -c {shlex.quote(facts)} ~/miniconda3/envs/tf ~/tf-venv system; nvidia-smi -L; true"
+    one_script = statistics.median([timed_ssh(spec, key, script) for _ in range(runs)])
+    true = statistics.median([timed_ssh(spec, key, "true") for _ in range(runs)])
+    print(
+        f"converged tf.install --cpu gpu.check on a host with real package lists: {rerun:.2f} s (median of {runs}); "
+        f"one ssh running one script {one_script:.2f} s, `ssh host true` {true:.2f} s; "
+        f"ratio to the one-script floor {rerun / one_script:.2f} (target <= 2)"
+    )
+
+
+def timed_ssh(spec: str, key: Path, command: str) -> float:
+    started = time.perf_counter()
+    subprocess.run([*_ssh(spec, key)[:-1], command], check=True, capture_output=True)
+    return time.perf_counter() - started
 
 
 def ssh_all(specs: list[str], key: Path) -> float:
