@@ -33,7 +33,6 @@ def env_facts(
             "pip": env.get("pip", True),
             "packages": packages,
             "conda_packages": env.get("conda_packages", {}),
-            "activate_d": env.get("activate_d", False),
         }
 
     facts = {"system_python": system, "conda": described(conda), "venv": described(venv)}
@@ -271,7 +270,6 @@ def test_the_env_facts_script_reads_envs_as_pip_venv_and_conda_lay_them_out(tmp_
             "conda-meta/python-3.11.9-h955ad1f_0.json": "{}",
             "conda-meta/cudatoolkit-11.8.0-h6a678d5_0.json": "{}",
             "conda-meta/libstdcxx-ng-11.2.0-h1234567_1.json": "{}",
-            "etc/conda/activate.d/tfrig-cuda.sh": "",
         },
     )
     (conda / site / "tensorflow-2.13.0.dist-info").mkdir(parents=True)
@@ -289,12 +287,11 @@ def test_the_env_facts_script_reads_envs_as_pip_venv_and_conda_lay_them_out(tmp_
     assert found["system_python"] == ".".join(str(p) for p in sys.version_info[:3])
     assert found["venv"] == {
         "python_runs": True, "python_version": "3.11.2", "pip": True, "packages": {"tensorflow": "2.21.0"},
-        "conda_packages": {}, "activate_d": False,
+        "conda_packages": {},
     }  # fmt: skip
     assert found["conda"]["python_version"] == "3.11.9"
     assert found["conda"]["conda_packages"] == {"cudatoolkit": "11.8.0"}
     assert found["conda"]["packages"] == {"tensorflow": "2.13.0", "nvidia_cudnn_cu11": "8.6.0.163"}
-    assert found["conda"]["activate_d"] is True
 
     (venv / "bin" / "pip").unlink()  # a venv made without ensurepip
     (venv / site / "tensorflow-2.21.0.dist-info").rename(venv / site / "tensorflow_gpu-1.15.0.dist-info")

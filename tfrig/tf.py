@@ -42,7 +42,6 @@ class Environment:
     compute_capability: str | None
     packages: dict[str, str] = field(default_factory=dict)  # watched pip distributions -> version
     conda_packages: dict[str, str] = field(default_factory=dict)  # cudatoolkit, cudnn -> version
-    cuda_activation: bool = False  # the env's activate.d sets LD_LIBRARY_PATH (conda.cuda)
     library_path: str | None = None  # shell words for LD_LIBRARY_PATH, on the conda CUDA route
 
     @property
@@ -109,7 +108,6 @@ def environment(host: Host, c: Any) -> Environment:
             next((packages[name] for name in TF_DISTRIBUTIONS if name in packages), None),
             packages=packages,
             conda_packages=conda_packages,
-            cuda_activation=bool(env.get("activate_d")),
             # the conda CUDA route: the env's libraries on the path, as its activation sets them
             library_path=(
                 conda_library_path(path, env.get("python_version")) if "cudatoolkit" in conda_packages else None

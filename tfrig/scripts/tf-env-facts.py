@@ -76,7 +76,6 @@ def env_facts(env, kind):
         "pip": os.access(os.path.join(env, "bin", "pip"), os.X_OK),
         "packages": dist_infos(env),
         "conda_packages": conda,
-        "activate_d": os.path.exists(os.path.join(env, "etc", "conda", "activate.d", "tfrig-cuda.sh")),
     }
 
 
