@@ -107,7 +107,7 @@ def main() -> None:
             mark = len(log.read_text().splitlines())
             again = [tfrig(chain(specs[0]), env) for _ in range(args.runs)]
             trips, changes = round_trips(log, mark)
-            floor = statistics.median([tfrig_floor(specs[0], key) for _ in range(args.runs)])
+            floor = statistics.median([timed_ssh(specs[0], key, "true") for _ in range(args.runs)])
             rerun = statistics.median(again)
             print(
                 f"converged re-run of driver.prepare + tf.install on 1 host: first run {first:.1f} s, "
@@ -174,27 +174,6 @@ def ssh_all(specs: list[str], key: Path) -> float:
 def _ssh(spec: str, key: Path) -> list[str]:
     options = ["-o", "StrictHostKeyChecking=no", "-o", "UserKnownHostsFile=/dev/null", "-o", "LogLevel=ERROR"]
     return ["ssh", "-i", str(key), *options, spec, "true"]
-
-
-def tfrig_floor(spec: str, key: Path) -> float:
-    started = time.perf_counter()
-    subprocess.run(
-        [
-            "ssh",
-            "-i",
-            str(key),
-            "-o",
-            "StrictHostKeyChecking=no",
-            "-o",
-            "UserKnownHostsFile=/dev/null",
-            "-o",
-            "LogLevel=ERROR",
-            spec,
-            "true",
-        ],
-        check=True,
-    )
-    return time.perf_counter() - started
 
 
 if __name__ == "__main__":

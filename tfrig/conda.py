@@ -70,6 +70,13 @@ def env_list(host: Host, prefix: str) -> list[str] | None:
         return None
 
 
+def has_conda_pin(packages: dict[str, str], pin: str) -> bool:
+    """Whether a conda spec (`name=version`, a prefix as conda matches it) is what the env has."""
+    name, _, version = pin.partition("=")
+    have = packages.get(name)
+    return have is not None and (have == version or have.startswith(version + "."))
+
+
 def has_env(envs: list[str], name: str) -> bool:
     return any(path.rstrip("/").rsplit("/", 1)[-1] == name and "/envs/" in path for path in envs)
 
@@ -221,7 +228,7 @@ def cuda(c, name=None, tf_version=None, prefix=None, hosts=None, json=False):
         )
         listed = facts["listed"]
         present = {p["name"]: p["version"] for p in json_module.loads(listed.out or "[]")} if listed.ok else {}
-        missing = [p for p in plan.conda_packages if not present.get(p.split("=")[0], "").startswith(p.split("=")[1])]
+        missing = [pin for pin in plan.conda_packages if not has_conda_pin(present, pin)]
         if not missing and facts["activation"].ok:
             host.say(f"already done: {', '.join(plan.conda_packages)} in env {name}, on its library path")
             return {"changed": False, "packages": plan.conda_packages}

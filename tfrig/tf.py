@@ -12,6 +12,7 @@ from typing import Any
 from invoke import Collection
 from invoke.exceptions import Exit
 
+from tfrig.conda import has_conda_pin
 from tfrig.host import SCRIPTS, Host, shell_path
 from tfrig.runner import on_targets
 from tfrig.taskdef import HOSTS_HELP, JSON_HELP, setting, task
@@ -45,18 +46,18 @@ class Environment:
     library_path: str | None = None  # shell words for LD_LIBRARY_PATH, on the conda CUDA route
 
     @property
+    def _library_assignment(self) -> str:
+        return f'LD_LIBRARY_PATH={self.library_path}"${{LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}}"'
+
+    @property
     def exports(self) -> str:
         """Shell words that set the env's variables for what runs after them (`export ...; `)."""
-        if not self.library_path:
-            return ""
-        return f'export LD_LIBRARY_PATH={self.library_path}"${{LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}}"; '
+        return f"export {self._library_assignment}; " if self.library_path else ""
 
     @property
     def python(self) -> str:
         """A shell command that runs the env's Python as its activation would."""
-        if not self.library_path:
-            return self.interpreter
-        return f'env LD_LIBRARY_PATH={self.library_path}"${{LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}}" {self.interpreter}'
+        return f"env {self._library_assignment} {self.interpreter}" if self.library_path else self.interpreter
 
 
 def _facts_command(conda_env: str, venv: str) -> str:
@@ -136,13 +137,6 @@ def _has_pin(packages: dict[str, str], pin: str) -> bool:
     return packages.get(re.sub(r"[-.]", "_", name.lower())) == version
 
 
-def _has_conda_pin(packages: dict[str, str], pin: str) -> bool:
-    """Whether a conda spec (`name=version`, a prefix as conda matches it) is what the env has."""
-    name, _, version = pin.partition("=")
-    have = packages.get(name)
-    return have is not None and (have == version or have.startswith(version + "."))
-
-
 def _assumed_env_facts(env: Environment, tensorflow: str) -> str:
     """Under --dry over a VM not created: the env facts once this install would have run."""
     facts = {
@@ -215,7 +209,7 @@ def install(
         }
         missing_pip = [pin for pin in plan.pip_packages if not _has_pin(env.packages, pin)]
         if plan.conda_packages:
-            missing_conda = [pin for pin in plan.conda_packages if not _has_conda_pin(env.conda_packages, pin)]
+            missing_conda = [pin for pin in plan.conda_packages if not has_conda_pin(env.conda_packages, pin)]
             if env.kind != "conda" or missing_conda:
                 raise Exit(
                     f"[{host.label}] TensorFlow {plan.tf} takes its CUDA libraries from conda-forge "
