@@ -142,3 +142,19 @@ def test_and_cuda_pins_are_what_pip_can_install():
     with pytest.raises(resolver.Refusal, match=r"installs on Python 3\.9-3\.10 only .*tensorrt==8\.5\.3\.1"):
         resolver.resolve("2.14", python="3.11", gpu=True)
     assert resolver.resolve("2.14", python="3.11").requirement == "tensorflow==2.14.0"  # the CPU build installs
+
+
+def test_the_catalog_comes_from_its_cached_copy_once_made_and_a_damaged_copy_is_made_anew(state_dir, monkeypatch):
+    import yaml
+
+    from tfrig import catalog
+
+    parsed = catalog._load("compat.yaml")
+    (cached,) = (state_dir / "cache").glob("compat.yaml.*.marshal")
+    with monkeypatch.context() as patched:
+        patched.setattr(yaml, "load", lambda *args, **kwargs: pytest.fail("compat.yaml parsed again"))
+        assert catalog._load("compat.yaml") == parsed
+    for damage in (b"", b"garbage", b"\xe9\x01\x00\x00\x00"):  # empty, a float's header, an int
+        cached.write_bytes(damage)
+        assert catalog._load("compat.yaml") == parsed
+        assert cached.read_bytes() != damage

@@ -107,6 +107,21 @@ def test_install_and_verify_over_ssh_then_jupyter_through_a_tunnel(tfrig, sshd_f
     again = tfrig("tf.install", "-H", host.spec(), "--find-links", "/wheelhouse", "--no-index", env=ssh_env)
     assert "already done: TensorFlow 2.21.0 in venv ~/tf-venv" in again.out
 
+    # Converged and chained: gpu.check's facts come in tf.install's one round trip (tfrig.readahead),
+    # and say what gpu.check alone says.
+    log = state_dir / "logs" / f"{host.spec()}.log"
+    mark = len(log.read_text().splitlines())
+    chained = tfrig("tf.install", "-H", host.spec(), "--find-links", "/wheelhouse", "--no-index", "--json",
+                    "gpu.check", "--json", env=ssh_env)  # fmt: skip
+    alone = tfrig("gpu.check", "-H", host.spec(), "--json", env=ssh_env)
+    assert chained.code == alone.code == 1, chained.text  # no GPU on the stand-in
+    assert json_docs(chained.out)[0]["changed"] is False
+    assert json_docs(chained.out)[1] == json_docs(alone.out)[0]
+    assert json_docs(alone.out)[0]["diagnosis"].startswith("no NVIDIA GPU on the PCI bus")
+    commands = [line for line in log.read_text().splitlines()[mark:] if line[:1].isdigit()]
+    assert len(commands) == 3, commands  # the chain's one probe, its read-ahead answer, gpu.check alone
+    assert commands[1].endswith("query, table, pci: read ahead by an earlier task")
+
     local_port = free_port()
     jupyter = subprocess.Popen(
         [

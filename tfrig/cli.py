@@ -6,7 +6,7 @@ import os
 
 from invoke import Program
 
-from tfrig import __version__
+from tfrig import __version__, readahead
 from tfrig.collection import ns
 
 
@@ -22,7 +22,9 @@ class TfrigProgram(Program):
             self.config.merge()
 
 
-program = TfrigProgram(namespace=ns, version=__version__, name="tfrig", binary="tfrig")
+program = TfrigProgram(
+    namespace=ns, version=__version__, name="tfrig", binary="tfrig", executor_class=readahead.ChainExecutor
+)
 
 
 def main() -> None:

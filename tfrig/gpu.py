@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Any
 from invoke import Collection
 from invoke.exceptions import Exit
 
-from tfrig import driver
+from tfrig import driver, readahead
 from tfrig.runner import on_targets
 from tfrig.taskdef import HOSTS_HELP, JSON_HELP, task
 from tfrig.ui import print_json
@@ -28,11 +28,18 @@ CHECK_HELP = {
 }
 
 
+def gpu_probes() -> dict[str, str]:
+    """What `read_gpus` reads."""
+    from tfrig import nvsmi
+
+    return {"query": nvsmi.QUERY_COMMAND, "table": "nvidia-smi", "pci": nvsmi.PCI_PROBE}
+
+
 def read_gpus(host: Host) -> nvsmi.Report:
     """The target's GPUs from nvidia-smi (query CSV first, the table as fallback), else why not."""
     from tfrig import nvsmi
 
-    facts = host.probe({"query": nvsmi.QUERY_COMMAND, "table": "nvidia-smi", "pci": nvsmi.PCI_PROBE})
+    facts = host.probe(gpu_probes())
     query, table = facts["query"], facts["table"]
     if query.ok and query.out.strip():
         report = nvsmi.parse_csv(query.out)
@@ -191,5 +198,6 @@ def setup(
     on_targets(c, work, hosts=hosts, json_out=json, summary=lambda r: f"driver {r['driver']['driver']}")
 
 
+readahead.first_probes(check, lambda config, kwargs: None if kwargs.get("input") else gpu_probes())
 ns = Collection("gpu", check, setup)
 ns.configure({"gpu": {}})

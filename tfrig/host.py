@@ -22,7 +22,7 @@ from typing import Any, TextIO
 
 from invoke.exceptions import Exit
 
-from tfrig import state
+from tfrig import readahead, state
 from tfrig.targets import Target
 
 SCRIPTS = Path(__file__).with_name("scripts")
@@ -117,8 +117,15 @@ class Host:
             if output:
                 log.write("".join(f"    {line}\n" for line in output.rstrip("\n").splitlines()[-200:]))
 
-    def _run(self, command: str, *, sudo: bool, **kwargs: Any) -> Any:
+    @property
+    def _read_ahead(self) -> Any:
+        """The run's connection when it keeps facts read ahead for later tasks (tfrig.readahead)."""
+        return self.c if hasattr(type(self.c), "take_read_ahead") else None
+
+    def _run(self, command: str, *, sudo: bool, read_only: bool = False, **kwargs: Any) -> Any:
         options = {"hide": True, "warn": True, "in_stream": False, **kwargs}
+        if read_only and self._read_ahead is not None:
+            options["read_only"] = True
         if sudo and not self.is_root:
             return self.c.sudo(command, **options)
         return self.c.run(command, **options)
@@ -140,7 +147,7 @@ class Host:
         """Run a read-only probe, for real even under --dry."""
         if self.target.assumed is not None:
             return self._assumed([command])[command]
-        result = self._run(command, sudo=sudo, dry=False)
+        result = self._run(command, sudo=sudo, dry=False, read_only=True)
         self._log("fact", command, result.exited, result.stdout + result.stderr)
         return Fact(rc=result.exited, out=(result.stdout + result.stderr).strip("\n"))
 
@@ -148,16 +155,35 @@ class Host:
         """Several read-only probes in one round trip."""
         if self.target.assumed is not None:
             return self._assumed(list(commands))
-        script = probe_script(commands)
-        result = self._run(f"sh -c {shlex.quote(script)}", sudo=sudo, dry=False)
-        self._log("probe", ", ".join(commands), result.exited, result.stdout)
+        # Read-ahead (tfrig.readahead): take facts an earlier task of the chain read for this one,
+        # and read the later tasks' first facts along with this task's.
+        connection: Any = None if sudo else self._read_ahead
+        now = readahead.position(connection.run_config) if connection is not None else None
+        later: dict[str, str] = {}
+        if now is not None:
+            found = connection.take_read_ahead(commands, now)
+            if found is not None:
+                self._log("probe", f"{', '.join(commands)}: read ahead by an earlier task", 0)
+                return found
+            wanted = set(commands.values())
+            later = {
+                f"read-ahead-{index}": command
+                for index, command in enumerate(readahead.later_probes(connection.run_config))
+                if command not in wanted
+            }
+        script = probe_script({**commands, **later})
+        result = self._run(f"sh -c {shlex.quote(script)}", sudo=sudo, dry=False, read_only=True)
+        self._log("probe", ", ".join([*commands, *later]), result.exited, result.stdout)
         facts = parse_probe(result.stdout)
         missing = set(commands) - set(facts)
         if missing:
             raise StepFailed(
                 f"{self.label}: the probe did not answer ({result.stderr.strip() or 'no output'}); see {self._log_path}"
             )
-        return facts
+        if now is not None:
+            read = {command: facts[name] for name, command in {**commands, **later}.items() if name in facts}
+            connection.keep_read_ahead(read, now)
+        return {name: facts[name] for name in commands}
 
     def change(self, command: str, *, sudo: bool = False, what: str | None = None, progress: str | None = None) -> str:
         """Run a command that changes the host; under --dry print it instead. Returns stdout.
@@ -266,20 +292,21 @@ def _close_run(run: int) -> None:
 
 
 def _new_connection(c: Any, target: Target) -> Any:
-    from fabric import Connection
+    from tfrig.connection import ReadAheadConnection
 
     tfrig_config = c.config.get("tfrig", {})
     key = target.key_filename or tfrig_config.get("ssh_key") or None
     connect_kwargs: dict[str, Any] = {}
     if key:
         connect_kwargs["key_filename"] = os.path.expanduser(key)
-    return Connection(
+    return ReadAheadConnection(
         target.host,
         user=target.user,
         port=target.port,
         config=c.config,
         connect_timeout=int(tfrig_config.get("connect_timeout", 15)),
         connect_kwargs=connect_kwargs,
+        run_config=c.config,
     )
 
 

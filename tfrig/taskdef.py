@@ -23,6 +23,10 @@ class TfrigTask(Task):
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
         namespace = self.body.__module__.rsplit(".", 1)[-1]
         token = current_task.set(f"{namespace}.{self.name.rstrip('_').replace('_', '-')}")
+        if args:  # args[0] is the task's Context
+            from tfrig import readahead
+
+            readahead.started(args[0].config, self)
         try:
             return super().__call__(*args, **kwargs)
         finally:

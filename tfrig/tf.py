@@ -12,6 +12,7 @@ from typing import Any
 from invoke import Collection
 from invoke.exceptions import Exit
 
+from tfrig import readahead
 from tfrig.conda import has_conda_pin
 from tfrig.host import SCRIPTS, Host, shell_path
 from tfrig.runner import on_targets
@@ -78,16 +79,23 @@ def conda_library_path(env: str, python_version: str | None) -> str:
     return f"{shell_path(f'{lib}/python{minor}/site-packages/nvidia/cudnn/lib')}:{shell_path(lib)}"
 
 
+def _conda_env(config: Any) -> str:
+    return f"{config.conda.prefix.rstrip('/')}/envs/{config.conda.env}"
+
+
+def environment_probes(config: Any, kwargs: Any = None) -> dict[str, str]:
+    """What `environment` reads: also the first facts of tf.install, tf.verify and tf.jupyter."""
+    return {
+        "tf_env": _facts_command(_conda_env(config), config.tf.venv),
+        "gpu": "nvidia-smi --query-gpu=driver_version,compute_cap --format=csv,noheader",
+    }
+
+
 def environment(host: Host, c: Any) -> Environment:
     """One round trip and one interpreter start: the target's Pythons, its TensorFlow envs, its GPU."""
-    conda_env = f"{c.config.conda.prefix.rstrip('/')}/envs/{c.config.conda.env}"
+    conda_env = _conda_env(c.config)
     venv = c.config.tf.venv
-    facts = host.probe(
-        {
-            "tf_env": _facts_command(conda_env, venv),
-            "gpu": "nvidia-smi --query-gpu=driver_version,compute_cap --format=csv,noheader",
-        }
-    )
+    facts = host.probe(environment_probes(c.config))
     try:
         found = json_module.loads(facts["tf_env"].out.strip().splitlines()[-1]) if facts["tf_env"].ok else {}
     except (ValueError, IndexError):
@@ -524,5 +532,7 @@ def jupyter(
             print("tunnel closed; JupyterLab keeps running on the target", file=out)
 
 
+for _task in (install, verify, jupyter):
+    readahead.first_probes(_task, environment_probes)
 ns = Collection("tf", install, verify, versions, jupyter)
 ns.configure({"tf": {"version": "", "venv": "~/tf-venv", "index_url": "", "find_links": ""}})
