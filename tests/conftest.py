@@ -173,6 +173,13 @@ class SshHost:
         code, output = self.container.exec_run(["sh", "-c", command])
         return int(code), output.decode(errors="replace")
 
+    def host_keys(self) -> list[str]:
+        """Its SSH host public keys as known-hosts lines, read inside the host (not over SSH)."""
+        name = self.address if self.port == 22 else f"[{self.address}]:{self.port}"
+        code, out = self.exec("cat /etc/ssh/ssh_host_*_key.pub")
+        assert code == 0, out
+        return [f"{name} {' '.join(line.split()[:2])}" for line in out.splitlines() if line.strip()]
+
     def wait_for_ssh(self, timeout: float = 30) -> None:
         def banner() -> bool:
             with socket.create_connection((self.address, self.port), timeout=1) as sock:
@@ -211,8 +218,15 @@ def testnet(docker_client: Any) -> Iterator[str]:
 
 
 @pytest.fixture(scope="session")
+def known_hosts(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The tests' known-hosts file (tfrig.known_hosts in ssh_env): each host's keys, pinned when it
+    starts, as a user who checked them would have them."""
+    return tmp_path_factory.mktemp("known") / "known_hosts"
+
+
+@pytest.fixture(scope="session")
 def sshd_factory(
-    docker_client: Any, ssh_key: Path, testnet: str, tmp_path_factory: pytest.TempPathFactory
+    docker_client: Any, ssh_key: Path, testnet: str, known_hosts: Path, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[Any]:
     need_image(docker_client, STOCK_IMAGE)
     started: list[Any] = []
@@ -222,10 +236,12 @@ def sshd_factory(
         volumes_extra: dict[str, str] | None = None,
         gpu: str | None = None,
         boot_lock: int = BOOT_LOCK_SECONDS,
+        pin: bool = True,
         **options: Any,
     ) -> SshHost:
         """A new stock-image host; `gpu` gives it that GPU on its PCI bus and a writable
-        /sys/module where the NVIDIA stand-ins record their module as loaded."""
+        /sys/module where the NVIDIA stand-ins record their module as loaded. Its host keys go to
+        the tests' known-hosts file unless `pin` is False (a VM, whose keys tfrig must find)."""
         address = f"127.0.0.{next(_next_loopback)}"
         volumes = {str(ssh_key) + ".pub": {"bind": "/etc/ssh/tfrig_keys", "mode": "ro"}}
         volumes.update({source: {"bind": target, "mode": "ro"} for source, target in (volumes_extra or {}).items()})
@@ -246,6 +262,9 @@ def sshd_factory(
         started.append(container)
         host = SshHost(container, address, port, ssh_key)
         host.wait_for_ssh()
+        if pin:
+            with open(known_hosts, "a") as known:
+                known.write("".join(line + "\n" for line in host.host_keys()))
         return host
 
     yield start
@@ -311,9 +330,9 @@ def gpu_host(sshd_factory: Any, nvidia_site: NvidiaSite) -> Any:
 
 
 @pytest.fixture
-def ssh_env(ssh_key: Path) -> dict[str, str]:
-    """Settings that make tfrig use the test key."""
-    return {"INVOKE_TFRIG_SSH_KEY": str(ssh_key)}
+def ssh_env(ssh_key: Path, known_hosts: Path) -> dict[str, str]:
+    """Settings that make tfrig use the test key and the test hosts' pinned host keys."""
+    return {"INVOKE_TFRIG_SSH_KEY": str(ssh_key), "INVOKE_TFRIG_KNOWN_HOSTS": str(known_hosts)}
 
 
 def json_of(text: str) -> Any:

@@ -51,8 +51,16 @@ class FakeCompute:
         self.instances: dict[str, dict[str, dict[str, Any]]] = {}
         self.operations: dict[str, dict[str, Any]] = {}
         self.calls: list[tuple[str, str]] = []
+        self.request_ids: dict[str, str] = {}  # an insert's requestId: its operation
+        # Hold the first request matching (method, path regex) until `release` is set, after
+        # `paused` is: the test acts (e.g. sends Ctrl-C) while a call is in flight.
+        self.pause: tuple[str, str] | None = None
+        self.paused, self.release = threading.Event(), threading.Event()
         self.vm_factory: Callable[[str, str, dict[str, Any]], str] | None = None
         self.vm_cleanup: Callable[[str], None] | None = None
+        # A real VM's SSH host keys, (type, base64), as its guest agent publishes them in the
+        # guest attributes `hostkeys/` (only when the metadata enables guest attributes).
+        self.vm_host_keys: Callable[[str], list[tuple[str, str]]] | None = None
         self.vms: dict[str, Any] = {}  # real VMs a vm_factory made, by name
         self.page_size = 2
         self._ids = itertools.count(1000)
@@ -154,6 +162,10 @@ class FakeCompute:
         parsed = urllib.parse.urlparse(path)
         query = urllib.parse.parse_qs(parsed.query)
         route = parsed.path.removeprefix(PREFIX + self.project)
+        if self.pause and method == self.pause[0] and re.search(self.pause[1], parsed.path):
+            self.pause = None
+            self.paused.set()
+            self.release.wait(60)
         if self.scenario.latency:
             time.sleep(self.scenario.latency)
         with self._lock:
@@ -206,12 +218,20 @@ class FakeCompute:
             return (200, operation) if operation else _error(404, "notFound", f"operation {name} not found")
         vms = self.instances.setdefault(zone, {})
         if method == "POST" and name is None:
-            return self._insert(zone, body)
+            request_id = query.get("requestId", [""])[0]
+            if request_id in self.request_ids:  # the API's idempotent retry: the first one's operation
+                return 200, self.operations[self.request_ids[request_id]]
+            status, answer = self._insert(zone, body)
+            if request_id and status == 200:
+                self.request_ids[request_id] = answer["name"]
+            return status, answer
         if name not in vms:
             return _error(
                 404, "notFound", f"The resource 'projects/{self.project}/zones/{zone}/instances/{name}' was not found"
             )
         vm = vms[name]
+        if method == "GET" and verb == "getGuestAttributes":
+            return self._guest_attributes(vm, query.get("queryPath", [""])[0])
         if method == "GET":
             return 200, vm
         if method == "DELETE":
@@ -223,6 +243,19 @@ class FakeCompute:
             vm["status"] = "TERMINATED" if verb == "stop" else "RUNNING"
             return 200, self._operation(zone, verb, vm["selfLink"])
         return _error(400, "badRequest", f"unsupported {method} {route}")
+
+    def _guest_attributes(self, vm: dict[str, Any], path: str) -> tuple[int, dict[str, Any]]:
+        """instances.getGuestAttributes: the guest agent publishes a VM's host keys under
+        `hostkeys/` (key: key type, value: base64) at first boot, and only when the instance or the
+        project metadata has enable-guest-attributes=TRUE (cloud.google.com/compute/docs/metadata/
+        manage-guest-attributes). A path with nothing under it is a 404, as the API answers."""
+        metadata = {item["key"]: item["value"] for item in vm.get("metadata", {}).get("items", [])}
+        enabled = {**self.project_metadata, **metadata}.get("enable-guest-attributes", "").upper() == "TRUE"
+        keys = self.vm_host_keys(vm["name"]) if enabled and self.vm_host_keys and vm["name"] in self.vms else []
+        items = [{"namespace": "hostkeys", "key": kind, "value": value} for kind, value in keys]
+        if path != "hostkeys/" or not items:
+            return _error(404, "notFound", f"The resource '{vm['selfLink']}/guestAttributes/{path}' was not found")
+        return 200, {"kind": "compute#guestAttributes", "queryPath": path, "queryValue": {"items": items}}
 
     def _insert(self, zone: str, body: dict[str, Any]) -> tuple[int, dict[str, Any]]:
         name = body.get("name", "")

@@ -31,7 +31,8 @@ def cloud(docker_client: Any, ssh_key: Path, wheelhouse: Path, sshd_factory: Any
     vms = api.vms
 
     def make_vm(name: str, zone: str, body: dict[str, Any]) -> str:
-        host = sshd_factory(volumes_extra={str(wheelhouse): "/wheelhouse"})
+        # Its host keys are not pinned for the test: tfrig must find them in the guest attributes.
+        host = sshd_factory(volumes_extra={str(wheelhouse): "/wheelhouse"}, pin=False)
         keys = next(item["value"] for item in body["metadata"]["items"] if item["key"] == "ssh-keys")
         user = keys.split(":", 1)[0]
         code, output = host.exec(
@@ -42,6 +43,7 @@ def cloud(docker_client: Any, ssh_key: Path, wheelhouse: Path, sshd_factory: Any
         return host.address
 
     api.vm_factory = make_vm
+    api.vm_host_keys = lambda name: [tuple(line.split()[1:3]) for line in vms[name].host_keys()]
     api.vm_cleanup = lambda name: vms.pop(name).container.remove(force=True)
     yield api
     api.close()
@@ -196,3 +198,45 @@ def test_interrupted_during_tf_install_then_resumed_does_nothing_twice(cloud, en
     assert "creating venv" not in second.stdout  # the venv from the first run is used
     assert "installing tensorflow==2.21.0" in second.stdout and "TensorFlow 2.21.0 installed" in second.stdout
     assert len(inserts(cloud)) == 1
+
+
+def test_a_vm_is_reached_only_with_the_host_keys_its_guest_agent_published(tfrig, cloud, env, state_dir):
+    created = tfrig("gcp.create", "--name", "tfrig-keys", "driver.status", env=env)
+    assert created.code == 0, created.text
+    vm = cloud.vms["tfrig-keys"]
+    pinned = (state_dir / "known_hosts").read_text().splitlines()
+    assert sorted(pinned) == sorted(vm.host_keys())  # from getGuestAttributes, before any connection
+    # Created with guest attributes on, so its guest agent could publish them at first boot.
+    (resource,) = [vms["tfrig-keys"] for vms in cloud.instances.values() if "tfrig-keys" in vms]
+    assert {"key": "enable-guest-attributes", "value": "TRUE"} in resource["metadata"]["items"]
+
+    deleted = tfrig("gcp.delete", "--name", "tfrig-keys", "--yes", env=env)
+    assert deleted.code == 0, deleted.text
+    assert not any(line.startswith(f"{vm.address} ") for line in (state_dir / "known_hosts").read_text().splitlines())
+
+
+def test_a_vm_showing_another_key_than_it_published_is_refused(tfrig, cloud, env, tmp_path):
+    key = tmp_path / "other"
+    subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(key)], check=True)
+    cloud.vm_host_keys = lambda name: [tuple(key.with_suffix(".pub").read_text().split()[:2])]
+    created = tfrig("gcp.create", "--name", "tfrig-mitm", "driver.status", env=env)
+    assert created.code != 0 and "Traceback" not in created.text
+    assert "tfrig-mitm: the host key of" in created.err and "has CHANGED" in created.err
+    assert state.find_vm("tfrig-mitm") is not None  # it bills: recorded, with the way to delete it
+
+
+def test_a_vm_whose_keys_never_appear_is_refused_unless_accept_new(tfrig, cloud, env):
+    cloud.vm_host_keys = lambda name: []
+    quick = {**env, "INVOKE_GCP_SSH_TIMEOUT": "2"}
+    refused = tfrig("gcp.create", "--name", "tfrig-silent", env=quick)
+    assert refused.code != 0 and "Traceback" not in refused.text
+    assert refused.err.strip().endswith(
+        "its guest agent published no SSH host keys (guest attributes hostkeys/), so its key can't be checked; "
+        "it is recorded: set tfrig.host_keys: accept-new to trust its first key, or delete it with "
+        "`inv gcp.delete --name tfrig-silent --yes`."
+    )
+    trusted = tfrig(
+        "gcp.create", "--name", "tfrig-silent", "driver.status", env={**quick, "INVOKE_TFRIG_HOST_KEYS": "accept-new"}
+    )
+    assert trusted.code == 0, trusted.text
+    assert "trusting the key it shows first (tfrig.host_keys: accept-new)" in trusted.text

@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import json
 import os
+import pwd
+import shlex
 import signal
 import subprocess
 import sys
@@ -72,8 +74,9 @@ def test_create_calls_in_order_and_records_the_vm(tfrig, fake, gcp_env):
         "sourceImage": "projects/ubuntu-os-cloud/global/images/family/ubuntu-2404-lts-amd64",
         "diskSizeGb": "100",
     }
-    [item] = body["metadata"]["items"]
-    assert item["key"] == "ssh-keys" and item["value"].startswith("alice:ssh-ed25519 ")
+    metadata = {item["key"]: item["value"] for item in body["metadata"]["items"]}
+    assert metadata.keys() == {"ssh-keys", "enable-guest-attributes"}
+    assert metadata["ssh-keys"].startswith("alice:ssh-ed25519 ") and metadata["enable-guest-attributes"] == "TRUE"
     assert "created europe-west4-a" not in result.out  # stdout is only JSON
 
 
@@ -411,13 +414,26 @@ def test_dry_over_the_whole_chain_plans_each_step_on_assumed_facts(tfrig, fake, 
 def test_ssh_command_and_the_managed_ssh_config_block(tfrig, gcp_env, tmp_path):
     state.record_vm("tfrig-alice", address="127.0.0.9", user="alice", ssh_key="/k/id", port=22, zone="us-central1-a")
     shown = tfrig("--dry", "gcp.ssh", env=gcp_env)
-    assert shown.out.strip() == "would run: ssh -o StrictHostKeyChecking=accept-new -p 22 -i /k/id alice@127.0.0.9"
+    argv = shlex.split(shown.out.strip().removeprefix("would run: "))
+    assert argv[0] == "ssh" and argv[-3:] == ["-i", "/k/id", "alice@127.0.0.9"]
+    # What OpenSSH makes of it (ssh -G resolves the options without connecting): the VM's key is
+    # checked against the keys tfrig pinned from its guest attributes, then the user's own.
+    checked = [
+        "stricthostkeychecking true",
+        f"userknownhostsfile {state.state_dir() / 'known_hosts'} {pwd.getpwuid(os.getuid()).pw_dir}/.ssh/known_hosts",
+    ]
+    resolved = subprocess.run(["ssh", "-G", *argv[1:]], capture_output=True, text=True, env={"HOME": str(tmp_path)})
+    assert set(checked) <= set(resolved.stdout.splitlines()), resolved.stdout + resolved.stderr
     config = tmp_path / ".ssh" / "config"
     config.parent.mkdir()
     config.write_text("Host work\n    HostName work.example\n")
     assert tfrig("gcp.ssh-config", env=gcp_env).code == 0
     text = config.read_text()
     assert text.startswith("Host work\n    HostName work.example\n# >>> tfrig tfrig-alice >>>\nHost tfrig-alice\n")
+    resolved = subprocess.run(
+        ["ssh", "-G", "-F", str(config), "tfrig-alice"], capture_output=True, text=True, env={"HOME": str(tmp_path)}
+    )
+    assert set(checked) <= set(resolved.stdout.splitlines()), resolved.stdout + resolved.stderr
     state.record_vm("tfrig-alice", address="127.0.0.10")
     assert tfrig("gcp.ssh-config", env=gcp_env).code == 0
     text = config.read_text()
@@ -447,3 +463,39 @@ def test_an_operation_that_cant_be_awaited_leaves_no_vm(tfrig, fake, gcp_env):
     assert "the half-created VM in europe-west4-a was deleted; nothing is left billing" in result.out
     assert fake.instances["europe-west4-a"] == {} and state.vms() == {}
     assert fake.paths("DELETE") == ["DELETE /zones/europe-west4-a/instances/tfrig-alice"]
+
+
+STAGES = {
+    "the insert call": ("POST", r"/zones/[^/]+/instances$"),
+    "the operation wait": ("POST", r"/operations/[^/]+/wait$"),
+    "the RUNNING wait": ("GET", r"/instances/tfrig-alice$"),
+    "the host keys wait": ("GET", r"/instances/tfrig-alice/getGuestAttributes$"),
+}
+
+
+@pytest.mark.parametrize("stage", list(STAGES))
+def test_ctrl_c_at_each_stage_of_a_create_leaves_no_vm_tfrig_has_not_recorded(fake, gcp_env, state_dir, stage):
+    fake.pause = STAGES[stage]
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "tfrig", "gcp.create", "--name", "tfrig-alice"],
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env={**os.environ, **gcp_env, "TFRIG_STATE_DIR": str(state_dir)},
+    )
+    try:
+        assert fake.paused.wait(60), f"tfrig never reached {stage}"
+        proc.send_signal(signal.SIGINT)
+    finally:
+        fake.release.set()
+    out, err = proc.communicate(timeout=120)
+    assert proc.returncode == 130 and "Traceback" not in err, out + err
+    (line,) = err.strip().splitlines()
+    assert line.startswith("interrupted: ")
+    live = {name for vms in fake.instances.values() for name in vms}
+    assert live <= set(state.vms()), (live, state.vms())
+    if live:
+        assert "`inv gcp.delete --name tfrig-alice --yes`" in line
+    else:
+        assert line == "interrupted: no VM was left behind; nothing bills."

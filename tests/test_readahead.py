@@ -49,10 +49,10 @@ readahead.first_probes(twice, lambda config, kwargs: MARKER)
 chain_ns = Collection(first, second, twice)
 
 
-def run_chain(host: Any, *calls: Any, between: Any = None) -> dict[str, Any]:
+def run_chain(host: Any, known_hosts: Path, *calls: Any, between: Any = None) -> dict[str, Any]:
     config = Config(
         overrides={
-            "tfrig": {"hosts": host.spec(), "ssh_key": str(host.key), "connect_timeout": 15},
+            "tfrig": {"hosts": host.spec(), "ssh_key": str(host.key), "known_hosts": str(known_hosts)},
             "between": between or (lambda: None),
         }
     )
@@ -65,10 +65,12 @@ def log_lines(host: Any) -> list[str]:
     return [line for line in log.read_text().splitlines() if line[:1].isdigit()]
 
 
-def test_a_later_task_takes_its_first_facts_from_the_earlier_round_trip(sshd_factory, state_dir: Path):
+def test_a_later_task_takes_its_first_facts_from_the_earlier_round_trip(
+    sshd_factory, known_hosts: Path, state_dir: Path
+):
     host = sshd_factory()
     host.exec("echo start > /tmp/marker")
-    results = run_chain(host, "first", "second")
+    results = run_chain(host, known_hosts, "first", "second")
     assert results["first"]["seen"] == "start" and results["second"]["seen"] == "start"
     lines = log_lines(host)
     assert len(lines) == 2, lines
@@ -76,24 +78,24 @@ def test_a_later_task_takes_its_first_facts_from_the_earlier_round_trip(sshd_fac
     assert lines[1].endswith("$ marker: read ahead by an earlier task")
 
 
-def test_a_change_in_between_drops_what_was_read_ahead(sshd_factory, state_dir: Path):
+def test_a_change_in_between_drops_what_was_read_ahead(sshd_factory, known_hosts: Path, state_dir: Path):
     host = sshd_factory()
-    results = run_chain(host, ("first", {"change": True}), "second")
+    results = run_chain(host, known_hosts, ("first", {"change": True}), "second")
     assert results["first"]["seen"] == "none"
     assert results["second"]["seen"] == "changed"
     assert not any("read ahead" in line for line in log_lines(host))
 
 
-def test_a_task_never_takes_its_own_facts_back(sshd_factory, state_dir: Path):
+def test_a_task_never_takes_its_own_facts_back(sshd_factory, known_hosts: Path, state_dir: Path):
     host = sshd_factory()
-    results = run_chain(host, "twice", "second", between=lambda: host.exec("echo moved > /tmp/marker"))
+    results = run_chain(host, known_hosts, "twice", "second", between=lambda: host.exec("echo moved > /tmp/marker"))
     assert results["twice"] == {"before": "none", "after": "moved"}
     assert results["second"]["seen"] == "moved"  # read ahead by twice's second probe
 
 
-def test_a_later_task_with_its_own_hosts_is_not_read_for(sshd_factory, state_dir: Path):
+def test_a_later_task_with_its_own_hosts_is_not_read_for(sshd_factory, known_hosts: Path, state_dir: Path):
     host = sshd_factory()
     other = sshd_factory()
-    results = run_chain(host, "first", ("second", {"hosts": other.spec()}))
+    results = run_chain(host, known_hosts, "first", ("second", {"hosts": other.spec()}))
     assert results["second"]["seen"] == "none"
     assert len(log_lines(host)) == 1 and "read ahead" not in log_lines(other)[0]

@@ -189,13 +189,26 @@ class Cloud:
                 return None
             raise
 
+    def host_keys(self, zone: str, name: str) -> list[tuple[str, str]]:
+        """The SSH host keys the VM's guest agent published in its guest attributes (namespace
+        `hostkeys`, key = key type, value = base64), as `gcloud compute ssh` reads them; [] while
+        none are (the API answers 404 then). Needs `enable-guest-attributes=TRUE` in the metadata."""
+        request = {"project": self.project, "zone": zone, "instance": name, "query_path": "hostkeys/"}
+        try:
+            found = self.call("InstancesClient", "get_guest_attributes", request=request)
+        except ApiError as exc:
+            if exc.status in (400, 404):  # not published yet, or guest attributes off
+                return []
+            raise
+        return [(item.key, item.value) for item in found.query_value.items if item.namespace == "hostkeys"]
+
     # --- changes ----------------------------------------------------------------------------------
 
-    def insert(self, zone: str, body: Any) -> str:
-        operation = self.call(
-            "InstancesClient", "insert_unary", project=self.project, zone=zone, instance_resource=body
-        )
-        return str(operation.name)
+    def insert(self, zone: str, body: Any, request_id: str) -> str:
+        """Insert; the same `request_id` (a UUID) again returns the first insert's operation if that
+        one landed, never a second VM (InsertInstanceRequest.request_id)."""
+        request = {"project": self.project, "zone": zone, "instance_resource": body, "request_id": request_id}
+        return str(self.call("InstancesClient", "insert_unary", request=request).name)
 
     def delete(self, zone: str, name: str) -> str:
         return str(self.call("InstancesClient", "delete_unary", project=self.project, zone=zone, instance=name).name)

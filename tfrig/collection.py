@@ -17,6 +17,9 @@ ns.configure(
             "hosts": "",
             "ssh_key": "",
             "connect_timeout": 15,
+            # SSH host keys (tfrig.hostkeys): strict, or accept-new; and a known-hosts file of yours.
+            "host_keys": "strict",
+            "known_hosts": "",
             "yes": False,
         }
     }

@@ -1,21 +1,62 @@
-"""The run's SSH connection to a host: Fabric's, keeping facts read ahead for later tasks
-(tfrig.readahead) until anything else runs on it. Imported only when a run connects somewhere, so
-Fabric and paramiko load only then."""
+"""The run's SSH connection to a host: Fabric's, with its host key checked as OpenSSH checks it
+(tfrig.hostkeys), keeping facts read ahead for later tasks (tfrig.readahead) until anything else
+runs on it. Imported only when a run connects somewhere, so Fabric and paramiko load only then."""
 
 from __future__ import annotations
 
+import base64
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
+import fabric
+import paramiko
 from fabric import Connection
+from invoke.exceptions import Exit
+
+from tfrig import hostkeys
 
 if TYPE_CHECKING:
     from tfrig.host import Fact
 
 
+class CheckedKeyPolicy(paramiko.MissingHostKeyPolicy):
+    """For a host whose key no known-hosts file holds: refuse it, or with `accept-new` record it
+    and go on, as OpenSSH's StrictHostKeyChecking does. A changed key never gets here: paramiko
+    raises BadHostKeyException, which host.describe_error turns into one line."""
+
+    def __init__(self, checking: hostkeys.Checking) -> None:
+        self.checking = checking
+
+    def missing_host_key(self, client: paramiko.SSHClient, hostname: str, key: paramiko.PKey) -> None:
+        if not self.checking.accept_new:
+            raise hostkeys.HostKeyRefused(hostkeys.unknown_message(hostname, key.get_name(), key.fingerprint))
+        hostkeys.record(self.checking.record_in, hostname, key.get_name(), key.get_base64())
+
+
 class ReadAheadConnection(Connection):
-    def __init__(self, *args: Any, run_config: Any, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
+    def __init__(self, *args: Any, config: Any, run_config: Any, vm_keys: list[tuple[str, str]], **kwargs: Any) -> None:
+        # The run's Config is Invoke's; Fabric reads the user's ssh config (Host aliases, User,
+        # IdentityFile, UserKnownHostsFile) only into a Fabric Config.
+        with_ssh_config = config.clone(into=fabric.Config)
+        try:
+            with_ssh_config.load_ssh_config()
+        except Exception as exc:  # paramiko's parser: one line, not its traceback
+            raise Exit(f"your ssh config could not be read: {exc}") from None
+        super().__init__(*args, config=with_ssh_config, **kwargs)
+        checking = hostkeys.checking(run_config, self.ssh_config)
+        if vm_keys:
+            # A VM tfrig made: only the keys pinned from its guest attributes count (as gcloud's own
+            # known-hosts file), not a stale line from an earlier VM at the same address. Under
+            # --dry they exist only here, never written.
+            known = self.client.get_host_keys()
+            name = hostkeys.host_name(self.host, self.port)
+            for key_type, key_base64 in vm_keys:
+                known.add(name, key_type, paramiko.PKey.from_type_string(key_type, base64.b64decode(key_base64)))
+        else:
+            for file in checking.files:  # read-only for paramiko: it never rewrites a user's file
+                if file.is_file():
+                    self.client.load_system_host_keys(str(file))
+        self.client.set_missing_host_key_policy(CheckedKeyPolicy(checking))
         # Context attributes are config keys unless set with _set. Fabric keeps a copy of the
         # config; the chain is kept by the run's own.
         read_ahead: dict[str, tuple[int, Fact]] = {}  # command: (chain position that read it, fact)

@@ -157,6 +157,14 @@ def _engine(c: Any, hosts: str | None) -> Any:
     target = chosen[0]
     if target.is_local:
         return engine.client()
+    # The host key is checked as for every other task (tfrig.hostkeys), with the same one-line
+    # refusal, before the SDK opens its own connection (which trusts only ~/.ssh/known_hosts).
+    from tfrig.host import connect, describe_error
+
+    try:
+        connect(c, target).open()
+    except Exception as exc:
+        raise Exit(f"[{target.label}] {describe_error(exc)}") from None
     user = f"{target.user}@" if target.user else ""
     port = f":{target.port}" if target.port else ""
     return engine.client(f"ssh://{user}{target.host}{port}")

@@ -20,6 +20,13 @@ def client(base_url: str | None = None) -> Any:
         engine.ping()
     except DockerException as exc:
         raise Exit(engine_error(exc, base_url)) from None
+    except Exception as exc:  # over ssh://, paramiko's own errors
+        if not (base_url or "").startswith("ssh://"):
+            raise
+        raise Exit(
+            f"The Docker SDK's SSH connection to {base_url} failed ({type(exc).__name__}: {exc}); it reads "
+            "host keys only from ~/.ssh/known_hosts and keys from ~/.ssh/config."
+        ) from None
     return engine
 
 

@@ -5,11 +5,13 @@ google-cloud-compute is imported only inside these tasks (through tfrig.cloud).
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shlex
 import sys
 import time
+import uuid
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -266,6 +268,68 @@ def wait_running(cloud: Any, zone: str, name: str, timeout: float, poll: float) 
         time.sleep(poll)
 
 
+def pin_host_keys(
+    c: Any, cloud: Any, record: dict[str, Any], deadline: float, poll: float, out: Any, earlier: Any = ()
+) -> list[tuple[str, str]]:
+    """Pin the VM's SSH host keys in tfrig's known-hosts file from its guest attributes, as
+    `gcloud compute ssh` does, so the first connection checks the key rather than trusting it
+    (under --dry they are only returned). `earlier`: keys pinned for this VM before (a restarted
+    VM keeps its disk and its keys)."""
+    from tfrig import hostkeys
+
+    name = hostkeys.host_name(record["address"], record.get("port"))
+    while True:
+        keys = cloud.host_keys(record["zone"], record["name"]) or list(earlier)
+        if keys:
+            if not c.config.run.dry:
+                hostkeys.pin(name, keys)
+            return keys
+        if time.monotonic() > deadline:
+            break
+        time.sleep(poll)
+    if hostkeys.policy(c.config) == "accept-new":
+        print(
+            f"{record['name']}: its guest agent published no SSH host keys; trusting the key it shows first "
+            "(tfrig.host_keys: accept-new)",
+            file=out,
+        )
+        return []
+    raise Exit(
+        f"{record['name']} runs, but its guest agent published no SSH host keys (guest attributes hostkeys/), so "
+        f"its key can't be checked; it is recorded: set tfrig.host_keys: accept-new to trust its first key, or "
+        f"delete it with `inv gcp.delete --name {record['name']} --yes`."
+    )
+
+
+def vm_host_keys(c: Any, record: dict[str, Any]) -> list[tuple[str, str]]:
+    """A VM's pinned host keys; if none are pinned (a VM made with --no-ssh-wait), one read of its
+    guest attributes, pinned if there, with no waiting."""
+    from tfrig import hostkeys
+    from tfrig.cloud import ApiError
+
+    keys = hostkeys.pinned(hostkeys.host_name(record["address"], record.get("port")))
+    if keys:
+        return keys
+    try:
+        cloud = settings(c, record.get("project"), record.get("zone")).cloud()
+        found: list[tuple[str, str]] = cloud.host_keys(record["zone"], record["name"])
+    except (Exit, ApiError):  # no project or credentials here: the known-hosts files decide
+        return []
+    if found and not c.config.run.dry:
+        hostkeys.pin(hostkeys.host_name(record["address"], record.get("port")), found)
+    return found
+
+
+def _forget(name: str) -> None:
+    """Drop a VM's record and its pinned host keys (its address may go to another VM)."""
+    from tfrig import hostkeys
+
+    record = state.find_vm(name)
+    if record and record.get("address"):
+        hostkeys.unpin(hostkeys.host_name(record["address"], record.get("port")))
+    state.forget_vm(name)
+
+
 def wait_ssh(c: Any, record: dict[str, Any], timeout: float, out: Any) -> None:
     """Wait until SSH on the VM runs a command (the key may take a while to land)."""
     from tfrig.host import connect
@@ -279,6 +343,10 @@ def wait_ssh(c: Any, record: dict[str, Any], timeout: float, out: Any) -> None:
             if conn.run("true", hide=True, warn=True, in_stream=False, dry=False).ok:
                 return
         except Exception as exc:  # not up yet: refused, reset, auth not ready
+            if type(exc).__name__ in ("HostKeyRefused", "BadHostKeyException"):  # final: never retried
+                from tfrig.host import describe_error
+
+                raise Exit(f"{record['name']}: {describe_error(exc)}") from None
             last = f"{type(exc).__name__}: {exc}"
         finally:
             conn.close()
@@ -294,22 +362,47 @@ class CreateFailed(Exception):
     pass
 
 
+def _interrupted(names: list[str]) -> str:
+    """One line after Ctrl-C in gcp.create: what exists, recorded, and how to remove it."""
+    records = state.vms()
+    kept = [records[name] for name in names if name in records]
+    if not kept:
+        return "interrupted: no VM was left behind; nothing bills."
+    where = ", ".join(
+        f"{r['name']} ({r.get('zone')}{', may exist' if r.get('status') == 'UNKNOWN' else ''})" for r in kept
+    )
+    deletes = " ".join(f"`inv gcp.delete --name {r['name']} --yes`" for r in kept)
+    return (
+        f"interrupted: {where} recorded by tfrig and billing until deleted: {deletes}; "
+        "or run the same command again to go on."
+    )
+
+
 def _create_one(cloud: Any, request: CreateRequest, name: str, failover: gceplan.Failover, out: Any) -> Any:
     """Try zones in failover order until one VM lands; a VM left by an interrupted attempt is deleted."""
     from tfrig.cloud import ApiError
 
     while (zone := failover.next_zone()) is not None:
         print(f"  {name}: trying {zone} ...", file=out, flush=True)
+        # Recorded before the insert (with its requestId), so no interrupt or crash from here on can
+        # leave a VM billing that tfrig does not know of.
+        request_id = str(uuid.uuid4())
+        state.record_vm(name, project=cloud.project, zone=zone, status="CREATING", request_id=request_id)
+        body = _to_instance(instance_body(request, name, zone))
         try:
-            operation = cloud.insert(zone, _to_instance(instance_body(request, name, zone)))
+            operation = cloud.insert(zone, body, request_id)
         except ApiError as exc:  # refused outright: nothing was created
             if exc.reason == "alreadyExists":
+                _forget(name)
                 raise CreateFailed(
                     f"a VM named {name} appeared in {zone} meanwhile; run the command again to adopt it"
                 ) from None
             scope = failover.failed(zone, exc.reason, exc.message, exc.zones_available)
             print(f"  {name}: {zone}: {exc.reason} ({scope} blocked)", file=out, flush=True)
             continue
+        except BaseException:  # cut off mid-call: the insert may have landed
+            _cleanup(cloud, zone, name, out, resend=(body, request_id))
+            raise
         try:
             result = cloud.wait(zone, operation)
         except BaseException as exc:  # the insert began: whatever it made must not be left billing
@@ -323,16 +416,24 @@ def _create_one(cloud: Any, request: CreateRequest, name: str, failover: gceplan
         error = result.errors[0]
         scope = failover.failed(zone, error["code"], error["message"], error["zones_available"])
         print(f"  {name}: {zone}: {error['code']} ({scope} blocked)", file=out, flush=True)
+    _forget(name)
     raise CreateFailed(f"no zone could take {name}: {failover.summary() or 'no zone left to try'}")
 
 
-def _cleanup(cloud: Any, zone: str, name: str, out: Any) -> None:
-    """After an interrupted create: delete the VM if it exists, or say exactly what may be left."""
+def _cleanup(cloud: Any, zone: str, name: str, out: Any, resend: tuple[Any, str] | None = None) -> None:
+    """After an interrupted create: delete the VM if it exists, or say exactly what may be left.
+    `resend`: an insert cut off mid-call, sent again with its requestId, which the API answers
+    with the first one's operation if that landed, so tfrig learns whether a VM is coming."""
+    from tfrig.cloud import ApiError
+
     try:
+        if resend is not None:
+            with contextlib.suppress(ApiError):  # refused now: the first one never landed either
+                cloud.wait(zone, cloud.insert(zone, *resend), timeout=300)
         if cloud.get_vm(zone, name) is not None:
             cloud.wait(zone, cloud.delete(zone, name), timeout=300)
             print(f"  {name}: the half-created VM in {zone} was deleted; nothing is left billing", file=out)
-        state.forget_vm(name)
+        _forget(name)
     except BaseException:
         state.record_vm(name, zone=zone, status="UNKNOWN", project=cloud.project)
         print(
@@ -416,7 +517,9 @@ def create(
         spot=spot,
         max_run_seconds=run_seconds,
         on_termination=termination,
-        metadata={"ssh-keys": f"{user}:{public_key}", **image_metadata},
+        # enable-guest-attributes: the guest agent publishes the VM's SSH host keys there at first
+        # boot, so tfrig pins them instead of trusting the first key it meets (tfrig.hostkeys).
+        metadata={"ssh-keys": f"{user}:{public_key}", "enable-guest-attributes": "TRUE", **image_metadata},
     )
     cloud = cfg.cloud()
 
@@ -457,27 +560,36 @@ def create(
             ]
             targets.carry(c.config, [targets.vm_target(r) for r in records] + planned)
             return
+        state.check_writable()  # before anything bills: what is created must be recorded
         failover = gceplan.Failover(zones)
-        for vm_name in to_create:
-            try:
-                landed = _create_one(cloud, request, vm_name, failover, out)
-            except CreateFailed as failed:
-                made = ", ".join(r["name"] for r in records)
-                raise Exit(f"{failed}" + (f"; created so far: {made}" if made else "")) from None
-            # Recorded before the wait, so an interrupt from here on leaves nothing billable forgotten.
-            state.record_vm(
-                vm_name, project=cfg.project, zone=landed, status="PROVISIONING", user=user, ssh_key=str(key)
-            )
-            vm = wait_running(cloud, landed, vm_name, gcp.running_timeout, gcp.poll_interval)
-            records.append(_record(cfg, vm, key, user, request))
-            print(
-                f"created {vm_name} in {landed} ({chosen_machine}, {gpus} x {gpu_type.name}) at {vm.address}", file=out
-            )
-            # The next VM tries the zone that had room first.
-            failover.queue.insert(0, landed)
+        try:
+            for vm_name in to_create:
+                try:
+                    landed = _create_one(cloud, request, vm_name, failover, out)
+                except CreateFailed as failed:
+                    made = ", ".join(r["name"] for r in records)
+                    raise Exit(f"{failed}" + (f"; created so far: {made}" if made else "")) from None
+                state.record_vm(
+                    vm_name, project=cfg.project, zone=landed, status="PROVISIONING", user=user, ssh_key=str(key)
+                )
+                vm = wait_running(cloud, landed, vm_name, gcp.running_timeout, gcp.poll_interval)
+                records.append(_record(cfg, vm, key, user, request))
+                print(
+                    f"created {vm_name} in {landed} ({chosen_machine}, {gpus} x {gpu_type.name}) at {vm.address}",
+                    file=out,
+                )
+                # The next VM tries the zone that had room first.
+                failover.queue.insert(0, landed)
+        except KeyboardInterrupt:
+            raise Exit(_interrupted(names), code=130) from None
     if ssh_wait and not dry:
-        for record in records:
-            wait_ssh(c, record, float(gcp.ssh_timeout), out)
+        try:
+            for record in records:
+                deadline = time.monotonic() + float(gcp.ssh_timeout)
+                pin_host_keys(c, cloud, record, deadline, float(gcp.poll_interval), out)
+                wait_ssh(c, record, max(deadline - time.monotonic(), 1.0), out)
+        except KeyboardInterrupt:
+            raise Exit(_interrupted(names), code=130) from None
     targets.carry(c.config, [targets.vm_target(r) for r in records])
     if json:
         print_json(records[0] if len(records) == 1 else {"vms": records})
@@ -590,7 +702,14 @@ def start(c, name=None, json=False):
         return
     cloud.wait(record["zone"], cloud.start(record["zone"], record["name"]))
     vm = wait_running(cloud, record["zone"], record["name"], c.config.gcp.running_timeout, c.config.gcp.poll_interval)
+    from tfrig import hostkeys
+
+    earlier = hostkeys.pinned(hostkeys.host_name(record.get("address") or "", record.get("port")))
+    if record.get("address") and record["address"] != vm.address:
+        hostkeys.unpin(hostkeys.host_name(record["address"], record.get("port")))
     record = state.record_vm(record["name"], address=vm.address, status=vm.status)
+    if earlier:  # the same VM and disk, maybe at a new address: its keys move with it
+        hostkeys.pin(hostkeys.host_name(vm.address, record.get("port")), earlier)
     targets.carry(c.config, [targets.vm_target(record)])
     if json:
         print_json(record)
@@ -622,7 +741,7 @@ def delete_vm(c: Any, record: dict[str, Any], out: Any) -> None:
     except ApiError as exc:
         if exc.status != 404:  # "not found" while deleting is success
             raise Exit(f"deleting {record['name']} failed: {exc.message}") from None
-    state.forget_vm(record["name"])
+    _forget(record["name"])
     print(f"deleted {record['name']} ({record['zone']}): nothing of it is billed any more", file=out)
 
 
@@ -700,8 +819,17 @@ def quota(c, gpu=None, region=None, project=None, json=False):
     )
 
 
-def _ssh_argv(record: dict[str, Any], extra: list[str] | None = None) -> list[str]:
-    argv = ["ssh", "-o", "StrictHostKeyChecking=accept-new", "-p", str(record.get("port") or 22)]
+def _host_key_options(c: Any) -> list[tuple[str, str]]:
+    """OpenSSH options that check a VM's key against the keys tfrig pinned for it (and yours)."""
+    from tfrig import hostkeys
+
+    checking = "accept-new" if hostkeys.policy(c.config) == "accept-new" else "yes"
+    files = f'"{hostkeys.pinned_file()}" ~/.ssh/known_hosts'
+    return [("StrictHostKeyChecking", checking), ("UserKnownHostsFile", files)]
+
+
+def _ssh_argv(c: Any, record: dict[str, Any], extra: list[str] | None = None) -> list[str]:
+    argv = ["ssh", *(f"-o{key}={value}" for key, value in _host_key_options(c)), "-p", str(record.get("port") or 22)]
     if record.get("ssh_key"):
         argv += ["-i", record["ssh_key"]]
     return argv + (extra or []) + [f"{record.get('user')}@{record['address']}"]
@@ -711,7 +839,7 @@ def _ssh_argv(record: dict[str, Any], extra: list[str] | None = None) -> list[st
 def ssh(c, name=None):
     """Open a shell on the VM."""
     record = _record_or_exit(name, c)
-    argv = _ssh_argv(record)
+    argv = _ssh_argv(c, record)
     if c.config.run.dry:
         print("would run: " + shlex.join(argv))
         return
@@ -721,7 +849,7 @@ def ssh(c, name=None):
 BLOCK_START, BLOCK_END = "# >>> tfrig {name} >>>", "# <<< tfrig {name} <<<"
 
 
-def ssh_config_block(record: dict[str, Any]) -> str:
+def ssh_config_block(record: dict[str, Any], host_key_options: list[tuple[str, str]]) -> str:
     lines = [
         BLOCK_START.format(name=record["name"]),
         f"Host {record['name']}",
@@ -731,7 +859,8 @@ def ssh_config_block(record: dict[str, Any]) -> str:
     ]
     if record.get("ssh_key"):
         lines.append(f"    IdentityFile {record['ssh_key']}")
-    lines += ["    StrictHostKeyChecking accept-new", BLOCK_END.format(name=record["name"])]
+    lines += [f"    {key} {value}" for key, value in host_key_options]
+    lines.append(BLOCK_END.format(name=record["name"]))
     return "\n".join(lines) + "\n"
 
 
@@ -759,7 +888,7 @@ def ssh_config(c, name=None, remove=False, file=None):
     record = _record_or_exit(name, c)
     path = Path(os.path.expanduser(file or "~/.ssh/config"))
     old = path.read_text() if path.exists() else ""
-    new = replace_block(old, record["name"], None if remove else ssh_config_block(record))
+    new = replace_block(old, record["name"], None if remove else ssh_config_block(record, _host_key_options(c)))
     if new == old:
         print(f"already done: {path} {'has no' if remove else 'has the'} block for {record['name']}")
         return
@@ -817,11 +946,18 @@ def down(c, delete=False, yes=False, project=None, json=False):
 
     cfg = settings(c, project)
     cloud = cfg.cloud()
-    live = {vm.name: vm for vm in cloud.vms()}
+    # Read before listing: a record a concurrent gcp.create writes after the listing is not seen
+    # here, so it is never dropped; nor is one whose insert may still be in flight.
     recorded = {n: r for n, r in state.vms().items() if r.get("project") in (None, cfg.project)}
+    live = {vm.name: vm for vm in cloud.vms()}
     out = info_stream(json)
-    for name in set(recorded) - set(live):
-        state.forget_vm(name)  # gone already: nothing bills
+    for name in sorted(set(recorded) - set(live)):
+        if recorded[name].get("status") == "CREATING":
+            continue
+        if c.config.run.dry:
+            print(f"{name}: already gone; would remove it from tfrig's state", file=out)
+            continue
+        _forget(name)  # gone already: nothing bills
         print(f"{name}: already gone; removed from tfrig's state", file=out)
     chosen = [vm for vm in live.values() if delete or vm.status != "TERMINATED"]
     if not chosen:
@@ -840,7 +976,7 @@ def down(c, delete=False, yes=False, project=None, json=False):
     def act(vm: Any) -> str:
         if delete:
             cloud.wait(vm.zone, cloud.delete(vm.zone, vm.name))
-            state.forget_vm(vm.name)
+            _forget(vm.name)
             return f"deleted {vm.name}"
         cloud.wait(vm.zone, cloud.stop(vm.zone, vm.name))
         if state.find_vm(vm.name):

@@ -34,6 +34,22 @@ _RC_MARK = "@@tfrig-rc"
 _print_lock = threading.Lock()
 
 
+_unwritable_log_said = threading.Event()
+# Secrets a command line or its output may carry: credentials in URLs (pip's --index-url
+# https://user:token@...), token= and password= values (Jupyter's URL).
+_SECRETS = (
+    (re.compile(r"(\b[a-z][a-z0-9+.-]*://[^/\s:@]*:)[^@\s/]+@", re.I), r"\1***@"),
+    (re.compile(r"\b((?:token|password|passwd|secret|api[_-]?key)=)[^&\s'\"]+", re.I), r"\1***"),
+)
+
+
+def redact(text: str) -> str:
+    """`text` with the secrets it may carry replaced by ***, for logs."""
+    for pattern, replacement in _SECRETS:
+        text = pattern.sub(replacement, text)
+    return text
+
+
 class StepFailed(Exception):
     """A change on a host failed; the message says what and how to look closer."""
 
@@ -110,12 +126,18 @@ class Host:
             progress.say(f"[{self.label}] {message}", self.out)
 
     def _log(self, kind: str, command: str, rc: int | None, output: str = "") -> None:
-        self._log_path.parent.mkdir(parents=True, exist_ok=True)
         stamp = datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
-        with open(self._log_path, "a") as log:
-            log.write(f"{stamp} {kind} rc={rc} $ {command}\n")
-            if output:
-                log.write("".join(f"    {line}\n" for line in output.rstrip("\n").splitlines()[-200:]))
+        text = f"{stamp} {kind} rc={rc} $ {command}\n"
+        if output:
+            text += "".join(f"    {line}\n" for line in output.rstrip("\n").splitlines()[-200:])
+        try:
+            state.private_dir(self._log_path.parent)
+            with os.fdopen(os.open(self._log_path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600), "a") as log:
+                log.write(redact(text))
+        except OSError as exc:  # a read-only state folder: the work goes on, said once
+            if not _unwritable_log_said.is_set():
+                _unwritable_log_said.set()
+                print(f"tfrig: not logging to {self._log_path} ({exc.strerror})", file=sys.stderr)
 
     @property
     def _read_ahead(self) -> Any:
@@ -299,6 +321,12 @@ def _new_connection(c: Any, target: Target) -> Any:
     connect_kwargs: dict[str, Any] = {}
     if key:
         connect_kwargs["key_filename"] = os.path.expanduser(key)
+    # A VM tfrig made: its host keys, pinned from its guest attributes (tfrig.hostkeys).
+    vm_keys: list[tuple[str, str]] = []
+    if target.vm is not None and target.vm.get("zone"):
+        from tfrig import gcp
+
+        vm_keys = gcp.vm_host_keys(c, target.vm)
     return ReadAheadConnection(
         target.host,
         user=target.user,
@@ -307,6 +335,7 @@ def _new_connection(c: Any, target: Target) -> Any:
         connect_timeout=int(tfrig_config.get("connect_timeout", 15)),
         connect_kwargs=connect_kwargs,
         run_config=c.config,
+        vm_keys=vm_keys,
     )
 
 
@@ -322,9 +351,16 @@ def describe_error(exc: BaseException) -> str:
         return "timed out connecting; is the host up and port 22 open?"
     if isinstance(exc, ConnectionRefusedError | OSError) and not type(exc).__module__.startswith("paramiko"):
         return f"can't connect: {exc.strerror or exc}"
+    from tfrig import hostkeys
+
+    if isinstance(exc, hostkeys.HostKeyRefused):
+        return str(exc)
     name = type(exc).__name__
+    if name == "BadHostKeyException":  # paramiko's: the key differs from the one on record
+        key, expected = exc.key, exc.expected_key  # type: ignore[attr-defined]
+        return hostkeys.changed_message(exc.hostname, key.get_name(), key.fingerprint, expected.fingerprint)  # type: ignore[attr-defined]
     if name == "AuthenticationException":
         return "SSH authentication failed; check the user and key (tfrig.ssh_key or ~/.ssh/config)."
-    if name == "NoValidConnectionsError":
-        return f"can't connect: {exc}"
+    if name == "NoValidConnectionsError":  # paramiko's: "[Errno None] Unable to connect to port 22 on ..."
+        return f"can't connect: {str(exc).removeprefix('[Errno None] ')}"
     return f"{name}: {exc}"

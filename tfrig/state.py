@@ -1,4 +1,5 @@
-"""What tfrig created, in one small JSON file written atomically, and the per-host command logs."""
+"""What tfrig created, in one small JSON file written atomically (the previous version kept as
+`.bak`), and the per-host command logs; the folder is private to its user (0700, files 0600)."""
 
 from __future__ import annotations
 
@@ -9,6 +10,8 @@ import os
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
+
+from invoke.exceptions import Exit
 
 STATE_FILE = "state.json"
 
@@ -27,29 +30,69 @@ def log_dir() -> Path:
     return state_dir() / "logs"
 
 
+def private_dir(folder: Path) -> Path:
+    """`folder`, made if missing, readable by its user only."""
+    folder.mkdir(mode=0o700, parents=True, exist_ok=True)
+    if folder.stat().st_mode & 0o077:
+        folder.chmod(0o700)
+    return folder
+
+
+def _unusable(path: Path, why: str) -> Exit:
+    backup = path.with_name(path.name + ".bak")
+    restore = f"`cp {backup} {path}` restores the last good one, or move" if backup.is_file() else "move"
+    return Exit(
+        f"tfrig's state file {path} {why}: {restore} it away to start anew; "
+        "`inv gcp.list` still finds tfrig's VMs through the Compute API."
+    )
+
+
 @contextlib.contextmanager
-def _locked() -> Iterator[Path]:
-    """Hold an exclusive lock on the state file while reading and rewriting it."""
+def _locked(write: bool) -> Iterator[Path]:
+    """Hold a lock on the state file while reading (shared) or rewriting it (exclusive). A folder
+    tfrig can't write is still read, unlocked: read-only uses keep working there."""
     folder = state_dir()
-    folder.mkdir(parents=True, exist_ok=True)
-    with open(folder / (STATE_FILE + ".lock"), "w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
-        yield folder / STATE_FILE
+    path = folder / STATE_FILE
+    try:
+        private_dir(folder)
+        lock = open(folder / (STATE_FILE + ".lock"), "a")  # noqa: SIM115 (closed below)
+    except OSError as exc:
+        if write:
+            raise Exit(f"tfrig can't write its state folder {folder} ({exc.strerror}); make it writable.") from None
+        yield path
+        return
+    with lock:
+        fcntl.flock(lock, fcntl.LOCK_EX if write else fcntl.LOCK_SH)
+        yield path
 
 
 def _read(path: Path) -> dict[str, Any]:
     try:
-        data = json.loads(path.read_text())
+        text = path.read_text()
     except FileNotFoundError:
         return {"vms": {}}
+    except OSError as exc:  # a directory, unreadable
+        raise _unusable(path, f"can't be read ({exc.strerror})") from None
+    try:
+        data = json.loads(text)
+    except ValueError:
+        raise _unusable(path, "is not JSON (truncated or overwritten?)") from None
+    if not isinstance(data, dict):
+        raise _unusable(path, "does not hold tfrig's records")
     data.setdefault("vms", {})
+    vms = data["vms"]
+    if not isinstance(vms, dict) or not all(isinstance(record, dict) for record in vms.values()):
+        raise _unusable(path, "does not hold tfrig's records")
     return data
 
 
 def _write(path: Path, data: dict[str, Any]) -> None:
+    import shutil
     import tempfile
 
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".state-", suffix=".json")
+    if path.is_file():  # the last good version, for a state file damaged later
+        shutil.copy2(path, path.with_name(path.name + ".bak"))
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".state-", suffix=".json")  # mode 0600
     with os.fdopen(fd, "w") as out:
         json.dump(data, out, indent=2, sort_keys=True)
         out.write("\n")
@@ -65,7 +108,7 @@ def exists() -> bool:
 
 def vms() -> dict[str, dict[str, Any]]:
     """Every VM record, keyed by VM name."""
-    with _locked() as path:
+    with _locked(write=False) as path:
         return dict(_read(path)["vms"])
 
 
@@ -75,7 +118,7 @@ def find_vm(name: str) -> dict[str, Any] | None:
 
 def record_vm(name: str, **fields: Any) -> dict[str, Any]:
     """Create or update the record of a VM; returns the record as stored."""
-    with _locked() as path:
+    with _locked(write=True) as path:
         data = _read(path)
         record = {**data["vms"].get(name, {}), **fields, "name": name}
         data["vms"][name] = record
@@ -85,9 +128,15 @@ def record_vm(name: str, **fields: Any) -> dict[str, Any]:
 
 def forget_vm(name: str) -> bool:
     """Drop a VM's record; False if there was none."""
-    with _locked() as path:
+    with _locked(write=True) as path:
         data = _read(path)
         if data["vms"].pop(name, None) is None:
             return False
         _write(path, data)
         return True
+
+
+def check_writable() -> None:
+    """Stop with one line, before anything bills, if tfrig could not record what it creates."""
+    with _locked(write=True) as path:
+        _write(path, _read(path))

@@ -21,6 +21,10 @@ _HOST_SPEC = re.compile(
 )
 
 
+# A Compute Engine instance name (RFC 1035 label), or a glob of them.
+_VM_NAME_OR_GLOB = re.compile(r"^[a-z*?][-a-z0-9*?]*$")
+
+
 @dataclass(frozen=True)
 class Target:
     """One place to run steps. `host` is None for the local machine."""
@@ -51,10 +55,11 @@ def parse_hosts(spec: str) -> list[Target]:
     import fnmatch
 
     targets = []
-    known = state.vms() if state.exists() else {}
-    for item in (part.strip() for part in spec.split(",")):
-        if not item:
-            continue
+    items = [part.strip() for part in spec.split(",") if part.strip()]
+    # Only a word that could be a VM name (or a glob) needs the state: user@host:port never reads it.
+    could_be_vm = [item for item in items if _VM_NAME_OR_GLOB.match(item)]
+    known = state.vms() if could_be_vm and state.exists() else {}
+    for item in items:
         vms = sorted(name for name in known if fnmatch.fnmatchcase(name, item))
         if vms:
             targets += [vm_target(known[name]) for name in vms]
@@ -112,7 +117,7 @@ def carried(config: Any) -> list[Target] | None:
 def resolve(c: Any, hosts: str | None = None) -> list[Target]:
     """The targets of a task, in the order DESIGN.md gives (its --hosts, which may name VMs tfrig
     created; the run's carried target; tfrig.hosts; here); sets the run's carried target."""
-    if hosts:
+    if hosts is not None:  # `-H ''` is a mistake, never "this machine"
         targets = parse_hosts(hosts)
     else:
         found = carried(c.config)

@@ -2,7 +2,8 @@
 # It has what the stock image has (python3, sudo, curl, ca-certificates, gnupg, unattended-upgrades,
 # sshd) and lacks what it lacks: no python3-venv or pip, no gcc, make, dkms or libc6-dev, empty
 # package lists. Login is a non-root user with passwordless sudo, made the way the guest agent
-# makes it (google-sudoers group; it never makes root a login). See TESTBED.md.
+# makes it (google-sudoers group; it never makes root a login). Each host makes its own SSH host
+# keys at first boot, as a VM's guest agent does, so no two hosts share a key. See TESTBED.md.
 FROM local/debian:bookworm
 RUN apt-get update \
  && DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends \
@@ -12,7 +13,7 @@ RUN apt-get update \
 RUN groupadd google-sudoers \
  && echo '%google-sudoers ALL=(ALL:ALL) NOPASSWD:ALL' > /etc/sudoers.d/google_sudoers \
  && useradd -m -s /bin/bash -p '*' -G adm,dip,video,plugdev,google-sudoers tfrig \
- && mkdir -p /run/sshd && ssh-keygen -A \
+ && mkdir -p /run/sshd \
  && printf '%s\n' 'AuthorizedKeysFile /etc/ssh/tfrig_keys' 'PasswordAuthentication no' \
       'UsePAM no' 'StrictModes no' 'PermitRootLogin no' \
       > /etc/ssh/sshd_config.d/tfrig.conf
