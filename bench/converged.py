@@ -90,7 +90,14 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         key = Path(tmp) / "id"
         subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(key)], check=True)
-        env = {**os.environ, "TFRIG_STATE_DIR": str(Path(tmp) / "state"), "INVOKE_TFRIG_SSH_KEY": str(key)}
+        env = {
+            **os.environ,
+            "TFRIG_STATE_DIR": str(Path(tmp) / "state"),
+            "INVOKE_TFRIG_SSH_KEY": str(key),
+            # the bench hosts are new each run: their keys are recorded on first use, in tmp
+            "INVOKE_TFRIG_HOST_KEYS": "accept-new",
+            "INVOKE_TFRIG_KNOWN_HOSTS": str(Path(tmp) / "known_hosts"),
+        }
         hosts = start_hosts(client, args.hosts, key, Path(args.wheelhouse))
         try:
             specs = [f"tfrig@{address}" for _, address in hosts]

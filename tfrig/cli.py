@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 
 from invoke import Program
+from invoke.exceptions import Exit
 
 from tfrig import __version__, readahead
 from tfrig.collection import ns
@@ -17,7 +18,13 @@ class TfrigProgram(Program):
         super().update_config(merge=False)
         # With a built-in namespace Invoke loads no project file; use the current folder's.
         self.config.set_project_location(os.getcwd())
-        self.config.load_project(merge=False)
+        try:
+            self.config.load_project(merge=False)
+        except Exception as exc:  # invalid YAML: one line naming the file, not the parser's traceback
+            mark = getattr(exc, "problem_mark", None)
+            file = getattr(mark, "name", None) or os.path.join(os.getcwd(), "invoke.yaml")
+            line = f" line {mark.line + 1}" if mark is not None else ""
+            raise Exit(f"{file}{line}: not valid YAML ({type(exc).__name__}); fix or move it.") from None
         if merge:
             self.config.merge()
 

@@ -5,6 +5,7 @@ runs on it. Imported only when a run connects somewhere, so Fabric and paramiko 
 from __future__ import annotations
 
 import base64
+import logging
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
@@ -14,6 +15,10 @@ from fabric import Connection
 from invoke.exceptions import Exit
 
 from tfrig import hostkeys
+
+# paramiko logs a failed handshake with its traceback (e.g. "Error reading SSH protocol banner"),
+# which Python's last-resort handler would print; tfrig says what failed in one line instead.
+logging.getLogger("paramiko").addHandler(logging.NullHandler())
 
 if TYPE_CHECKING:
     from tfrig.host import Fact

@@ -16,7 +16,7 @@ from invoke.exceptions import Exit
 from tfrig import targets
 from tfrig.host import Host
 from tfrig.runner import on_targets
-from tfrig.taskdef import HOSTS_HELP, JSON_HELP, setting, task
+from tfrig.taskdef import HOSTS_HELP, JSON_HELP, port_number, setting, task
 from tfrig.ui import confirm, info_stream, print_json, table
 
 NOTEBOOK_PORT = 8888
@@ -294,6 +294,7 @@ def run(
     json=False,
 ):
     """Run a TensorFlow container: an interactive shell, a command, detached, or Jupyter."""
+    port = port_number("port", port)
     wanted = _tf_image(c, image, version, gpu, jupyter)
     mirror = _setting(c, "mirror", mirror) or None
     out = info_stream(json)
@@ -506,6 +507,8 @@ def rmi(c, images, force=False, yes=False, hosts=None):
     """Remove images (not while a container uses them)."""
     from docker.errors import APIError, ImageNotFound
 
+    from tfrig.engine import api_error as engine_api_error
+
     images = _names(images)
     if not images:
         raise Exit("Name the images to remove: inv docker.rmi IMAGE[,IMAGE...].")
@@ -516,6 +519,8 @@ def rmi(c, images, force=False, yes=False, hosts=None):
             found.append((ref, engine_client.images.get(ref)))
         except ImageNotFound:
             raise Exit(f"No image {ref}; `inv docker.images` lists them.") from None
+        except APIError as exc:  # e.g. "invalid reference format": not an image name at all
+            raise Exit(f"'{ref[:80]}' is not an image name the engine takes: {engine_api_error(exc)}") from None
     ids = {image.id for _, image in found}
     users = [ct.name for ct in engine_client.containers.list(all=True) if ct.attrs.get("Image") in ids]
     if users:

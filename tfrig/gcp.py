@@ -20,7 +20,7 @@ from invoke import Collection
 from invoke.exceptions import Exit
 
 from tfrig import gceplan, state, targets
-from tfrig.taskdef import JSON_HELP, task
+from tfrig.taskdef import JSON_HELP, port_number, task, whole_number
 from tfrig.ui import confirm, info_stream, print_json, table
 
 PROJECT_HELP = (
@@ -486,13 +486,13 @@ def create(
     dry = bool(c.config.run.dry)
     try:
         gpu_type = gceplan.gpu_type(gpu or gcp.gpu)
-        gpus, count = int(gpus), int(count)
+        gpus, count = whole_number("gpus", gpus, 1, 16), whole_number("count", count, 1, 64)
         chosen_machine = gceplan.machine_type(gpu_type, gpus, machine_type or gcp.machine_type or None)
         base = gceplan.check_name(name or gcp.name or gceplan.default_name(_user()))
         if not 1 <= count <= 64:
             raise gceplan.Invalid(f"--count {count}: make 1 to 64 VMs at a time.")
         names = [base] if count == 1 else [gceplan.check_name(f"{base}-{i}") for i in range(1, count + 1)]
-        disk = int(disk_gb or gcp.disk_gb)
+        disk = whole_number("disk-gb", disk_gb or gcp.disk_gb, 1, 65536)  # a boot disk: at most 64 TB
         if disk < 10:
             raise gceplan.Invalid(
                 f"--disk-gb {disk}: boot disks need at least 10 GB (100 leaves room for CUDA and TensorFlow)."
@@ -887,7 +887,14 @@ def ssh_config(c, name=None, remove=False, file=None):
     """Write (or update) a managed `Host NAME` block in ~/.ssh/config, so plain `ssh NAME` works."""
     record = _record_or_exit(name, c)
     path = Path(os.path.expanduser(file or "~/.ssh/config"))
-    old = path.read_text() if path.exists() else ""
+    if path.is_dir():
+        raise Exit(f"--file {path} is a folder; name the ssh config file itself, e.g. {path / 'config'}.")
+    if file and not path.parent.is_dir():  # ~/.ssh is made when missing; a folder you named is not
+        raise Exit(f"--file {path}: the folder {path.parent} does not exist; create it first.")
+    try:
+        old = path.read_text() if path.exists() else ""
+    except OSError as exc:
+        raise Exit(f"--file {path}: {exc.strerror}.") from None
     new = replace_block(old, record["name"], None if remove else ssh_config_block(record, _host_key_options(c)))
     if new == old:
         print(f"already done: {path} {'has no' if remove else 'has the'} block for {record['name']}")
@@ -917,14 +924,15 @@ def tunnel(c, port, local_port=None, name=None):
     """Forward a local port to a port on the VM through SSH until Ctrl-C."""
     from tfrig.host import connect
 
+    remote = port_number("port", port)
+    local = port_number("local-port", local_port or port)
     record = _record_or_exit(name, c)
-    local = int(local_port or port)
     if c.config.run.dry:
         print(f"would forward 127.0.0.1:{local} to {record['name']}:127.0.0.1:{port}")
         return
     conn = connect(c, targets.vm_target(record))
-    with conn.forward_local(local_port=local, remote_port=int(port), remote_host="127.0.0.1", local_host="127.0.0.1"):
-        print(f"http://127.0.0.1:{local} -> {record['name']}:{port} (Ctrl-C closes it)", flush=True)
+    with conn.forward_local(local_port=local, remote_port=remote, remote_host="127.0.0.1", local_host="127.0.0.1"):
+        print(f"http://127.0.0.1:{local} -> {record['name']}:{remote} (Ctrl-C closes it)", flush=True)
         try:
             while True:
                 time.sleep(1)

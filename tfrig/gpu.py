@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from invoke import Collection
@@ -16,6 +15,8 @@ from tfrig.ui import print_json
 if TYPE_CHECKING:
     from tfrig import nvsmi
     from tfrig.host import Host
+
+CAPTURE_LIMIT = 8 * 2**20  # bytes: nvidia-smi -q -x for 16 GPUs is well under 1 MiB
 
 CHECK_HELP = {
     "input": (
@@ -114,9 +115,13 @@ def check(c, input=None, hosts=None, json=False):
 
     if input:
         try:
-            text = Path(input).read_text(errors="replace")
+            with open(input, "rb") as capture:  # at most CAPTURE_LIMIT: /dev/zero must not hang
+                data = capture.read(CAPTURE_LIMIT + 1)
         except OSError as exc:
             raise Exit(f"--input {input}: {exc.strerror}.") from None
+        if len(data) > CAPTURE_LIMIT:
+            raise Exit(f"--input {input}: over {CAPTURE_LIMIT // 2**20} MiB; nvidia-smi's captures are a few KiB.")
+        text = data.decode(errors="replace")
         try:
             report = nvsmi.parse_capture(text)
         except nvsmi.CaptureError as exc:

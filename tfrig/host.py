@@ -327,12 +327,17 @@ def _new_connection(c: Any, target: Target) -> Any:
         from tfrig import gcp
 
         vm_keys = gcp.vm_host_keys(c, target.vm)
+    from tfrig.taskdef import setting_number
+
+    timeout = setting_number(c.config, "tfrig", "connect_timeout", 1, 3600)
+    # paramiko waits 15 s for a banner by default; a port that answers and never speaks is down too
+    connect_kwargs["banner_timeout"] = timeout
     return ReadAheadConnection(
         target.host,
         user=target.user,
         port=target.port,
         config=c.config,
-        connect_timeout=int(tfrig_config.get("connect_timeout", 15)),
+        connect_timeout=timeout,
         connect_kwargs=connect_kwargs,
         run_config=c.config,
         vm_keys=vm_keys,

@@ -106,6 +106,8 @@ def _finish(report: Report) -> Report:
         if gpu.compute_capability is None:
             gpu.compute_capability = capability_from_name(gpu.name)
         if gpu.compute_capability:
+            if not re.fullmatch(r"\d{1,2}\.\d{1,2}", gpu.compute_capability):
+                raise CaptureError(f"compute capability {gpu.compute_capability[:20]!r} is not one such as 7.5")
             gpu.tf_supported = Version(gpu.compute_capability) >= TF_MIN_COMPUTE_CAPABILITY
     old = [g for g in report.gpus if g.tf_supported is False]
     if old and report.diagnosis is None:
@@ -119,6 +121,8 @@ def _number(value: str | None) -> int | None:
     if value is None:
         return None
     match = re.match(r"\s*(\d+)", value)
+    if match and len(match[1]) > 12:  # no GPU index or MiB count is that long
+        raise CaptureError(f"a {len(match[1])}-digit number is not nvidia-smi output")
     return int(match[1]) if match else None
 
 
@@ -151,7 +155,10 @@ def parse_table(text: str) -> Report:
 
 def parse_csv(text: str) -> Report:
     """`--query-gpu` CSV: with a header (any field order, units allowed) or without (tfrig's order)."""
-    rows = [row for row in csv.reader(io.StringIO(text.strip()), skipinitialspace=True) if row]
+    try:
+        rows = [row for row in csv.reader(io.StringIO(text.strip()), skipinitialspace=True) if row]
+    except csv.Error as exc:  # a field over csv's 128 KiB limit, a NUL byte: not nvidia-smi's CSV
+        raise CaptureError(f"not nvidia-smi's CSV ({exc})") from None
     if not rows:
         raise CaptureError("empty CSV")
     first = [cell.strip() for cell in rows[0]]
@@ -305,6 +312,13 @@ def diagnose_failure(output: str, exit_code: int | None) -> Report:
 
 def parse_capture(text: str) -> Report:
     """Any capture a user might paste: table, CSV, XML, -L, or an error message."""
+    report = _parse_capture(text)
+    if not report.gpus and report.diagnosis is None:
+        raise CaptureError("no GPUs in this capture")
+    return report
+
+
+def _parse_capture(text: str) -> Report:
     stripped = text.strip()
     if not stripped:
         raise CaptureError("the capture is empty")

@@ -105,6 +105,13 @@ def find_build(version: str | None) -> Build:
         raise Refusal(
             f"TensorFlow {version} is not a release tfrig knows; the newest is {known[0].tf} (`inv tf.versions`)."
         )
+    released = [str(v) for v in compat()["tensorflow_releases"]["versions"]]
+    if version.count(".") == 2 and version not in released:
+        minor = f"{wanted.major}.{wanted.minor}"
+        these = [v for v in released if v.startswith(minor + ".")]
+        raise Refusal(
+            f"TensorFlow {version} was never released (PyPI); {minor} has {', '.join(these)} (`inv tf.versions`)."
+        )
     build = same_minor[0]
     # A patch release (2.16.2) shares its minor's configuration; pin what was asked.
     return Build(

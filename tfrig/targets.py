@@ -67,8 +67,9 @@ def parse_hosts(spec: str) -> list[Target]:
         if "*" in item or "?" in item:
             raise Exit(f"'{item}' matches no VM in tfrig's state; `inv gcp.list` shows the ones it knows.")
         match = _HOST_SPEC.match(item)
-        if not match:
-            raise Exit(f"'{item}' is not a host; write user@host:port (user and port optional).")
+        if not match or len(match["host"]) > 253 or any(len(label) > 63 for label in match["host"].split(".")):
+            shown = item if len(item) <= 80 else f"{item[:60]}... ({len(item)} characters)"
+            raise Exit(f"'{shown}' is not a host; write user@host:port (user and port optional).")
         port = match["port"]
         if port is not None and not 0 < int(port) < 65536:
             raise Exit(f"'{item}': port {port} is out of range 1-65535.")
@@ -123,7 +124,9 @@ def resolve(c: Any, hosts: str | None = None) -> list[Target]:
         found = carried(c.config)
         if found is not None:
             return found
-        configured = c.config.get("tfrig", {}).get("hosts") or ""
+        from tfrig.taskdef import setting_text
+
+        configured = setting_text(c.config, "tfrig", "hosts")
         targets = parse_hosts(configured) if configured.strip() else [LOCAL]
     carry(c.config, targets)
     return targets

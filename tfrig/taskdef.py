@@ -4,9 +4,11 @@
 from __future__ import annotations
 
 import contextvars
+import inspect
 from typing import Any
 
 import invoke
+from invoke.exceptions import Exit
 from invoke.tasks import Task
 
 HOSTS_HELP = (
@@ -19,8 +21,30 @@ JSON_HELP = "print only JSON on stdout"
 current_task: contextvars.ContextVar[str] = contextvars.ContextVar("current_task", default="")
 
 
+def whole_number(flag: str, value: Any, low: int, high: int) -> int:
+    """`value` (a flag's text or a setting) as a whole number in [low, high], else one line."""
+    try:
+        number = int(str(value).strip())
+    except ValueError:
+        raise Exit(f"--{flag} {str(value)[:40]!r}: give a whole number from {low} to {high}.") from None
+    if not low <= number <= high:
+        raise Exit(f"--{flag} {str(value)[:40]}: out of range; give a whole number from {low} to {high}.")
+    return number
+
+
+def port_number(flag: str, value: Any) -> int:
+    """A TCP port, checked before anything listens or connects."""
+    return whole_number(flag, value, 1, 65535)
+
+
 class TfrigTask(Task):
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        # Numbers arrive as text (see arg_opts): bad ones are one line here, not Invoke's traceback.
+        defaults = inspect.signature(self.body).parameters
+        for name, value in kwargs.items():
+            default = defaults[name].default if name in defaults else None
+            if isinstance(value, str) and type(default) is int:
+                kwargs[name] = whole_number(name.replace("_", "-"), value, -(2**63), 2**63 - 1)
         namespace = self.body.__module__.rsplit(".", 1)[-1]
         token = current_task.set(f"{namespace}.{self.name.rstrip('_').replace('_', '-')}")
         if args:  # args[0] is the task's Context
@@ -37,6 +61,8 @@ class TfrigTask(Task):
         opts = super().arg_opts(name, default, taken_names | {"h"})
         if name == "hosts":
             opts["names"] = ["hosts", "H"]
+        if opts.get("kind") is int:  # Invoke's own int() would end in a traceback on `--gpus abc`
+            opts["kind"] = str
         return opts
 
 
@@ -48,3 +74,40 @@ def task(*args: Any, **kwargs: Any) -> Any:
 def setting(c: Any, namespace: str, key: str, value: Any) -> Any:
     """A value given on the command line wins; else the `namespace.key` setting (invoke.yaml, INVOKE_*)."""
     return value if value not in (None, "") else c.config[namespace].get(key)
+
+
+def where_set(config: Any, namespace: str, key: str) -> str:
+    """Which of Invoke's config levels gave `namespace.key`: a file's path, or the environment."""
+    for level in ("runtime", "project", "user", "system"):
+        data = getattr(config, f"_{level}", None) or {}
+        if isinstance(data.get(namespace), dict) and key in data[namespace]:
+            return str(getattr(config, f"_{level}_path", None) or f"the {level} config file")
+    return f"INVOKE_{namespace.upper()}_{key.upper()} or a config file"
+
+
+def setting_text(config: Any, namespace: str, key: str) -> str:
+    """A text setting, else one line naming the key and where it was set."""
+    value = config.get(namespace, {}).get(key)
+    if value is None:
+        return ""
+    if not isinstance(value, str | int | float) or isinstance(value, bool):
+        raise Exit(
+            f"{namespace}.{key} in {where_set(config, namespace, key)} is a {type(value).__name__}; "
+            "give it as text (several hosts: one comma-separated text)."
+        )
+    return str(value)
+
+
+def setting_number(config: Any, namespace: str, key: str, low: int, high: int) -> int:
+    """A whole-number setting in [low, high], else one line naming the key and where it was set."""
+    value = config.get(namespace, {}).get(key)
+    try:
+        number = int(str(value).strip())
+    except ValueError:
+        number = low - 1
+    if isinstance(value, bool) or not low <= number <= high:
+        raise Exit(
+            f"{namespace}.{key} in {where_set(config, namespace, key)} is {str(value)[:40]!r}; "
+            f"give a whole number from {low} to {high}."
+        )
+    return number

@@ -16,7 +16,7 @@ from tfrig import readahead
 from tfrig.conda import has_conda_pin
 from tfrig.host import SCRIPTS, Host, shell_path
 from tfrig.runner import on_targets
-from tfrig.taskdef import HOSTS_HELP, JSON_HELP, setting, task
+from tfrig.taskdef import HOSTS_HELP, JSON_HELP, port_number, setting, task
 from tfrig.ui import print_json, table
 
 VERIFY_MARK = "@@tfrig-verify "
@@ -465,6 +465,8 @@ def jupyter(
     c, port=8888, local_port=None, tunnel=True, index_url=None, find_links=None, no_index=False, hosts=None, json=False
 ):
     """JupyterLab in the TensorFlow env on 127.0.0.1 of the target, reached through an SSH tunnel."""
+    port = port_number("port", port)
+    local_port = port_number("local-port", local_port) if local_port not in (None, "") else None
     from tfrig import targets
     from tfrig.host import connect
     from tfrig.ui import info_stream

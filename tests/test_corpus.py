@@ -1,0 +1,175 @@
+"""The standing rule for every task and flag: bad input ends in one line on stderr, a non-zero
+exit, no traceback and no change. Add the new flag's bad values here with the flag."""
+
+from __future__ import annotations
+
+import hashlib
+import socket
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import run_cli
+from tfrig import state
+
+HUGE = "9" * 30
+CSV_HEADER = "index, name, uuid, driver_version, memory.total [MiB], memory.used [MiB], compute_cap\n"
+
+# argv, and what the one line must say. {tmp} is the test's folder; {silent} an SSH port that
+# accepts and never speaks; {refused} one that refuses.
+CORPUS: list[tuple[list[str], str]] = [
+    # numbers
+    (["gcp.create", "--gpus", "abc"], "--gpus 'abc': give a whole number"),
+    (["gcp.create", "--gpus", "1.5"], "--gpus '1.5': give a whole number"),
+    (["gcp.create", "--gpus", "-1"], "--gpus -1: out of range"),
+    (["gcp.create", "--gpus", HUGE], "--gpus 9999"),
+    (["gcp.create", "--count", "abc"], "--count 'abc': give a whole number"),
+    (["gcp.create", "--count", "-3"], "--count -3: out of range"),
+    (["gcp.create", "--count", "1000"], "--count 1000: out of range"),
+    (["gcp.create", "--disk-gb", "huge"], "--disk-gb 'huge': give a whole number"),
+    (["gcp.create", "--disk-gb", "5"], "--disk-gb 5: boot disks need at least 10 GB"),
+    (["gcp.create", "--disk-gb", HUGE], "--disk-gb 9999"),
+    (["gcp.tunnel", "--port", "abc"], "--port 'abc': give a whole number from 1 to 65535"),
+    (["gcp.tunnel", "--port", "0"], "--port 0: out of range"),
+    (["gcp.tunnel", "--port", "70000"], "--port 70000: out of range"),
+    (["gcp.tunnel", "--port", "8888", "--local-port", "-1"], "--local-port -1: out of range"),
+    (["tf.jupyter", "--port", "70000"], "--port 70000: out of range"),
+    (["tf.jupyter", "--port", "1.5"], "--port '1.5': give a whole number"),
+    (["tf.jupyter", "--local-port", "0"], "--local-port 0: out of range"),
+    (["docker.run", "--port", "99999"], "--port 99999: out of range"),
+    (["docker.run", "--port", "http"], "--port 'http': give a whole number"),
+    # versions
+    (["tf.install", "--version", "2.15.99"], "TensorFlow 2.15.99 was never released"),
+    (["tf.install", "--version", "2.16.0"], "TensorFlow 2.16.0 was never released"),
+    (["tf.install", "--version", "9.99.0"], "TensorFlow 9.99.0 is not a release tfrig knows"),
+    (["tf.install", "--version", "abc"], "'abc' is not a TensorFlow version"),
+    (["tf.install", "--python", "3.x"], "--python 3.x: give major.minor"),
+    # hosts
+    (["gpu.check", "-H", ""], "--hosts is empty"),
+    (["gpu.check", "-H", "h" * 100_000], "is not a host"),
+    (["gpu.check", "-H", "a b"], "'a b' is not a host"),
+    (["gpu.check", "-H", "me@127.0.0.1:99999"], "port 99999 is out of range"),
+    (["driver.status", "-H", "me@127.0.0.1:{refused}"], "can't connect"),
+    (["driver.status", "-H", "me@127.0.0.1:{silent}"], "[me@127.0.0.1:{silent}] driver.status: "),
+    (["gpu.check", "-H", "no-such-vm-*"], "matches no VM in tfrig's state"),
+    # captures
+    (["gpu.check", "--input", "/dev/zero"], "over 8 MiB"),
+    (["gpu.check", "--input", "{tmp}/empty.txt"], "the capture is empty"),
+    (["gpu.check", "--input", "{tmp}/header-only.csv"], "no GPUs in this capture"),
+    (["gpu.check", "--input", "{tmp}/long-index.csv"], "5000-digit number is not nvidia-smi output"),
+    (["gpu.check", "--input", "{tmp}/capability.csv"], "compute capability 'abc' is not one such as 7.5"),
+    (["gpu.check", "--input", "{tmp}/huge-field.csv"], "not nvidia-smi's CSV"),
+    (["gpu.check", "--input", "{tmp}/missing.txt"], "No such file or directory"),
+    (["gpu.check", "--input", "{tmp}"], "Is a directory"),
+    # files (the VM tfrig-alice is in the state: see test_bad_input_is_one_line_with_no_change)
+    (["gcp.ssh-config", "--name", "tfrig-alice", "--file", "{tmp}"], "is a folder; name the ssh config file"),
+    (["gcp.ssh-config", "--name", "tfrig-alice", "--file", "{tmp}/no/such/config"], "does not exist; create it first"),
+    # docker
+    (["docker.rmi", "BAD image!!"], "is not an image name the engine takes"),
+    (["docker.rmi", ""], "Name the images to remove"),
+]
+
+# Settings, each in the invoke.yaml of the folder tfrig runs in.
+
+SETTINGS: list[tuple[str, list[str], str]] = [
+    ("tfrig:\n  hosts: [a, b]\n", ["gpu.check"], "tfrig.hosts"),
+    ("tfrig:\n  connect_timeout: soon\n", ["driver.status", "-H", "me@127.0.0.1:1"], "tfrig.connect_timeout"),
+    ("tfrig:\n  host_keys: maybe\n", ["driver.status", "-H", "me@127.0.0.1:{silent}"], "tfrig.host_keys"),
+    ("tfrig: [unclosed\n", ["gpu.check"], "invoke.yaml"),
+]
+
+
+@pytest.fixture(scope="module")
+def silent_port() -> Iterator[int]:
+    """An SSH port that accepts connections and never sends a banner."""
+    server = socket.socket()
+    server.bind(("127.0.0.1", 0))
+    server.listen(8)
+    held: list[socket.socket] = []
+
+    def accept() -> None:
+        while True:
+            try:
+                held.append(server.accept()[0])
+            except OSError:
+                return
+
+    threading.Thread(target=accept, daemon=True).start()
+    yield server.getsockname()[1]
+    server.close()
+    for conn in held:
+        conn.close()
+
+
+@pytest.fixture(scope="module")
+def refused_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])  # closed again: nothing listens there
+
+
+@pytest.fixture(scope="module")
+def captures(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    folder = tmp_path_factory.mktemp("captures")
+    (folder / "empty.txt").write_text("")
+    (folder / "header-only.csv").write_text(CSV_HEADER)
+    (folder / "long-index.csv").write_text(
+        CSV_HEADER + "9" * 5000 + ", Tesla T4, GPU-1, 535.1, 15360 MiB, 0 MiB, 7.5\n"
+    )
+    (folder / "capability.csv").write_text(CSV_HEADER + "0, Tesla T4, GPU-1, 535.1, 15360 MiB, 0 MiB, abc\n")
+    (folder / "huge-field.csv").write_text(CSV_HEADER + "0, " + "x" * 300_000 + ", GPU-1, 535.1, 1 MiB, 0 MiB, 7.5\n")
+    return folder
+
+
+def fingerprint(folder: Path) -> dict[str, str]:
+    """What a case may not change: every file under `folder` (the state, a HOME) and its content."""
+    return {
+        str(path.relative_to(folder)): hashlib.sha256(path.read_bytes()).hexdigest()
+        for path in sorted(folder.rglob("*"))
+        if path.is_file() and "logs" not in path.parts and "cache" not in path.parts
+    }
+
+
+def assert_one_line(argv: list[str], outcome, needle: str) -> None:
+    shown = " ".join(part[:60] for part in argv)
+    assert outcome.code != 0, f"{shown}: exit 0\n{outcome.text[-2000:]}"
+    assert "Traceback" not in outcome.text, f"{shown}:\n{outcome.text[-3000:]}"
+    lines = [line for line in outcome.err.splitlines() if line.strip()]
+    assert len(lines) == 1, f"{shown}: {len(lines)} lines on stderr:\n{outcome.err[-2000:]}"
+    assert needle in lines[0], f"{shown}: {lines[0][:500]!r} lacks {needle!r}"
+
+
+@pytest.mark.parametrize(("argv", "needle"), CORPUS, ids=[" ".join(a)[:60] for a, _ in CORPUS])
+def test_bad_input_is_one_line_with_no_change(argv, needle, tmp_path, captures, silent_port, refused_port):
+    fill = {"tmp": str(captures), "silent": str(silent_port), "refused": str(refused_port)}
+    argv = [part.format(**fill) for part in argv]
+    home, state_dir = tmp_path / "home", tmp_path / "state"
+    home.mkdir()
+    env = {
+        "HOME": str(home),
+        "TFRIG_STATE_DIR": str(state_dir),
+        "INVOKE_TFRIG_CONNECT_TIMEOUT": "3",
+        "INVOKE_TF_FIND_LINKS": str(tmp_path / "no-wheels"),  # pip can't fetch, were a refusal missed
+        "INVOKE_TF_NO_INDEX": "true",
+        "INVOKE_GCP_PROJECT": "corpus-project",
+        "INVOKE_GCP_ENDPOINT": "http://127.0.0.1:{refused}".format(**fill),
+        "INVOKE_GCP_CREDENTIALS": "anonymous",
+    }
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("TFRIG_STATE_DIR", str(state_dir))
+        state.record_vm("tfrig-alice", address="127.0.0.1", port=refused_port, user="alice", zone="us-central1-a")
+    before = fingerprint(tmp_path)
+    outcome = run_cli(*argv, env=env, cwd=tmp_path, timeout=120)
+    assert_one_line(argv, outcome, needle.format(**fill))
+    assert fingerprint(tmp_path) == before, f"{argv}: changed files"
+
+
+@pytest.mark.parametrize(("yaml_text", "argv", "needle"), SETTINGS, ids=[needle for _, _, needle in SETTINGS])
+def test_bad_settings_are_one_line_naming_the_key_and_the_file(yaml_text, argv, needle, tmp_path, silent_port):
+    (tmp_path / "invoke.yaml").write_text(yaml_text)
+    argv = [part.format(silent=silent_port) for part in argv]
+    env = {"HOME": str(tmp_path), "TFRIG_STATE_DIR": str(tmp_path / "state")}
+    outcome = run_cli(*argv, env=env, cwd=tmp_path, timeout=120)
+    assert_one_line(argv, outcome, needle)
