@@ -499,3 +499,34 @@ def test_ctrl_c_at_each_stage_of_a_create_leaves_no_vm_tfrig_has_not_recorded(fa
         assert "`inv gcp.delete --name tfrig-alice --yes`" in line
     else:
         assert line == "interrupted: no VM was left behind; nothing bills."
+
+
+def test_list_reconciles_the_records_of_creates_that_were_cut_off(tfrig, fake, gcp_env):
+    import time
+
+    fake.add_instance("us-central1-a", "tfrig-landed", labels={"created-by": "tfrig"}, address="127.0.0.5")
+    state.record_vm("tfrig-landed", zone="us-central1-a", status="CREATING", since=time.time())
+    state.record_vm("tfrig-never", zone="us-central1-a", status="CREATING", since=time.time() - 3600)
+    state.record_vm("tfrig-inflight", zone="us-central1-a", status="CREATING", since=time.time())
+    listed = tfrig("gcp.list", env=gcp_env)
+    assert listed.code == 0, listed.text
+    assert "tfrig-never: its create was cut off and no VM exists; removed from tfrig's state" in listed.text
+    records = state.vms()
+    assert records["tfrig-landed"]["status"] == "RUNNING" and records["tfrig-landed"]["address"] == "127.0.0.5"
+    assert "tfrig-never" not in records
+    assert records["tfrig-inflight"]["status"] == "CREATING"  # its insert may still land
+
+
+def test_down_dry_changes_no_record_and_down_never_drops_a_create_in_flight(tfrig, fake, gcp_env):
+    import time
+
+    state.record_vm("tfrig-gone", zone="us-central1-a", status="RUNNING", project=fake.project)
+    state.record_vm("tfrig-inflight", zone="us-central1-a", status="CREATING", since=time.time(), project=fake.project)
+    before = state.vms()
+    shown = tfrig("--dry", "gcp.down", "--delete", "--yes", env=gcp_env)
+    assert shown.code == 0, shown.text
+    assert "tfrig-gone: already gone; would remove it from tfrig's state" in shown.text
+    assert state.vms() == before
+    done = tfrig("gcp.down", "--delete", "--yes", env=gcp_env)
+    assert done.code == 0, done.text
+    assert set(state.vms()) == {"tfrig-inflight"}

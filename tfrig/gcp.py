@@ -387,7 +387,9 @@ def _create_one(cloud: Any, request: CreateRequest, name: str, failover: gceplan
         # Recorded before the insert (with its requestId), so no interrupt or crash from here on can
         # leave a VM billing that tfrig does not know of.
         request_id = str(uuid.uuid4())
-        state.record_vm(name, project=cloud.project, zone=zone, status="CREATING", request_id=request_id)
+        state.record_vm(
+            name, project=cloud.project, zone=zone, status="CREATING", request_id=request_id, since=time.time()
+        )
         body = _to_instance(instance_body(request, name, zone))
         try:
             operation = cloud.insert(zone, body, request_id)
@@ -435,7 +437,7 @@ def _cleanup(cloud: Any, zone: str, name: str, out: Any, resend: tuple[Any, str]
             print(f"  {name}: the half-created VM in {zone} was deleted; nothing is left billing", file=out)
         _forget(name)
     except BaseException:
-        state.record_vm(name, zone=zone, status="UNKNOWN", project=cloud.project)
+        state.record_vm(name, zone=zone, status="UNKNOWN", project=cloud.project, since=time.time())
         print(
             f"  {name}: may exist in {zone}; it is recorded: delete it with `inv gcp.delete --name {name} --yes`",
             file=out,
@@ -656,12 +658,16 @@ def list_(c, project=None, json=False):
     """List tfrig's VMs: name, zone, status, GPU, address (live from the API where it answers)."""
     records = {r["name"]: r for r in state.vms().values()}
     live: dict[str, Any] = {}
+    answered = False
     try:
         cfg = settings(c, project)
         live = {vm.name: vm for vm in cfg.cloud().vms()}
+        answered = True
     except Exit:
         if project:
             raise
+    if answered and not c.config.run.dry:
+        records = _reconcile(records, live, info_stream(json))
     rows = []
     for vm_name in sorted(set(records) | set(live)):
         record, vm = records.get(vm_name, {}), live.get(vm_name)
@@ -669,7 +675,7 @@ def list_(c, project=None, json=False):
             {
                 "name": vm_name,
                 "zone": vm.zone if vm else record.get("zone"),
-                "status": vm.status if vm else ("NOT FOUND" if live else record.get("status")),
+                "status": vm.status if vm else ("NOT FOUND" if answered else record.get("status")),
                 "gpu": (f"{vm.gpus} x {vm.gpu}" if vm and vm.gpu else None)
                 or (f"{record.get('gpus')} x {record.get('gpu')}" if record.get("gpu") else None),
                 "address": (vm.address if vm else None) or record.get("address"),
@@ -685,6 +691,32 @@ def list_(c, project=None, json=False):
             ["name", "zone", "status", "gpu", "address"],
             [(r["name"], r["zone"], r["status"], r["gpu"], r["address"]) for r in rows],
         )
+
+
+# How long an insert may be in flight (sent, not yet listed) before its "creating" record, with no
+# VM behind it, is taken as an interrupted create that made nothing.
+INSERT_SETTLE_SECONDS = 600
+
+
+def _reconcile(records: dict[str, Any], live: dict[str, Any], out: Any) -> dict[str, Any]:
+    """Records of creates that were cut off (CREATING, UNKNOWN) brought in line with the API: the
+    VM's status and address if it exists, else the record dropped once no insert can be in flight.
+    On a read-only state folder nothing is written and the list still shows."""
+    records = dict(records)
+    for name, record in sorted(records.items()):
+        if record.get("status") not in ("CREATING", "UNKNOWN"):
+            continue
+        vm = live.get(name)
+        try:
+            if vm is not None:
+                records[name] = state.record_vm(name, status=vm.status, zone=vm.zone, address=vm.address)
+            elif time.time() - float(record.get("since") or 0) > INSERT_SETTLE_SECONDS:
+                _forget(name)
+                del records[name]
+                print(f"{name}: its create was cut off and no VM exists; removed from tfrig's state", file=out)
+        except Exit:
+            break
+    return records
 
 
 def _lifecycle(c: Any, name: str | None) -> tuple[dict[str, Any], Any]:
