@@ -173,3 +173,14 @@ def test_bad_settings_are_one_line_naming_the_key_and_the_file(yaml_text, argv, 
     env = {"HOME": str(tmp_path), "TFRIG_STATE_DIR": str(tmp_path / "state")}
     outcome = run_cli(*argv, env=env, cwd=tmp_path, timeout=120)
     assert_one_line(argv, outcome, needle)
+
+
+def test_a_table_with_nothing_to_show_is_its_header_when_not_a_terminal():
+    """docker.ps and docker.images with no containers or images, piped: the header, no traceback."""
+    import io
+
+    from tfrig.ui import table
+
+    out = io.StringIO()
+    table(["container", "image", "status"], [], out=out)
+    assert out.getvalue() == "container  image  status\n"

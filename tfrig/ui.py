@@ -45,7 +45,7 @@ def table(headers: Sequence[str], rows: Sequence[Sequence[Any]], out: TextIO | N
             drawn.add_row(*row)
         Console(file=out).print(drawn)
         return
-    widths = [max(len(str(h)), *(len(r[i]) for r in cells)) for i, h in enumerate(headers)]
+    widths = [max([len(str(h)), *(len(r[i]) for r in cells)]) for i, h in enumerate(headers)]  # rows may be none
     for row in [list(headers), *cells]:
         print(
             "  ".join(value.ljust(width) for value, width in zip(row, widths, strict=True)).rstrip(),
