@@ -240,3 +240,29 @@ def test_a_vm_whose_keys_never_appear_is_refused_unless_accept_new(tfrig, cloud,
     )
     assert trusted.code == 0, trusted.text
     assert "trusting the key it shows first (tfrig.host_keys: accept-new)" in trusted.text
+
+
+def test_ctrl_c_in_exec_stops_the_remote_command_and_passes_its_exit_code_on(tfrig, cloud, env, state_dir):
+    import time
+
+    assert tfrig("gcp.create", "--name", "tfrig-exec", env=env).code == 0
+    vm = cloud.vms["tfrig-exec"]
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "tfrig", "gcp.exec", "--name", "tfrig-exec", "--cmd", "echo started; sleep 297"],
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env={**os.environ, **env, "TFRIG_STATE_DIR": str(state_dir)},
+    )
+    deadline = time.monotonic() + 60
+    while vm.exec("pgrep -f '^sleep 297'")[0] != 0:
+        assert time.monotonic() < deadline and proc.poll() is None, "the command never started there"
+        time.sleep(0.2)
+    proc.send_signal(signal.SIGINT)
+    out, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130, out + err
+    assert "Traceback" not in err and "started" in out
+    assert err.strip() == "stopping the command on every host (Ctrl-C again to leave it running)"
+    assert vm.exec("pgrep -f '^sleep 297'")[0] == 1  # nothing left running there
+    assert vm.exec("ls /tmp/tfrig-exec-* 2>/dev/null")[1] == ""

@@ -9,7 +9,9 @@ import contextlib
 import json
 import os
 import shlex
+import signal
 import sys
+import threading
 import time
 import uuid
 from dataclasses import dataclass
@@ -1048,16 +1050,50 @@ def exec_(c, cmd, name=None, json=False):
     from tfrig.runner import on_targets
     from tfrig.tf import environment
 
+    running: list[tuple[Host, str]] = []  # each host and the file holding its command's process group
+    stopping = threading.Event()
+
     def work(host: Host) -> dict[str, Any]:
         env = environment(host, c)
         command = f'export PATH={shell_path(env.path.rstrip("/") + "/bin")}:"$PATH"; {env.exports}cd; {cmd}'
         if host.dry:
             host.say(f"would run: {cmd}")
             return {"exit_code": None}
-        result = host.c.run(command, warn=True, hide=json, in_stream=False, pty=False)
+        # The command leads a process group of its own (setsid), whose id it writes down, so that
+        # Ctrl-C here stops it there too; without a pty nothing else would carry the interrupt.
+        group = f"/tmp/tfrig-exec-{uuid.uuid4().hex}.pgid"
+        # In the foreground: a background job (&) would start with SIGINT ignored, for good.
+        wrapped = (
+            f'setsid -w "${{SHELL:-sh}}" -c \'echo $$ > "$0"; eval "$1"\' {group} {shlex.quote(command)}; '
+            f"rc=$?; rm -f {group}; exit $rc"
+        )
+        running.append((host, group))
+        if stopping.is_set():
+            return {"exit_code": 130}
+        result = host.c.run(wrapped, warn=True, hide=json, in_stream=False, pty=False)
         return {"exit_code": result.exited, "stdout": result.stdout if json else None}
 
-    results = on_targets(c, work, hosts=_vm_hosts(c, name), json_out=json, summary=lambda r: f"exit {r['exit_code']}")
+    def stop_everywhere() -> None:
+        for host, group in list(running):
+            with contextlib.suppress(Exception):  # gone already, or the host went away
+                host.c.run(f'kill -INT -- -"$(cat {group})"', hide=True, warn=True, in_stream=False)
+
+    def interrupted(signum: int, frame: Any) -> None:
+        if stopping.is_set():  # a second Ctrl-C: leave now, the commands may go on there
+            raise KeyboardInterrupt
+        stopping.set()
+        print("stopping the command on every host (Ctrl-C again to leave it running)", file=sys.stderr, flush=True)
+        threading.Thread(target=stop_everywhere, daemon=True).start()
+
+    previous = signal.signal(signal.SIGINT, interrupted)
+    try:
+        results = on_targets(
+            c, work, hosts=_vm_hosts(c, name), json_out=json, summary=lambda r: f"exit {r['exit_code']}"
+        )
+    except KeyboardInterrupt:
+        raise Exit("left at the second Ctrl-C; the command may still run there.", code=130) from None
+    finally:
+        signal.signal(signal.SIGINT, previous)
     codes = [r.get("exit_code") or 0 for r in results]
     if any(codes):
         raise Exit(code=max(codes))
