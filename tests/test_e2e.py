@@ -90,6 +90,28 @@ def test_create_install_verify_then_work_on_the_vm(tfrig, cloud, env, tmp_path):
     fetched = tmp_path / "fetched"
     assert tfrig("gcp.get", "work", "--destination", str(fetched), env=env).code == 0
     assert (fetched / "out.txt").read_text() == "training\n" and (fetched / "data" / "x.csv").read_text() == "1,2\n"
+    # Files in the wrong place: one line each, nothing made or clobbered.
+    for argv, line in [
+        (
+            ["gcp.put", str(project / "train.py"), "--destination", "no/such/train.py"],
+            "tfrig-alice:no/such/train.py: its folder does not exist there; create it first, or name another.",
+        ),
+        (
+            ["gcp.put", str(project / "train.py"), "--destination", "work", "--force"],
+            "tfrig-alice:work is a folder; name the file, e.g. work/train.py.",
+        ),
+        (
+            ["gcp.get", "work/out.txt", "--destination", str(fetched), "--force"],
+            f"{fetched} is a folder here; --force overwrites a file, never a folder: name the file.",
+        ),
+        (
+            ["gcp.get", "work/out.txt", "--destination", str(tmp_path / "no" / "such" / "out.txt")],
+            f"{tmp_path / 'no' / 'such'} does not exist here; create it first, or name another destination.",
+        ),
+    ]:
+        refused = tfrig(*argv, env=env)
+        assert refused.code == 1 and refused.err.strip() == line, refused.text
+    assert vm.exec("test -e /home/alice/no")[0] == 1 and not (tmp_path / "no").exists()
 
     written = tfrig("gcp.ssh-config", env=env)
     assert "wrote Host tfrig-alice" in written.out

@@ -1115,7 +1115,18 @@ def _copy(c: Any, name: str | None, source: str, destination: str | None, upload
         if c.config.run.dry:
             print(f"would copy {local} to {target.label}:{remote}")
             return
-        if not force and conn.run(f"test -e {shlex.quote(remote)}", warn=True, hide=True, in_stream=False).ok:
+        there = conn.run(
+            f'r={shlex.quote(remote)}; if [ -d "$r" ]; then echo folder; elif [ -e "$r" ]; then echo file; '
+            f'elif [ ! -d "$(dirname -- "$r")" ]; then echo no-parent; fi',
+            warn=True,
+            hide=True,
+            in_stream=False,
+        ).stdout.strip()
+        if there == "no-parent" and local.is_file():
+            raise Exit(f"{target.label}:{remote}: its folder does not exist there; create it first, or name another.")
+        if there == "folder" and local.is_file():
+            raise Exit(f"{target.label}:{remote} is a folder; name the file, e.g. {remote.rstrip('/')}/{local.name}.")
+        if there and there != "no-parent" and not force:
             raise Exit(f"{target.label}:{remote} exists; pass --force to overwrite it.")
         if local.is_file():
             conn.put(str(local), remote)
@@ -1144,6 +1155,12 @@ def _copy(c: Any, name: str | None, source: str, destination: str | None, upload
     ).stdout.strip()
     if not kind:
         raise Exit(f"{target.label}:{source}: no such file or folder there.")
+    if local.is_dir() and kind == "file":
+        raise Exit(f"{local} is a folder here; --force overwrites a file, never a folder: name the file.")
+    if local.exists() and not local.is_dir() and kind == "dir":
+        raise Exit(f"{local} is a file here and {target.label}:{source} a folder; name another destination.")
+    if not local.parent.is_dir():
+        raise Exit(f"{local.parent} does not exist here; create it first, or name another destination.")
     if c.config.run.dry:
         print(f"would copy {target.label}:{source} to {local}")
         return
