@@ -371,7 +371,8 @@ def _interrupted(names: list[str]) -> str:
     if not kept:
         return "interrupted: no VM was left behind; nothing bills."
     where = ", ".join(
-        f"{r['name']} ({r.get('zone')}{', may exist' if r.get('status') == 'UNKNOWN' else ''})" for r in kept
+        f"{r['name']} ({r.get('zone')}{', may exist' if r.get('status') in ('UNKNOWN', 'CREATING') else ''})"
+        for r in kept
     )
     deletes = " ".join(f"`inv gcp.delete --name {r['name']} --yes`" for r in kept)
     return (
@@ -396,7 +397,7 @@ def _create_one(cloud: Any, request: CreateRequest, name: str, failover: gceplan
         try:
             operation = cloud.insert(zone, body, request_id)
         except ApiError as exc:  # refused outright: nothing was created
-            if exc.reason == "alreadyExists":
+            if exc.reason == "alreadyExists":  # not ours (none had the name at the start): not recorded
                 _forget(name)
                 raise CreateFailed(
                     f"a VM named {name} appeared in {zone} meanwhile; run the command again to adopt it"

@@ -21,14 +21,15 @@ JSON_HELP = "print only JSON on stdout"
 current_task: contextvars.ContextVar[str] = contextvars.ContextVar("current_task", default="")
 
 
-def whole_number(flag: str, value: Any, low: int, high: int) -> int:
+def whole_number(flag: str, value: Any, low: int | None = None, high: int | None = None) -> int:
     """`value` (a flag's text or a setting) as a whole number in [low, high], else one line."""
+    wanted = f"a whole number from {low} to {high}" if low is not None and high is not None else "a whole number"
     try:
         number = int(str(value).strip())
     except ValueError:
-        raise Exit(f"--{flag} {str(value)[:40]!r}: give a whole number from {low} to {high}.") from None
-    if not low <= number <= high:
-        raise Exit(f"--{flag} {str(value)[:40]}: out of range; give a whole number from {low} to {high}.")
+        raise Exit(f"--{flag} {str(value)[:40]!r}: give {wanted}.") from None
+    if (low is not None and number < low) or (high is not None and number > high):
+        raise Exit(f"--{flag} {str(value)[:40]}: out of range; give {wanted}.")
     return number
 
 
@@ -44,7 +45,7 @@ class TfrigTask(Task):
         for name, value in kwargs.items():
             default = defaults[name].default if name in defaults else None
             if isinstance(value, str) and type(default) is int:
-                kwargs[name] = whole_number(name.replace("_", "-"), value, -(2**63), 2**63 - 1)
+                kwargs[name] = whole_number(name.replace("_", "-"), value)  # the task checks its range
         namespace = self.body.__module__.rsplit(".", 1)[-1]
         token = current_task.set(f"{namespace}.{self.name.rstrip('_').replace('_', '-')}")
         if args:  # args[0] is the task's Context
