@@ -329,7 +329,7 @@ def _new_connection(c: Any, target: Target) -> Any:
         vm_keys = gcp.vm_host_keys(c, target.vm)
     from tfrig.taskdef import setting_number
 
-    timeout = setting_number(c.config, "tfrig", "connect_timeout", 1, 3600)
+    timeout = setting_number(c.config, "tfrig", "connect_timeout", 1, 3600, default=15)
     # paramiko waits 15 s for a banner by default; a port that answers and never speaks is down too
     connect_kwargs["banner_timeout"] = timeout
     return ReadAheadConnection(

@@ -99,9 +99,12 @@ def setting_text(config: Any, namespace: str, key: str) -> str:
     return str(value)
 
 
-def setting_number(config: Any, namespace: str, key: str, low: int, high: int) -> int:
-    """A whole-number setting in [low, high], else one line naming the key and where it was set."""
+def setting_number(config: Any, namespace: str, key: str, low: int, high: int, default: int) -> int:
+    """A whole-number setting in [low, high] (`default` when unset), else one line naming the key
+    and where it was set."""
     value = config.get(namespace, {}).get(key)
+    if value is None:
+        return default
     try:
         number = int(str(value).strip())
     except ValueError:
