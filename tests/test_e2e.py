@@ -151,7 +151,8 @@ def test_create_install_verify_then_work_on_the_vm(tfrig, cloud, env, tmp_path):
             pytest.fail("nothing answered through the tunnel")
     finally:
         tunnel.send_signal(signal.SIGINT)
-        tunnel.wait(10)
+        rest, _ = tunnel.communicate(timeout=10)
+    assert rest.strip() == "tunnel closed" and tunnel.returncode == 0  # Ctrl-C, said in one line
 
     down = tfrig("gcp.down", "--delete", "--yes", env=env)
     assert down.code == 0, down.text
