@@ -60,6 +60,19 @@ def run_cli(*argv: str, env: dict[str, str] | None = None, cwd: Path | None = No
     return Outcome(proc.returncode, proc.stdout, proc.stderr)
 
 
+def start_cli(*argv: str, env: dict[str, str], stderr: int = subprocess.PIPE) -> subprocess.Popen[str]:
+    """Start `tfrig ARGV` as run_cli does (no stdin, no terminal), for a test that acts while it runs."""
+    return subprocess.Popen(
+        [sys.executable, "-m", "tfrig", *argv],
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=stderr,
+        text=True,
+        env={**os.environ, **env},
+        cwd=ROOT,
+    )
+
+
 @pytest.fixture
 def tfrig(state_dir: Path) -> Any:
     return run_cli

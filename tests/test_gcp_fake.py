@@ -11,14 +11,12 @@ import pwd
 import shlex
 import signal
 import subprocess
-import sys
-import threading
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from tests.conftest import ROOT, json_of
+from tests.conftest import json_of, start_cli
 from tests.fakegce import FakeCompute
 from tfrig import state
 
@@ -359,28 +357,14 @@ def test_credentials_problems_are_one_line(tfrig, fake, gcp_env, tmp_path):
 
 def test_ctrl_c_during_the_create_leaves_no_vm(fake, gcp_env, state_dir):
     """Interrupt while the insert's operation is awaited: the VM that was being made is deleted."""
-    entered, release = threading.Event(), threading.Event()
-    original = fake.handle
-
-    def slow_wait(method, path, body):
-        if path.endswith("/wait") and not release.is_set():
-            entered.set()
-            release.wait(20)
-        return original(method, path, body)
-
-    fake.handle = slow_wait
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "tfrig", "gcp.create", "--name", "tfrig-alice", "--no-ssh-wait"],
-        cwd=ROOT,
-        env={**os.environ, **gcp_env, "TFRIG_STATE_DIR": str(state_dir)},
-        stdin=subprocess.DEVNULL,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-    )
-    assert entered.wait(30), "the create never reached the operation wait"
-    proc.send_signal(signal.SIGINT)
-    release.set()
+    fake.pause = STAGES["the operation wait"]
+    env = {**gcp_env, "TFRIG_STATE_DIR": str(state_dir)}
+    proc = start_cli("gcp.create", "--name", "tfrig-alice", "--no-ssh-wait", env=env, stderr=subprocess.STDOUT)
+    try:
+        assert fake.paused.wait(30), "the create never reached the operation wait"
+        proc.send_signal(signal.SIGINT)
+    finally:
+        fake.release.set()
     out, _ = proc.communicate(timeout=60)
     assert proc.returncode != 0
     assert "the half-created VM in europe-west4-a was deleted; nothing is left billing" in out
@@ -476,14 +460,7 @@ STAGES = {
 @pytest.mark.parametrize("stage", list(STAGES))
 def test_ctrl_c_at_each_stage_of_a_create_leaves_no_vm_tfrig_has_not_recorded(fake, gcp_env, state_dir, stage):
     fake.pause = STAGES[stage]
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "tfrig", "gcp.create", "--name", "tfrig-alice"],
-        stdin=subprocess.DEVNULL,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        env={**os.environ, **gcp_env, "TFRIG_STATE_DIR": str(state_dir)},
-    )
+    proc = start_cli("gcp.create", "--name", "tfrig-alice", env={**gcp_env, "TFRIG_STATE_DIR": str(state_dir)})
     try:
         assert fake.paused.wait(60), f"tfrig never reached {stage}"
         proc.send_signal(signal.SIGINT)
