@@ -6,12 +6,10 @@ import contextlib
 import functools
 import hashlib
 import marshal
-import os
-import tempfile
 from pathlib import Path
 from typing import Any
 
-from tfrig.state import state_dir
+from tfrig.state import state_dir, write_atomically
 
 DATA = Path(__file__).with_name("data")
 
@@ -37,10 +35,7 @@ def _load(name: str) -> dict[str, Any]:
         return data
     with contextlib.suppress(OSError):  # a read-only state dir only costs the parse
         cached.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=cached.parent, prefix=f".{name}-")
-        with os.fdopen(fd, "wb") as out:
-            out.write(copy)
-        os.replace(tmp, cached)
+        write_atomically(cached, copy)
     return data
 
 

@@ -279,7 +279,7 @@ def pin_host_keys(
     VM keeps its disk and its keys)."""
     from tfrig import hostkeys
 
-    name = hostkeys.host_name(record["address"], record.get("port"))
+    name = hostkeys.vm_host_name(record)
     while True:
         keys = cloud.host_keys(record["zone"], record["name"]) or list(earlier)
         if keys:
@@ -309,7 +309,7 @@ def vm_host_keys(c: Any, record: dict[str, Any]) -> list[tuple[str, str]]:
     from tfrig import hostkeys
     from tfrig.cloud import ApiError
 
-    keys = hostkeys.pinned(hostkeys.host_name(record["address"], record.get("port")))
+    keys = hostkeys.pinned(hostkeys.vm_host_name(record))
     if keys:
         return keys
     try:
@@ -318,7 +318,7 @@ def vm_host_keys(c: Any, record: dict[str, Any]) -> list[tuple[str, str]]:
     except (Exit, ApiError):  # no project or credentials here: the known-hosts files decide
         return []
     if found and not c.config.run.dry:
-        hostkeys.pin(hostkeys.host_name(record["address"], record.get("port")), found)
+        hostkeys.pin(hostkeys.vm_host_name(record), found)
     return found
 
 
@@ -328,7 +328,7 @@ def _forget(name: str) -> None:
 
     record = state.find_vm(name)
     if record and record.get("address"):
-        hostkeys.unpin(hostkeys.host_name(record["address"], record.get("port")))
+        hostkeys.unpin(hostkeys.vm_host_name(record))
     state.forget_vm(name)
 
 
@@ -494,8 +494,6 @@ def create(
         gpus, count = whole_number("gpus", gpus, 1, 16), whole_number("count", count, 1, 64)
         chosen_machine = gceplan.machine_type(gpu_type, gpus, machine_type or gcp.machine_type or None)
         base = gceplan.check_name(name or gcp.name or gceplan.default_name(_user()))
-        if not 1 <= count <= 64:
-            raise gceplan.Invalid(f"--count {count}: make 1 to 64 VMs at a time.")
         names = [base] if count == 1 else [gceplan.check_name(f"{base}-{i}") for i in range(1, count + 1)]
         disk = whole_number("disk-gb", disk_gb or gcp.disk_gb, 1, 65536)  # a boot disk: at most 64 TB
         if disk < 10:
@@ -741,7 +739,7 @@ def start(c, name=None, json=False):
 
     earlier = hostkeys.pinned(hostkeys.host_name(record.get("address") or "", record.get("port")))
     if record.get("address") and record["address"] != vm.address:
-        hostkeys.unpin(hostkeys.host_name(record["address"], record.get("port")))
+        hostkeys.unpin(hostkeys.vm_host_name(record))
     record = state.record_vm(record["name"], address=vm.address, status=vm.status)
     if earlier:  # the same VM and disk, maybe at a new address: its keys move with it
         hostkeys.pin(hostkeys.host_name(vm.address, record.get("port")), earlier)

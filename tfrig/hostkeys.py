@@ -68,6 +68,11 @@ def host_name(host: str, port: int | None) -> str:
     return host if port in (None, 22) else f"[{host}]:{port}"
 
 
+def vm_host_name(record: Mapping[str, Any]) -> str:
+    """The known-hosts name of a VM tfrig made, from its state record."""
+    return host_name(record["address"], record.get("port"))
+
+
 def record(path: Path, name: str, key_type: str, key_base64: str) -> None:
     """Add one host key line to a known-hosts file (made private if new), as ssh does."""
     path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
@@ -114,8 +119,6 @@ def pinned(name: str) -> list[tuple[str, str]]:
 
 
 def _rewrite(name: str, lines: list[str]) -> None:
-    import tempfile
-
     path = pinned_file()
     try:
         kept = [line for line in path.read_text().splitlines() if line.split(" ", 1)[0] != name]
@@ -123,8 +126,5 @@ def _rewrite(name: str, lines: list[str]) -> None:
         if not lines:
             return
         kept = []
-    path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".known_hosts-")
-    with os.fdopen(fd, "w") as out:
-        out.write("".join(line + "\n" for line in kept + lines))
-    os.replace(tmp, path)
+    state.private_dir(path.parent)
+    state.write_atomically(path, "".join(line + "\n" for line in kept + lines).encode())

@@ -86,19 +86,25 @@ def _read(path: Path) -> dict[str, Any]:
     return data
 
 
-def _write(path: Path, data: dict[str, Any]) -> None:
-    import shutil
+def write_atomically(path: Path, data: bytes) -> None:
+    """Replace `path` with `data` in one step (a reader sees the old file or the new, whole), the
+    new file private (0600)."""
     import tempfile
 
-    if path.is_file():  # the last good version, for a state file damaged later
-        shutil.copy2(path, path.with_name(path.name + ".bak"))
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".state-", suffix=".json")  # mode 0600
-    with os.fdopen(fd, "w") as out:
-        json.dump(data, out, indent=2, sort_keys=True)
-        out.write("\n")
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}-")  # mode 0600
+    with os.fdopen(fd, "wb") as out:
+        out.write(data)
         out.flush()
         os.fsync(out.fileno())
     os.replace(tmp, path)
+
+
+def _write(path: Path, data: dict[str, Any]) -> None:
+    import shutil
+
+    if path.is_file():  # the last good version, for a state file damaged later
+        shutil.copy2(path, path.with_name(path.name + ".bak"))
+    write_atomically(path, (json.dumps(data, indent=2, sort_keys=True) + "\n").encode())
 
 
 def exists() -> bool:
