@@ -26,9 +26,19 @@ PREFIX = "/compute/v1/projects/"
 @dataclass
 class Scenario:
     stockout: dict[str, list[str]] = field(default_factory=dict)  # zone -> zonesAvailable hint
-    insert_errors: dict[str, tuple[int, str, str]] = field(default_factory=dict)  # zone -> (status, reason, message)
+    # zone -> (status, reason, message[, zonesAvailable hint]): the insert call itself refused
+    insert_errors: dict[str, tuple[Any, ...]] = field(default_factory=dict)
     unavailable_first: int = 0  # answer this many first calls with 503
     latency: float = 0.0
+    # How long an operation runs before it is DONE. zoneOperations.wait holds a request until then
+    # or for `FakeCompute.wait_hold` (the real API: about 2 minutes) and returns it not DONE.
+    operation_seconds: float = 0.0
+    # verb (start, stop, delete) -> (code, message): that operation ends DONE with this error and
+    # changes nothing, as a failed operation does.
+    operation_errors: dict[str, tuple[str, str]] = field(default_factory=dict)
+    # Every call answered with this error: (status, reason, message, ErrorInfo reason or "").
+    every_call: tuple[int, str, str, str] | None = None
+    firewalls_forbidden: bool = False  # firewalls.list needs compute.firewalls.list, often not granted
 
 
 class FakeCompute:
@@ -62,7 +72,9 @@ class FakeCompute:
         # guest attributes `hostkeys/` (only when the metadata enables guest attributes).
         self.vm_host_keys: Callable[[str], list[tuple[str, str]]] | None = None
         self.vms: dict[str, Any] = {}  # real VMs a vm_factory made, by name
+        self.wait_hold = 2.0  # a stand-in for the real API's 2-minute hold of zoneOperations.wait
         self.page_size = 2
+        self._done_at: dict[str, float] = {}
         self._ids = itertools.count(1000)
         self._addresses = itertools.count(10)
         self._lock = threading.Lock()
@@ -156,7 +168,21 @@ class FakeCompute:
         if error:
             operation["error"] = error
         self.operations[name] = operation
-        return operation
+        self._done_at[name] = time.monotonic() + self.scenario.operation_seconds
+        return self._current(operation)
+
+    def _current(self, operation: dict[str, Any]) -> dict[str, Any]:
+        """The operation as a read sees it now: RUNNING (no error yet) until its time is up."""
+        if time.monotonic() >= self._done_at.get(operation["name"], 0):
+            return operation
+        running = {k: v for k, v in operation.items() if k != "error"}
+        running.update(status="RUNNING", progress=50)
+        return running
+
+    def _wait(self, name: str) -> None:
+        """zoneOperations.wait: hold until the operation is DONE or the hold is up."""
+        until = min(self._done_at.get(name, 0), time.monotonic() + self.wait_hold)
+        time.sleep(max(until - time.monotonic(), 0))
 
     def handle(self, method: str, path: str, body: dict[str, Any] | None) -> tuple[int, dict[str, Any]]:
         parsed = urllib.parse.urlparse(path)
@@ -168,11 +194,15 @@ class FakeCompute:
             self.release.wait(60)
         if self.scenario.latency:
             time.sleep(self.scenario.latency)
+        if method == "POST" and (m := re.fullmatch(r"/zones/[^/]+/operations/([^/]+)/wait", route)):
+            self._wait(m[1])
         with self._lock:
             self.calls.append((method, path))
             if self.scenario.unavailable_first > 0:
                 self.scenario.unavailable_first -= 1
                 return _error(503, "backendError", "The service is currently unavailable.")
+            if self.scenario.every_call:
+                return _error(*self.scenario.every_call)
             return self._route(method, route, query, body or {})
 
     def _route(
@@ -208,6 +238,10 @@ class FakeCompute:
             }
             return 200, self._page({k: v for k, v in found.items() if v["instances"]}, query)
         if method == "GET" and route == "/global/firewalls":
+            if self.scenario.firewalls_forbidden:
+                return _error(
+                    403, "forbidden", f"Required 'compute.firewalls.list' permission for 'projects/{self.project}'"
+                )
             return 200, {"items": self.firewalls}
         m = re.fullmatch(r"/zones/([^/]+)/(instances|operations)(?:/([^/]+))?(?:/([a-zA-Z]+))?", route)
         if not m:
@@ -215,7 +249,9 @@ class FakeCompute:
         zone, collection, name, verb = m.groups()
         if collection == "operations":
             operation = self.operations.get(name or "")
-            return (200, operation) if operation else _error(404, "notFound", f"operation {name} not found")
+            if not operation:
+                return _error(404, "notFound", f"operation {name} not found")
+            return 200, self._current(operation)
         vms = self.instances.setdefault(zone, {})
         if method == "POST" and name is None:
             request_id = query.get("requestId", [""])[0]
@@ -234,6 +270,10 @@ class FakeCompute:
             return self._guest_attributes(vm, query.get("queryPath", [""])[0])
         if method == "GET":
             return 200, vm
+        action = "delete" if method == "DELETE" else verb if method == "POST" and verb in ("stop", "start") else None
+        if action in self.scenario.operation_errors:
+            code, message = self.scenario.operation_errors[action]
+            return 200, self._operation(zone, action, vm["selfLink"], {"errors": [{"code": code, "message": message}]})
         if method == "DELETE":
             del vms[name]
             if self.vm_cleanup:
@@ -266,8 +306,8 @@ class FakeCompute:
                 f"The resource 'projects/{self.project}/zones/{zone}/instances/{name}' already exists",
             )
         if zone in self.scenario.insert_errors:
-            status, reason, message = self.scenario.insert_errors[zone]
-            return _error(status, reason, message)
+            status, reason, message, *hint = self.scenario.insert_errors[zone]
+            return _error(status, reason, message, zones_available=hint[0] if hint else None)
         target = f"{self.endpoint}{PREFIX}{self.project}/zones/{zone}/instances/{name}"
         if zone in self.scenario.stockout:
             error: dict[str, Any] = {
@@ -329,11 +369,30 @@ class FakeCompute:
         return Handler
 
 
-def _error(status: int, reason: str, message: str) -> tuple[int, dict[str, Any]]:
-    return status, {
-        "error": {
-            "code": status,
-            "message": message,
-            "errors": [{"reason": reason, "message": message, "domain": "global"}],
-        }
-    }
+def _error(
+    status: int, reason: str, message: str, info_reason: str = "", zones_available: list[str] | None = None
+) -> tuple[int, dict[str, Any]]:
+    """An error as the Compute API sends it: `errors` with the reason and, where the real one has
+    them, an ErrorInfo in `details` (a disabled API: SERVICE_DISABLED) or the compute-specific
+    `errorDetails` with a zonesAvailable hint."""
+    item: dict[str, Any] = {"reason": reason, "message": message, "domain": "global"}
+    if zones_available:
+        item["errorDetails"] = [
+            {
+                "errorInfo": {
+                    "reason": "RESOURCE_AVAILABILITY",
+                    "metadatas": {"zonesAvailable": ",".join(zones_available)},
+                }
+            }
+        ]
+    error: dict[str, Any] = {"code": status, "message": message, "errors": [item]}
+    if info_reason:
+        error["details"] = [
+            {
+                "@type": "type.googleapis.com/google.rpc.ErrorInfo",
+                "reason": info_reason,
+                "domain": "googleapis.com",
+                "metadata": {"service": "compute.googleapis.com"},
+            }
+        ]
+    return status, {"error": error}

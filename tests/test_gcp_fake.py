@@ -507,3 +507,130 @@ def test_down_dry_changes_no_record_and_down_never_drops_a_create_in_flight(tfri
     done = tfrig("gcp.down", "--delete", "--yes", env=gcp_env)
     assert done.code == 0, done.text
     assert set(state.vms()) == {"tfrig-inflight"}
+
+
+# --- the real API's waits, operation results and errors (issue 11) ------------------------------
+
+
+def test_a_slow_create_whose_wait_returns_not_done_is_awaited_not_deleted(tfrig, fake, gcp_env):
+    """zoneOperations.wait returns RUNNING after its hold; the create goes on waiting to its own
+    deadline and keeps the VM."""
+    fake.wait_hold, fake.scenario.operation_seconds = 0.3, 1.2
+    result = create(tfrig, gcp_env)
+    assert result.code == 0, result.text
+    waits = [p for p in fake.paths("POST") if p.endswith("/wait")]
+    assert len(waits) >= 3  # not DONE at least twice, then DONE
+    assert fake.paths("DELETE") == [] and "tfrig-alice" in fake.instances["europe-west4-a"]
+    assert state.find_vm("tfrig-alice")["status"] == "RUNNING"
+
+
+def test_one_wait_call_may_take_longer_than_the_apis_hold():
+    from tfrig import cloud
+
+    assert cloud.WAIT_HOLD >= 120 and cloud.WAIT_CALL_TIMEOUT > cloud.WAIT_HOLD > cloud.CALL_TIMEOUT
+
+
+def test_the_operation_deadline_is_tfrigs_own_setting(tfrig, fake, gcp_env):
+    """An operation still running at gcp.operation_timeout: the create is cut off and cleaned up."""
+    fake.wait_hold, fake.scenario.operation_seconds = 0.2, 30
+    result = create(tfrig, {**gcp_env, "INVOKE_GCP_OPERATION_TIMEOUT": "1"})
+    assert result.code == 1
+    assert "not done after 1 s" in result.err
+    assert "tfrig-alice" not in fake.instances["europe-west4-a"] and state.vms() == {}
+
+
+@pytest.mark.parametrize("verb", ["stop", "start"])
+def test_a_failed_stop_or_start_operation_is_reported_not_claimed(tfrig, fake, gcp_env, verb):
+    assert create(tfrig, gcp_env).code == 0
+    if verb == "start":
+        assert tfrig("gcp.stop", "--name", "tfrig-alice", env=gcp_env).code == 0
+    fake.scenario.operation_errors[verb] = ("RESOURCE_NOT_READY", "The resource is not ready")
+    result = tfrig(f"gcp.{verb}", "--name", "tfrig-alice", env=gcp_env)
+    assert result.code == 1
+    doing = {"stop": "stopping", "start": "starting"}[verb]
+    assert result.err.strip() == f"{doing} tfrig-alice failed: RESOURCE_NOT_READY: The resource is not ready"
+    assert "Traceback" not in result.text
+    expected = "RUNNING" if verb == "stop" else "TERMINATED"
+    assert state.find_vm("tfrig-alice")["status"] == expected
+
+
+def test_a_failed_delete_keeps_the_record_and_says_it_bills(tfrig, fake, gcp_env):
+    assert create(tfrig, gcp_env).code == 0
+    fake.scenario.operation_errors["delete"] = ("RESOURCE_IN_USE_BY_ANOTHER_RESOURCE", "in use")
+    result = tfrig("gcp.delete", "--name", "tfrig-alice", "--yes", env=gcp_env)
+    assert result.code == 1
+    assert result.err.strip() == "deleting tfrig-alice failed: RESOURCE_IN_USE_BY_ANOTHER_RESOURCE: in use"
+    assert "nothing of it is billed" not in result.out
+    assert state.find_vm("tfrig-alice") and "tfrig-alice" in fake.instances["europe-west4-a"]
+    down = tfrig("gcp.down", "--delete", "--yes", env=gcp_env)
+    assert down.code == 1
+    assert "deleting tfrig-alice failed" in down.err + down.out
+    assert "1 of 1 VM(s) could not be deleted" in down.err
+    assert state.find_vm("tfrig-alice")
+
+
+def test_a_failed_delete_during_cleanup_records_the_vm(tfrig, fake, gcp_env):
+    """The create is cut off after its insert and the cleanup's delete fails: the VM stays recorded."""
+    fake.wait_hold, fake.scenario.operation_seconds = 0.2, 30
+    fake.scenario.operation_errors["delete"] = ("INTERNAL", "backend error")
+    result = create(tfrig, {**gcp_env, "INVOKE_GCP_OPERATION_TIMEOUT": "1"})
+    assert result.code == 1
+    assert "tfrig-alice: may exist in europe-west4-a (its delete failed" in result.out
+    assert "nothing is left billing" not in result.out
+    assert state.find_vm("tfrig-alice")["status"] == "UNKNOWN"
+
+
+@pytest.mark.parametrize(
+    ("error", "line"),
+    [
+        (
+            (
+                403,
+                "accessNotConfigured",
+                "Compute Engine API has not been used in project 123 before or it is disabled.",
+                "SERVICE_DISABLED",
+            ),
+            "The Compute Engine API is not enabled in project tfrig-test: enable it with "
+            "`gcloud services enable compute.googleapis.com --project tfrig-test` and retry in a minute.",
+        ),
+        (
+            (403, "forbidden", "Required 'compute.instances.list' permission for 'projects/tfrig-test'", ""),
+            "Permission denied in project tfrig-test (it needs compute.instances.list): ask for a role that grants "
+            "it, e.g. roles/compute.instanceAdmin.v1; the API said: Required 'compute.instances.list' permission for "
+            "'projects/tfrig-test'",
+        ),
+        (
+            (404, "notFound", "The resource 'projects/tfrig-test' was not found", ""),
+            "Project tfrig-test was not found, or your credentials can't see it: check --project, gcp.project or "
+            "`gcloud config get project`.",
+        ),
+        (
+            (503, "backendError", "The service is currently unavailable.", ""),
+            "The Compute API is unavailable now: The service is currently unavailable. (still failing after 5 tries); "
+            "retry in a few minutes.",
+        ),
+    ],
+    ids=["api-disabled", "permission", "no-project", "unavailable"],
+)
+@pytest.mark.parametrize("task", ["gcp.list --project tfrig-test", "gcp.zones", "gcp.quota", "gcp.down", "gcp.create"])
+def test_api_errors_are_one_line_in_every_task(tfrig, fake, gcp_env, error, line, task):
+    fake.scenario.every_call = error
+    args = shlex.split(task) + (["--name", "tfrig-alice", "--no-ssh-wait"] if task == "gcp.create" else [])
+    result = tfrig(*args, env=gcp_env)
+    assert result.code == 1
+    assert result.err.strip() == line
+    assert "Traceback" not in result.text
+
+
+def test_a_zones_available_hint_on_the_insert_error_itself_is_followed(tfrig, fake, gcp_env):
+    fake.scenario.insert_errors["europe-west4-a"] = (
+        400,
+        "ZONE_RESOURCE_POOL_EXHAUSTED",
+        "The zone does not have enough resources available to fulfill the request.",
+        ["us-central1-b"],
+    )
+    result = create(tfrig, gcp_env)
+    assert result.code == 0, result.text
+    inserts = [p for p in fake.paths("POST") if p.endswith("/instances")]
+    assert inserts[0] == "POST /zones/europe-west4-a/instances"
+    assert inserts[-1] == "POST /zones/us-central1-b/instances" and len(inserts) == 2

@@ -8,6 +8,7 @@ polls through a client without the custom endpoint. The library's automatic retr
 
 from __future__ import annotations
 
+import re
 import time
 from dataclasses import dataclass, field
 from typing import Any
@@ -15,6 +16,11 @@ from typing import Any
 from invoke.exceptions import Exit
 
 CALL_TIMEOUT = 60.0
+# zoneOperations.wait holds a request until the operation is DONE or "the request approaches the
+# 2 minute deadline" (Compute API reference, zoneOperations.wait), so one wait call needs a client
+# timeout longer than that; the overall deadline (gcp.operation_timeout) is tfrig's own.
+WAIT_HOLD = 120.0
+WAIT_CALL_TIMEOUT = WAIT_HOLD + 30.0
 RETRIES = 4
 _RETRYABLE_REASONS = {"rateLimitExceeded", "RESOURCE_OPERATION_RATE_EXCEEDED", "UNAVAILABLE", "backendError"}
 
@@ -45,6 +51,10 @@ class OperationResult:
     def ok(self) -> bool:
         return not self.errors
 
+    @property
+    def message(self) -> str:
+        return "; ".join(f"{e['code']}: {e['message']}" for e in self.errors)
+
 
 class ApiError(Exception):
     """An API call failed; `reason` is GCE's error reason, `status` the HTTP status."""
@@ -53,6 +63,7 @@ class ApiError(Exception):
         super().__init__(message)
         self.status, self.reason, self.message = status, reason, message
         self.zones_available = zones_available or []
+        self.project = ""  # set by the Cloud that made the call
 
     @property
     def retryable(self) -> bool:
@@ -102,23 +113,31 @@ class Cloud:
             self._clients[name] = getattr(compute_v1, name)(credentials=self.credentials, client_options=options)
         return self._clients[name]
 
-    def call(self, client: str, method: str, **request: Any) -> Any:
-        """An API request, retried with backoff on rate limits and 5xx (at most RETRIES times)."""
+    def call(
+        self, client: str, method: str, *, timeout: float = CALL_TIMEOUT, retry_timeouts: bool = True, **request: Any
+    ) -> Any:
+        """An API request, retried with backoff on rate limits, 5xx and (unless told) timeouts, at
+        most RETRIES times; then an ApiError whose message says it was retried."""
         for attempt in range(RETRIES + 1):
             try:
-                return self._call_once(client, method, **request)
+                return self._call_once(client, method, timeout, **request)
             except ApiError as exc:
-                if attempt == RETRIES or not exc.retryable:
+                exc.project = self.project
+                if not (exc.retryable or (retry_timeouts and exc.reason == "TIMEOUT")):
+                    raise
+                if attempt == RETRIES:
+                    exc.message = f"{exc.message} (still failing after {RETRIES + 1} tries)"
                     raise
                 time.sleep(self.retry_delay * 2**attempt)
         raise AssertionError("unreachable")
 
-    def _call_once(self, client: str, method: str, **request: Any) -> Any:
+    def _call_once(self, client: str, method: str, timeout: float, **request: Any) -> Any:
+        import requests
         from google.api_core import exceptions as api
         from google.auth.exceptions import RefreshError, TransportError
 
         try:
-            return getattr(self.client(client), method)(**request, retry=None, timeout=CALL_TIMEOUT)
+            return getattr(self.client(client), method)(**request, retry=None, timeout=timeout)
         except RefreshError:
             raise Exit(
                 "Your Google Cloud credentials have expired or were revoked: run "
@@ -128,6 +147,8 @@ class Cloud:
             raise ApiError(0, "UNAVAILABLE", f"can't reach the Compute API: {exc}") from None
         except api.GoogleAPICallError as exc:
             raise _api_error(exc) from None
+        except requests.exceptions.Timeout:
+            raise ApiError(0, "TIMEOUT", f"the Compute API did not answer within {timeout:.0f} s") from None
         except OSError as exc:  # connection refused, reset: the service is unreachable
             raise ApiError(0, "UNAVAILABLE", f"can't reach the Compute API: {exc}") from None
 
@@ -220,15 +241,35 @@ class Cloud:
         return str(self.call("InstancesClient", "start_unary", project=self.project, zone=zone, instance=name).name)
 
     def wait(self, zone: str, operation: str, timeout: float = 600) -> OperationResult:
-        """Await a zone operation with ZoneOperationsClient.wait (each call returns when DONE or after
-        about two minutes), bounded by `timeout`."""
+        """Await a zone operation with zoneOperations.wait, call after call (each returns when the
+        operation is DONE or after about WAIT_HOLD, maybe not DONE), until `timeout` has passed:
+        then an ApiError TIMEOUT, and the operation may still finish."""
         deadline = time.monotonic() + timeout
         while True:
-            found = self.call("ZoneOperationsClient", "wait", project=self.project, zone=zone, operation=operation)
-            if str(found.status) in ("DONE", "Status.DONE") or getattr(found.status, "name", "") == "DONE":
+            remaining = deadline - time.monotonic()
+            try:
+                found = self.call(
+                    "ZoneOperationsClient",
+                    "wait",
+                    timeout=max(min(WAIT_CALL_TIMEOUT, remaining), 1.0),
+                    retry_timeouts=False,
+                    project=self.project,
+                    zone=zone,
+                    operation=operation,
+                )
+            except ApiError as exc:
+                if exc.reason != "TIMEOUT":
+                    raise
+                found = None  # held past our timeout: not done yet
+            if found is not None and _done(found):
                 return OperationResult(name=operation, errors=_operation_errors(found))
-            if time.monotonic() > deadline:
+            if time.monotonic() >= deadline:
                 raise ApiError(0, "TIMEOUT", f"operation {operation} in {zone} not done after {timeout:.0f} s")
+
+
+def _done(operation: Any) -> bool:
+    status = operation.status
+    return str(status) in ("DONE", "Status.DONE") or getattr(status, "name", "") == "DONE"
 
 
 def _port_in(port: int, ports: Any) -> bool:
@@ -263,20 +304,55 @@ def _operation_errors(operation: Any) -> list[dict[str, Any]]:
     for error in operation.error.errors:
         zones: list[str] = []
         for detail in error.error_details:
-            hint = detail.error_info.metadatas.get("zonesAvailable", "") if detail.error_info else ""
-            zones += [z.strip() for z in hint.split(",") if z.strip()]
+            zones += _zones_hint(detail.error_info.metadatas.get("zonesAvailable", "") if detail.error_info else "")
         errors.append({"code": error.code, "message": error.message, "zones_available": zones})
     return errors
 
 
 def _api_error(exc: Any) -> ApiError:
-    reason = getattr(exc, "reason", None) or ""
-    for item in getattr(exc, "errors", None) or []:
-        if isinstance(item, dict) and item.get("reason"):
-            reason = reason or item["reason"]
+    """The library's exception as an ApiError: the API's own reason and message (without the
+    library's "METHOD url: " prefix), and any zonesAvailable hint the error carries."""
+    errors = [item for item in getattr(exc, "errors", None) or [] if isinstance(item, dict)]
+    reason = getattr(exc, "reason", None) or next((e["reason"] for e in errors if e.get("reason")), "")
     status = int(getattr(exc, "code", 0) or 0)
     if not reason:
         reason = {403: "forbidden", 404: "notFound", 409: "alreadyExists", 429: "rateLimitExceeded"}.get(
             status, "UNAVAILABLE" if status >= 500 else "error"
         )
-    return ApiError(status, reason, str(getattr(exc, "message", exc)))
+    message = next((e["message"] for e in errors if e.get("message")), "") or str(getattr(exc, "message", exc))
+    zones = _zones_hint((getattr(exc, "metadata", None) or {}).get("zonesAvailable", ""))
+    for error in errors:
+        for detail in error.get("errorDetails") or []:
+            zones += _zones_hint(((detail.get("errorInfo") or {}).get("metadatas") or {}).get("zonesAvailable", ""))
+    return ApiError(status, reason, message, list(dict.fromkeys(zones)))
+
+
+def _zones_hint(text: str) -> list[str]:
+    return [zone.strip() for zone in str(text).split(",") if zone.strip()]
+
+
+def describe(exc: ApiError) -> str:
+    """One line for an API error a task can't handle itself: what it means and what to do."""
+    text, project = exc.message, exc.project or "(unknown)"
+    if exc.reason in ("SERVICE_DISABLED", "accessNotConfigured") or "API has not been used" in text:
+        return (
+            f"The Compute Engine API is not enabled in project {project}: enable it with "
+            f"`gcloud services enable compute.googleapis.com --project {project}` and retry in a minute."
+        )
+    if exc.status == 404 and text.rstrip(". ").endswith(f"'projects/{project}' was not found"):
+        return (
+            f"Project {project} was not found, or your credentials can't see it: check --project, gcp.project "
+            "or `gcloud config get project`."
+        )
+    if exc.status == 403:
+        permission = re.search(r"[Rr]equired '([\w.]+)' permission", text)
+        needed = f" (it needs {permission[1]})" if permission else ""
+        return (
+            f"Permission denied in project {project}{needed}: ask for a role that grants it, e.g. "
+            f"roles/compute.instanceAdmin.v1; the API said: {text}"
+        )
+    if exc.status >= 500 or exc.status == 429:
+        return f"The Compute API is unavailable now: {text}; retry in a few minutes."
+    if exc.status == 0 or exc.reason in ("UNAVAILABLE", "TIMEOUT"):
+        return f"The Compute API is unreachable: {text}; check your network, or gcp.endpoint, and retry."
+    return f"The Compute API refused the request ({exc.status or ''} {exc.reason}): {text}".replace("( ", "(")

@@ -270,6 +270,20 @@ def wait_running(cloud: Any, zone: str, name: str, timeout: float, poll: float) 
         time.sleep(poll)
 
 
+def finish(c: Any, cloud: Any, zone: str, operation: str, what: str, timeout: float | None = None) -> None:
+    """Wait for an operation and check its result: one line if it failed or did not end in time."""
+    from tfrig.cloud import ApiError
+
+    try:
+        result = cloud.wait(zone, operation, timeout or float(c.config.gcp.operation_timeout))
+    except ApiError as exc:
+        if exc.reason != "TIMEOUT":
+            raise
+        raise Exit(f"{what}: {exc.message}; it may still finish: `inv gcp.list` shows where it stands.") from None
+    if not result.ok:
+        raise Exit(f"{what} failed: {result.message}")
+
+
 def pin_host_keys(
     c: Any, cloud: Any, record: dict[str, Any], deadline: float, poll: float, out: Any, earlier: Any = ()
 ) -> list[tuple[str, str]]:
@@ -381,7 +395,9 @@ def _interrupted(names: list[str]) -> str:
     )
 
 
-def _create_one(cloud: Any, request: CreateRequest, name: str, failover: gceplan.Failover, out: Any) -> Any:
+def _create_one(
+    cloud: Any, request: CreateRequest, name: str, failover: gceplan.Failover, out: Any, timeout: float
+) -> Any:
     """Try zones in failover order until one VM lands; a VM left by an interrupted attempt is deleted."""
     from tfrig.cloud import ApiError
 
@@ -409,7 +425,7 @@ def _create_one(cloud: Any, request: CreateRequest, name: str, failover: gceplan
             _cleanup(cloud, zone, name, out, resend=(body, request_id))
             raise
         try:
-            result = cloud.wait(zone, operation)
+            result = cloud.wait(zone, operation, timeout)
         except BaseException as exc:  # the insert began: whatever it made must not be left billing
             _cleanup(cloud, zone, name, out)
             if isinstance(exc, ApiError):
@@ -426,23 +442,32 @@ def _create_one(cloud: Any, request: CreateRequest, name: str, failover: gceplan
 
 
 def _cleanup(cloud: Any, zone: str, name: str, out: Any, resend: tuple[Any, str] | None = None) -> None:
-    """After an interrupted create: delete the VM if it exists, or say exactly what may be left.
-    `resend`: an insert cut off mid-call, sent again with its requestId, which the API answers
-    with the first one's operation if that landed, so tfrig learns whether a VM is coming."""
+    """After an interrupted or failed create: delete the VM if it exists, or say exactly what may be
+    left. `resend`: an insert cut off mid-call, sent again with its requestId, which the API answers
+    with the first one's operation if that landed, so tfrig learns whether a VM is coming. "Nothing
+    is left billing" is said only when the delete succeeded and a GET finds no VM."""
     from tfrig.cloud import ApiError
 
     try:
         if resend is not None:
             with contextlib.suppress(ApiError):  # refused now: the first one never landed either
                 cloud.wait(zone, cloud.insert(zone, *resend), timeout=300)
-        if cloud.get_vm(zone, name) is not None:
-            cloud.wait(zone, cloud.delete(zone, name), timeout=300)
-            print(f"  {name}: the half-created VM in {zone} was deleted; nothing is left billing", file=out)
+        made = cloud.get_vm(zone, name) is not None
+        if made:
+            result = cloud.wait(zone, cloud.delete(zone, name), timeout=300)
+            if not result.ok:
+                raise ApiError(0, "DELETE_FAILED", f"its delete failed: {result.message}")
+            left = cloud.get_vm(zone, name)
+            if left is not None:
+                raise ApiError(0, "STILL_THERE", f"it is still there, {left.status}")
         _forget(name)
-    except BaseException:
+        if made:
+            print(f"  {name}: the half-created VM in {zone} was deleted; nothing is left billing", file=out)
+    except BaseException as exc:
         state.record_vm(name, zone=zone, status="UNKNOWN", project=cloud.project, since=time.time())
+        why = f" ({exc.message})" if isinstance(exc, ApiError) else ""
         print(
-            f"  {name}: may exist in {zone}; it is recorded: delete it with `inv gcp.delete --name {name} --yes`",
+            f"  {name}: may exist in {zone}{why}; it is recorded: delete it with `inv gcp.delete --name {name} --yes`",
             file=out,
         )
 
@@ -539,7 +564,7 @@ def create(
             raise Exit(f"A VM named {vm_name} exists in {vm.zone} and tfrig did not create it; choose another --name.")
         if vm.status != "RUNNING" and not dry:
             print(f"{vm_name} exists in {vm.zone} ({vm.status}); starting it", file=out)
-            cloud.wait(vm.zone, cloud.start(vm.zone, vm_name))
+            finish(c, cloud, vm.zone, cloud.start(vm.zone, vm_name), f"starting {vm_name}")
             vm = wait_running(cloud, vm.zone, vm_name, gcp.running_timeout, gcp.poll_interval)
         print(f"{vm_name} exists in {vm.zone} (created by tfrig): using it", file=out)
         known = state.find_vm(vm_name) or {}
@@ -568,7 +593,7 @@ def create(
         try:
             for vm_name in to_create:
                 try:
-                    landed = _create_one(cloud, request, vm_name, failover, out)
+                    landed = _create_one(cloud, request, vm_name, failover, out, float(gcp.operation_timeout))
                 except CreateFailed as failed:
                     made = ", ".join(r["name"] for r in records)
                     raise Exit(f"{failed}" + (f"; created so far: {made}" if made else "")) from None
@@ -733,7 +758,7 @@ def start(c, name=None, json=False):
     if c.config.run.dry:
         print(f"would start {record['name']} in {record['zone']}")
         return
-    cloud.wait(record["zone"], cloud.start(record["zone"], record["name"]))
+    finish(c, cloud, record["zone"], cloud.start(record["zone"], record["name"]), f"starting {record['name']}")
     vm = wait_running(cloud, record["zone"], record["name"], c.config.gcp.running_timeout, c.config.gcp.poll_interval)
     from tfrig import hostkeys
 
@@ -757,7 +782,7 @@ def stop(c, name=None, json=False):
     if c.config.run.dry:
         print(f"would stop {record['name']} in {record['zone']}")
         return
-    cloud.wait(record["zone"], cloud.stop(record["zone"], record["name"]))
+    finish(c, cloud, record["zone"], cloud.stop(record["zone"], record["name"]), f"stopping {record['name']}")
     record = state.record_vm(record["name"], status="TERMINATED")
     if json:
         print_json(record)
@@ -766,16 +791,24 @@ def stop(c, name=None, json=False):
 
 
 def delete_vm(c: Any, record: dict[str, Any], out: Any) -> None:
+    """Delete a VM; "nothing billed" only once the operation succeeded and a GET says it is gone."""
     from tfrig.cloud import ApiError
 
-    cloud = settings(c, record.get("project"), record.get("zone")).cloud()
+    name, zone = record["name"], record["zone"]
+    cloud = settings(c, record.get("project"), zone).cloud()
     try:
-        cloud.wait(record["zone"], cloud.delete(record["zone"], record["name"]))
+        finish(c, cloud, zone, cloud.delete(zone, name), f"deleting {name}")
     except ApiError as exc:
-        if exc.status != 404:  # "not found" while deleting is success
-            raise Exit(f"deleting {record['name']} failed: {exc.message}") from None
-    _forget(record["name"])
-    print(f"deleted {record['name']} ({record['zone']}): nothing of it is billed any more", file=out)
+        if exc.status != 404:  # "not found" while deleting: gone already
+            raise
+    left = cloud.get_vm(zone, name)
+    if left is not None:
+        raise Exit(
+            f"{name} still exists in {zone} ({left.status}) and bills: run `inv gcp.delete --name {name} --yes` "
+            "again, or delete it in the console."
+        )
+    _forget(name)
+    print(f"deleted {name} ({zone}): nothing of it is billed any more", file=out)
 
 
 @task(help={"name": NAME_HELP, "yes": "don't ask", "json": JSON_HELP})
@@ -1014,21 +1047,37 @@ def down(c, delete=False, yes=False, project=None, json=False):
         return
     confirm(f"{verb} these {len(chosen)} VM(s)?", yes or c.config.tfrig.yes)
 
-    def act(vm: Any) -> str:
-        if delete:
-            cloud.wait(vm.zone, cloud.delete(vm.zone, vm.name))
-            _forget(vm.name)
-            return f"deleted {vm.name}"
-        cloud.wait(vm.zone, cloud.stop(vm.zone, vm.name))
+    def act(vm: Any) -> tuple[bool, str]:
+        """(done, what happened) for one VM; a failure is reported, the others go on."""
+        from tfrig.cloud import ApiError, describe
+
+        verb = "deleting" if delete else "stopping"
+        try:
+            finish(c, cloud, vm.zone, (cloud.delete if delete else cloud.stop)(vm.zone, vm.name), f"{verb} {vm.name}")
+            if delete:
+                left = cloud.get_vm(vm.zone, vm.name)
+                if left is not None:
+                    return False, f"{vm.name}: still exists ({left.status}) and bills"
+                _forget(vm.name)
+                return True, f"deleted {vm.name}"
+        except Exit as failed:
+            return False, str(failed.message)
+        except ApiError as exc:
+            return False, f"{verb} {vm.name}: {describe(exc)}"
         if state.find_vm(vm.name):
             state.record_vm(vm.name, status="TERMINATED")
-        return f"stopped {vm.name} (its disk is still billed)"
+        return True, f"stopped {vm.name} (its disk is still billed)"
 
     with ThreadPoolExecutor(max_workers=8) as pool:
-        for line in pool.map(act, chosen):
-            print(line, file=out)
+        outcomes = list(pool.map(act, chosen))
+    for _done, line in outcomes:
+        print(line, file=out)
+    changed = [vm.name for vm, (done, _line) in zip(chosen, outcomes, strict=True) if done]
     if json:
-        print_json({"changed": [vm.name for vm in chosen], "action": "delete" if delete else "stop"})
+        print_json({"changed": changed, "action": "delete" if delete else "stop"})
+    failed = len(chosen) - len(changed)
+    if failed:
+        raise Exit(f"{failed} of {len(chosen)} VM(s) could not be {'deleted' if delete else 'stopped'}; see above.")
 
 
 def _vm_hosts(c: Any, name: str | None) -> str:
@@ -1225,6 +1274,7 @@ ns.configure(
             "retry_delay": 1.0,
             "poll_interval": 2.0,
             "running_timeout": 300,
+            "operation_timeout": 600,
             "ssh_timeout": 300,
         }
     }

@@ -52,8 +52,12 @@ class TfrigTask(Task):
             from tfrig import readahead
 
             readahead.started(args[0].config, self)
+        from tfrig.cloud import ApiError, describe
+
         try:
             return super().__call__(*args, **kwargs)
+        except ApiError as exc:  # a Compute API error no task step handled: one line, never a traceback
+            raise Exit(describe(exc)) from None
         finally:
             current_task.reset(token)
 
