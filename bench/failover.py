@@ -47,7 +47,7 @@ def one_run(stocked_out: int, latency: float, key: str) -> tuple[int, int, float
         program = TfrigProgram(namespace=ns, version=__version__, name="tfrig", binary="tfrig")
         started = time.perf_counter()
         with redirect_stdout(io.StringIO()), redirect_stderr(io.StringIO()):
-            program.run(["tfrig", "gcp.create", "--name", "bench", "--no-ssh-wait"], exit=False)
+            program.run(["tfrig", "gcp.create", "--yes", "--name", "bench", "--no-ssh-wait"], exit=False)
         elapsed = time.perf_counter() - started
     fake.close()
     inserts = len([p for p in fake.paths("POST") if p.endswith("/instances")])

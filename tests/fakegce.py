@@ -22,6 +22,48 @@ from typing import Any
 
 PREFIX = "/compute/v1/projects/"
 
+# The fake's own statement of Compute Engine's rules, each from its source, written apart from
+# tfrig's catalog so that a wrong belief there fails here.
+# Boot disk types each machine series takes (cloud.google.com/compute/docs/disks, "Machine series
+# support"; accelerator-optimized-machines, "Supported disk types"). With no diskType the API
+# makes a pd-standard disk, which G2 and the Hyperdisk-only series refuse.
+DISK_TYPES = {
+    "n1": {"pd-standard", "pd-balanced", "pd-ssd"},
+    "a2": {"pd-standard", "pd-balanced", "pd-ssd"},
+    "g2": {"pd-balanced", "pd-ssd", "hyperdisk-balanced"},
+    "a3-high": {"pd-balanced", "pd-ssd", "hyperdisk-balanced"},
+    "a3-mega": {"pd-balanced", "pd-ssd", "hyperdisk-balanced"},
+    "a3-ultra": {"hyperdisk-balanced"},
+    "a4": {"hyperdisk-balanced"},
+    "a4x": {"hyperdisk-balanced"},
+}
+# Machine types not sold on demand (accelerator-optimized-machines, consumption options): A3 High
+# below 8 GPUs is Spot or Flex-start only; A4 is Spot or reservation; A4X reservation only.
+SPOT_ONLY = {"a3-highgpu-1g", "a3-highgpu-2g", "a3-highgpu-4g", "a4-highgpu-8g"}
+RESERVATION_ONLY = {"a4x-highgpu-4g"}
+VCPUS = {"a2-highgpu-1g": 12, "a3-highgpu-1g": 26, "a3-highgpu-8g": 208, "a4-highgpu-8g": 224, "a4x-highgpu-4g": 140}
+GPU_METRICS = {
+    "nvidia-tesla-t4": "NVIDIA_T4_GPUS",
+    "nvidia-l4": "NVIDIA_L4_GPUS",
+    "nvidia-tesla-v100": "NVIDIA_V100_GPUS",
+    "nvidia-tesla-a100": "NVIDIA_A100_GPUS",
+    "nvidia-h100-80gb": "NVIDIA_H100_GPUS",
+    "nvidia-b200": "NVIDIA_B200_GPUS",
+}
+ATTACHED = {"g2": "nvidia-l4", "a2": "nvidia-tesla-a100", "a3": "nvidia-h100-80gb", "a4": "nvidia-b200"}
+CPU_METRICS = {"n1": "CPUS", "a2": "A2_CPUS", "g2": "G2_CPUS"}  # compute/resource-usage
+
+
+def series(machine: str) -> str:
+    first, _, rest = machine.partition("-")
+    if first == "a3":
+        return {"megagpu": "a3-mega", "ultragpu": "a3-ultra"}.get(rest.split("-")[0], "a3-high")
+    return first
+
+
+def vcpus(machine: str) -> int:
+    return VCPUS.get(machine) or int(machine.rsplit("-", 1)[1].rstrip("g"))
+
 
 @dataclass
 class Scenario:
@@ -47,7 +89,8 @@ class FakeCompute:
         self.scenario = Scenario()
         self.offers: dict[str, dict[str, int]] = {}  # zone -> {gpu: max cards}
         self.regional: dict[str, dict[str, list[float]]] = {}
-        self.project_quotas: dict[str, list[float]] = {"GPUS_ALL_REGIONS": [8, 0]}
+        # A real project lists these (and many more); a test deletes one to play "not listed".
+        self.project_quotas: dict[str, list[float]] = {"GPUS_ALL_REGIONS": [8, 0], "CPUS_ALL_REGIONS": [64, 0]}
         self.project_metadata: dict[str, str] = {}
         self.firewalls: list[dict[str, Any]] = [
             {
@@ -75,8 +118,9 @@ class FakeCompute:
         self.wait_hold = 2.0  # a stand-in for the real API's 2-minute hold of zoneOperations.wait
         self.page_size = 2
         self._done_at: dict[str, float] = {}
+        self._draws: dict[str, list[tuple[str, str, float]]] = {}  # a VM's quota usage, given back on delete
         self._ids = itertools.count(1000)
-        self._addresses = itertools.count(10)
+        self._addresses = itertools.cycle(range(2, 20))  # below the test hosts' 127.0.0.20 and up
         self._lock = threading.Lock()
         self.httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
         self.endpoint = f"http://127.0.0.1:{self.httpd.server_address[1]}"
@@ -88,20 +132,24 @@ class FakeCompute:
     # --- set-up helpers -------------------------------------------------------------------------
 
     def offer(self, gpu: str, zones: list[str], cards: int = 4, quota: float = 4, preemptible: float = 4) -> None:
-        metric = {
-            "nvidia-tesla-t4": "NVIDIA_T4_GPUS",
-            "nvidia-l4": "NVIDIA_L4_GPUS",
-            "nvidia-tesla-v100": "NVIDIA_V100_GPUS",
-        }[gpu]
+        """`gpu` offered in `zones`, with a region's usual quotas: the GPU's (and its PREEMPTIBLE_
+        one unless `preemptible` is None: many projects have none), vCPUs, addresses, disk."""
+        metric = GPU_METRICS[gpu]
         for zone in zones:
             self.offers.setdefault(zone, {})[gpu] = cards
             region = zone.rsplit("-", 1)[0]
             quotas = self.regional.setdefault(region, {})
             quotas.setdefault(metric, [quota, 0])
-            quotas.setdefault(f"PREEMPTIBLE_{metric}", [preemptible, 0])
+            if preemptible is not None:
+                quotas.setdefault(f"PREEMPTIBLE_{metric}", [preemptible, 0])
+            for usual, limit in (("CPUS", 24), ("A2_CPUS", 96), ("G2_CPUS", 48), ("PREEMPTIBLE_CPUS", 0)):
+                quotas.setdefault(usual, [limit, 0])
+            quotas.setdefault("IN_USE_ADDRESSES", [8, 0])
+            quotas.setdefault("SSD_TOTAL_GB", [2048, 0])
+            quotas.setdefault("HYPERDISK_BALANCED_TOTAL_GB", [2048, 0])
 
     def add_instance(
-        self, zone: str, name: str, labels: dict[str, str] | None = None, address: str = "203.0.113.5"
+        self, zone: str, name: str, labels: dict[str, str] | None = None, address: str = "127.0.0.5"
     ) -> None:
         self.instances.setdefault(zone, {})[name] = self._instance(
             zone, {"name": name, "labels": labels or {}}, address
@@ -141,6 +189,8 @@ class FakeCompute:
                 "zone": f"{self.endpoint}{PREFIX}{self.project}/zones/{zone}",
                 "status": "RUNNING",
                 "selfLink": f"{self.endpoint}{PREFIX}{self.project}/zones/{zone}/instances/{body['name']}",
+                "creationTimestamp": _now(),
+                "lastStartTimestamp": _now(),
             }
         )
         instance.setdefault("machineType", f"zones/{zone}/machineTypes/n1-standard-4")
@@ -276,11 +326,15 @@ class FakeCompute:
             return 200, self._operation(zone, action, vm["selfLink"], {"errors": [{"code": code, "message": message}]})
         if method == "DELETE":
             del vms[name]
+            for where, metric, amount in self._draws.pop(name, []):
+                self._quotas(where)[metric][1] -= amount
             if self.vm_cleanup:
                 self.vm_cleanup(name)
             return 200, self._operation(zone, "delete", vm["selfLink"])
         if method == "POST" and verb in ("stop", "start"):
             vm["status"] = "TERMINATED" if verb == "stop" else "RUNNING"
+            if verb == "start":
+                vm["lastStartTimestamp"] = _now()
             return 200, self._operation(zone, verb, vm["selfLink"])
         return _error(400, "badRequest", f"unsupported {method} {route}")
 
@@ -309,6 +363,15 @@ class FakeCompute:
             status, reason, message, *hint = self.scenario.insert_errors[zone]
             return _error(status, reason, message, zones_available=hint[0] if hint else None)
         target = f"{self.endpoint}{PREFIX}{self.project}/zones/{zone}/instances/{name}"
+        refused = self._refusal(zone, body)
+        if refused:
+            return refused
+        draws = self._quota_draws(zone, body)
+        for where, metric, amount in draws:
+            limit, usage = self._quotas(where).get(metric, [float("inf"), 0])
+            if usage + amount > limit:
+                scope = "globally" if where == "global" else f"in region {where}"
+                return _error(403, "QUOTA_EXCEEDED", f"Quota '{metric}' exceeded.  Limit: {limit:g} {scope}.")
         if zone in self.scenario.stockout:
             error: dict[str, Any] = {
                 "code": "ZONE_RESOURCE_POOL_EXHAUSTED",
@@ -326,9 +389,60 @@ class FakeCompute:
                     }
                 ]
             return 200, self._operation(zone, "insert", target, {"errors": [error]})
-        address = self.vm_factory(name, zone, body) if self.vm_factory else f"203.0.113.{next(self._addresses)}"
+        # Loopback only: nothing a test does may reach another address range, even by mistake.
+        address = self.vm_factory(name, zone, body) if self.vm_factory else f"127.0.0.{next(self._addresses)}"
         self.instances.setdefault(zone, {})[name] = self._instance(zone, body, address)
+        for where, metric, amount in draws:
+            if metric in self._quotas(where):
+                self._quotas(where)[metric][1] += amount
+        self._draws[name] = draws
         return 200, self._operation(zone, "insert", target)
+
+    def _quotas(self, where: str) -> dict[str, list[float]]:
+        return self.project_quotas if where == "global" else self.regional.setdefault(where, {})
+
+    def _refusal(self, zone: str, body: dict[str, Any]) -> tuple[int, dict[str, Any]] | None:
+        """What the API refuses in the request itself: a disk type the series doesn't take, a
+        machine type not sold that way. (Its messages here are stand-ins of the real ones' form.)"""
+        machine = body.get("machineType", "").rsplit("/", 1)[-1]
+        params = (body.get("disks") or [{}])[0].get("initializeParams", {})
+        disk = (params.get("diskType") or "pd-standard").rsplit("/", 1)[-1]
+        if disk not in DISK_TYPES.get(series(machine), {disk}):
+            return _error(
+                400, "UNSUPPORTED_OPERATION", f"[{disk}, {machine}] features are not compatible for creating instance."
+            )
+        spot = (body.get("scheduling") or {}).get("provisioningModel") == "SPOT"
+        if machine in RESERVATION_ONLY or (machine in SPOT_ONLY and not spot):
+            how = "a reservation" if machine in RESERVATION_ONLY else "the Spot or Flex-start provisioning models"
+            return _error(400, "UNSUPPORTED_OPERATION", f"Machine type {machine} is available only with {how}.")
+        return None
+
+    def _quota_draws(self, zone: str, body: dict[str, Any]) -> list[tuple[str, str, float]]:
+        """(where, metric, amount) a VM draws: GPUs and vCPUs regionally and project-wide. A Spot
+        VM draws PREEMPTIBLE_ quota where the region has some (limit > 0), else the standard
+        quota (cloud.google.com/compute/docs/instances/create-use-spot)."""
+        region = zone.rsplit("-", 1)[0]
+        machine = body.get("machineType", "").rsplit("/", 1)[-1]
+        spot = (body.get("scheduling") or {}).get("provisioningModel") == "SPOT"
+        quotas = self._quotas(region)
+
+        def chosen(metric: str) -> str:
+            preemptible = f"PREEMPTIBLE_{metric}"
+            return preemptible if spot and quotas.get(preemptible, [0, 0])[0] > 0 else metric
+
+        accelerators = body.get("guestAccelerators") or []
+        gpus = sum(int(a.get("acceleratorCount", 0)) for a in accelerators)
+        gpu = accelerators[0]["acceleratorType"].rsplit("/", 1)[-1] if accelerators else ATTACHED.get(machine[:2])
+        if not accelerators and gpu:
+            gpus = int(machine.rsplit("-", 1)[1].rstrip("g")) if machine[-1] == "g" else 1
+        draws = [("global", "CPUS_ALL_REGIONS", float(vcpus(machine)))]
+        if gpu:
+            draws += [("global", "GPUS_ALL_REGIONS", float(gpus)), (region, chosen(GPU_METRICS[gpu]), float(gpus))]
+        if series(machine) in CPU_METRICS:
+            preemptible_cpus = spot and quotas.get("PREEMPTIBLE_CPUS", [0, 0])[0] > 0
+            cpu_metric = "PREEMPTIBLE_CPUS" if preemptible_cpus else CPU_METRICS[series(machine)]
+            draws.append((region, cpu_metric, float(vcpus(machine))))
+        return draws
 
     def _page(self, items: dict[str, Any], query: dict[str, list[str]]) -> dict[str, Any]:
         keys = sorted(items)
@@ -367,6 +481,10 @@ class FakeCompute:
                 pass
 
         return Handler
+
+
+def _now() -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%S.000-00:00", time.gmtime())
 
 
 def _error(

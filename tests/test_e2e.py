@@ -59,7 +59,7 @@ def inserts(cloud: FakeCompute) -> list[str]:
 
 
 def test_create_install_verify_then_work_on_the_vm(tfrig, cloud, env, tmp_path):
-    result = tfrig("gcp.create", "tf.install", "--no-index", "tf.verify", env=env)
+    result = tfrig("gcp.create", "--yes", "tf.install", "--no-index", "tf.verify", env=env)
     assert result.code == 0, result.text
     assert "created tfrig-alice in us-central1-a" in result.out
     assert "target: tfrig-alice (tf.install)" in result.out
@@ -70,7 +70,7 @@ def test_create_install_verify_then_work_on_the_vm(tfrig, cloud, env, tmp_path):
     assert vm.exec("test -x /home/alice/tf-venv/bin/python")[0] == 0
 
     # A later run reaches it by name: the same chain changes nothing.
-    again = tfrig("gcp.create", "tf.install", "--no-index", env=env)
+    again = tfrig("gcp.create", "--yes", "tf.install", "--no-index", env=env)
     assert "tfrig-alice exists in us-central1-a (created by tfrig): using it" in again.out
     assert "already done: TensorFlow 2.21.0" in again.out
     assert len(inserts(cloud)) == 1
@@ -161,7 +161,7 @@ def test_create_install_verify_then_work_on_the_vm(tfrig, cloud, env, tmp_path):
 
 
 def test_create_then_gpu_setup_stops_with_the_no_gpu_diagnosis(tfrig, cloud, env):
-    result = tfrig("gcp.create", "--name", "tfrig-gpu", "gpu.setup", env=env)
+    result = tfrig("gcp.create", "--yes", "--name", "tfrig-gpu", "gpu.setup", env=env)
     assert result.code == 1
     assert "created tfrig-gpu in us-central1-a" in result.out
     assert result.err.strip() == (
@@ -172,7 +172,7 @@ def test_create_then_gpu_setup_stops_with_the_no_gpu_diagnosis(tfrig, cloud, env
 
 
 def test_count_three_fans_out_and_one_dead_host_hides_nothing(tfrig, cloud, env):
-    created = tfrig("gcp.create", "--count", "3", "--json", env=env)
+    created = tfrig("gcp.create", "--yes", "--count", "3", "--json", env=env)
     assert created.code == 0, created.text
     names = [vm["name"] for vm in json_of(created.out)["vms"]]
     assert names == ["tfrig-alice-1", "tfrig-alice-2", "tfrig-alice-3"]
@@ -188,7 +188,7 @@ def test_count_three_fans_out_and_one_dead_host_hides_nothing(tfrig, cloud, env)
 
 
 def test_interrupted_during_tf_install_then_resumed_does_nothing_twice(cloud, env, state_dir):
-    command = [sys.executable, "-m", "tfrig", "gcp.create", "tf.install", "--no-index"]
+    command = [sys.executable, "-m", "tfrig", "gcp.create", "--yes", "tf.install", "--no-index"]
     run_env = {**os.environ, **env, "TFRIG_STATE_DIR": str(state_dir)}
     first = subprocess.Popen(
         command,
@@ -224,7 +224,7 @@ def test_interrupted_during_tf_install_then_resumed_does_nothing_twice(cloud, en
 
 
 def test_a_vm_is_reached_only_with_the_host_keys_its_guest_agent_published(tfrig, cloud, env, state_dir):
-    created = tfrig("gcp.create", "--name", "tfrig-keys", "driver.status", env=env)
+    created = tfrig("gcp.create", "--yes", "--name", "tfrig-keys", "driver.status", env=env)
     assert created.code == 0, created.text
     vm = cloud.vms["tfrig-keys"]
     pinned = (state_dir / "known_hosts").read_text().splitlines()
@@ -242,7 +242,7 @@ def test_a_vm_showing_another_key_than_it_published_is_refused(tfrig, cloud, env
     key = tmp_path / "other"
     subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(key)], check=True)
     cloud.vm_host_keys = lambda name: [tuple(key.with_suffix(".pub").read_text().split()[:2])]
-    created = tfrig("gcp.create", "--name", "tfrig-mitm", "driver.status", env=env)
+    created = tfrig("gcp.create", "--yes", "--name", "tfrig-mitm", "driver.status", env=env)
     assert created.code != 0 and "Traceback" not in created.text
     assert "tfrig-mitm: the host key of" in created.err and "has CHANGED" in created.err
     assert state.find_vm("tfrig-mitm") is not None  # it bills: recorded, with the way to delete it
@@ -251,7 +251,7 @@ def test_a_vm_showing_another_key_than_it_published_is_refused(tfrig, cloud, env
 def test_a_vm_whose_keys_never_appear_is_refused_unless_accept_new(tfrig, cloud, env):
     cloud.vm_host_keys = lambda name: []
     quick = {**env, "INVOKE_GCP_SSH_TIMEOUT": "2"}
-    refused = tfrig("gcp.create", "--name", "tfrig-silent", env=quick)
+    refused = tfrig("gcp.create", "--yes", "--name", "tfrig-silent", env=quick)
     assert refused.code != 0 and "Traceback" not in refused.text
     assert refused.err.strip().endswith(
         "its guest agent published no SSH host keys (guest attributes hostkeys/), so its key can't be checked; "
@@ -259,7 +259,12 @@ def test_a_vm_whose_keys_never_appear_is_refused_unless_accept_new(tfrig, cloud,
         "`inv gcp.delete --name tfrig-silent --yes`."
     )
     trusted = tfrig(
-        "gcp.create", "--name", "tfrig-silent", "driver.status", env={**quick, "INVOKE_TFRIG_HOST_KEYS": "accept-new"}
+        "gcp.create",
+        "--yes",
+        "--name",
+        "tfrig-silent",
+        "driver.status",
+        env={**quick, "INVOKE_TFRIG_HOST_KEYS": "accept-new"},
     )
     assert trusted.code == 0, trusted.text
     assert "trusting the key it shows first (tfrig.host_keys: accept-new)" in trusted.text
@@ -268,7 +273,7 @@ def test_a_vm_whose_keys_never_appear_is_refused_unless_accept_new(tfrig, cloud,
 def test_ctrl_c_in_exec_stops_the_remote_command_and_passes_its_exit_code_on(tfrig, cloud, env, state_dir):
     import time
 
-    assert tfrig("gcp.create", "--name", "tfrig-exec", env=env).code == 0
+    assert tfrig("gcp.create", "--yes", "--name", "tfrig-exec", env=env).code == 0
     vm = cloud.vms["tfrig-exec"]
     proc = subprocess.Popen(
         [sys.executable, "-m", "tfrig", "gcp.exec", "--name", "tfrig-exec", "--cmd", "echo started; sleep 297"],

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import re
+
 import pytest
 
-from tfrig import gceplan
+from tfrig import gceplan, gceprice
 
 T4 = gceplan.gpu_type("nvidia-tesla-t4")
 L4 = gceplan.gpu_type("nvidia-l4")
@@ -84,6 +86,7 @@ OFFERED = {"us-central1-a": 4, "us-central1-b": 4, "europe-west4-a": 4, "asia-ea
 
 
 def test_candidate_zones():
+    # Without a ranking, regions go by name; a pin or a narrowing wins over everything.
     assert gceplan.candidate_zones(OFFERED, 1, None, None) == [
         "asia-east1-c",
         "europe-west4-a",
@@ -105,22 +108,236 @@ def test_candidate_zones():
         gceplan.candidate_zones(OFFERED, 1, None, "us-west1")
 
 
-def test_quota_is_limit_minus_usage_per_region_and_global():
+def test_regions_go_cheapest_first_then_nearest_and_a_configured_zone_only_goes_first():
+    regions = ["asia-east1", "europe-west4", "us-central1", "us-east1"]
+    from_europe = gceprice.order_regions(regions, "n1-standard-4", T4.name, 1, False, "europe")
+    assert from_europe == ["us-central1", "us-east1", "europe-west4", "asia-east1"]
+    # Same price (two regions at the table's "other regions" factor): the nearer one first.
+    same = ["us-west2", "europe-north1"]
+    assert gceprice.region_factor("us-west2") == gceprice.region_factor("europe-north1")
+    assert gceprice.order_regions(same, "n1-standard-4", T4.name, 1, False, "europe") == ["europe-north1", "us-west2"]
+    assert gceprice.order_regions(same, "n1-standard-4", T4.name, 1, False, "americas") == ["us-west2", "europe-north1"]
+    assert gceprice.home(-5 * 3600) == "americas" and gceprice.home(9 * 3600) == "asia" and gceprice.home(0) == "europe"
+    ordered = gceplan.candidate_zones(OFFERED, 1, None, None, from_europe)
+    assert ordered == ["us-central1-a", "us-central1-b", "europe-west4-a", "asia-east1-c"]
+    # gcloud's compute/zone (or gcp.zone) first, the rest still there for failover:
+    assert gceplan.candidate_zones(OFFERED, 1, None, None, from_europe, first="europe-west4-a") == [
+        "europe-west4-a",
+        "us-central1-a",
+        "us-central1-b",
+        "asia-east1-c",
+    ]
+    assert gceplan.candidate_zones(OFFERED, 1, None, None, from_europe, first="asia-east1")[0] == "asia-east1-c"
+
+
+def test_the_hourly_price_from_the_table():
+    t4 = gceprice.hourly("n1-standard-4", T4.name, 1, False, "us-central1")
+    assert t4 is not None and round(t4, 2) == 0.54  # 4 vCPUs, 15 GB, one T4
+    spot = gceprice.hourly("n1-standard-4", T4.name, 1, True, "us-central1")
+    assert spot is not None and spot < t4
+    europe = gceprice.hourly("n1-standard-4", T4.name, 1, False, "europe-west4")
+    assert europe is not None and europe > t4
+    assert gceprice.hourly("a4-highgpu-8g", "nvidia-b200", 8, True, "us-central1") is None
+    assert gceprice.money(None) == "price unknown (not in tfrig's table)" and gceprice.money(0.544) == "about $0.54/h"
+
+
+def demand(gpu=T4, gpus=1, machine="n1-standard-4", disk=100, spot=False, vms=1):
+    return gceplan.Demand(gpu, gpus, machine, disk, spot, vms)
+
+
+USUAL = {"CPUS": (24, 0), "IN_USE_ADDRESSES": (8, 0), "SSD_TOTAL_GB": (2048, 0)}
+PROJECT = {"GPUS_ALL_REGIONS": (8, 1), "CPUS_ALL_REGIONS": (64, 0)}
+
+
+def test_quota_is_limit_minus_usage_for_every_metric_a_vm_draws():
     regional: dict[str, dict[str, tuple[float, float]]] = {
-        "us-central1": {"NVIDIA_T4_GPUS": (4, 4)},
-        "europe-west4": {"NVIDIA_T4_GPUS": (4, 2), "PREEMPTIBLE_NVIDIA_T4_GPUS": (0, 0)},
+        "us-central1": {**USUAL, "NVIDIA_T4_GPUS": (4, 4)},
+        "europe-west4": {**USUAL, "NVIDIA_T4_GPUS": (4, 2), "PREEMPTIBLE_NVIDIA_T4_GPUS": (0, 0)},
     }
-    check = gceplan.check_quota(T4, 2, False, ["us-central1", "europe-west4"], regional, {"GPUS_ALL_REGIONS": (8, 1)})
-    assert check.regions == ["europe-west4"]
-    assert [(q.where, q.remaining) for q in check.short] == [("us-central1", 0)]
-    spot = gceplan.check_quota(T4, 1, True, ["europe-west4"], regional, {"GPUS_ALL_REGIONS": (8, 0)})
-    assert spot.regions == [] and spot.short[0].metric == "PREEMPTIBLE_NVIDIA_T4_GPUS"
-    none_global = gceplan.check_quota(T4, 1, False, ["europe-west4"], regional, {"GPUS_ALL_REGIONS": (0, 0)})
+    check = gceplan.check_quota(demand(vms=2), ["us-central1", "europe-west4"], regional, PROJECT)
+    assert check.regions == ["europe-west4"] and check.unknown == []
+    assert [(q.where, q.metric, q.remaining, q.need) for q in check.short] == [("us-central1", "NVIDIA_T4_GPUS", 0, 2)]
+    assert "NVIDIA_T4_GPUS in us-central1: limit 4, used 4, need 2" in gceplan.quota_message("p", check)
+    # vCPUs: 16 x 2 VMs don't fit in 24 CPUS.
+    cpus = gceplan.check_quota(demand(machine="n1-standard-16", vms=2), ["europe-west4"], regional, PROJECT)
+    assert [(q.metric, q.need) for q in cpus.short] == [("CPUS", 32)]
+    # The boot disk draws SSD_TOTAL_GB (pd-balanced); addresses one per VM.
+    disk = gceplan.check_quota(demand(disk=4096), ["europe-west4"], regional, PROJECT)
+    assert [q.metric for q in disk.short] == ["SSD_TOTAL_GB"]
+
+
+def test_a_spot_vm_draws_preemptible_quota_only_where_the_project_has_it():
+    with_preemptible = {
+        **USUAL,
+        "NVIDIA_T4_GPUS": (0, 0),
+        "PREEMPTIBLE_NVIDIA_T4_GPUS": (4, 0),
+        "PREEMPTIBLE_CPUS": (8, 0),
+    }
+    without = {**USUAL, "NVIDIA_T4_GPUS": (4, 0), "PREEMPTIBLE_NVIDIA_T4_GPUS": (0, 0)}
+    assert ("PREEMPTIBLE_NVIDIA_T4_GPUS", 1) in demand(spot=True).regional(with_preemptible)
+    assert ("PREEMPTIBLE_CPUS", 4) in demand(spot=True).regional(with_preemptible)
+    assert ("NVIDIA_T4_GPUS", 1) in demand(spot=True).regional(without)
+    assert ("CPUS", 4) in demand(spot=True).regional(without)
+    regional = {"us-central1": with_preemptible, "europe-west4": without}
+    assert gceplan.check_quota(demand(spot=True), ["us-central1", "europe-west4"], regional, PROJECT).regions == [
+        "us-central1",
+        "europe-west4",
+    ]
+    exhausted = {**without, "PREEMPTIBLE_NVIDIA_T4_GPUS": (2, 2)}
+    short = gceplan.check_quota(demand(spot=True), ["us-central1"], {"us-central1": exhausted}, PROJECT)
+    assert short.regions == [] and short.short[0].metric == "PREEMPTIBLE_NVIDIA_T4_GPUS"
+
+
+def test_a_metric_the_api_does_not_list_is_unknown_never_zero():
+    regional = {"us-central1": {"NVIDIA_T4_GPUS": (4, 0)}}
+    check = gceplan.check_quota(demand(), ["us-central1"], regional, {"GPUS_ALL_REGIONS": (8, 0)})
+    assert check.regions == ["us-central1"]
+    assert check.unknown == [
+        "CPUS_ALL_REGIONS (all regions)",
+        "CPUS in us-central1",
+        "IN_USE_ADDRESSES in us-central1",
+        "SSD_TOTAL_GB in us-central1",
+    ]
+
+
+def test_a_project_wide_quota_stops_the_search():
+    regional = {"us-central1": {**USUAL, "NVIDIA_T4_GPUS": (4, 0)}}
+    none_global = gceplan.check_quota(demand(), ["us-central1"], regional, {**PROJECT, "GPUS_ALL_REGIONS": (0, 0)})
     assert none_global.global_short is not None and none_global.regions == []
     assert "GPUS_ALL_REGIONS (all regions) limit 0, used 0, need 1; new projects often have 0" in gceplan.quota_message(
-        "p", 1, none_global
+        "p", none_global
     )
-    assert "NVIDIA_T4_GPUS in us-central1: limit 4, used 4" in gceplan.quota_message("p", 2, check)
+    cpus = gceplan.check_quota(demand(), ["us-central1"], regional, {**PROJECT, "CPUS_ALL_REGIONS": (8, 6)})
+    assert cpus.global_short is not None and cpus.global_short.metric == "CPUS_ALL_REGIONS"
+    for message in ("Quota 'CPUS_ALL_REGIONS' exceeded.", "Quota 'GPUS_ALL_REGIONS' exceeded."):
+        assert gceplan.scope_of("QUOTA_EXCEEDED", message) == "all"
+    assert gceplan.scope_of("QUOTA_EXCEEDED", "Quota 'NVIDIA_T4_GPUS' exceeded.") == "region"
+
+
+def test_a_configuration_refusal_is_a_bad_request_not_a_stockout():
+    assert (
+        gceplan.scope_of("UNSUPPORTED_OPERATION", "[pd-standard, g2-standard-4] features are not compatible") == "all"
+    )
+    assert gceplan.scope_of("UNSUPPORTED_OPERATION", "The VM was preempted during creation") == "zone"
+
+
+@pytest.mark.parametrize(
+    ("machine", "spot", "message"),
+    [
+        (
+            "a3-highgpu-1g",
+            False,
+            "a3-highgpu-1g is Spot-only (or Flex-start, which tfrig does not request): add --spot.",
+        ),
+        ("a4-highgpu-8g", False, "a4-highgpu-8g is sold as Spot or through a reservation, not on demand: add --spot"),
+        ("a4x-highgpu-4g", True, "--machine-type a4x-highgpu-4g is sold only through a reservation"),
+    ],
+)
+def test_machine_types_not_sold_that_way_are_refused(machine, spot, message):
+    with pytest.raises(gceplan.Invalid, match=re.escape(message)):
+        gceplan.check_sold(machine, spot)
+
+
+def test_sold_that_way_passes():
+    for machine, spot in (
+        ("a3-highgpu-1g", True),
+        ("a3-highgpu-8g", False),
+        ("a4-highgpu-8g", True),
+        ("n1-standard-4", False),
+    ):
+        gceplan.check_sold(machine, spot)
+
+
+def test_boot_disk_type_and_architecture_per_family():
+    assert gceplan.family("n1-standard-4").boot_disk == "pd-balanced"
+    assert gceplan.family("g2-standard-8").boot_disk == "pd-balanced"
+    assert "pd-standard" not in gceplan.family("g2-standard-8").disks
+    assert gceplan.family("a3-ultragpu-8g").boot_disk == "hyperdisk-balanced"
+    assert gceplan.family("a4-highgpu-8g").boot_disk == "hyperdisk-balanced"
+    assert gceplan.family("a4x-highgpu-4g").arch == "arm64"
+    assert gceplan.vcpus("n1-standard-8") == 8 and gceplan.vcpus("a2-highgpu-1g") == 12
+    gceplan.check_image("n1-standard-4", "projects/ubuntu-os-cloud/global/images/family/ubuntu-2404-lts-amd64")
+    with pytest.raises(gceplan.Invalid, match="is built for x86_64, and a4x-highgpu-4g is arm64"):
+        gceplan.check_image("a4x-highgpu-4g", "projects/ubuntu-os-cloud/global/images/family/ubuntu-2404-lts-amd64")
+    with pytest.raises(gceplan.Invalid, match="is built for arm64, and n1-standard-4 is x86_64"):
+        gceplan.check_image("n1-standard-4", "projects/ubuntu-os-cloud/global/images/family/ubuntu-2404-lts-arm64")
+
+
+RULE = {"network": "global/networks/default", "direction": "INGRESS", "priority": 1000}
+
+
+@pytest.mark.parametrize(
+    ("rules", "verdict"),
+    [
+        ([{**RULE, "source_ranges": ["0.0.0.0/0"], "allowed": [("tcp", ["22"])]}], "open"),
+        ([{**RULE, "source_ranges": ["0.0.0.0/0"], "allowed": [("tcp", ["20-30"])]}], "open"),
+        ([{**RULE, "source_ranges": ["0.0.0.0/0"], "allowed": [("all", [])]}], "open"),
+        (
+            [{**RULE, "source_ranges": ["0.0.0.0/0"], "target_tags": ["ssh"], "allowed": [("tcp", ["22"])]}],
+            "no rule that applies to every VM admits it",
+        ),
+        (
+            [{**RULE, "source_ranges": ["0.0.0.0/0"], "target_service_accounts": ["a@b"], "allowed": [("tcp", [])]}],
+            "no rule that applies to every VM admits it",
+        ),
+        ([{**RULE, "source_ranges": ["35.235.240.0/20"], "allowed": [("tcp", ["22"])]}], "from 35.235.240.0/20"),
+        (
+            [
+                {
+                    **RULE,
+                    "name": "no-ssh",
+                    "priority": 100,
+                    "source_ranges": ["0.0.0.0/0"],
+                    "denied": [("tcp", ["22"])],
+                },
+                {**RULE, "source_ranges": ["0.0.0.0/0"], "allowed": [("tcp", ["22"])]},
+            ],
+            "the deny rule no-ssh (priority 100) blocks it",
+        ),
+        (
+            [
+                {
+                    **RULE,
+                    "name": "no-ssh",
+                    "priority": 2000,
+                    "source_ranges": ["0.0.0.0/0"],
+                    "denied": [("tcp", ["22"])],
+                },
+                {**RULE, "source_ranges": ["0.0.0.0/0"], "allowed": [("tcp", ["22"])]},
+            ],
+            "open",
+        ),
+        (
+            [
+                {**RULE, "name": "tie", "source_ranges": ["0.0.0.0/0"], "allowed": [("tcp", ["22"])]},
+                {**RULE, "name": "tie-deny", "source_ranges": ["0.0.0.0/0"], "denied": [("tcp", ["22"])]},
+            ],
+            "the deny rule tie-deny (priority 1000) blocks it",
+        ),
+        ([{**RULE, "disabled": True, "source_ranges": ["0.0.0.0/0"], "allowed": [("tcp", ["22"])]}], "no rule"),
+        (
+            [{**RULE, "network": "global/networks/other", "source_ranges": ["0.0.0.0/0"], "allowed": [("tcp", [])]}],
+            "no rule",
+        ),
+        ([{**RULE, "source_tags": ["web"], "source_ranges": [], "allowed": [("tcp", ["22"])]}], "no rule"),
+    ],
+    ids=[
+        "open",
+        "port-range",
+        "all-protocols",
+        "target-tags",
+        "target-sa",
+        "ranges",
+        "deny-first",
+        "deny-later",
+        "tie-deny-wins",
+        "disabled",
+        "other-network",
+        "source-tags",
+    ],
+)
+def test_the_firewall_verdict_for_ssh(rules, verdict):
+    assert gceplan.ssh_verdict(rules).startswith(verdict)
 
 
 def test_failover_blocks_by_scope_and_follows_hints():

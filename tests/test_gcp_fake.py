@@ -11,23 +11,25 @@ import pwd
 import shlex
 import signal
 import subprocess
+import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from tests.conftest import json_of, start_cli
-from tests.fakegce import FakeCompute
+from tests.fakegce import PREFIX, FakeCompute
 from tfrig import state
 
-ZONES = ["us-central1-a", "us-central1-b", "europe-west4-a"]
+ZONES = ["europe-west4-a", "europe-west4-b", "us-central1-a"]
 LOOKUP = "GET /aggregated/instances"
 PREFLIGHT = [
     "GET /",
     "GET /aggregated/acceleratorTypes",
     "GET /aggregated/acceleratorTypes",
-    "GET /regions/europe-west4",
     "GET /regions/us-central1",
+    "GET /regions/europe-west4",
 ]
 
 
@@ -45,7 +47,7 @@ def gcp_env(fake: FakeCompute, tmp_path: Path, ssh_key: Path) -> dict[str, str]:
 
 
 def create(tfrig, env, *args):
-    return tfrig("gcp.create", "--name", "tfrig-alice", "--no-ssh-wait", *args, env=env)
+    return tfrig("gcp.create", "--yes", "--name", "tfrig-alice", "--no-ssh-wait", *args, env=env)
 
 
 def test_create_calls_in_order_and_records_the_vm(tfrig, fake, gcp_env):
@@ -54,28 +56,29 @@ def test_create_calls_in_order_and_records_the_vm(tfrig, fake, gcp_env):
     assert fake.paths() == [
         LOOKUP,
         *PREFLIGHT,
-        "POST /zones/europe-west4-a/instances",
-        f"POST /zones/europe-west4-a/operations/{next(iter(fake.operations))}/wait",
-        "GET /zones/europe-west4-a/instances/tfrig-alice",
+        "POST /zones/us-central1-a/instances",
+        f"POST /zones/us-central1-a/operations/{next(iter(fake.operations))}/wait",
+        "GET /zones/us-central1-a/instances/tfrig-alice",
     ]
     record = json_of(result.out)
-    assert record["zone"] == "europe-west4-a" and record["address"].startswith("203.0.113.")
+    assert record["zone"] == "us-central1-a" and record["address"].startswith("127.0.0.")
     assert record == state.find_vm("tfrig-alice")
-    body = fake.instances["europe-west4-a"]["tfrig-alice"]
+    body = fake.instances["us-central1-a"]["tfrig-alice"]
     assert body["scheduling"] == {"onHostMaintenance": "TERMINATE", "automaticRestart": True}
     assert body["labels"] == {"created-by": "tfrig"}
     assert body["guestAccelerators"] == [
-        {"acceleratorType": "zones/europe-west4-a/acceleratorTypes/nvidia-tesla-t4", "acceleratorCount": 1}
+        {"acceleratorType": "zones/us-central1-a/acceleratorTypes/nvidia-tesla-t4", "acceleratorCount": 1}
     ]
-    assert body["machineType"] == "zones/europe-west4-a/machineTypes/n1-standard-4"
+    assert body["machineType"] == "zones/us-central1-a/machineTypes/n1-standard-4"
     assert body["disks"][0]["initializeParams"] == {
         "sourceImage": "projects/ubuntu-os-cloud/global/images/family/ubuntu-2404-lts-amd64",
         "diskSizeGb": "100",
+        "diskType": "zones/us-central1-a/diskTypes/pd-balanced",  # not the API's default HDD
     }
     metadata = {item["key"]: item["value"] for item in body["metadata"]["items"]}
     assert metadata.keys() == {"ssh-keys", "enable-guest-attributes"}
     assert metadata["ssh-keys"].startswith("alice:ssh-ed25519 ") and metadata["enable-guest-attributes"] == "TRUE"
-    assert "created europe-west4-a" not in result.out  # stdout is only JSON
+    assert "created us-central1-a" not in result.out  # stdout is only JSON
 
 
 def test_the_same_command_twice_adopts_the_vm(tfrig, fake, gcp_env):
@@ -83,43 +86,43 @@ def test_the_same_command_twice_adopts_the_vm(tfrig, fake, gcp_env):
     calls = len(fake.calls)
     again = create(tfrig, gcp_env)
     assert again.code == 0, again.text
-    assert "tfrig-alice exists in europe-west4-a (created by tfrig): using it" in again.err + again.out
+    assert "tfrig-alice exists in us-central1-a (created by tfrig): using it" in again.err + again.out
     assert fake.paths()[calls:] == [LOOKUP]
     assert sum(len(vms) for vms in fake.instances.values()) == 1
 
 
 def test_a_vm_of_that_name_tfrig_did_not_create_is_refused(tfrig, fake, gcp_env):
-    fake.add_instance("us-central1-a", "tfrig-alice", labels={"team": "ml"})
+    fake.add_instance("europe-west4-a", "tfrig-alice", labels={"team": "ml"})
     result = create(tfrig, gcp_env)
     assert result.code == 1
     assert (
         result.err.strip()
-        == "A VM named tfrig-alice exists in us-central1-a and tfrig did not create it; choose another --name."
+        == "A VM named tfrig-alice exists in europe-west4-a and tfrig did not create it; choose another --name."
     )
     assert fake.paths() == [LOOKUP]
 
 
 def test_stockout_moves_to_the_next_zone_only(tfrig, fake, gcp_env):
-    fake.scenario.stockout["europe-west4-a"] = []
     fake.scenario.stockout["us-central1-a"] = []
+    fake.scenario.stockout["europe-west4-a"] = []
     result = create(tfrig, gcp_env)
     assert result.code == 0, result.text
     inserts = [p for p in fake.paths("POST") if p.endswith("/instances")]
     assert inserts == [
-        "POST /zones/europe-west4-a/instances",
         "POST /zones/us-central1-a/instances",
-        "POST /zones/us-central1-b/instances",
+        "POST /zones/europe-west4-a/instances",
+        "POST /zones/europe-west4-b/instances",
     ]
-    assert "europe-west4-a: ZONE_RESOURCE_POOL_EXHAUSTED (zone blocked)" in result.out
-    assert "created tfrig-alice in us-central1-b" in result.out
+    assert "us-central1-a: ZONE_RESOURCE_POOL_EXHAUSTED (zone blocked)" in result.out
+    assert "created tfrig-alice in europe-west4-b" in result.out
 
 
 def test_a_zones_available_hint_is_followed(tfrig, fake, gcp_env):
-    fake.scenario.stockout["europe-west4-a"] = ["us-central1-b"]
+    fake.scenario.stockout["us-central1-a"] = ["europe-west4-b"]
     result = create(tfrig, gcp_env)
     assert result.code == 0, result.text
     inserts = [p for p in fake.paths("POST") if p.endswith("/instances")]
-    assert inserts == ["POST /zones/europe-west4-a/instances", "POST /zones/us-central1-b/instances"]
+    assert inserts == ["POST /zones/us-central1-a/instances", "POST /zones/europe-west4-b/instances"]
 
 
 def test_every_zone_stocked_out_says_where_it_tried_and_why(tfrig, fake, gcp_env):
@@ -127,21 +130,21 @@ def test_every_zone_stocked_out_says_where_it_tried_and_why(tfrig, fake, gcp_env
         fake.scenario.stockout[zone] = []
     result = create(tfrig, gcp_env)
     assert result.code == 1
-    assert result.err.startswith("no zone could take tfrig-alice: europe-west4-a: ZONE_RESOURCE_POOL_EXHAUSTED")
+    assert result.err.startswith("no zone could take tfrig-alice: us-central1-a: ZONE_RESOURCE_POOL_EXHAUSTED")
     assert (
-        "us-central1-a: ZONE_RESOURCE_POOL_EXHAUSTED" in result.err
-        and "us-central1-b: ZONE_RESOURCE_POOL_EXHAUSTED" in result.err
+        "europe-west4-a: ZONE_RESOURCE_POOL_EXHAUSTED" in result.err
+        and "europe-west4-b: ZONE_RESOURCE_POOL_EXHAUSTED" in result.err
     )
     assert len([p for p in fake.paths("POST") if p.endswith("/instances")]) == 3
     assert state.vms() == {}
 
 
 def test_regional_quota_zero_skips_the_region_before_any_insert(tfrig, fake, gcp_env):
-    fake.regional["europe-west4"]["NVIDIA_T4_GPUS"] = [0, 0]
+    fake.regional["us-central1"]["NVIDIA_T4_GPUS"] = [0, 0]
     result = create(tfrig, gcp_env)
     assert result.code == 0, result.text
-    assert "skipping europe-west4: not enough NVIDIA_T4_GPUS quota" in result.out
-    assert [p for p in fake.paths("POST") if p.endswith("/instances")] == ["POST /zones/us-central1-a/instances"]
+    assert "skipping us-central1: not enough NVIDIA_T4_GPUS quota" in result.out
+    assert [p for p in fake.paths("POST") if p.endswith("/instances")] == ["POST /zones/europe-west4-a/instances"]
 
 
 def test_no_regional_quota_anywhere_is_refused_with_how_to_get_more(tfrig, fake, gcp_env):
@@ -150,19 +153,62 @@ def test_no_regional_quota_anywhere_is_refused_with_how_to_get_more(tfrig, fake,
     result = create(tfrig, gcp_env)
     assert result.code == 1
     assert (
-        "not enough GPU quota for 1 GPU(s): NVIDIA_T4_GPUS in europe-west4: limit 1, used 1; NVIDIA_T4_GPUS in us-central1: limit 1, used 1."
-        in result.err
+        "not enough quota: NVIDIA_T4_GPUS in us-central1: limit 1, used 1, need 1; NVIDIA_T4_GPUS in europe-west4: "
+        "limit 1, used 1, need 1." in result.err
     )
     assert "https://console.cloud.google.com/iam-admin/quotas?project=tfrig-test" in result.err
     assert fake.paths("POST") == []
 
 
-def test_spot_uses_the_preemptible_quota(tfrig, fake, gcp_env):
+def test_spot_uses_the_preemptible_quota_where_there_is_some(tfrig, fake, gcp_env):
     for region in fake.regional.values():
-        region["PREEMPTIBLE_NVIDIA_T4_GPUS"] = [0, 0]
+        region["PREEMPTIBLE_NVIDIA_T4_GPUS"] = [2, 2]
     result = create(tfrig, gcp_env, "--spot")
     assert result.code == 1
-    assert "PREEMPTIBLE_NVIDIA_T4_GPUS in europe-west4: limit 0, used 0" in result.err
+    assert "PREEMPTIBLE_NVIDIA_T4_GPUS in us-central1: limit 2, used 2, need 1" in result.err
+    assert fake.paths("POST") == []
+
+
+def test_spot_without_preemptible_quota_uses_the_standard_quota(tfrig, fake, gcp_env):
+    """Many projects have no PREEMPTIBLE_ GPU quota: their Spot VMs draw the standard quota, and
+    the fake's insert enforces that as the API does."""
+    for region in fake.regional.values():
+        del region["PREEMPTIBLE_NVIDIA_T4_GPUS"]
+    result = create(tfrig, gcp_env, "--spot")
+    assert result.code == 0, result.text
+    assert fake.regional["us-central1"]["NVIDIA_T4_GPUS"] == [4, 1]  # drawn from the standard quota
+
+
+def test_a_quota_metric_the_api_does_not_list_is_noted_and_tried_never_zero(tfrig, fake, gcp_env):
+    del fake.regional["us-central1"]["CPUS"]
+    del fake.project_quotas["CPUS_ALL_REGIONS"]
+    result = create(tfrig, gcp_env)
+    assert result.code == 0, result.text
+    assert (
+        "quota not listed by the API, so not checked: CPUS_ALL_REGIONS (all regions), CPUS in us-central1; "
+        "trying anyway" in result.out
+    )
+    assert "created tfrig-alice in us-central1-a" in result.out
+    quota = json_of(tfrig("gcp.quota", "--json", env=gcp_env).out)
+    assert {"where": "global", "metric": "CPUS_ALL_REGIONS", "limit": None, "usage": None, "remaining": None} in quota
+    del fake.regional["us-central1"]["PREEMPTIBLE_NVIDIA_T4_GPUS"]
+    shown = tfrig("gcp.quota", env=gcp_env).out
+    assert any(
+        line.split()[:2] == ["us-central1", "PREEMPTIBLE_NVIDIA_T4_GPUS"] and "not listed" in line
+        for line in shown.splitlines()
+    )
+
+
+def test_vcpu_quota_is_checked_too(tfrig, fake, gcp_env):
+    fake.regional["us-central1"]["CPUS"] = [24, 22]
+    result = create(tfrig, gcp_env)
+    assert result.code == 0, result.text
+    assert "skipping us-central1: not enough CPUS quota" in result.out
+    assert "created tfrig-alice in europe-west4-a" in result.out
+    fake.project_quotas["CPUS_ALL_REGIONS"] = [64, 62]
+    refused = tfrig("gcp.create", "--yes", "--name", "tfrig-bob", "--no-ssh-wait", env=gcp_env)
+    assert refused.code == 1
+    assert "not enough quota: CPUS_ALL_REGIONS (all regions) limit 64, used 62, need 4" in refused.err
 
 
 def test_global_quota_zero_is_refused(tfrig, fake, gcp_env):
@@ -170,7 +216,7 @@ def test_global_quota_zero_is_refused(tfrig, fake, gcp_env):
     result = create(tfrig, gcp_env)
     assert result.code == 1
     assert (
-        "not enough GPU quota: GPUS_ALL_REGIONS (all regions) limit 0, used 0, need 1; new projects often have 0"
+        "not enough quota: GPUS_ALL_REGIONS (all regions) limit 0, used 0, need 1; new projects often have 0 GPUs"
         in result.err
     )
     assert fake.paths("POST") == []
@@ -185,25 +231,37 @@ def test_503s_on_the_first_calls_are_retried(tfrig, fake, gcp_env):
 
 
 def test_quota_exceeded_at_insert_blocks_the_region(tfrig, fake, gcp_env):
-    fake.offer("nvidia-tesla-t4", ["asia-east1-c"])
-    fake.scenario.insert_errors["asia-east1-c"] = (
+    fake.offer("nvidia-tesla-t4", ["us-central1-b"])
+    fake.scenario.insert_errors["us-central1-a"] = (
         403,
         "QUOTA_EXCEEDED",
-        "Quota 'NVIDIA_T4_GPUS' exceeded. Limit: 0.0 in region asia-east1.",
+        "Quota 'NVIDIA_T4_GPUS' exceeded. Limit: 0.0 in region us-central1.",
     )
-    fake.scenario.stockout["europe-west4-a"] = []
     result = create(tfrig, gcp_env)
     assert result.code == 0, result.text
     inserts = [p for p in fake.paths("POST") if p.endswith("/instances")]
-    assert inserts == [
-        "POST /zones/asia-east1-c/instances",
-        "POST /zones/europe-west4-a/instances",
-        "POST /zones/us-central1-a/instances",
-    ]
+    assert inserts == ["POST /zones/us-central1-a/instances", "POST /zones/europe-west4-a/instances"]
+
+
+def test_the_fakes_insert_enforces_quota_as_the_api_does(tfrig, fake, gcp_env):
+    """Quota tfrig's pre-flight could not see (usage changed meanwhile) is refused at insert."""
+    fake.regional["us-central1"]["CPUS"] = [24, 0]
+    fake.pause = ("POST", r"/zones/us-central1-a/instances$")
+
+    def use_up() -> None:
+        fake.paused.wait(60)
+        fake.regional["us-central1"]["CPUS"][1] = 22  # someone else started a VM
+        fake.release.set()
+
+    threading.Thread(target=use_up, daemon=True).start()
+    result = create(tfrig, gcp_env)
+    assert result.code == 0, result.text
+    assert "us-central1-a: QUOTA_EXCEEDED (region blocked)" in result.out
+    assert "created tfrig-alice in europe-west4-a" in result.out
 
 
 def test_global_quota_at_insert_stops_everything(tfrig, fake, gcp_env):
-    fake.scenario.insert_errors["europe-west4-a"] = (
+    fake.scenario.insert_errors["us-central1-a"] = (
         403,
         "QUOTA_EXCEEDED",
         "Quota 'GPUS_ALL_REGIONS' exceeded. Limit: 0.0 globally.",
@@ -229,33 +287,83 @@ def test_global_quota_at_insert_stops_everything(tfrig, fake, gcp_env):
     ids=["k80", "count", "l4-on-n1", "zone", "name", "disk", "duration", "image"],
 )
 def test_bad_input_is_refused_before_any_api_call(tfrig, fake, gcp_env, args, message):
-    result = tfrig("gcp.create", "--no-ssh-wait", *args, env=gcp_env)
+    result = tfrig("gcp.create", "--yes", "--no-ssh-wait", *args, env=gcp_env)
     assert result.code == 1
     assert message in result.err and len(result.err.strip().splitlines()) == 1
     assert fake.calls == []
 
 
 def test_a_zone_without_the_gpu_is_refused_after_the_lookup(tfrig, fake, gcp_env):
-    result = create(tfrig, gcp_env, "--zone", "us-central1-f")
+    result = create(tfrig, gcp_env, "--zone", "europe-west4-f")
     assert result.code == 1
     assert (
-        "nvidia-tesla-t4: --zone us-central1-f: no such zone, or it doesn't offer this GPU; it is offered in us-central1-a, us-central1-b"
+        "nvidia-tesla-t4: --zone europe-west4-f: no such zone, or it doesn't offer this GPU; it is offered in europe-west4-a, europe-west4-b"
         in result.err
     )
     assert fake.paths("POST") == []
 
 
-def test_os_login_and_closed_ssh_are_explained_before_creating(tfrig, fake, gcp_env):
+def test_os_login_is_turned_off_for_the_vm_with_a_note(tfrig, fake, gcp_env):
     fake.project_metadata["enable-oslogin"] = "TRUE"
-    result = tfrig("gcp.create", env=gcp_env)
+    result = create(tfrig, gcp_env)
+    assert result.code == 0, result.text
+    assert "OS Login is on in project tfrig-test: tfrig sets enable-oslogin=FALSE on its VMs" in result.out
+    body = fake.instances["us-central1-a"]["tfrig-alice"]
+    metadata = {item["key"]: item["value"] for item in body["metadata"]["items"]}
+    assert metadata["enable-oslogin"] == "FALSE"
+
+
+@pytest.mark.parametrize(
+    ("firewalls", "line"),
+    [
+        ([], "no rule that applies to every VM admits it"),
+        (
+            [
+                {
+                    "name": "ssh-tagged",
+                    "network": "global/networks/default",
+                    "sourceRanges": ["0.0.0.0/0"],
+                    "targetTags": ["ssh"],
+                    "allowed": [{"IPProtocol": "tcp", "ports": ["22"]}],
+                }
+            ],
+            "no rule that applies to every VM admits it (rules with target tags don't",
+        ),
+        (
+            [
+                {
+                    "name": "no-ssh",
+                    "network": "global/networks/default",
+                    "priority": 10,
+                    "sourceRanges": ["0.0.0.0/0"],
+                    "denied": [{"IPProtocol": "tcp", "ports": ["22"]}],
+                },
+                {
+                    "name": "default-allow-ssh",
+                    "network": "global/networks/default",
+                    "sourceRanges": ["0.0.0.0/0"],
+                    "allowed": [{"IPProtocol": "tcp", "ports": ["22"]}],
+                },
+            ],
+            "the deny rule no-ssh (priority 10) blocks it",
+        ),
+    ],
+    ids=["none", "target-tags", "deny"],
+)
+def test_a_firewall_closed_to_ssh_is_explained_before_creating(tfrig, fake, gcp_env, firewalls, line):
+    fake.firewalls[:] = firewalls
+    result = tfrig("gcp.create", "--yes", env=gcp_env)
     assert result.code == 1
-    assert "OS Login is enabled on project tfrig-test, so the ssh-keys metadata tfrig adds is ignored" in result.err
-    fake.project_metadata.clear()
-    fake.firewalls.clear()
-    result = tfrig("gcp.create", env=gcp_env)
-    assert result.code == 1
-    assert "No firewall rule on network default admits tcp:22" in result.err
+    assert "The firewall of network default does not admit SSH (tcp:22) to tfrig's VMs: " + line in result.err
     assert fake.paths("POST") == []
+
+
+def test_a_firewall_tfrig_may_not_read_is_one_line_and_the_create_goes_on(tfrig, fake, gcp_env):
+    fake.scenario.firewalls_forbidden = True
+    result = tfrig("--dry", "gcp.create", "--yes", "--name", "tfrig-alice", env=gcp_env)
+    assert result.code == 0, result.text
+    assert "couldn't check the firewall for SSH (no permission to list firewall rules); going on" in result.out
+    assert "GET /global/firewalls" in fake.paths()
 
 
 def test_dry_run_prints_the_insert_after_the_real_preflight(tfrig, fake, gcp_env):
@@ -281,7 +389,7 @@ def test_dry_run_prints_the_insert_after_the_real_preflight(tfrig, fake, gcp_env
         "instanceTerminationAction": "STOP",
         "maxRunDuration": {"seconds": "28800"},
     }
-    assert "would insert into europe-west4-a (then us-central1-a, us-central1-b)" in result.out
+    assert "would insert into us-central1-a (then europe-west4-a, europe-west4-b)" in result.out
 
 
 def test_lifecycle_list_stop_start_delete(tfrig, fake, gcp_env):
@@ -290,21 +398,21 @@ def test_lifecycle_list_stop_start_delete(tfrig, fake, gcp_env):
     assert [(r["name"], r["status"], r["gpu"]) for r in listed] == [("tfrig-alice", "RUNNING", "1 x nvidia-tesla-t4")]
     stopped = tfrig("gcp.stop", "--name", "tfrig-alice", env=gcp_env)
     assert "its disk is still billed" in stopped.out
-    assert fake.instances["europe-west4-a"]["tfrig-alice"]["status"] == "TERMINATED"
+    assert fake.instances["us-central1-a"]["tfrig-alice"]["status"] == "TERMINATED"
     assert tfrig("gcp.start", "--name", "tfrig-alice", env=gcp_env).code == 0
     refused = tfrig("gcp.delete", "--name", "tfrig-alice", env=gcp_env)
     assert refused.code == 1 and "pass --yes" in refused.err
-    assert "tfrig-alice" in fake.instances["europe-west4-a"]
+    assert "tfrig-alice" in fake.instances["us-central1-a"]
     deleted = tfrig("gcp.delete", "--name", "tfrig-alice", "--yes", env=gcp_env)
     assert deleted.code == 0, deleted.text
-    assert "tfrig-alice" not in fake.instances["europe-west4-a"]
+    assert "tfrig-alice" not in fake.instances["us-central1-a"]
     assert state.vms() == {}
     assert tfrig("gcp.list", env=gcp_env).out.strip() == "tfrig has created no VMs that still exist."
 
 
 def test_deleting_a_vm_that_is_already_gone_just_forgets_it(tfrig, fake, gcp_env):
     assert create(tfrig, gcp_env).code == 0
-    del fake.instances["europe-west4-a"]["tfrig-alice"]
+    del fake.instances["us-central1-a"]["tfrig-alice"]
     result = tfrig("gcp.delete", "--name", "tfrig-alice", "--yes", env=gcp_env)
     assert result.code == 0, result.text
     assert state.vms() == {}
@@ -312,11 +420,11 @@ def test_deleting_a_vm_that_is_already_gone_just_forgets_it(tfrig, fake, gcp_env
 
 def test_zones_and_quota(tfrig, fake, gcp_env):
     zones = json_of(tfrig("gcp.zones", "--gpu", "nvidia-tesla-t4", "--json", env=gcp_env).out)
-    assert [z["zone"] for z in zones] == ["europe-west4-a", "us-central1-a", "us-central1-b"]
+    assert [z["zone"] for z in zones] == ["europe-west4-a", "europe-west4-b", "us-central1-a"]
     quota = json_of(tfrig("gcp.quota", "--json", env=gcp_env).out)
     assert quota[0] == {"where": "global", "metric": "GPUS_ALL_REGIONS", "limit": 8.0, "usage": 0.0, "remaining": 8.0}
     assert {
-        "where": "us-central1",
+        "where": "europe-west4",
         "metric": "PREEMPTIBLE_NVIDIA_T4_GPUS",
         "limit": 4.0,
         "usage": 0.0,
@@ -330,7 +438,7 @@ def test_project_from_the_gcloud_config_file(tfrig, fake, gcp_env, tmp_path):
     (folder / "configurations").mkdir(parents=True)
     (folder / "active_config").write_text("work\n")
     (folder / "configurations" / "config_work").write_text(
-        f"[core]\nproject = {fake.project}\n[compute]\nzone = us-central1-b\n"
+        f"[core]\nproject = {fake.project}\n[compute]\nzone = europe-west4-b\n"
     )
     result = tfrig("gcp.zones", "--json", env=env)
     assert result.code == 0, result.text
@@ -359,7 +467,7 @@ def test_ctrl_c_during_the_create_leaves_no_vm(fake, gcp_env, state_dir):
     """Interrupt while the insert's operation is awaited: the VM that was being made is deleted."""
     fake.pause = STAGES["the operation wait"]
     env = {**gcp_env, "TFRIG_STATE_DIR": str(state_dir)}
-    proc = start_cli("gcp.create", "--name", "tfrig-alice", "--no-ssh-wait", env=env, stderr=subprocess.STDOUT)
+    proc = start_cli("gcp.create", "--yes", "--name", "tfrig-alice", "--no-ssh-wait", env=env, stderr=subprocess.STDOUT)
     try:
         assert fake.paused.wait(30), "the create never reached the operation wait"
         proc.send_signal(signal.SIGINT)
@@ -367,16 +475,16 @@ def test_ctrl_c_during_the_create_leaves_no_vm(fake, gcp_env, state_dir):
         fake.release.set()
     out, _ = proc.communicate(timeout=60)
     assert proc.returncode != 0
-    assert "the half-created VM in europe-west4-a was deleted; nothing is left billing" in out
-    assert fake.instances.get("europe-west4-a", {}) == {}
-    assert fake.paths("DELETE") == ["DELETE /zones/europe-west4-a/instances/tfrig-alice"]
+    assert "the half-created VM in us-central1-a was deleted; nothing is left billing" in out
+    assert fake.instances.get("us-central1-a", {}) == {}
+    assert fake.paths("DELETE") == ["DELETE /zones/us-central1-a/instances/tfrig-alice"]
     assert state.vms() == {}
 
 
 def test_dry_over_the_whole_chain_plans_each_step_on_assumed_facts(tfrig, fake, gcp_env):
     # No --sha256 or --unverified: the driver step checks NVIDIA's published checksum by default.
     result = tfrig(
-        "--dry", "gcp.create", "--gpu", "nvidia-tesla-t4", "gpu.setup", "tf.install", "tf.verify", env=gcp_env
+        "--dry", "gcp.create", "--yes", "--gpu", "nvidia-tesla-t4", "gpu.setup", "tf.install", "tf.verify", env=gcp_env
     )
     assert result.code == 0, result.text
     assert fake.paths("POST") == [] and state.vms() == {}
@@ -396,7 +504,7 @@ def test_dry_over_the_whole_chain_plans_each_step_on_assumed_facts(tfrig, fake, 
 
 
 def test_ssh_command_and_the_managed_ssh_config_block(tfrig, gcp_env, tmp_path):
-    state.record_vm("tfrig-alice", address="127.0.0.9", user="alice", ssh_key="/k/id", port=22, zone="us-central1-a")
+    state.record_vm("tfrig-alice", address="127.0.0.9", user="alice", ssh_key="/k/id", port=22, zone="europe-west4-a")
     shown = tfrig("--dry", "gcp.ssh", env=gcp_env)
     argv = shlex.split(shown.out.strip().removeprefix("would run: "))
     assert argv[0] == "ssh" and argv[-3:] == ["-i", "/k/id", "alice@127.0.0.9"]
@@ -443,10 +551,10 @@ def test_an_operation_that_cant_be_awaited_leaves_no_vm(tfrig, fake, gcp_env):
     fake.handle = failing_wait
     result = create(tfrig, gcp_env)
     assert result.code == 1
-    assert result.err.strip().startswith("waiting for tfrig-alice in europe-west4-a failed")
-    assert "the half-created VM in europe-west4-a was deleted; nothing is left billing" in result.out
-    assert fake.instances["europe-west4-a"] == {} and state.vms() == {}
-    assert fake.paths("DELETE") == ["DELETE /zones/europe-west4-a/instances/tfrig-alice"]
+    assert result.err.strip().startswith("waiting for tfrig-alice in us-central1-a failed")
+    assert "the half-created VM in us-central1-a was deleted; nothing is left billing" in result.out
+    assert fake.instances["us-central1-a"] == {} and state.vms() == {}
+    assert fake.paths("DELETE") == ["DELETE /zones/us-central1-a/instances/tfrig-alice"]
 
 
 STAGES = {
@@ -460,7 +568,7 @@ STAGES = {
 @pytest.mark.parametrize("stage", list(STAGES))
 def test_ctrl_c_at_each_stage_of_a_create_leaves_no_vm_tfrig_has_not_recorded(fake, gcp_env, state_dir, stage):
     fake.pause = STAGES[stage]
-    proc = start_cli("gcp.create", "--name", "tfrig-alice", env={**gcp_env, "TFRIG_STATE_DIR": str(state_dir)})
+    proc = start_cli("gcp.create", "--yes", "--name", "tfrig-alice", env={**gcp_env, "TFRIG_STATE_DIR": str(state_dir)})
     try:
         assert fake.paused.wait(60), f"tfrig never reached {stage}"
         proc.send_signal(signal.SIGINT)
@@ -481,10 +589,10 @@ def test_ctrl_c_at_each_stage_of_a_create_leaves_no_vm_tfrig_has_not_recorded(fa
 def test_list_reconciles_the_records_of_creates_that_were_cut_off(tfrig, fake, gcp_env):
     import time
 
-    fake.add_instance("us-central1-a", "tfrig-landed", labels={"created-by": "tfrig"}, address="127.0.0.5")
-    state.record_vm("tfrig-landed", zone="us-central1-a", status="CREATING", since=time.time())
-    state.record_vm("tfrig-never", zone="us-central1-a", status="CREATING", since=time.time() - 3600)
-    state.record_vm("tfrig-inflight", zone="us-central1-a", status="CREATING", since=time.time())
+    fake.add_instance("europe-west4-a", "tfrig-landed", labels={"created-by": "tfrig"}, address="127.0.0.5")
+    state.record_vm("tfrig-landed", zone="europe-west4-a", status="CREATING", since=time.time())
+    state.record_vm("tfrig-never", zone="europe-west4-a", status="CREATING", since=time.time() - 3600)
+    state.record_vm("tfrig-inflight", zone="europe-west4-a", status="CREATING", since=time.time())
     listed = tfrig("gcp.list", env=gcp_env)
     assert listed.code == 0, listed.text
     assert "tfrig-never: its create was cut off and no VM exists; removed from tfrig's state" in listed.text
@@ -497,8 +605,8 @@ def test_list_reconciles_the_records_of_creates_that_were_cut_off(tfrig, fake, g
 def test_down_dry_changes_no_record_and_down_never_drops_a_create_in_flight(tfrig, fake, gcp_env):
     import time
 
-    state.record_vm("tfrig-gone", zone="us-central1-a", status="RUNNING", project=fake.project)
-    state.record_vm("tfrig-inflight", zone="us-central1-a", status="CREATING", since=time.time(), project=fake.project)
+    state.record_vm("tfrig-gone", zone="europe-west4-a", status="RUNNING", project=fake.project)
+    state.record_vm("tfrig-inflight", zone="europe-west4-a", status="CREATING", since=time.time(), project=fake.project)
     before = state.vms()
     shown = tfrig("--dry", "gcp.down", "--delete", "--yes", env=gcp_env)
     assert shown.code == 0, shown.text
@@ -520,8 +628,8 @@ def test_a_slow_create_whose_wait_returns_not_done_is_awaited_not_deleted(tfrig,
     assert result.code == 0, result.text
     waits = [p for p in fake.paths("POST") if p.endswith("/wait")]
     assert len(waits) >= 3  # not DONE at least twice, then DONE
-    assert fake.paths("DELETE") == [] and "tfrig-alice" in fake.instances["europe-west4-a"]
-    assert state.find_vm("tfrig-alice")["status"] == "RUNNING"
+    assert fake.paths("DELETE") == [] and "tfrig-alice" in fake.instances["us-central1-a"]
+    assert (state.find_vm("tfrig-alice") or {})["status"] == "RUNNING"
 
 
 def test_one_wait_call_may_take_longer_than_the_apis_hold():
@@ -536,7 +644,7 @@ def test_the_operation_deadline_is_tfrigs_own_setting(tfrig, fake, gcp_env):
     result = create(tfrig, {**gcp_env, "INVOKE_GCP_OPERATION_TIMEOUT": "1"})
     assert result.code == 1
     assert "not done after 1 s" in result.err
-    assert "tfrig-alice" not in fake.instances["europe-west4-a"] and state.vms() == {}
+    assert "tfrig-alice" not in fake.instances["us-central1-a"] and state.vms() == {}
 
 
 @pytest.mark.parametrize("verb", ["stop", "start"])
@@ -551,7 +659,7 @@ def test_a_failed_stop_or_start_operation_is_reported_not_claimed(tfrig, fake, g
     assert result.err.strip() == f"{doing} tfrig-alice failed: RESOURCE_NOT_READY: The resource is not ready"
     assert "Traceback" not in result.text
     expected = "RUNNING" if verb == "stop" else "TERMINATED"
-    assert state.find_vm("tfrig-alice")["status"] == expected
+    assert (state.find_vm("tfrig-alice") or {})["status"] == expected
 
 
 def test_a_failed_delete_keeps_the_record_and_says_it_bills(tfrig, fake, gcp_env):
@@ -561,7 +669,7 @@ def test_a_failed_delete_keeps_the_record_and_says_it_bills(tfrig, fake, gcp_env
     assert result.code == 1
     assert result.err.strip() == "deleting tfrig-alice failed: RESOURCE_IN_USE_BY_ANOTHER_RESOURCE: in use"
     assert "nothing of it is billed" not in result.out
-    assert state.find_vm("tfrig-alice") and "tfrig-alice" in fake.instances["europe-west4-a"]
+    assert state.find_vm("tfrig-alice") and "tfrig-alice" in fake.instances["us-central1-a"]
     down = tfrig("gcp.down", "--delete", "--yes", env=gcp_env)
     assert down.code == 1
     assert "deleting tfrig-alice failed" in down.err + down.out
@@ -575,9 +683,9 @@ def test_a_failed_delete_during_cleanup_records_the_vm(tfrig, fake, gcp_env):
     fake.scenario.operation_errors["delete"] = ("INTERNAL", "backend error")
     result = create(tfrig, {**gcp_env, "INVOKE_GCP_OPERATION_TIMEOUT": "1"})
     assert result.code == 1
-    assert "tfrig-alice: may exist in europe-west4-a (its delete failed" in result.out
+    assert "tfrig-alice: may exist in us-central1-a (its delete failed" in result.out
     assert "nothing is left billing" not in result.out
-    assert state.find_vm("tfrig-alice")["status"] == "UNKNOWN"
+    assert (state.find_vm("tfrig-alice") or {})["status"] == "UNKNOWN"
 
 
 @pytest.mark.parametrize(
@@ -623,14 +731,157 @@ def test_api_errors_are_one_line_in_every_task(tfrig, fake, gcp_env, error, line
 
 
 def test_a_zones_available_hint_on_the_insert_error_itself_is_followed(tfrig, fake, gcp_env):
-    fake.scenario.insert_errors["europe-west4-a"] = (
+    fake.scenario.insert_errors["us-central1-a"] = (
         400,
         "ZONE_RESOURCE_POOL_EXHAUSTED",
         "The zone does not have enough resources available to fulfill the request.",
-        ["us-central1-b"],
+        ["europe-west4-b"],
     )
     result = create(tfrig, gcp_env)
     assert result.code == 0, result.text
     inserts = [p for p in fake.paths("POST") if p.endswith("/instances")]
-    assert inserts[0] == "POST /zones/europe-west4-a/instances"
-    assert inserts[-1] == "POST /zones/us-central1-b/instances" and len(inserts) == 2
+    assert inserts[0] == "POST /zones/us-central1-a/instances"
+    assert inserts[-1] == "POST /zones/europe-west4-b/instances" and len(inserts) == 2
+
+
+# --- what is sold how, disks, images, where it tries, the price (issue 11) ----------------------
+
+
+def gcloud_config(home: Path, text: str) -> None:
+    folder = home / ".config" / "gcloud"
+    (folder / "configurations").mkdir(parents=True, exist_ok=True)
+    (folder / "active_config").write_text("work\n")
+    (folder / "configurations" / "config_work").write_text(text)
+
+
+@pytest.mark.parametrize(
+    ("args", "line"),
+    [
+        (
+            ["--gpu", "nvidia-h100-80gb", "--gpus", "1"],
+            "a3-highgpu-1g is Spot-only (or Flex-start, which tfrig does not request): add --spot.",
+        ),
+        (
+            ["--gpu", "nvidia-b200", "--gpus", "8"],
+            "a4-highgpu-8g is sold as Spot or through a reservation, not on demand: add --spot (tfrig does not use "
+            "reservations).",
+        ),
+        (
+            [
+                "--gpu",
+                "nvidia-tesla-t4",
+                "--image",
+                "projects/ubuntu-os-cloud/global/images/family/ubuntu-2404-lts-arm64",
+            ],
+            "--image projects/ubuntu-os-cloud/global/images/family/ubuntu-2404-lts-arm64 is built for arm64, and "
+            "n1-standard-4 is x86_64; choose an image for x86_64.",
+        ),
+    ],
+    ids=["a3-high-on-demand", "a4-on-demand", "arm-image-on-n1"],
+)
+def test_what_is_not_sold_that_way_is_refused_before_any_call(tfrig, fake, gcp_env, args, line):
+    result = create(tfrig, gcp_env, *args)
+    assert result.code == 1
+    assert result.err.strip() == line
+    assert fake.calls == []
+
+
+def test_a_spot_a3_high_goes_through_and_the_fake_refuses_it_on_demand(tfrig, fake, gcp_env):
+    fake.offer("nvidia-h100-80gb", ["us-central1-a"], cards=8)
+    fake.regional["us-central1"]["CPUS"] = [0, 0]  # A3 draws no N1 CPUS
+    result = create(tfrig, gcp_env, "--gpu", "nvidia-h100-80gb", "--spot")
+    assert result.code == 0, result.text
+    body = fake.instances["us-central1-a"]["tfrig-alice"]
+    assert body["machineType"].endswith("/a3-highgpu-1g") and body["scheduling"]["provisioningModel"] == "SPOT"
+    assert "guestAccelerators" not in body
+    # The fake holds the rule itself: an on-demand insert of the same machine type is refused.
+    on_demand = {**body, "name": "other", "scheduling": {"onHostMaintenance": "TERMINATE"}}
+    status, answer = fake.handle("POST", f"{PREFIX}{fake.project}/zones/us-central1-a/instances", on_demand)
+    assert status == 400 and "Spot or Flex-start" in answer["error"]["message"]
+
+
+def test_g2_gets_a_balanced_boot_disk_which_the_fake_requires(tfrig, fake, gcp_env):
+    fake.offer("nvidia-l4", ["us-central1-a"], cards=8)
+    result = create(tfrig, gcp_env, "--gpu", "nvidia-l4")
+    assert result.code == 0, result.text
+    disk = fake.instances["us-central1-a"]["tfrig-alice"]["disks"][0]["initializeParams"]
+    assert disk["diskType"] == "zones/us-central1-a/diskTypes/pd-balanced"
+    # Without a disk type the API makes pd-standard, which G2 refuses: a bad request, not a stockout.
+    body = {**fake.instances["us-central1-a"]["tfrig-alice"], "name": "other"}
+    body["disks"] = [{"boot": True, "initializeParams": {"sourceImage": disk["sourceImage"]}}]
+    status, answer = fake.handle("POST", f"{PREFIX}{fake.project}/zones/us-central1-a/instances", body)
+    assert status == 400 and answer["error"]["errors"][0]["reason"] == "UNSUPPORTED_OPERATION"
+
+
+def test_an_incompatible_configuration_is_not_retried_in_every_zone(tfrig, fake, gcp_env):
+    fake.scenario.insert_errors["us-central1-a"] = (
+        400,
+        "UNSUPPORTED_OPERATION",
+        "[pd-standard, n1-standard-4] features are not compatible for creating instance.",
+    )
+    result = create(tfrig, gcp_env)
+    assert result.code == 1
+    assert [p for p in fake.paths("POST") if p.endswith("/instances")] == ["POST /zones/us-central1-a/instances"]
+    assert "features are not compatible" in result.err
+
+
+def test_gclouds_zone_is_a_first_choice_not_a_pin(tfrig, fake, gcp_env):
+    gcloud_config(Path(gcp_env["HOME"]), f"[core]\nproject = {fake.project}\n[compute]\nzone = europe-west4-b\n")
+    fake.scenario.stockout["europe-west4-b"] = []
+    result = create(tfrig, gcp_env)
+    assert result.code == 0, result.text
+    inserts = [p for p in fake.paths("POST") if p.endswith("/instances")]
+    assert inserts == ["POST /zones/europe-west4-b/instances", "POST /zones/us-central1-a/instances"]
+    pinned = tfrig(
+        "gcp.create", "--yes", "--name", "tfrig-pin", "--no-ssh-wait", "--zone", "europe-west4-b", env=gcp_env
+    )
+    assert pinned.code == 1 and pinned.err.startswith("no zone could take tfrig-pin: europe-west4-b:")
+
+
+def test_gclouds_region_is_tried_first(tfrig, fake, gcp_env):
+    gcloud_config(Path(gcp_env["HOME"]), f"[core]\nproject = {fake.project}\n[compute]\nregion = europe-west4\n")
+    result = create(tfrig, gcp_env)
+    assert result.code == 0, result.text
+    assert [p for p in fake.paths("POST") if p.endswith("/instances")] == ["POST /zones/europe-west4-a/instances"]
+
+
+def test_the_price_shows_before_the_spend_and_nothing_is_created_unasked(tfrig, fake, gcp_env):
+    asked = tfrig("gcp.create", "--name", "tfrig-alice", "--no-ssh-wait", env=gcp_env)
+    assert asked.code == 1
+    assert asked.out.startswith(
+        "create 1 VM (n1-standard-4 + 1 x nvidia-tesla-t4, on demand) in us-central1-a first: about $0.54/h"
+    )
+    assert asked.err.strip().endswith("go ahead? Not asking without a terminal: pass --yes to go ahead.")
+    assert fake.paths("POST") == [] and state.vms() == {}
+    dry = tfrig("--dry", "gcp.create", "--name", "tfrig-alice", "--count", "2", "--spot", env=gcp_env)
+    assert dry.code == 0, dry.text
+    assert (
+        "create 2 VMs (n1-standard-4 + 1 x nvidia-tesla-t4, Spot) in us-central1-a first: about $0.18/h each" in dry.out
+    )
+    assert fake.paths("POST") == []
+    told = tfrig("gcp.create", "--name", "tfrig-alice", "--no-ssh-wait", env={**gcp_env, "INVOKE_TFRIG_YES": "1"})
+    assert told.code == 0, told.text
+
+
+def test_list_shows_uptime_and_cost_and_down_the_hourly_total(tfrig, fake, gcp_env):
+    assert create(tfrig, gcp_env).code == 0
+    fake.instances["us-central1-a"]["tfrig-alice"]["lastStartTimestamp"] = time.strftime(
+        "%Y-%m-%dT%H:%M:%S.000-00:00", time.gmtime(time.time() - 2 * 3600)
+    )
+    [row] = json_of(tfrig("gcp.list", "--json", env=gcp_env).out)
+    assert row["hourly_usd"] == 0.54 and 1.9 < row["uptime_hours"] < 2.1
+    assert 1.0 < row["cost_since_start_usd"] < 1.2
+    shown = tfrig("gcp.list", env=gcp_env).out
+    assert "2.0 h" in shown and "about $1.0" in shown and "costs are estimates since each VM last started" in shown
+    down = tfrig("gcp.down", "--yes", env=gcp_env)
+    assert down.code == 0, down.text
+    assert "this stops about $0.54/h of VM and GPU charges" in down.out
+
+
+def test_as_root_the_vm_user_is_not_root(tfrig, fake, gcp_env):
+    result = create(tfrig, {**gcp_env, "USER": "root", "LOGNAME": "root"}, "--json")
+    assert result.code == 0, result.text
+    body = fake.instances["us-central1-a"]["tfrig-alice"]
+    metadata = {item["key"]: item["value"] for item in body["metadata"]["items"]}
+    assert metadata["ssh-keys"].startswith("tfrig:ssh-ed25519 ")
+    assert json_of(result.out)["user"] == "tfrig"

@@ -36,6 +36,29 @@ class Vm:
     metadata: dict[str, str] = field(default_factory=dict)
     gpu: str | None = None
     gpus: int = 0
+    spot: bool = False
+    started: str = ""  # RFC 3339: when it last started (or was created)
+
+    def uptime_hours(self, now: float | None = None) -> float | None:
+        """Hours since it last started, while it runs; None when stopped or unknown."""
+        import datetime
+
+        if self.status != "RUNNING" or not self.started:
+            return None
+        try:
+            since = datetime.datetime.fromisoformat(self.started.replace("Z", "+00:00"))
+        except ValueError:
+            return None
+        seconds = (now if now is not None else time.time()) - since.timestamp()
+        return max(seconds, 0.0) / 3600
+
+    def hourly(self) -> float | None:
+        """About what it costs per hour while it runs (tfrig.gceprice), or None if not known."""
+        from tfrig import gceprice
+
+        if not self.gpu:
+            return None
+        return gceprice.hourly(self.machine_type, self.gpu, self.gpus, self.spot, self.zone.rsplit("-", 1)[0])
 
     @property
     def created_by_tfrig(self) -> bool:
@@ -174,18 +197,27 @@ class Cloud:
         metadata = {item.key: item.value for item in found.common_instance_metadata.items}
         return {q.metric: (q.limit, q.usage) for q in found.quotas}, metadata
 
-    def ssh_firewall_open(self, network: str = "default") -> bool:
-        """Whether an enabled ingress rule on `network` admits tcp:22 from anywhere."""
+    def ssh_access(self, network: str = "default") -> str:
+        """Whether SSH from the internet reaches tfrig's VMs on `network` (tfrig.gceplan.ssh_verdict)."""
+        from tfrig.gceplan import ssh_verdict
+
+        rules = []
         for rule in self.call("FirewallsClient", "list", project=self.project):
-            if rule.disabled or (rule.direction and rule.direction != "INGRESS") or _last(rule.network) != network:
-                continue
-            if rule.source_ranges and "0.0.0.0/0" not in rule.source_ranges:
-                continue
-            for allowed in rule.allowed:
-                protocol = allowed.I_p_protocol
-                if protocol == "all" or (protocol == "tcp" and (not allowed.ports or _port_in(22, allowed.ports))):
-                    return True
-        return False
+            rules.append(
+                {
+                    "name": rule.name,
+                    "network": rule.network,
+                    "disabled": rule.disabled,
+                    "direction": rule.direction or "INGRESS",
+                    "priority": rule.priority if "priority" in rule else 1000,
+                    "source_ranges": list(rule.source_ranges),
+                    "target_tags": list(rule.target_tags),
+                    "target_service_accounts": list(rule.target_service_accounts),
+                    "allowed": [(a.I_p_protocol, list(a.ports)) for a in rule.allowed],
+                    "denied": [(d.I_p_protocol, list(d.ports)) for d in rule.denied],
+                }
+            )
+        return ssh_verdict(rules, network)
 
     def vms(self, name: str | None = None, tfrig_only: bool = True) -> list[Vm]:
         """VMs across all zones: tfrig's by label, or any with a given name."""
@@ -272,14 +304,6 @@ def _done(operation: Any) -> bool:
     return str(status) in ("DONE", "Status.DONE") or getattr(status, "name", "") == "DONE"
 
 
-def _port_in(port: int, ports: Any) -> bool:
-    for item in ports:
-        low, _, high = str(item).partition("-")
-        if int(low) <= port <= int(high or low):
-            return True
-    return False
-
-
 def _vm(instance: Any) -> Vm:
     address = None
     for interface in instance.network_interfaces:
@@ -294,9 +318,30 @@ def _vm(instance: Any) -> Vm:
         address=address,
         labels=dict(instance.labels),
         metadata={item.key: item.value for item in instance.metadata.items},
-        gpu=_last(accelerators[0].accelerator_type) if accelerators else None,
-        gpus=sum(a.accelerator_count for a in accelerators),
+        gpu=_last(accelerators[0].accelerator_type) if accelerators else _attached_gpu(instance.machine_type),
+        gpus=sum(a.accelerator_count for a in accelerators) or _attached_gpus(instance.machine_type),
+        spot=instance.scheduling.provisioning_model == "SPOT",
+        started=instance.last_start_timestamp or instance.creation_timestamp,
     )
+
+
+def _attached(machine_type: str) -> tuple[str | None, int]:
+    """The GPUs a machine type comes with (A2, G2, A3, ...), from the catalog."""
+    from tfrig.gceplan import gpu_types
+
+    machine = _last(machine_type)
+    for gpu in gpu_types().values():
+        if machine in gpu.machine_types:
+            return gpu.name, gpu.machine_types[machine]
+    return None, 0
+
+
+def _attached_gpu(machine_type: str) -> str | None:
+    return _attached(machine_type)[0]
+
+
+def _attached_gpus(machine_type: str) -> int:
+    return _attached(machine_type)[1]
 
 
 def _operation_errors(operation: Any) -> list[dict[str, Any]]:

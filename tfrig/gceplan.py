@@ -7,6 +7,7 @@ Facts: compat.yaml `gce_gpus`, `gce_images`; gce-errors.yaml for the failover sc
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -154,8 +155,20 @@ def duration_seconds(text: str) -> int:
     return seconds
 
 
-def candidate_zones(offered: dict[str, int], count: int, zone: str | None, region: str | None) -> list[str]:
-    """Zones that offer the GPU (with enough cards per VM), narrowed by --zone/--region, in order."""
+def candidate_zones(
+    offered: dict[str, int],
+    count: int,
+    zone: str | None,
+    region: str | None,
+    ranked_regions: list[str] | None = None,
+    first: str | None = None,
+) -> list[str]:
+    """Zones that offer the GPU (with enough cards per VM), in the order to try them.
+
+    `zone` (--zone) pins one zone and `region` (--region) narrows to one region. Otherwise regions
+    go in `ranked_regions` order (cheapest, then nearest: tfrig.gceprice), and `first` (a
+    configured zone or region: gcp.zone, gcloud's compute/zone or compute/region) goes first
+    without disabling failover to the others."""
     usable = sorted(z for z, most in offered.items() if most >= count)
     if zone:
         if zone not in offered:
@@ -173,7 +186,120 @@ def candidate_zones(offered: dict[str, int], count: int, zone: str | None, regio
         return in_region
     if not usable:
         raise Invalid("this GPU type is offered in no zone of this project.")
-    return usable
+    rank = {r: i for i, r in enumerate(ranked_regions or [])}
+    ordered = sorted(usable, key=lambda z: (rank.get(region_of(z), len(rank)), z))
+    if first:
+        preferred = [z for z in ordered if z == first or region_of(z) == first]
+        ordered = preferred + [z for z in ordered if z not in preferred]
+    return ordered
+
+
+# --- what a machine type is, and how it is sold -----------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Family:
+    name: str
+    boot_disk: str
+    disks: tuple[str, ...]
+    arch: str
+    cpu_quota: str | None
+
+
+def family(machine: str) -> Family:
+    """The machine family of a machine type, with its rules (compat.yaml gce_gpus.machine_families)."""
+    series, _, rest = machine.partition("-")
+    key = series
+    if series == "a3":
+        key = {"megagpu": "a3-mega", "ultragpu": "a3-ultra"}.get(rest.split("-")[0], "a3-high")
+    row = compat()["gce_gpus"]["machine_families"].get(key)
+    if row is None:
+        raise Invalid(f"--machine-type {machine}: not a GPU machine family tfrig knows.")
+    return Family(key, row["boot_disk"], tuple(row["disks"]), row["arch"], row.get("cpu_quota"))
+
+
+def vcpus(machine: str) -> int:
+    """A machine type's vCPUs: in the name for N1 and G2 (n1-standard-8), else from the catalog."""
+    table = compat()["gce_gpus"]["vcpus"]
+    if machine in table:
+        return int(table[machine])
+    return int(machine.rsplit("-", 1)[1])
+
+
+def check_sold(machine: str, spot: bool) -> None:
+    """Refuse a machine type Compute Engine doesn't sell the way it is asked for, before any call."""
+    how = _value(compat()["gce_gpus"]["sold_only"].get(machine))
+    if how == "reservation":
+        raise Invalid(
+            f"--machine-type {machine} is sold only through a reservation, which tfrig does not make; "
+            "create it with your reservation in the console or gcloud."
+        )
+    if how == "spot" and not spot:
+        raise Invalid(f"{machine} is Spot-only (or Flex-start, which tfrig does not request): add --spot.")
+    if how == "spot-or-reservation" and not spot:
+        raise Invalid(
+            f"{machine} is sold as Spot or through a reservation, not on demand: add --spot "
+            "(tfrig does not use reservations)."
+        )
+
+
+def image_arch(source_image: str) -> str:
+    """The CPU architecture of an image, from its family or name (…-arm64 is Arm, else x86_64)."""
+    return "arm64" if "arm64" in source_image.rsplit("/", 1)[-1] else "x86_64"
+
+
+def check_image(machine: str, source_image: str) -> None:
+    machine_arch, wanted = family(machine).arch, image_arch(source_image)
+    if machine_arch != wanted:
+        raise Invalid(
+            f"--image {source_image} is built for {wanted}, and {machine} is {machine_arch}; "
+            f"choose an image for {machine_arch}."
+        )
+
+
+# --- quota -------------------------------------------------------------------------------------------
+
+CPU_METRIC_ALL_REGIONS = "CPUS_ALL_REGIONS"
+
+
+@dataclass(frozen=True)
+class Demand:
+    """What VMs of one request draw from quota."""
+
+    gpu: GpuType
+    gpus: int  # per VM
+    machine: str
+    disk_gb: int
+    spot: bool
+    vms: int = 1
+
+    def times(self, vms: int) -> Demand:
+        return Demand(self.gpu, self.gpus, self.machine, self.disk_gb, self.spot, vms)
+
+    def regional(self, quotas: Mapping[str, tuple[float, float]]) -> list[tuple[str, float]]:
+        """(metric, amount) this demand draws in a region. A Spot VM draws the PREEMPTIBLE_
+        metric where the region has that quota (limit > 0), else the standard one (compute docs,
+        create-use-spot)."""
+
+        def chosen(standard: str, preemptible: str) -> str:
+            if self.spot and quotas.get(preemptible, (0.0, 0.0))[0] > 0:
+                return preemptible
+            return standard
+
+        machine_family = family(self.machine)
+        needs = [(chosen(self.gpu.quota_metric, self.gpu.preemptible_metric), float(self.gpus * self.vms))]
+        if machine_family.cpu_quota:
+            needs.append((chosen(machine_family.cpu_quota, "PREEMPTIBLE_CPUS"), float(vcpus(self.machine) * self.vms)))
+        needs.append(("IN_USE_ADDRESSES", float(self.vms)))  # each VM has an external address
+        disk_metric = compat()["gce_gpus"]["disk_quota"][machine_family.boot_disk]
+        needs.append((disk_metric, float(self.disk_gb * self.vms)))
+        return needs
+
+    def project_wide(self) -> list[tuple[str, float]]:
+        return [
+            (GLOBAL_METRIC, float(self.gpus * self.vms)),
+            (CPU_METRIC_ALL_REGIONS, float(vcpus(self.machine) * self.vms)),
+        ]
 
 
 @dataclass
@@ -182,6 +308,7 @@ class Quota:
     where: str  # a region, or "global"
     limit: float
     usage: float
+    need: float = 0.0
 
     @property
     def remaining(self) -> float:
@@ -193,42 +320,106 @@ class QuotaCheck:
     regions: list[str]  # regions with enough quota, in the candidates' order
     short: list[Quota] = field(default_factory=list)
     global_short: Quota | None = None
+    unknown: list[str] = field(default_factory=list)  # metrics the API does not list: "METRIC in where"
 
 
 def check_quota(
-    gpu: GpuType,
-    count: int,
-    spot: bool,
+    demand: Demand,
     regions: list[str],
-    regional: dict[str, dict[str, tuple[float, float]]],
-    project: dict[str, tuple[float, float]],
+    regional: Mapping[str, Mapping[str, tuple[float, float]]],
+    project: Mapping[str, tuple[float, float]],
 ) -> QuotaCheck:
-    """Which regions have `count` GPUs of quota left (limit - usage), and the global GPUS_ALL_REGIONS."""
-    metric = gpu.preemptible_metric if spot else gpu.quota_metric
+    """Which regions have quota left (limit - usage) for every metric the demand draws, and the
+    project-wide ones. A metric the API does not list is unknown: noted, never taken as 0."""
     result = QuotaCheck(regions=[])
-    limit, usage = project.get(GLOBAL_METRIC, (float("inf"), 0.0))
-    if limit - usage < count:
-        result.global_short = Quota(GLOBAL_METRIC, "global", limit, usage)
-        return result
+    for metric, amount in demand.project_wide():
+        if metric not in project:
+            result.unknown.append(f"{metric} (all regions)")
+            continue
+        limit, usage = project[metric]
+        if limit - usage < amount:
+            result.global_short = Quota(metric, "global", limit, usage, amount)
+            return result
     for region in regions:
-        limit, usage = regional.get(region, {}).get(metric, (0.0, 0.0))
-        if limit - usage >= count:
-            result.regions.append(region)
+        quotas = regional.get(region, {})
+        short = []
+        for metric, amount in demand.regional(quotas):
+            if metric not in quotas:
+                result.unknown.append(f"{metric} in {region}")
+                continue
+            limit, usage = quotas[metric]
+            if limit - usage < amount:
+                short.append(Quota(metric, region, limit, usage, amount))
+        if short:
+            result.short += short
         else:
-            result.short.append(Quota(metric, region, limit, usage))
+            result.regions.append(region)
     return result
 
 
-def quota_message(project: str, count: int, check: QuotaCheck) -> str:
+def quota_message(project: str, check: QuotaCheck) -> str:
     link = f"https://console.cloud.google.com/iam-admin/quotas?project={project}"
     if check.global_short:
         q = check.global_short
         return (
-            f"not enough GPU quota: {GLOBAL_METRIC} (all regions) limit {q.limit:g}, used {q.usage:g}, "
-            f"need {count}; new projects often have 0: request more at {link} (metric {GLOBAL_METRIC})."
+            f"not enough quota: {q.metric} (all regions) limit {q.limit:g}, used {q.usage:g}, need {q.need:g}; "
+            f"new projects often have 0 GPUs: request more at {link} (metric {q.metric})."
         )
-    shorts = "; ".join(f"{q.metric} in {q.where}: limit {q.limit:g}, used {q.usage:g}" for q in check.short)
-    return f"not enough GPU quota for {count} GPU(s): {shorts}. Request more at {link}, or try another --region."
+    shorts = "; ".join(
+        f"{q.metric} in {q.where}: limit {q.limit:g}, used {q.usage:g}, need {q.need:g}" for q in check.short
+    )
+    return f"not enough quota: {shorts}. Request more at {link}, or try another --region."
+
+
+# --- SSH through the firewall ----------------------------------------------------------------------
+
+
+def _covers_ssh(entries: list[tuple[str, list[str]]]) -> bool:
+    for protocol, ports in entries:
+        if protocol in ("all", "tcp") and (not ports or any(_port_range_has(22, item) for item in ports)):
+            return True
+    return False
+
+
+def _port_range_has(port: int, item: str) -> bool:
+    low, _, high = str(item).partition("-")
+    return int(low) <= port <= int(high or low)
+
+
+def ssh_verdict(rules: list[dict[str, Any]], network: str = "default") -> str:
+    """Whether ingress tcp:22 from the internet reaches a VM tfrig creates (no network tags, no
+    service account) on `network`, as VPC firewall rules decide: enabled ingress rules that apply
+    to every instance (no targetTags or targetServiceAccounts), by priority (lower first), a deny
+    before an allow of equal priority, and the implied deny at the end.
+
+    "open"; "from RANGES" (allowed only from some source ranges); or why it is closed."""
+    applicable = [
+        r
+        for r in rules
+        if not r.get("disabled")
+        and r.get("direction", "INGRESS") == "INGRESS"
+        and r.get("network", "").rstrip("/").rsplit("/", 1)[-1] == network
+        and not r.get("target_tags")
+        and not r.get("target_service_accounts")
+        and r.get("source_ranges")  # rules with only source tags admit other VMs, not you
+    ]
+    ordered = sorted(applicable, key=lambda r: (int(r.get("priority", 1000)), 0 if r.get("denied") else 1))
+    some: list[str] = []
+    for rule in ordered:
+        everywhere = any(source in ("0.0.0.0/0", "::/0") for source in rule["source_ranges"])
+        if rule.get("denied") and _covers_ssh(rule["denied"]):
+            if everywhere:
+                if some:
+                    break
+                return f"the deny rule {rule.get('name')} (priority {rule.get('priority', 1000)}) blocks it"
+            continue
+        if rule.get("allowed") and _covers_ssh(rule["allowed"]):
+            if everywhere:
+                return "open"
+            some += [source for source in rule["source_ranges"] if source not in some]
+    if some:
+        return "from " + ", ".join(some)
+    return "no rule that applies to every VM admits it (rules with target tags don't: tfrig's VMs have none)"
 
 
 # --- failover -------------------------------------------------------------------------------------
@@ -248,9 +439,16 @@ class Attempt:
     reason: str = ""
 
 
+# UNSUPPORTED_OPERATION also says a configuration can't be had anywhere ("[pd-standard,
+# g2-standard-4] features are not compatible for creating instance"): a bad request, not a
+# stockout, so no other zone is tried.
+_BAD_REQUEST_MESSAGES = ("features are not compatible", "is not supported for", "not supported by machine type")
+
+
 def scope_of(reason: str, message: str) -> str:
-    """What a failed create blocks: zone, region, or all (gce-errors.yaml)."""
-    if GLOBAL_METRIC in message:
+    """What a failed create blocks: zone, region, or all (gce-errors.yaml). A project-wide quota
+    (GPUS_ALL_REGIONS, CPUS_ALL_REGIONS, any *_ALL_REGIONS) stops the search."""
+    if "_ALL_REGIONS" in message or any(text in message for text in _BAD_REQUEST_MESSAGES):
         return "all"
     return error_scopes().get(reason, "all")
 

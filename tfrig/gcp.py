@@ -8,6 +8,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import re
 import shlex
 import signal
 import sys
@@ -63,8 +64,9 @@ def gcloud_config() -> dict[str, str]:
 @dataclass
 class Settings:
     project: str
-    zone: str | None
-    region: str | None
+    zone: str | None  # --zone: the one zone to use
+    region: str | None  # --region: the one region to search
+    first: str | None  # a configured zone or region (gcp.zone, gcp.region, gcloud's): tried first
     endpoint: str | None
     credentials: str | None
     retry_delay: float
@@ -76,6 +78,9 @@ class Settings:
 
 
 def settings(c: Any, project: str | None = None, zone: str | None = None, region: str | None = None) -> Settings:
+    """Where to work. A --zone or --region given here pins the create there; a configured one
+    (gcp.zone/gcp.region, CLOUDSDK_COMPUTE_ZONE/REGION, gcloud's compute/zone and compute/region)
+    is only tried first, so failover to other zones still works."""
     gcp = c.config.gcp
     gcloud = gcloud_config()
     chosen_project = (
@@ -90,25 +95,24 @@ def settings(c: Any, project: str | None = None, zone: str | None = None, region
             "No Google Cloud project: pass --project, set gcp.project (invoke.yaml or INVOKE_GCP_PROJECT), "
             "GOOGLE_CLOUD_PROJECT, or run `gcloud config set project PROJECT_ID`."
         )
-    chosen_zone = zone or gcp.zone or os.environ.get("CLOUDSDK_COMPUTE_ZONE") or gcloud.get("zone") or None
-    chosen_region = region or gcp.region or os.environ.get("CLOUDSDK_COMPUTE_REGION") or None
     if zone and region:
         raise Exit("Give --zone or --region, not both.")
+    configured_zone = gcp.zone or os.environ.get("CLOUDSDK_COMPUTE_ZONE") or gcloud.get("zone") or None
+    configured_region = gcp.region or os.environ.get("CLOUDSDK_COMPUTE_REGION") or gcloud.get("region") or None
     try:
-        if chosen_zone:
-            gceplan.region_of(chosen_zone)
-        if chosen_region and not gceplan.REGION.match(chosen_region):
-            raise gceplan.Invalid(f"'{chosen_region}' is not a region name such as us-central1.")
+        for where in (zone, configured_zone):
+            if where:
+                gceplan.region_of(where)
+        for where in (region, configured_region):
+            if where and not gceplan.REGION.match(where):
+                raise gceplan.Invalid(f"'{where}' is not a region name such as us-central1.")
     except gceplan.Invalid as invalid:
         raise Exit(str(invalid)) from None
-    if zone:
-        chosen_region = None  # an explicit zone wins over a configured region
-    elif region:
-        chosen_zone = None
     return Settings(
         project=chosen_project,
-        zone=chosen_zone,
-        region=chosen_region,
+        zone=zone or None,
+        region=region or None,
+        first=configured_zone or configured_region,
         endpoint=gcp.endpoint or None,
         credentials=gcp.credentials or None,
         retry_delay=float(gcp.retry_delay),
@@ -117,6 +121,13 @@ def settings(c: Any, project: str | None = None, zone: str | None = None, region
 
 def _user() -> str:
     return targets.local_user()
+
+
+def vm_user() -> str:
+    """The user tfrig logs in as on its VMs: yours, except root, which Compute Engine's guest agent
+    does not make from ssh-keys metadata (so the VM gets a `tfrig` user instead)."""
+    user = re.sub(r"[^a-z0-9_-]", "", _user().lower())[:32] or "tfrig"
+    return "tfrig" if user == "root" else user
 
 
 def ssh_key(c: Any, dry: bool) -> tuple[Path, str]:
@@ -193,6 +204,18 @@ class CreateRequest:
     on_termination: str
     metadata: dict[str, str]
 
+    @property
+    def disk_type(self) -> str:
+        return gceplan.family(self.machine_type).boot_disk
+
+    def demand(self, vms: int = 1) -> gceplan.Demand:
+        return gceplan.Demand(self.gpu, self.gpus, self.machine_type, self.disk_gb, self.spot, vms)
+
+    def hourly(self, region: str) -> float | None:
+        from tfrig import gceprice
+
+        return gceprice.hourly(self.machine_type, self.gpu.name, self.gpus, self.spot, region)
+
 
 def instance_body(request: CreateRequest, name: str, zone: str) -> dict[str, Any]:
     """The Compute API's Instance resource for one VM (REST field names)."""
@@ -211,7 +234,13 @@ def instance_body(request: CreateRequest, name: str, zone: str) -> dict[str, Any
             {
                 "boot": True,
                 "autoDelete": True,
-                "initializeParams": {"sourceImage": request.source_image, "diskSizeGb": str(request.disk_gb)},
+                "initializeParams": {
+                    "sourceImage": request.source_image,
+                    "diskSizeGb": str(request.disk_gb),
+                    # Sent explicitly: the API's default (pd-standard) is an HDD on N1, and G2
+                    # and the Hyperdisk-only families refuse it (compat.yaml machine_families).
+                    "diskType": f"zones/{zone}/diskTypes/{request.disk_type}",
+                },
             }
         ],
         "networkInterfaces": [
@@ -487,6 +516,7 @@ CREATE_HELP = {
     "count": "make N VMs, named NAME-1..NAME-N, spread over zones if one can't hold them all",
     "ssh_wait": "wait until SSH answers (default yes; --no-ssh-wait for scripts that connect later)",
     "project": PROJECT_HELP,
+    "yes": "don't ask before creating (the price is still shown); tfrig.yes does the same",
     "json": JSON_HELP,
 }
 
@@ -508,9 +538,11 @@ def create(
     count=1,
     ssh_wait=True,
     project=None,
+    yes=False,
     json=False,
 ):
-    """Create a GPU VM where the GPU and the quota are, wait for SSH, and make it the run's target."""
+    """Create a GPU VM where the GPU and the quota are, wait for SSH, and make it the run's target.
+    It shows the hourly price first, and asks on a terminal (--yes or tfrig.yes answers)."""
     gcp = c.config.gcp
     out = info_stream(json)
     dry = bool(c.config.run.dry)
@@ -529,11 +561,13 @@ def create(
         termination = on_termination or "stop"
         if termination not in ("stop", "delete"):
             raise gceplan.Invalid(f"--on-termination {termination}: choose stop or delete.")
+        gceplan.check_sold(chosen_machine, spot)
+        source_image, image_metadata = _image(c, image or gcp.image)
+        gceplan.check_image(chosen_machine, source_image)
     except gceplan.Invalid as invalid:
         raise Exit(str(invalid)) from None
-    source_image, image_metadata = _image(c, image or gcp.image)
     cfg = settings(c, project, zone, region)
-    user = _user()
+    user = vm_user()
     key, public_key = ssh_key(c, dry)
     request = CreateRequest(
         names=names,
@@ -575,6 +609,8 @@ def create(
 
     if to_create:
         zones = _preflight(cloud, cfg, request, len(to_create), ssh_wait, out)
+        price = _price_line(request, len(to_create), zones[0])
+        print(price, file=out)
         if dry:
             import json as json_module
 
@@ -588,6 +624,7 @@ def create(
             ]
             targets.carry(c.config, [targets.vm_target(r) for r in records] + planned)
             return
+        confirm(f"{price[0].upper()}{price[1:]}; go ahead?", yes or c.config.tfrig.yes)
         state.check_writable()  # before anything bills: what is created must be recorded
         failover = gceplan.Failover(zones)
         try:
@@ -629,43 +666,85 @@ def create(
             )
 
 
+def _price_line(request: CreateRequest, vms: int, zone: str) -> str:
+    """ "would create 2 VMs (...) in us-central1-a, about $0.54/h each, $1.08/h in all (...)"."""
+    from tfrig import gceprice
+
+    each = request.hourly(gceplan.region_of(zone))
+    how = "Spot" if request.spot else "on demand"
+    what = f"{request.machine_type} + {request.gpus} x {request.gpu.name}, {how}"
+    total = f", {gceprice.money(each * vms)} in all" if each is not None and vms > 1 else ""
+    each_text = gceprice.money(each) + (" each" if vms > 1 else "")
+    return (
+        f"create {vms} VM{'s' if vms > 1 else ''} ({what}) in {zone} first: {each_text}{total} "
+        f"plus its disk (prices: {gceprice.as_of()})"
+    )
+
+
 def _preflight(cloud: Any, cfg: Settings, request: CreateRequest, vms: int, ssh_wait: bool, out: Any) -> list[str]:
-    """Everything checked before any insert: SSH will work, the GPU is offered, the quota covers it."""
+    """Everything checked before any insert: SSH will work, the GPU is offered, the quota covers
+    it; the zones to try, in order."""
+    from tfrig import gceprice
+
     project_quotas, metadata = cloud.project_info()
-    if ssh_wait and metadata.get("enable-oslogin", "").upper() == "TRUE":
-        raise Exit(
-            f"OS Login is enabled on project {cfg.project}, so the ssh-keys metadata tfrig adds is ignored and SSH "
-            "would fail: add your key to your OS Login profile (`gcloud compute os-login ssh-keys add --key-file "
-            "~/.ssh/id_ed25519.pub`) and use that user, or pass --no-ssh-wait to create the VM anyway."
+    if metadata.get("enable-oslogin", "").upper() == "TRUE":
+        # With OS Login on, the guest agent ignores ssh-keys metadata; an instance's own
+        # enable-oslogin=FALSE overrides the project's (an organization policy can still force it).
+        request.metadata["enable-oslogin"] = "FALSE"
+        print(
+            f"OS Login is on in project {cfg.project}: tfrig sets enable-oslogin=FALSE on its VMs so that the key "
+            "it adds works (if an organization policy forces OS Login, SSH will be refused and tfrig says so)",
+            file=out,
         )
-    if ssh_wait and not cloud.ssh_firewall_open():
-        raise Exit(
-            "No firewall rule on network default admits tcp:22, so SSH to the VM would time out: create one "
-            "(`gcloud compute firewall-rules create allow-ssh --network default --allow tcp:22`), "
-            "or pass --no-ssh-wait."
-        )
+    if ssh_wait:
+        _check_ssh_firewall(cloud, out)
     offered = cloud.accelerator_zones(request.gpu.name)
+    regions_offered = sorted({gceplan.region_of(z) for z in offered})
+    ranked = gceprice.order_regions(
+        regions_offered, request.machine_type, request.gpu.name, request.gpus, request.spot, gceprice.home()
+    )
     try:
-        zones = gceplan.candidate_zones(offered, request.gpus, cfg.zone, cfg.region)
+        zones = gceplan.candidate_zones(offered, request.gpus, cfg.zone, cfg.region, ranked, cfg.first)
     except gceplan.Invalid as invalid:
         raise Exit(f"{request.gpu.name}: {invalid}") from None
     regions = list(dict.fromkeys(gceplan.region_of(z) for z in zones))
     regional = {region: cloud.region_quotas(region) for region in regions}
-    check = gceplan.check_quota(request.gpu, request.gpus * vms, request.spot, regions, regional, project_quotas)
+    check = gceplan.check_quota(request.demand(vms), regions, regional, project_quotas)
+    if not check.regions and not check.global_short:
+        # Per VM, a region needs only one VM's share; the total matters project-wide.
+        check = gceplan.check_quota(request.demand(1), regions, regional, project_quotas)
     if not check.regions:
-        # Per VM, a region needs only one VM's GPUs; the total matters globally.
-        per_vm = gceplan.check_quota(request.gpu, request.gpus, request.spot, regions, regional, project_quotas)
-        if not per_vm.regions or check.global_short:
-            raise Exit(gceplan.quota_message(cfg.project, request.gpus * vms, check))
-        check = per_vm
+        raise Exit(gceplan.quota_message(cfg.project, check))
+    if check.unknown:
+        print(f"quota not listed by the API, so not checked: {', '.join(check.unknown)}; trying anyway", file=out)
     usable = [z for z in zones if gceplan.region_of(z) in check.regions]
     skipped = sorted({q.where for q in check.short})
     if skipped:
-        print(
-            f"skipping {', '.join(skipped)}: not enough {check.short[0].metric} quota",
-            file=out,
-        )
+        shorts = sorted({q.metric for q in check.short})
+        print(f"skipping {', '.join(skipped)}: not enough {', '.join(shorts)} quota", file=out)
     return usable
+
+
+def _check_ssh_firewall(cloud: Any, out: Any) -> None:
+    """Refuse a create whose SSH wait would time out behind the firewall; a firewall tfrig may not
+    read (403: no compute.firewalls.list, common) is said in one line and the create goes on."""
+    from tfrig.cloud import ApiError
+
+    try:
+        verdict = cloud.ssh_access()
+    except ApiError as exc:
+        if exc.status != 403:
+            raise
+        print("couldn't check the firewall for SSH (no permission to list firewall rules); going on", file=out)
+        return
+    if verdict.startswith("from "):
+        print(f"the firewall admits SSH only {verdict}; the SSH wait needs this machine's address among them", file=out)
+    elif verdict != "open":
+        raise Exit(
+            f"The firewall of network default does not admit SSH (tcp:22) to tfrig's VMs: {verdict}. Create a "
+            "rule (`gcloud compute firewall-rules create allow-ssh --network default --allow tcp:22`), "
+            "or pass --no-ssh-wait."
+        )
 
 
 # --- the other lifecycle tasks ----------------------------------------------------------------------
@@ -706,6 +785,9 @@ def list_(c, project=None, json=False):
                 or (f"{record.get('gpus')} x {record.get('gpu')}" if record.get("gpu") else None),
                 "address": (vm.address if vm else None) or record.get("address"),
                 "in_state": bool(record),
+                "uptime_hours": _rounded(vm.uptime_hours() if vm else None, 2),
+                "hourly_usd": _rounded(vm.hourly() if vm else None, 2),
+                "cost_since_start_usd": _rounded(_cost(vm) if vm else None, 2),
             }
         )
     if json:
@@ -713,10 +795,35 @@ def list_(c, project=None, json=False):
     elif not rows:
         print("tfrig has created no VMs that still exist.")
     else:
+        from tfrig import gceprice
+
         table(
-            ["name", "zone", "status", "gpu", "address"],
-            [(r["name"], r["zone"], r["status"], r["gpu"], r["address"]) for r in rows],
+            ["name", "zone", "status", "gpu", "address", "up", "cost so far"],
+            [
+                (
+                    r["name"],
+                    r["zone"],
+                    r["status"],
+                    r["gpu"],
+                    r["address"],
+                    f"{r['uptime_hours']:.1f} h" if r["uptime_hours"] is not None else "",
+                    f"about ${r['cost_since_start_usd']:.2f}" if r["cost_since_start_usd"] is not None else "",
+                )
+                for r in rows
+            ],
         )
+        if any(r["cost_since_start_usd"] is not None for r in rows):
+            print(f"costs are estimates since each VM last started, disks not included (prices: {gceprice.as_of()})")
+
+
+def _rounded(value: float | None, digits: int) -> float | None:
+    return None if value is None else round(value, digits)
+
+
+def _cost(vm: Any) -> float | None:
+    """About what a running VM has cost since it last started (its disk not included)."""
+    hours, hourly = vm.uptime_hours(), vm.hourly()
+    return None if hours is None or hourly is None else hours * hourly
 
 
 # How long an insert may be in flight (sent, not yet listed) before its "creating" record, with no
@@ -863,25 +970,34 @@ def quota(c, gpu=None, region=None, project=None, json=False):
     project_quotas, _ = cloud.project_info()
     regions = [region] if region else sorted({gceplan.region_of(z) for z in cloud.accelerator_zones(gpu_type.name)})
     rows = []
-    limit, usage = project_quotas.get(gceplan.GLOBAL_METRIC, (0.0, 0.0))
-    rows.append(
-        {"where": "global", "metric": gceplan.GLOBAL_METRIC, "limit": limit, "usage": usage, "remaining": limit - usage}
-    )
+
+    def row(where: str, metric: str, quotas: dict[str, tuple[float, float]]) -> dict[str, Any]:
+        """A metric the API does not list shows as "not listed" (None in JSON), never as 0."""
+        if metric not in quotas:
+            return {"where": where, "metric": metric, "limit": None, "usage": None, "remaining": None}
+        limit, usage = quotas[metric]
+        return {"where": where, "metric": metric, "limit": limit, "usage": usage, "remaining": limit - usage}
+
+    for metric in (gceplan.GLOBAL_METRIC, gceplan.CPU_METRIC_ALL_REGIONS):
+        rows.append(row("global", metric, project_quotas))
     for where in regions:
         quotas = cloud.region_quotas(where)
         for metric in (gpu_type.quota_metric, gpu_type.preemptible_metric):
-            limit, usage = quotas.get(metric, (0.0, 0.0))
-            rows.append({"where": where, "metric": metric, "limit": limit, "usage": usage, "remaining": limit - usage})
+            rows.append(row(where, metric, quotas))
     if json:
         print_json(rows)
         return
+
+    def shown(value: float | None) -> str:
+        return "not listed" if value is None else f"{value:g}"
+
     table(
         ["where", "metric", "limit", "used", "left"],
-        [(r["where"], r["metric"], f"{r['limit']:g}", f"{r['usage']:g}", f"{r['remaining']:g}") for r in rows],
+        [(r["where"], r["metric"], shown(r["limit"]), shown(r["usage"]), shown(r["remaining"])) for r in rows],
     )
     print(
         f"more quota: https://console.cloud.google.com/iam-admin/quotas?project={cfg.project} "
-        "(Spot VMs use PREEMPTIBLE_*)"
+        "(Spot VMs use PREEMPTIBLE_* where the region has it, else the standard quota)"
     )
 
 
@@ -1040,7 +1156,18 @@ def down(c, delete=False, yes=False, project=None, json=False):
         if json:
             print_json({"changed": []})
         return
-    table(["name", "zone", "status", "gpu"], [(vm.name, vm.zone, vm.status, vm.gpu) for vm in chosen], out=out)
+    from tfrig import gceprice
+
+    table(
+        ["name", "zone", "status", "gpu", "per hour"],
+        [(vm.name, vm.zone, vm.status, vm.gpu, gceprice.money(vm.hourly()).removesuffix("/h")) for vm in chosen],
+        out=out,
+    )
+    running = [vm.hourly() for vm in chosen if vm.status == "RUNNING"]
+    if running:
+        known = [price for price in running if price is not None]
+        more = f" (and {len(running) - len(known)} VM(s) tfrig has no price for)" if len(known) < len(running) else ""
+        print(f"this stops about ${sum(known):.2f}/h of VM and GPU charges{more}", file=out)
     verb = "Delete" if delete else "Stop"
     if c.config.run.dry:
         print(f"would {verb.lower()} {len(chosen)} VM(s)", file=out)
