@@ -1,21 +1,20 @@
 """gcp: Compute Engine GPU VMs: created where the GPU and the quota are, found, stopped, deleted.
 
-google-cloud-compute is imported only inside these tasks (through tfrig.cloud).
+The tasks: flags and settings in, one line or JSON out. The work is in tfrig.provision (create,
+failover, waits, cleanup), tfrig.gcpconfig (where and as whom) and tfrig.vmaccess (ssh, copy);
+google-cloud-compute is imported only inside tfrig.cloud.
 """
 
 from __future__ import annotations
 
 import contextlib
-import json
 import os
-import re
 import shlex
 import signal
 import sys
 import threading
 import time
 import uuid
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -23,482 +22,37 @@ from invoke import Collection
 from invoke.exceptions import Exit
 
 from tfrig import gceplan, state, targets
+from tfrig.gcpconfig import fresh_image_facts, image_source, local_user, settings, ssh_key, vm_user
+from tfrig.provision import (
+    CreateFailed,
+    CreateRequest,
+    cost_since_start,
+    create_one,
+    delete_vm,
+    finish,
+    forget,
+    instance_body,
+    interrupted_message,
+    pin_host_keys,
+    preflight,
+    price_line,
+    reconcile,
+    record_created,
+    rounded,
+    wait_running,
+    wait_ssh,
+)
 from tfrig.taskdef import JSON_HELP, port_number, task, whole_number
 from tfrig.ui import confirm, info_stream, print_json, table
+from tfrig.vmaccess import copy_files, host_key_options, replace_block, ssh_argv, ssh_config_block
 
 PROJECT_HELP = (
     "Google Cloud project (default gcp.project, GOOGLE_CLOUD_PROJECT, CLOUDSDK_CORE_PROJECT, gcloud's config)"
 )
 NAME_HELP = "VM name (default gcp.name, else tfrig-<user>)"
-IMAGES = {
-    "ubuntu-24.04": ("ubuntu-os-cloud", "ubuntu-2404-lts-amd64"),
-    "ubuntu-22.04": ("ubuntu-os-cloud", "ubuntu-2204-lts"),
-    "debian-12": ("debian-cloud", "debian-12"),
-}
-DLVM_PROJECT = "deeplearning-platform-release"
 
 
 # --- settings -------------------------------------------------------------------------------------
-
-
-def gcloud_config() -> dict[str, str]:
-    """The active gcloud configuration's core/compute settings, read from its file (gcloud need not be installed)."""
-    import configparser
-
-    folder = Path(os.environ.get("CLOUDSDK_CONFIG") or Path.home() / ".config" / "gcloud")
-    active = os.environ.get("CLOUDSDK_ACTIVE_CONFIG_NAME")
-    if not active:
-        try:
-            active = (folder / "active_config").read_text().strip() or "default"
-        except OSError:
-            active = "default"
-    parser = configparser.ConfigParser()
-    parser.read(folder / "configurations" / f"config_{active}")
-    found = {}
-    for section, key in (("core", "project"), ("compute", "zone"), ("compute", "region"), ("core", "account")):
-        if parser.has_option(section, key):
-            found[key] = parser.get(section, key)
-    return found
-
-
-@dataclass
-class Settings:
-    project: str
-    zone: str | None  # --zone: the one zone to use
-    region: str | None  # --region: the one region to search
-    first: str | None  # a configured zone or region (gcp.zone, gcp.region, gcloud's): tried first
-    endpoint: str | None
-    credentials: str | None
-    retry_delay: float
-
-    def cloud(self) -> Any:
-        from tfrig.cloud import Cloud
-
-        return Cloud(self.project, self.endpoint, self.credentials, retry_delay=self.retry_delay)
-
-
-def settings(c: Any, project: str | None = None, zone: str | None = None, region: str | None = None) -> Settings:
-    """Where to work. A --zone or --region given here pins the create there; a configured one
-    (gcp.zone/gcp.region, CLOUDSDK_COMPUTE_ZONE/REGION, gcloud's compute/zone and compute/region)
-    is only tried first, so failover to other zones still works."""
-    gcp = c.config.gcp
-    gcloud = gcloud_config()
-    chosen_project = (
-        project
-        or gcp.project
-        or os.environ.get("GOOGLE_CLOUD_PROJECT")
-        or os.environ.get("CLOUDSDK_CORE_PROJECT")
-        or gcloud.get("project")
-    )
-    if not chosen_project:
-        raise Exit(
-            "No Google Cloud project: pass --project, set gcp.project (invoke.yaml or INVOKE_GCP_PROJECT), "
-            "GOOGLE_CLOUD_PROJECT, or run `gcloud config set project PROJECT_ID`."
-        )
-    if zone and region:
-        raise Exit("Give --zone or --region, not both.")
-    configured_zone = gcp.zone or os.environ.get("CLOUDSDK_COMPUTE_ZONE") or gcloud.get("zone") or None
-    configured_region = gcp.region or os.environ.get("CLOUDSDK_COMPUTE_REGION") or gcloud.get("region") or None
-    try:
-        for where in (zone, configured_zone):
-            if where:
-                gceplan.region_of(where)
-        for where in (region, configured_region):
-            if where and not gceplan.REGION.match(where):
-                raise gceplan.Invalid(f"'{where}' is not a region name such as us-central1.")
-    except gceplan.Invalid as invalid:
-        raise Exit(str(invalid)) from None
-    return Settings(
-        project=chosen_project,
-        zone=zone or None,
-        region=region or None,
-        first=configured_zone or configured_region,
-        endpoint=gcp.endpoint or None,
-        credentials=gcp.credentials or None,
-        retry_delay=float(gcp.retry_delay),
-    )
-
-
-def _user() -> str:
-    return targets.local_user()
-
-
-def vm_user() -> str:
-    """The user tfrig logs in as on its VMs: yours, except root, which Compute Engine's guest agent
-    does not make from ssh-keys metadata (so the VM gets a `tfrig` user instead)."""
-    user = re.sub(r"[^a-z0-9_-]", "", _user().lower())[:32] or "tfrig"
-    return "tfrig" if user == "root" else user
-
-
-def ssh_key(c: Any, dry: bool) -> tuple[Path, str]:
-    """The user's SSH key (tfrig.ssh_key or ~/.ssh/id_ed25519), made if there is none; (path, public key)."""
-    path = Path(os.path.expanduser(c.config.tfrig.ssh_key or "~/.ssh/id_ed25519"))
-    public = path.with_name(path.name + ".pub")
-    if not public.exists():
-        if dry:
-            return path, "(a new key tfrig would make)"
-        import subprocess
-
-        path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
-        if path.exists():
-            raise Exit(f"{path} exists without {public.name}; make the public key with `ssh-keygen -y -f {path}`.")
-        subprocess.run(
-            ["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", f"{_user()}@tfrig", "-f", str(path)], check=True
-        )
-        print(f"made an SSH key for the VMs: {path}", file=sys.stderr)
-    return path, public.read_text().strip()
-
-
-# What a fresh GCE image answers to tfrig's probes (for --dry over a VM not created yet).
-_FRESH_IMAGES = {
-    "ubuntu-24.04": ("ubuntu 24.04", "6.8.0-1015-gcp", "3.12.3"),
-    "ubuntu-22.04": ("ubuntu 22.04", "6.5.0-1025-gcp", "3.10.12"),
-    "debian-12": ("debian 12", "6.1.0-27-cloud-amd64", "3.11.2"),
-    "dlvm": ("ubuntu 24.04", "6.8.0-1015-gcp", "3.12.3"),
-}
-
-
-def fresh_image_facts(image: str, gpu: gceplan.GpuType, user: str) -> dict[str, tuple[int, str]]:
-    os_name, kernel, python = _FRESH_IMAGES.get(image, _FRESH_IMAGES["ubuntu-24.04"])
-    device = gceplan.PCI_DEVICE_IDS.get(gpu.name, "0x0000")
-    return {
-        "os": (0, os_name),
-        "arch": (0, "x86_64"),
-        "kernel": (0, kernel),
-        "pci": (0, f"0000:00:04.0 0x10de {device} 0x030200"),
-        "secure_boot": (0, "   6   0   0   0   0"),
-        "headers": (0, "available"),
-        "nouveau": (1, ""),
-        "loaded": (1, ""),
-        "userspace": (127, ""),
-        "tools": (0, ""),
-        "packages": (1, ""),
-        "tf_env": (0, json.dumps({"system_python": python, "conda": None, "venv": None})),
-        "groups": (0, user),
-    }
-
-
-def _image(c: Any, image: str) -> tuple[str, dict[str, str]]:
-    """An image name → its source image URL and any metadata it needs."""
-    if image == "dlvm":
-        family = c.config.gcp.dlvm_family
-        return f"projects/{DLVM_PROJECT}/global/images/family/{family}", {"install-nvidia-driver": "True"}
-    if image in IMAGES:
-        project, family = IMAGES[image]
-        return f"projects/{project}/global/images/family/{family}", {}
-    if image.startswith("projects/"):
-        return image, {}
-    raise Exit(f"--image {image}: choose {', '.join(IMAGES)}, dlvm, or a full projects/P/global/images/... path.")
-
-
-@dataclass
-class CreateRequest:
-    names: list[str]
-    gpu: gceplan.GpuType
-    gpus: int
-    machine_type: str
-    source_image: str
-    disk_gb: int
-    spot: bool
-    max_run_seconds: int | None
-    on_termination: str
-    metadata: dict[str, str]
-
-    @property
-    def disk_type(self) -> str:
-        return gceplan.family(self.machine_type).boot_disk
-
-    def demand(self, vms: int = 1) -> gceplan.Demand:
-        return gceplan.Demand(self.gpu, self.gpus, self.machine_type, self.disk_gb, self.spot, vms)
-
-    def hourly(self, region: str) -> float | None:
-        from tfrig import gceprice
-
-        return gceprice.hourly(self.machine_type, self.gpu.name, self.gpus, self.spot, region)
-
-
-def instance_body(request: CreateRequest, name: str, zone: str) -> dict[str, Any]:
-    """The Compute API's Instance resource for one VM (REST field names)."""
-    scheduling: dict[str, Any] = {"onHostMaintenance": "TERMINATE", "automaticRestart": not request.spot}
-    if request.spot:
-        scheduling.update(provisioningModel="SPOT", instanceTerminationAction=request.on_termination.upper())
-    if request.max_run_seconds:
-        scheduling.update(
-            maxRunDuration={"seconds": str(request.max_run_seconds)},
-            instanceTerminationAction=request.on_termination.upper(),
-        )
-    body: dict[str, Any] = {
-        "name": name,
-        "machineType": f"zones/{zone}/machineTypes/{request.machine_type}",
-        "disks": [
-            {
-                "boot": True,
-                "autoDelete": True,
-                "initializeParams": {
-                    "sourceImage": request.source_image,
-                    "diskSizeGb": str(request.disk_gb),
-                    # Sent explicitly: the API's default (pd-standard) is an HDD on N1, and G2
-                    # and the Hyperdisk-only families refuse it (compat.yaml machine_families).
-                    "diskType": f"zones/{zone}/diskTypes/{request.disk_type}",
-                },
-            }
-        ],
-        "networkInterfaces": [
-            {
-                "network": "global/networks/default",
-                "accessConfigs": [{"name": "External NAT", "type": "ONE_TO_ONE_NAT"}],
-            }
-        ],
-        "scheduling": scheduling,
-        "labels": {"created-by": "tfrig"},
-        "metadata": {"items": [{"key": k, "value": v} for k, v in request.metadata.items()]},
-    }
-    if request.gpu.family == "n1":  # other families come with their GPUs attached
-        body["guestAccelerators"] = [
-            {"acceleratorType": f"zones/{zone}/acceleratorTypes/{request.gpu.name}", "acceleratorCount": request.gpus}
-        ]
-    return body
-
-
-def _to_instance(body: dict[str, Any]) -> Any:
-    from google.cloud import compute_v1
-
-    return compute_v1.Instance.from_json(__import__("json").dumps(body))
-
-
-def _record(cfg: Settings, vm: Any, key: Path, user: str, request: CreateRequest | None = None) -> dict[str, Any]:
-    fields: dict[str, Any] = {
-        "project": cfg.project,
-        "zone": vm.zone,
-        "address": vm.address,
-        "user": user,
-        "ssh_key": str(key),
-        "port": 22,
-        "status": vm.status,
-        "machine_type": vm.machine_type,
-        "gpu": vm.gpu or (request.gpu.name if request else None),
-        "gpus": vm.gpus or (request.gpus if request else None),
-    }
-    if request:
-        import datetime
-
-        fields["created"] = datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
-    return state.record_vm(vm.name, **fields)
-
-
-def wait_running(cloud: Any, zone: str, name: str, timeout: float, poll: float) -> Any:
-    deadline = time.monotonic() + timeout
-    while True:
-        vm = cloud.get_vm(zone, name)
-        if vm is not None and vm.status == "RUNNING" and vm.address:
-            return vm
-        if time.monotonic() > deadline:
-            raise Exit(
-                f"{name} in {zone} is not RUNNING with an address after {timeout:.0f} s (status {vm and vm.status})."
-            )
-        time.sleep(poll)
-
-
-def finish(c: Any, cloud: Any, zone: str, operation: str, what: str, timeout: float | None = None) -> None:
-    """Wait for an operation and check its result: one line if it failed or did not end in time."""
-    from tfrig.cloud import ApiError
-
-    try:
-        result = cloud.wait(zone, operation, timeout or float(c.config.gcp.operation_timeout))
-    except ApiError as exc:
-        if exc.reason != "TIMEOUT":
-            raise
-        raise Exit(f"{what}: {exc.message}; it may still finish: `inv gcp.list` shows where it stands.") from None
-    if not result.ok:
-        raise Exit(f"{what} failed: {result.message}")
-
-
-def pin_host_keys(
-    c: Any, cloud: Any, record: dict[str, Any], deadline: float, poll: float, out: Any, earlier: Any = ()
-) -> list[tuple[str, str]]:
-    """Pin the VM's SSH host keys in tfrig's known-hosts file from its guest attributes, as
-    `gcloud compute ssh` does, so the first connection checks the key rather than trusting it
-    (under --dry they are only returned). `earlier`: keys pinned for this VM before (a restarted
-    VM keeps its disk and its keys)."""
-    from tfrig import hostkeys
-
-    name = hostkeys.vm_host_name(record)
-    while True:
-        keys = cloud.host_keys(record["zone"], record["name"]) or list(earlier)
-        if keys:
-            if not c.config.run.dry:
-                hostkeys.pin(name, keys)
-            return keys
-        if time.monotonic() > deadline:
-            break
-        time.sleep(poll)
-    if hostkeys.policy(c.config) == "accept-new":
-        print(
-            f"{record['name']}: its guest agent published no SSH host keys; trusting the key it shows first "
-            "(tfrig.host_keys: accept-new)",
-            file=out,
-        )
-        return []
-    raise Exit(
-        f"{record['name']} runs, but its guest agent published no SSH host keys (guest attributes hostkeys/), so "
-        f"its key can't be checked; it is recorded: set tfrig.host_keys: accept-new to trust its first key, or "
-        f"delete it with `inv gcp.delete --name {record['name']} --yes`."
-    )
-
-
-def vm_host_keys(c: Any, record: dict[str, Any]) -> list[tuple[str, str]]:
-    """A VM's pinned host keys; if none are pinned (a VM made with --no-ssh-wait), one read of its
-    guest attributes, pinned if there, with no waiting."""
-    from tfrig import hostkeys
-    from tfrig.cloud import ApiError
-
-    keys = hostkeys.pinned(hostkeys.vm_host_name(record))
-    if keys:
-        return keys
-    try:
-        cloud = settings(c, record.get("project"), record.get("zone")).cloud()
-        found: list[tuple[str, str]] = cloud.host_keys(record["zone"], record["name"])
-    except (Exit, ApiError):  # no project or credentials here: the known-hosts files decide
-        return []
-    if found and not c.config.run.dry:
-        hostkeys.pin(hostkeys.vm_host_name(record), found)
-    return found
-
-
-def _forget(name: str) -> None:
-    """Drop a VM's record and its pinned host keys (its address may go to another VM)."""
-    from tfrig import hostkeys
-
-    record = state.find_vm(name)
-    if record and record.get("address"):
-        hostkeys.unpin(hostkeys.vm_host_name(record))
-    state.forget_vm(name)
-
-
-def wait_ssh(c: Any, record: dict[str, Any], timeout: float, out: Any) -> None:
-    """Wait until SSH on the VM runs a command (the key may take a while to land)."""
-    from tfrig.host import connect
-
-    target = targets.vm_target(record)
-    deadline = time.monotonic() + timeout
-    last = ""
-    while time.monotonic() < deadline:
-        conn = connect(c, target)
-        try:
-            if conn.run("true", hide=True, warn=True, in_stream=False, dry=False).ok:
-                return
-        except Exception as exc:  # not up yet: refused, reset, auth not ready
-            if type(exc).__name__ in ("HostKeyRefused", "BadHostKeyException"):  # final: never retried
-                from tfrig.host import describe_error
-
-                raise Exit(f"{record['name']}: {describe_error(exc)}") from None
-            last = f"{type(exc).__name__}: {exc}"
-        finally:
-            conn.close()
-        time.sleep(2)
-    raise Exit(
-        f"{record['name']} runs but SSH to {record.get('user')}@{record['address']} did not answer in {timeout:.0f} s "
-        f"({last}); it is recorded: retry with `inv gcp.ssh --name {record['name']}`, or delete it with "
-        f"`inv gcp.delete --name {record['name']} --yes`."
-    )
-
-
-class CreateFailed(Exception):
-    pass
-
-
-def _interrupted(names: list[str]) -> str:
-    """One line after Ctrl-C in gcp.create: what exists, recorded, and how to remove it."""
-    records = state.vms()
-    kept = [records[name] for name in names if name in records]
-    if not kept:
-        return "interrupted: no VM was left behind; nothing bills."
-    where = ", ".join(
-        f"{r['name']} ({r.get('zone')}{', may exist' if r.get('status') in ('UNKNOWN', 'CREATING') else ''})"
-        for r in kept
-    )
-    deletes = " ".join(f"`inv gcp.delete --name {r['name']} --yes`" for r in kept)
-    return (
-        f"interrupted: {where} recorded by tfrig and billing until deleted: {deletes}; "
-        "or run the same command again to go on."
-    )
-
-
-def _create_one(
-    cloud: Any, request: CreateRequest, name: str, failover: gceplan.Failover, out: Any, timeout: float
-) -> Any:
-    """Try zones in failover order until one VM lands; a VM left by an interrupted attempt is deleted."""
-    from tfrig.cloud import ApiError
-
-    while (zone := failover.next_zone()) is not None:
-        print(f"  {name}: trying {zone} ...", file=out, flush=True)
-        # Recorded before the insert (with its requestId), so no interrupt or crash from here on can
-        # leave a VM billing that tfrig does not know of.
-        request_id = str(uuid.uuid4())
-        state.record_vm(
-            name, project=cloud.project, zone=zone, status="CREATING", request_id=request_id, since=time.time()
-        )
-        body = _to_instance(instance_body(request, name, zone))
-        try:
-            operation = cloud.insert(zone, body, request_id)
-        except ApiError as exc:  # refused outright: nothing was created
-            if exc.reason == "alreadyExists":  # not ours (none had the name at the start): not recorded
-                _forget(name)
-                raise CreateFailed(
-                    f"a VM named {name} appeared in {zone} meanwhile; run the command again to adopt it"
-                ) from None
-            scope = failover.failed(zone, exc.reason, exc.message, exc.zones_available)
-            print(f"  {name}: {zone}: {exc.reason} ({scope} blocked)", file=out, flush=True)
-            continue
-        except BaseException:  # cut off mid-call: the insert may have landed
-            _cleanup(cloud, zone, name, out, resend=(body, request_id))
-            raise
-        try:
-            result = cloud.wait(zone, operation, timeout)
-        except BaseException as exc:  # the insert began: whatever it made must not be left billing
-            _cleanup(cloud, zone, name, out)
-            if isinstance(exc, ApiError):
-                raise CreateFailed(f"waiting for {name} in {zone} failed: {exc.message}") from None
-            raise
-        if result.ok:
-            failover.attempts.append(gceplan.Attempt(zone, "created"))
-            return zone
-        error = result.errors[0]
-        scope = failover.failed(zone, error["code"], error["message"], error["zones_available"])
-        print(f"  {name}: {zone}: {error['code']} ({scope} blocked)", file=out, flush=True)
-    _forget(name)
-    raise CreateFailed(f"no zone could take {name}: {failover.summary() or 'no zone left to try'}")
-
-
-def _cleanup(cloud: Any, zone: str, name: str, out: Any, resend: tuple[Any, str] | None = None) -> None:
-    """After an interrupted or failed create: delete the VM if it exists, or say exactly what may be
-    left. `resend`: an insert cut off mid-call, sent again with its requestId, which the API answers
-    with the first one's operation if that landed, so tfrig learns whether a VM is coming. "Nothing
-    is left billing" is said only when the delete succeeded and a GET finds no VM."""
-    from tfrig.cloud import ApiError
-
-    try:
-        if resend is not None:
-            with contextlib.suppress(ApiError):  # refused now: the first one never landed either
-                cloud.wait(zone, cloud.insert(zone, *resend), timeout=300)
-        made = cloud.get_vm(zone, name) is not None
-        if made:
-            result = cloud.wait(zone, cloud.delete(zone, name), timeout=300)
-            if not result.ok:
-                raise ApiError(0, "DELETE_FAILED", f"its delete failed: {result.message}")
-            left = cloud.get_vm(zone, name)
-            if left is not None:
-                raise ApiError(0, "STILL_THERE", f"it is still there, {left.status}")
-        _forget(name)
-        if made:
-            print(f"  {name}: the half-created VM in {zone} was deleted; nothing is left billing", file=out)
-    except BaseException as exc:
-        state.record_vm(name, zone=zone, status="UNKNOWN", project=cloud.project, since=time.time())
-        why = f" ({exc.message})" if isinstance(exc, ApiError) else ""
-        print(
-            f"  {name}: may exist in {zone}{why}; it is recorded: delete it with `inv gcp.delete --name {name} --yes`",
-            file=out,
-        )
 
 
 CREATE_HELP = {
@@ -550,7 +104,7 @@ def create(
         gpu_type = gceplan.gpu_type(gpu or gcp.gpu)
         gpus, count = whole_number("gpus", gpus, 1, 16), whole_number("count", count, 1, 64)
         chosen_machine = gceplan.machine_type(gpu_type, gpus, machine_type or gcp.machine_type or None)
-        base = gceplan.check_name(name or gcp.name or gceplan.default_name(_user()))
+        base = gceplan.check_name(name or gcp.name or gceplan.default_name(local_user()))
         names = [base] if count == 1 else [gceplan.check_name(f"{base}-{i}") for i in range(1, count + 1)]
         disk = whole_number("disk-gb", disk_gb or gcp.disk_gb, 1, 65536)  # a boot disk: at most 64 TB
         if disk < 10:
@@ -562,7 +116,7 @@ def create(
         if termination not in ("stop", "delete"):
             raise gceplan.Invalid(f"--on-termination {termination}: choose stop or delete.")
         gceplan.check_sold(chosen_machine, spot)
-        source_image, image_metadata = _image(c, image or gcp.image)
+        source_image, image_metadata = image_source(c, image or gcp.image)
         gceplan.check_image(chosen_machine, source_image)
     except gceplan.Invalid as invalid:
         raise Exit(str(invalid)) from None
@@ -605,11 +159,11 @@ def create(
         if dry:  # --dry writes nothing, not even tfrig's own state
             records.append({**known, "name": vm_name, "address": vm.address, "user": known.get("user") or user})
         else:
-            records.append(_record(cfg, vm, key, known.get("user") or user))
+            records.append(record_created(cfg, vm, key, known.get("user") or user))
 
     if to_create:
-        zones = _preflight(cloud, cfg, request, len(to_create), ssh_wait, out)
-        price = _price_line(request, len(to_create), zones[0])
+        zones = preflight(cloud, cfg, request, len(to_create), ssh_wait, out)
+        price = price_line(request, len(to_create), zones[0])
         print(price, file=out)
         if dry:
             import json as json_module
@@ -630,7 +184,7 @@ def create(
         try:
             for vm_name in to_create:
                 try:
-                    landed = _create_one(cloud, request, vm_name, failover, out, float(gcp.operation_timeout))
+                    landed = create_one(cloud, request, vm_name, failover, out, float(gcp.operation_timeout))
                 except CreateFailed as failed:
                     made = ", ".join(r["name"] for r in records)
                     raise Exit(f"{failed}" + (f"; created so far: {made}" if made else "")) from None
@@ -638,7 +192,7 @@ def create(
                     vm_name, project=cfg.project, zone=landed, status="PROVISIONING", user=user, ssh_key=str(key)
                 )
                 vm = wait_running(cloud, landed, vm_name, gcp.running_timeout, gcp.poll_interval)
-                records.append(_record(cfg, vm, key, user, request))
+                records.append(record_created(cfg, vm, key, user, request))
                 print(
                     f"created {vm_name} in {landed} ({chosen_machine}, {gpus} x {gpu_type.name}) at {vm.address}",
                     file=out,
@@ -646,7 +200,7 @@ def create(
                 # The next VM tries the zone that had room first.
                 failover.queue.insert(0, landed)
         except KeyboardInterrupt:
-            raise Exit(_interrupted(names), code=130) from None
+            raise Exit(interrupted_message(names), code=130) from None
     if ssh_wait and not dry:
         try:
             for record in records:
@@ -654,7 +208,7 @@ def create(
                 pin_host_keys(c, cloud, record, deadline, float(gcp.poll_interval), out)
                 wait_ssh(c, record, max(deadline - time.monotonic(), 1.0), out)
         except KeyboardInterrupt:
-            raise Exit(_interrupted(names), code=130) from None
+            raise Exit(interrupted_message(names), code=130) from None
     targets.carry(c.config, [targets.vm_target(r) for r in records])
     if json:
         print_json(records[0] if len(records) == 1 else {"vms": records})
@@ -666,92 +220,11 @@ def create(
             )
 
 
-def _price_line(request: CreateRequest, vms: int, zone: str) -> str:
-    """ "would create 2 VMs (...) in us-central1-a, about $0.54/h each, $1.08/h in all (...)"."""
-    from tfrig import gceprice
-
-    each = request.hourly(gceplan.region_of(zone))
-    how = "Spot" if request.spot else "on demand"
-    what = f"{request.machine_type} + {request.gpus} x {request.gpu.name}, {how}"
-    total = f", {gceprice.money(each * vms)} in all" if each is not None and vms > 1 else ""
-    each_text = gceprice.money(each) + (" each" if vms > 1 else "")
-    return (
-        f"create {vms} VM{'s' if vms > 1 else ''} ({what}) in {zone} first: {each_text}{total} "
-        f"plus its disk (prices: {gceprice.as_of()})"
-    )
-
-
-def _preflight(cloud: Any, cfg: Settings, request: CreateRequest, vms: int, ssh_wait: bool, out: Any) -> list[str]:
-    """Everything checked before any insert: SSH will work, the GPU is offered, the quota covers
-    it; the zones to try, in order."""
-    from tfrig import gceprice
-
-    project_quotas, metadata = cloud.project_info()
-    if metadata.get("enable-oslogin", "").upper() == "TRUE":
-        # With OS Login on, the guest agent ignores ssh-keys metadata; an instance's own
-        # enable-oslogin=FALSE overrides the project's (an organization policy can still force it).
-        request.metadata["enable-oslogin"] = "FALSE"
-        print(
-            f"OS Login is on in project {cfg.project}: tfrig sets enable-oslogin=FALSE on its VMs so that the key "
-            "it adds works (if an organization policy forces OS Login, SSH will be refused and tfrig says so)",
-            file=out,
-        )
-    if ssh_wait:
-        _check_ssh_firewall(cloud, out)
-    offered = cloud.accelerator_zones(request.gpu.name)
-    regions_offered = sorted({gceplan.region_of(z) for z in offered})
-    ranked = gceprice.order_regions(
-        regions_offered, request.machine_type, request.gpu.name, request.gpus, request.spot, gceprice.home()
-    )
-    try:
-        zones = gceplan.candidate_zones(offered, request.gpus, cfg.zone, cfg.region, ranked, cfg.first)
-    except gceplan.Invalid as invalid:
-        raise Exit(f"{request.gpu.name}: {invalid}") from None
-    regions = list(dict.fromkeys(gceplan.region_of(z) for z in zones))
-    regional = {region: cloud.region_quotas(region) for region in regions}
-    check = gceplan.check_quota(request.demand(vms), regions, regional, project_quotas)
-    if not check.regions and not check.global_short:
-        # Per VM, a region needs only one VM's share; the total matters project-wide.
-        check = gceplan.check_quota(request.demand(1), regions, regional, project_quotas)
-    if not check.regions:
-        raise Exit(gceplan.quota_message(cfg.project, check))
-    if check.unknown:
-        print(f"quota not listed by the API, so not checked: {', '.join(check.unknown)}; trying anyway", file=out)
-    usable = [z for z in zones if gceplan.region_of(z) in check.regions]
-    skipped = sorted({q.where for q in check.short})
-    if skipped:
-        shorts = sorted({q.metric for q in check.short})
-        print(f"skipping {', '.join(skipped)}: not enough {', '.join(shorts)} quota", file=out)
-    return usable
-
-
-def _check_ssh_firewall(cloud: Any, out: Any) -> None:
-    """Refuse a create whose SSH wait would time out behind the firewall; a firewall tfrig may not
-    read (403: no compute.firewalls.list, common) is said in one line and the create goes on."""
-    from tfrig.cloud import ApiError
-
-    try:
-        verdict = cloud.ssh_access()
-    except ApiError as exc:
-        if exc.status != 403:
-            raise
-        print("couldn't check the firewall for SSH (no permission to list firewall rules); going on", file=out)
-        return
-    if verdict.startswith("from "):
-        print(f"the firewall admits SSH only {verdict}; the SSH wait needs this machine's address among them", file=out)
-    elif verdict != "open":
-        raise Exit(
-            f"The firewall of network default does not admit SSH (tcp:22) to tfrig's VMs: {verdict}. Create a "
-            "rule (`gcloud compute firewall-rules create allow-ssh --network default --allow tcp:22`), "
-            "or pass --no-ssh-wait."
-        )
-
-
 # --- the other lifecycle tasks ----------------------------------------------------------------------
 
 
 def _record_or_exit(name: str | None, c: Any) -> dict[str, Any]:
-    chosen = name or c.config.gcp.name or gceplan.default_name(_user())
+    chosen = name or c.config.gcp.name or gceplan.default_name(local_user())
     record = state.find_vm(chosen)
     if record is None:
         raise Exit(f"No VM named {chosen} in tfrig's state; `inv gcp.list` shows the ones it knows.")
@@ -772,7 +245,7 @@ def list_(c, project=None, json=False):
         if project:
             raise
     if answered and not c.config.run.dry:
-        records = _reconcile(records, live, info_stream(json))
+        records = reconcile(records, live, info_stream(json))
     rows = []
     for vm_name in sorted(set(records) | set(live)):
         record, vm = records.get(vm_name, {}), live.get(vm_name)
@@ -785,9 +258,9 @@ def list_(c, project=None, json=False):
                 or (f"{record.get('gpus')} x {record.get('gpu')}" if record.get("gpu") else None),
                 "address": (vm.address if vm else None) or record.get("address"),
                 "in_state": bool(record),
-                "uptime_hours": _rounded(vm.uptime_hours() if vm else None, 2),
-                "hourly_usd": _rounded(vm.hourly() if vm else None, 2),
-                "cost_since_start_usd": _rounded(_cost(vm) if vm else None, 2),
+                "uptime_hours": rounded(vm.uptime_hours() if vm else None, 2),
+                "hourly_usd": rounded(vm.hourly() if vm else None, 2),
+                "cost_since_start_usd": rounded(cost_since_start(vm) if vm else None, 2),
             }
         )
     if json:
@@ -814,42 +287,6 @@ def list_(c, project=None, json=False):
         )
         if any(r["cost_since_start_usd"] is not None for r in rows):
             print(f"costs are estimates since each VM last started, disks not included (prices: {gceprice.as_of()})")
-
-
-def _rounded(value: float | None, digits: int) -> float | None:
-    return None if value is None else round(value, digits)
-
-
-def _cost(vm: Any) -> float | None:
-    """About what a running VM has cost since it last started (its disk not included)."""
-    hours, hourly = vm.uptime_hours(), vm.hourly()
-    return None if hours is None or hourly is None else hours * hourly
-
-
-# How long an insert may be in flight (sent, not yet listed) before its "creating" record, with no
-# VM behind it, is taken as an interrupted create that made nothing.
-INSERT_SETTLE_SECONDS = 600
-
-
-def _reconcile(records: dict[str, Any], live: dict[str, Any], out: Any) -> dict[str, Any]:
-    """Records of creates that were cut off (CREATING, UNKNOWN) brought in line with the API: the
-    VM's status and address if it exists, else the record dropped once no insert can be in flight.
-    On a read-only state folder nothing is written and the list still shows."""
-    records = dict(records)
-    for name, record in sorted(records.items()):
-        if record.get("status") not in ("CREATING", "UNKNOWN"):
-            continue
-        vm = live.get(name)
-        try:
-            if vm is not None:
-                records[name] = state.record_vm(name, status=vm.status, zone=vm.zone, address=vm.address)
-            elif time.time() - float(record.get("since") or 0) > INSERT_SETTLE_SECONDS:
-                _forget(name)
-                del records[name]
-                print(f"{name}: its create was cut off and no VM exists; removed from tfrig's state", file=out)
-        except Exit:
-            break
-    return records
 
 
 def _lifecycle(c: Any, name: str | None) -> tuple[dict[str, Any], Any]:
@@ -895,27 +332,6 @@ def stop(c, name=None, json=False):
         print_json(record)
     else:
         print(f"stopped {record['name']}: its disk is still billed; `inv gcp.delete --name {record['name']}` ends that")
-
-
-def delete_vm(c: Any, record: dict[str, Any], out: Any) -> None:
-    """Delete a VM; "nothing billed" only once the operation succeeded and a GET says it is gone."""
-    from tfrig.cloud import ApiError
-
-    name, zone = record["name"], record["zone"]
-    cloud = settings(c, record.get("project"), zone).cloud()
-    try:
-        finish(c, cloud, zone, cloud.delete(zone, name), f"deleting {name}")
-    except ApiError as exc:
-        if exc.status != 404:  # "not found" while deleting: gone already
-            raise
-    left = cloud.get_vm(zone, name)
-    if left is not None:
-        raise Exit(
-            f"{name} still exists in {zone} ({left.status}) and bills: run `inv gcp.delete --name {name} --yes` "
-            "again, or delete it in the console."
-        )
-    _forget(name)
-    print(f"deleted {name} ({zone}): nothing of it is billed any more", file=out)
 
 
 @task(help={"name": NAME_HELP, "yes": "don't ask", "json": JSON_HELP})
@@ -1001,61 +417,15 @@ def quota(c, gpu=None, region=None, project=None, json=False):
     )
 
 
-def _host_key_options(c: Any) -> list[tuple[str, str]]:
-    """OpenSSH options that check a VM's key against the keys tfrig pinned for it (and yours)."""
-    from tfrig import hostkeys
-
-    checking = "accept-new" if hostkeys.policy(c.config) == "accept-new" else "yes"
-    files = f'"{hostkeys.pinned_file()}" ~/.ssh/known_hosts'
-    return [("StrictHostKeyChecking", checking), ("UserKnownHostsFile", files)]
-
-
-def _ssh_argv(c: Any, record: dict[str, Any], extra: list[str] | None = None) -> list[str]:
-    argv = ["ssh", *(f"-o{key}={value}" for key, value in _host_key_options(c)), "-p", str(record.get("port") or 22)]
-    if record.get("ssh_key"):
-        argv += ["-i", record["ssh_key"]]
-    return argv + (extra or []) + [f"{record.get('user')}@{record['address']}"]
-
-
 @task(help={"name": NAME_HELP})
 def ssh(c, name=None):
     """Open a shell on the VM."""
     record = _record_or_exit(name, c)
-    argv = _ssh_argv(c, record)
+    argv = ssh_argv(c, record)
     if c.config.run.dry:
         print("would run: " + shlex.join(argv))
         return
     os.execvp(argv[0], argv)
-
-
-BLOCK_START, BLOCK_END = "# >>> tfrig {name} >>>", "# <<< tfrig {name} <<<"
-
-
-def ssh_config_block(record: dict[str, Any], host_key_options: list[tuple[str, str]]) -> str:
-    lines = [
-        BLOCK_START.format(name=record["name"]),
-        f"Host {record['name']}",
-        f"    HostName {record['address']}",
-        f"    User {record.get('user')}",
-        f"    Port {record.get('port') or 22}",
-    ]
-    if record.get("ssh_key"):
-        lines.append(f"    IdentityFile {record['ssh_key']}")
-    lines += [f"    {key} {value}" for key, value in host_key_options]
-    lines.append(BLOCK_END.format(name=record["name"]))
-    return "\n".join(lines) + "\n"
-
-
-def replace_block(text: str, name: str, block: str | None) -> str:
-    """`text` with tfrig's block for `name` replaced (or added, or removed when `block` is None)."""
-    start, end = BLOCK_START.format(name=name), BLOCK_END.format(name=name)
-    if start in text and end in text:
-        before, rest = text.split(start, 1)
-        after = rest.split(end, 1)[1].lstrip("\n")
-        return before + (block or "") + after
-    if block is None:
-        return text
-    return text + ("\n" if text and not text.endswith("\n") else "") + block
 
 
 @task(
@@ -1077,7 +447,7 @@ def ssh_config(c, name=None, remove=False, file=None):
         old = path.read_text() if path.exists() else ""
     except OSError as exc:
         raise Exit(f"--file {path}: {exc.strerror}.") from None
-    new = replace_block(old, record["name"], None if remove else ssh_config_block(record, _host_key_options(c)))
+    new = replace_block(old, record["name"], None if remove else ssh_config_block(record, host_key_options(c)))
     if new == old:
         print(f"already done: {path} {'has no' if remove else 'has the'} block for {record['name']}")
         return
@@ -1147,7 +517,7 @@ def down(c, delete=False, yes=False, project=None, json=False):
         if c.config.run.dry:
             print(f"{name}: already gone; would remove it from tfrig's state", file=out)
             continue
-        _forget(name)  # gone already: nothing bills
+        forget(name)  # gone already: nothing bills
         print(f"{name}: already gone; removed from tfrig's state", file=out)
     chosen = [vm for vm in live.values() if delete or vm.status != "TERMINATED"]
     if not chosen:
@@ -1185,7 +555,7 @@ def down(c, delete=False, yes=False, project=None, json=False):
                 left = cloud.get_vm(vm.zone, vm.name)
                 if left is not None:
                     return False, f"{vm.name}: still exists ({left.status}) and bills"
-                _forget(vm.name)
+                forget(vm.name)
                 return True, f"deleted {vm.name}"
         except Exit as failed:
             return False, str(failed.message)
@@ -1209,7 +579,7 @@ def down(c, delete=False, yes=False, project=None, json=False):
 
 def _vm_hosts(c: Any, name: str | None) -> str:
     """`--name` (a VM, a comma list, or a glob) as a host spec; the VM tfrig knows by default."""
-    return name or c.config.gcp.name or gceplan.default_name(_user())
+    return name or c.config.gcp.name or gceplan.default_name(local_user())
 
 
 @task(
@@ -1274,85 +644,6 @@ def exec_(c, cmd, name=None, json=False):
         raise Exit(code=max(codes))
 
 
-def _copy(c: Any, name: str | None, source: str, destination: str | None, upload: bool, force: bool) -> None:
-    import tarfile
-    import tempfile
-
-    from tfrig.host import connect
-
-    [target] = targets.parse_hosts(_vm_hosts(c, name))[:1]
-    conn = connect(c, target)
-    if upload:
-        local = Path(os.path.expanduser(source))
-        if not local.exists():
-            raise Exit(f"{source}: no such file or folder here.")
-        remote = destination or local.name
-        if c.config.run.dry:
-            print(f"would copy {local} to {target.label}:{remote}")
-            return
-        there = conn.run(
-            f'r={shlex.quote(remote)}; if [ -d "$r" ]; then echo folder; elif [ -e "$r" ]; then echo file; '
-            f'elif [ ! -d "$(dirname -- "$r")" ]; then echo no-parent; fi',
-            warn=True,
-            hide=True,
-            in_stream=False,
-        ).stdout.strip()
-        if there == "no-parent" and local.is_file():
-            raise Exit(f"{target.label}:{remote}: its folder does not exist there; create it first, or name another.")
-        if there == "folder" and local.is_file():
-            raise Exit(f"{target.label}:{remote} is a folder; name the file, e.g. {remote.rstrip('/')}/{local.name}.")
-        if there and there != "no-parent" and not force:
-            raise Exit(f"{target.label}:{remote} exists; pass --force to overwrite it.")
-        if local.is_file():
-            conn.put(str(local), remote)
-        else:
-            with tempfile.TemporaryDirectory() as tmp:
-                archive = Path(tmp) / "upload.tar.gz"
-                with tarfile.open(archive, "w:gz") as tar:
-                    tar.add(local, arcname=".")
-                conn.put(str(archive), ".tfrig-upload.tar.gz")
-                conn.run(
-                    f"mkdir -p {shlex.quote(remote)} && tar -xzf .tfrig-upload.tar.gz -C {shlex.quote(remote)} "
-                    "&& rm -f .tfrig-upload.tar.gz",
-                    hide=True,
-                    in_stream=False,
-                )
-        print(f"copied {local} to {target.label}:{remote}")
-        return
-    local = Path(os.path.expanduser(destination or Path(source).name))
-    if local.exists() and not force:
-        raise Exit(f"{local} exists here; pass --force to overwrite it.")
-    kind = conn.run(
-        f"if [ -d {shlex.quote(source)} ]; then echo dir; elif [ -f {shlex.quote(source)} ]; then echo file; fi",
-        hide=True,
-        warn=True,
-        in_stream=False,
-    ).stdout.strip()
-    if not kind:
-        raise Exit(f"{target.label}:{source}: no such file or folder there.")
-    if local.is_dir() and kind == "file":
-        raise Exit(f"{local} is a folder here; --force overwrites a file, never a folder: name the file.")
-    if local.exists() and not local.is_dir() and kind == "dir":
-        raise Exit(f"{local} is a file here and {target.label}:{source} a folder; name another destination.")
-    if not local.parent.is_dir():
-        raise Exit(f"{local.parent} does not exist here; create it first, or name another destination.")
-    if c.config.run.dry:
-        print(f"would copy {target.label}:{source} to {local}")
-        return
-    if kind == "file":
-        conn.get(source, str(local))
-    else:
-        with tempfile.TemporaryDirectory() as tmp:
-            archive = Path(tmp) / "download.tar.gz"
-            conn.run(f"tar -czf .tfrig-download.tar.gz -C {shlex.quote(source)} .", hide=True, in_stream=False)
-            conn.get(".tfrig-download.tar.gz", str(archive))
-            conn.run("rm -f .tfrig-download.tar.gz", hide=True, in_stream=False)
-            local.mkdir(parents=True, exist_ok=True)
-            with tarfile.open(archive) as tar:
-                tar.extractall(local, filter="data")
-    print(f"copied {target.label}:{source} to {local}")
-
-
 COPY_HELP = {"name": NAME_HELP, "force": "overwrite what is at the destination"}
 
 
@@ -1365,7 +656,7 @@ COPY_HELP = {"name": NAME_HELP, "force": "overwrite what is at the destination"}
 )
 def put(c, source, destination=None, name=None, force=False):
     """Copy a file or folder to the VM."""
-    _copy(c, name, source, destination, upload=True, force=force)
+    copy_files(c, _vm_hosts(c, name), source, destination, upload=True, force=force)
 
 
 @task(
@@ -1377,7 +668,7 @@ def put(c, source, destination=None, name=None, force=False):
 )
 def get(c, source, destination=None, name=None, force=False):
     """Copy a file or folder from the VM."""
-    _copy(c, name, source, destination, upload=False, force=force)
+    copy_files(c, _vm_hosts(c, name), source, destination, upload=False, force=force)
 
 
 ns = Collection("gcp", create, start, stop, delete, down, zones, quota, ssh, tunnel, put, get)

@@ -324,9 +324,9 @@ def _new_connection(c: Any, target: Target) -> Any:
     # A VM tfrig made: its host keys, pinned from its guest attributes (tfrig.hostkeys).
     vm_keys: list[tuple[str, str]] = []
     if target.vm is not None and target.vm.get("zone"):
-        from tfrig import gcp
+        from tfrig import provision
 
-        vm_keys = gcp.vm_host_keys(c, target.vm)
+        vm_keys = provision.vm_host_keys(c, target.vm)
     from tfrig.taskdef import setting_number
 
     timeout = setting_number(c.config, "tfrig", "connect_timeout", 1, 3600, default=15)

@@ -1,0 +1,175 @@
+"""Where tfrig's Compute Engine work happens and as whom: the project, zone and region settings
+(with gcloud's configuration), the SSH key and the VM user, and the boot images."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from invoke.exceptions import Exit
+
+from tfrig import gceplan, targets
+
+IMAGES = {
+    "ubuntu-24.04": ("ubuntu-os-cloud", "ubuntu-2404-lts-amd64"),
+    "ubuntu-22.04": ("ubuntu-os-cloud", "ubuntu-2204-lts"),
+    "debian-12": ("debian-cloud", "debian-12"),
+}
+
+
+DLVM_PROJECT = "deeplearning-platform-release"
+
+
+def gcloud_config() -> dict[str, str]:
+    """The active gcloud configuration's core/compute settings, read from its file (gcloud need not be installed)."""
+    import configparser
+
+    folder = Path(os.environ.get("CLOUDSDK_CONFIG") or Path.home() / ".config" / "gcloud")
+    active = os.environ.get("CLOUDSDK_ACTIVE_CONFIG_NAME")
+    if not active:
+        try:
+            active = (folder / "active_config").read_text().strip() or "default"
+        except OSError:
+            active = "default"
+    parser = configparser.ConfigParser()
+    parser.read(folder / "configurations" / f"config_{active}")
+    found = {}
+    for section, key in (("core", "project"), ("compute", "zone"), ("compute", "region"), ("core", "account")):
+        if parser.has_option(section, key):
+            found[key] = parser.get(section, key)
+    return found
+
+
+@dataclass
+class Settings:
+    project: str
+    zone: str | None  # --zone: the one zone to use
+    region: str | None  # --region: the one region to search
+    first: str | None  # a configured zone or region (gcp.zone, gcp.region, gcloud's): tried first
+    endpoint: str | None
+    credentials: str | None
+    retry_delay: float
+
+    def cloud(self) -> Any:
+        from tfrig.cloud import Cloud
+
+        return Cloud(self.project, self.endpoint, self.credentials, retry_delay=self.retry_delay)
+
+
+def settings(c: Any, project: str | None = None, zone: str | None = None, region: str | None = None) -> Settings:
+    """Where to work. A --zone or --region given here pins the create there; a configured one
+    (gcp.zone/gcp.region, CLOUDSDK_COMPUTE_ZONE/REGION, gcloud's compute/zone and compute/region)
+    is only tried first, so failover to other zones still works."""
+    gcp = c.config.gcp
+    gcloud = gcloud_config()
+    chosen_project = (
+        project
+        or gcp.project
+        or os.environ.get("GOOGLE_CLOUD_PROJECT")
+        or os.environ.get("CLOUDSDK_CORE_PROJECT")
+        or gcloud.get("project")
+    )
+    if not chosen_project:
+        raise Exit(
+            "No Google Cloud project: pass --project, set gcp.project (invoke.yaml or INVOKE_GCP_PROJECT), "
+            "GOOGLE_CLOUD_PROJECT, or run `gcloud config set project PROJECT_ID`."
+        )
+    if zone and region:
+        raise Exit("Give --zone or --region, not both.")
+    configured_zone = gcp.zone or os.environ.get("CLOUDSDK_COMPUTE_ZONE") or gcloud.get("zone") or None
+    configured_region = gcp.region or os.environ.get("CLOUDSDK_COMPUTE_REGION") or gcloud.get("region") or None
+    try:
+        for where in (zone, configured_zone):
+            if where:
+                gceplan.region_of(where)
+        for where in (region, configured_region):
+            if where and not gceplan.REGION.match(where):
+                raise gceplan.Invalid(f"'{where}' is not a region name such as us-central1.")
+    except gceplan.Invalid as invalid:
+        raise Exit(str(invalid)) from None
+    return Settings(
+        project=chosen_project,
+        zone=zone or None,
+        region=region or None,
+        first=configured_zone or configured_region,
+        endpoint=gcp.endpoint or None,
+        credentials=gcp.credentials or None,
+        retry_delay=float(gcp.retry_delay),
+    )
+
+
+def local_user() -> str:
+    return targets.local_user()
+
+
+def vm_user() -> str:
+    """The user tfrig logs in as on its VMs: yours, except root, which Compute Engine's guest agent
+    does not make from ssh-keys metadata (so the VM gets a `tfrig` user instead)."""
+    user = re.sub(r"[^a-z0-9_-]", "", local_user().lower())[:32] or "tfrig"
+    return "tfrig" if user == "root" else user
+
+
+def ssh_key(c: Any, dry: bool) -> tuple[Path, str]:
+    """The user's SSH key (tfrig.ssh_key or ~/.ssh/id_ed25519), made if there is none; (path, public key)."""
+    path = Path(os.path.expanduser(c.config.tfrig.ssh_key or "~/.ssh/id_ed25519"))
+    public = path.with_name(path.name + ".pub")
+    if not public.exists():
+        if dry:
+            return path, "(a new key tfrig would make)"
+        import subprocess
+
+        path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+        if path.exists():
+            raise Exit(f"{path} exists without {public.name}; make the public key with `ssh-keygen -y -f {path}`.")
+        subprocess.run(
+            ["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", f"{local_user()}@tfrig", "-f", str(path)], check=True
+        )
+        print(f"made an SSH key for the VMs: {path}", file=sys.stderr)
+    return path, public.read_text().strip()
+
+
+# What a fresh GCE image answers to tfrig's probes (for --dry over a VM not created yet).
+FRESH_IMAGES = {
+    "ubuntu-24.04": ("ubuntu 24.04", "6.8.0-1015-gcp", "3.12.3"),
+    "ubuntu-22.04": ("ubuntu 22.04", "6.5.0-1025-gcp", "3.10.12"),
+    "debian-12": ("debian 12", "6.1.0-27-cloud-amd64", "3.11.2"),
+    "dlvm": ("ubuntu 24.04", "6.8.0-1015-gcp", "3.12.3"),
+}
+
+
+def fresh_image_facts(image: str, gpu: gceplan.GpuType, user: str) -> dict[str, tuple[int, str]]:
+    os_name, kernel, python = FRESH_IMAGES.get(image, FRESH_IMAGES["ubuntu-24.04"])
+    device = gceplan.PCI_DEVICE_IDS.get(gpu.name, "0x0000")
+    return {
+        "os": (0, os_name),
+        "arch": (0, "x86_64"),
+        "kernel": (0, kernel),
+        "pci": (0, f"0000:00:04.0 0x10de {device} 0x030200"),
+        "secure_boot": (0, "   6   0   0   0   0"),
+        "headers": (0, "available"),
+        "nouveau": (1, ""),
+        "loaded": (1, ""),
+        "userspace": (127, ""),
+        "tools": (0, ""),
+        "packages": (1, ""),
+        "tf_env": (0, json.dumps({"system_python": python, "conda": None, "venv": None})),
+        "groups": (0, user),
+    }
+
+
+def image_source(c: Any, image: str) -> tuple[str, dict[str, str]]:
+    """An image name → its source image URL and any metadata it needs."""
+    if image == "dlvm":
+        family = c.config.gcp.dlvm_family
+        return f"projects/{DLVM_PROJECT}/global/images/family/{family}", {"install-nvidia-driver": "True"}
+    if image in IMAGES:
+        project, family = IMAGES[image]
+        return f"projects/{project}/global/images/family/{family}", {}
+    if image.startswith("projects/"):
+        return image, {}
+    raise Exit(f"--image {image}: choose {', '.join(IMAGES)}, dlvm, or a full projects/P/global/images/... path.")

@@ -1,0 +1,469 @@
+"""Provisioning Compute Engine GPU VMs, under the gcp tasks: the pre-flight, the insert with
+failover, waiting for the operation, RUNNING and SSH, pinning host keys, cleaning up what a failed
+or interrupted create left, and deleting. Plain data at the boundary: a CreateRequest and state
+records in, records and one-line messages out. Decisions are tfrig.gceplan's, API calls tfrig.cloud's.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import time
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from invoke.exceptions import Exit
+
+from tfrig import gceplan, state, targets
+from tfrig.gcpconfig import Settings, settings
+
+
+@dataclass
+class CreateRequest:
+    names: list[str]
+    gpu: gceplan.GpuType
+    gpus: int
+    machine_type: str
+    source_image: str
+    disk_gb: int
+    spot: bool
+    max_run_seconds: int | None
+    on_termination: str
+    metadata: dict[str, str]
+
+    @property
+    def disk_type(self) -> str:
+        return gceplan.family(self.machine_type).boot_disk
+
+    def demand(self, vms: int = 1) -> gceplan.Demand:
+        return gceplan.Demand(self.gpu, self.gpus, self.machine_type, self.disk_gb, self.spot, vms)
+
+    def hourly(self, region: str) -> float | None:
+        from tfrig import gceprice
+
+        return gceprice.hourly(self.machine_type, self.gpu.name, self.gpus, self.spot, region)
+
+
+def instance_body(request: CreateRequest, name: str, zone: str) -> dict[str, Any]:
+    """The Compute API's Instance resource for one VM (REST field names)."""
+    scheduling: dict[str, Any] = {"onHostMaintenance": "TERMINATE", "automaticRestart": not request.spot}
+    if request.spot:
+        scheduling.update(provisioningModel="SPOT", instanceTerminationAction=request.on_termination.upper())
+    if request.max_run_seconds:
+        scheduling.update(
+            maxRunDuration={"seconds": str(request.max_run_seconds)},
+            instanceTerminationAction=request.on_termination.upper(),
+        )
+    body: dict[str, Any] = {
+        "name": name,
+        "machineType": f"zones/{zone}/machineTypes/{request.machine_type}",
+        "disks": [
+            {
+                "boot": True,
+                "autoDelete": True,
+                "initializeParams": {
+                    "sourceImage": request.source_image,
+                    "diskSizeGb": str(request.disk_gb),
+                    # Sent explicitly: the API's default (pd-standard) is an HDD on N1, and G2
+                    # and the Hyperdisk-only families refuse it (compat.yaml machine_families).
+                    "diskType": f"zones/{zone}/diskTypes/{request.disk_type}",
+                },
+            }
+        ],
+        "networkInterfaces": [
+            {
+                "network": "global/networks/default",
+                "accessConfigs": [{"name": "External NAT", "type": "ONE_TO_ONE_NAT"}],
+            }
+        ],
+        "scheduling": scheduling,
+        "labels": {"created-by": "tfrig"},
+        "metadata": {"items": [{"key": k, "value": v} for k, v in request.metadata.items()]},
+    }
+    if request.gpu.family == "n1":  # other families come with their GPUs attached
+        body["guestAccelerators"] = [
+            {"acceleratorType": f"zones/{zone}/acceleratorTypes/{request.gpu.name}", "acceleratorCount": request.gpus}
+        ]
+    return body
+
+
+def to_instance(body: dict[str, Any]) -> Any:
+    from google.cloud import compute_v1
+
+    return compute_v1.Instance.from_json(__import__("json").dumps(body))
+
+
+def record_created(
+    cfg: Settings, vm: Any, key: Path, user: str, request: CreateRequest | None = None
+) -> dict[str, Any]:
+    fields: dict[str, Any] = {
+        "project": cfg.project,
+        "zone": vm.zone,
+        "address": vm.address,
+        "user": user,
+        "ssh_key": str(key),
+        "port": 22,
+        "status": vm.status,
+        "machine_type": vm.machine_type,
+        "gpu": vm.gpu or (request.gpu.name if request else None),
+        "gpus": vm.gpus or (request.gpus if request else None),
+    }
+    if request:
+        import datetime
+
+        fields["created"] = datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
+    return state.record_vm(vm.name, **fields)
+
+
+def wait_running(cloud: Any, zone: str, name: str, timeout: float, poll: float) -> Any:
+    deadline = time.monotonic() + timeout
+    while True:
+        vm = cloud.get_vm(zone, name)
+        if vm is not None and vm.status == "RUNNING" and vm.address:
+            return vm
+        if time.monotonic() > deadline:
+            raise Exit(
+                f"{name} in {zone} is not RUNNING with an address after {timeout:.0f} s (status {vm and vm.status})."
+            )
+        time.sleep(poll)
+
+
+def finish(c: Any, cloud: Any, zone: str, operation: str, what: str, timeout: float | None = None) -> None:
+    """Wait for an operation and check its result: one line if it failed or did not end in time."""
+    from tfrig.cloud import ApiError
+
+    try:
+        result = cloud.wait(zone, operation, timeout or float(c.config.gcp.operation_timeout))
+    except ApiError as exc:
+        if exc.reason != "TIMEOUT":
+            raise
+        raise Exit(f"{what}: {exc.message}; it may still finish: `inv gcp.list` shows where it stands.") from None
+    if not result.ok:
+        raise Exit(f"{what} failed: {result.message}")
+
+
+def pin_host_keys(
+    c: Any, cloud: Any, record: dict[str, Any], deadline: float, poll: float, out: Any, earlier: Any = ()
+) -> list[tuple[str, str]]:
+    """Pin the VM's SSH host keys in tfrig's known-hosts file from its guest attributes, as
+    `gcloud compute ssh` does, so the first connection checks the key rather than trusting it
+    (under --dry they are only returned). `earlier`: keys pinned for this VM before (a restarted
+    VM keeps its disk and its keys)."""
+    from tfrig import hostkeys
+
+    name = hostkeys.vm_host_name(record)
+    while True:
+        keys = cloud.host_keys(record["zone"], record["name"]) or list(earlier)
+        if keys:
+            if not c.config.run.dry:
+                hostkeys.pin(name, keys)
+            return keys
+        if time.monotonic() > deadline:
+            break
+        time.sleep(poll)
+    if hostkeys.policy(c.config) == "accept-new":
+        print(
+            f"{record['name']}: its guest agent published no SSH host keys; trusting the key it shows first "
+            "(tfrig.host_keys: accept-new)",
+            file=out,
+        )
+        return []
+    raise Exit(
+        f"{record['name']} runs, but its guest agent published no SSH host keys (guest attributes hostkeys/), so "
+        f"its key can't be checked; it is recorded: set tfrig.host_keys: accept-new to trust its first key, or "
+        f"delete it with `inv gcp.delete --name {record['name']} --yes`."
+    )
+
+
+def vm_host_keys(c: Any, record: dict[str, Any]) -> list[tuple[str, str]]:
+    """A VM's pinned host keys; if none are pinned (a VM made with --no-ssh-wait), one read of its
+    guest attributes, pinned if there, with no waiting."""
+    from tfrig import hostkeys
+    from tfrig.cloud import ApiError
+
+    keys = hostkeys.pinned(hostkeys.vm_host_name(record))
+    if keys:
+        return keys
+    try:
+        cloud = settings(c, record.get("project"), record.get("zone")).cloud()
+        found: list[tuple[str, str]] = cloud.host_keys(record["zone"], record["name"])
+    except (Exit, ApiError):  # no project or credentials here: the known-hosts files decide
+        return []
+    if found and not c.config.run.dry:
+        hostkeys.pin(hostkeys.vm_host_name(record), found)
+    return found
+
+
+def forget(name: str) -> None:
+    """Drop a VM's record and its pinned host keys (its address may go to another VM)."""
+    from tfrig import hostkeys
+
+    record = state.find_vm(name)
+    if record and record.get("address"):
+        hostkeys.unpin(hostkeys.vm_host_name(record))
+    state.forget_vm(name)
+
+
+def wait_ssh(c: Any, record: dict[str, Any], timeout: float, out: Any) -> None:
+    """Wait until SSH on the VM runs a command (the key may take a while to land)."""
+    from tfrig.host import connect
+
+    target = targets.vm_target(record)
+    deadline = time.monotonic() + timeout
+    last = ""
+    while time.monotonic() < deadline:
+        conn = connect(c, target)
+        try:
+            if conn.run("true", hide=True, warn=True, in_stream=False, dry=False).ok:
+                return
+        except Exception as exc:  # not up yet: refused, reset, auth not ready
+            if type(exc).__name__ in ("HostKeyRefused", "BadHostKeyException"):  # final: never retried
+                from tfrig.host import describe_error
+
+                raise Exit(f"{record['name']}: {describe_error(exc)}") from None
+            last = f"{type(exc).__name__}: {exc}"
+        finally:
+            conn.close()
+        time.sleep(2)
+    raise Exit(
+        f"{record['name']} runs but SSH to {record.get('user')}@{record['address']} did not answer in {timeout:.0f} s "
+        f"({last}); it is recorded: retry with `inv gcp.ssh --name {record['name']}`, or delete it with "
+        f"`inv gcp.delete --name {record['name']} --yes`."
+    )
+
+
+class CreateFailed(Exception):
+    pass
+
+
+def interrupted_message(names: list[str]) -> str:
+    """One line after Ctrl-C in gcp.create: what exists, recorded, and how to remove it."""
+    records = state.vms()
+    kept = [records[name] for name in names if name in records]
+    if not kept:
+        return "interrupted: no VM was left behind; nothing bills."
+    where = ", ".join(
+        f"{r['name']} ({r.get('zone')}{', may exist' if r.get('status') in ('UNKNOWN', 'CREATING') else ''})"
+        for r in kept
+    )
+    deletes = " ".join(f"`inv gcp.delete --name {r['name']} --yes`" for r in kept)
+    return (
+        f"interrupted: {where} recorded by tfrig and billing until deleted: {deletes}; "
+        "or run the same command again to go on."
+    )
+
+
+def create_one(
+    cloud: Any, request: CreateRequest, name: str, failover: gceplan.Failover, out: Any, timeout: float
+) -> Any:
+    """Try zones in failover order until one VM lands; a VM left by an interrupted attempt is deleted."""
+    from tfrig.cloud import ApiError
+
+    while (zone := failover.next_zone()) is not None:
+        print(f"  {name}: trying {zone} ...", file=out, flush=True)
+        # Recorded before the insert (with its requestId), so no interrupt or crash from here on can
+        # leave a VM billing that tfrig does not know of.
+        request_id = str(uuid.uuid4())
+        state.record_vm(
+            name, project=cloud.project, zone=zone, status="CREATING", request_id=request_id, since=time.time()
+        )
+        body = to_instance(instance_body(request, name, zone))
+        try:
+            operation = cloud.insert(zone, body, request_id)
+        except ApiError as exc:  # refused outright: nothing was created
+            if exc.reason == "alreadyExists":  # not ours (none had the name at the start): not recorded
+                forget(name)
+                raise CreateFailed(
+                    f"a VM named {name} appeared in {zone} meanwhile; run the command again to adopt it"
+                ) from None
+            scope = failover.failed(zone, exc.reason, exc.message, exc.zones_available)
+            print(f"  {name}: {zone}: {exc.reason} ({scope} blocked)", file=out, flush=True)
+            continue
+        except BaseException:  # cut off mid-call: the insert may have landed
+            cleanup(cloud, zone, name, out, resend=(body, request_id))
+            raise
+        try:
+            result = cloud.wait(zone, operation, timeout)
+        except BaseException as exc:  # the insert began: whatever it made must not be left billing
+            cleanup(cloud, zone, name, out)
+            if isinstance(exc, ApiError):
+                raise CreateFailed(f"waiting for {name} in {zone} failed: {exc.message}") from None
+            raise
+        if result.ok:
+            failover.attempts.append(gceplan.Attempt(zone, "created"))
+            return zone
+        error = result.errors[0]
+        scope = failover.failed(zone, error["code"], error["message"], error["zones_available"])
+        print(f"  {name}: {zone}: {error['code']} ({scope} blocked)", file=out, flush=True)
+    forget(name)
+    raise CreateFailed(f"no zone could take {name}: {failover.summary() or 'no zone left to try'}")
+
+
+def cleanup(cloud: Any, zone: str, name: str, out: Any, resend: tuple[Any, str] | None = None) -> None:
+    """After an interrupted or failed create: delete the VM if it exists, or say exactly what may be
+    left. `resend`: an insert cut off mid-call, sent again with its requestId, which the API answers
+    with the first one's operation if that landed, so tfrig learns whether a VM is coming. "Nothing
+    is left billing" is said only when the delete succeeded and a GET finds no VM."""
+    from tfrig.cloud import ApiError
+
+    try:
+        if resend is not None:
+            with contextlib.suppress(ApiError):  # refused now: the first one never landed either
+                cloud.wait(zone, cloud.insert(zone, *resend), timeout=300)
+        made = cloud.get_vm(zone, name) is not None
+        if made:
+            result = cloud.wait(zone, cloud.delete(zone, name), timeout=300)
+            if not result.ok:
+                raise ApiError(0, "DELETE_FAILED", f"its delete failed: {result.message}")
+            left = cloud.get_vm(zone, name)
+            if left is not None:
+                raise ApiError(0, "STILL_THERE", f"it is still there, {left.status}")
+        forget(name)
+        if made:
+            print(f"  {name}: the half-created VM in {zone} was deleted; nothing is left billing", file=out)
+    except BaseException as exc:
+        state.record_vm(name, zone=zone, status="UNKNOWN", project=cloud.project, since=time.time())
+        why = f" ({exc.message})" if isinstance(exc, ApiError) else ""
+        print(
+            f"  {name}: may exist in {zone}{why}; it is recorded: delete it with `inv gcp.delete --name {name} --yes`",
+            file=out,
+        )
+
+
+def price_line(request: CreateRequest, vms: int, zone: str) -> str:
+    """ "would create 2 VMs (...) in us-central1-a, about $0.54/h each, $1.08/h in all (...)"."""
+    from tfrig import gceprice
+
+    each = request.hourly(gceplan.region_of(zone))
+    how = "Spot" if request.spot else "on demand"
+    what = f"{request.machine_type} + {request.gpus} x {request.gpu.name}, {how}"
+    total = f", {gceprice.money(each * vms)} in all" if each is not None and vms > 1 else ""
+    each_text = gceprice.money(each) + (" each" if vms > 1 else "")
+    return (
+        f"create {vms} VM{'s' if vms > 1 else ''} ({what}) in {zone} first: {each_text}{total} "
+        f"plus its disk (prices: {gceprice.as_of()})"
+    )
+
+
+def preflight(cloud: Any, cfg: Settings, request: CreateRequest, vms: int, ssh_wait: bool, out: Any) -> list[str]:
+    """Everything checked before any insert: SSH will work, the GPU is offered, the quota covers
+    it; the zones to try, in order."""
+    from tfrig import gceprice
+
+    project_quotas, metadata = cloud.project_info()
+    if metadata.get("enable-oslogin", "").upper() == "TRUE":
+        # With OS Login on, the guest agent ignores ssh-keys metadata; an instance's own
+        # enable-oslogin=FALSE overrides the project's (an organization policy can still force it).
+        request.metadata["enable-oslogin"] = "FALSE"
+        print(
+            f"OS Login is on in project {cfg.project}: tfrig sets enable-oslogin=FALSE on its VMs so that the key "
+            "it adds works (if an organization policy forces OS Login, SSH will be refused and tfrig says so)",
+            file=out,
+        )
+    if ssh_wait:
+        check_ssh_firewall(cloud, out)
+    offered = cloud.accelerator_zones(request.gpu.name)
+    regions_offered = sorted({gceplan.region_of(z) for z in offered})
+    ranked = gceprice.order_regions(
+        regions_offered, request.machine_type, request.gpu.name, request.gpus, request.spot, gceprice.home()
+    )
+    try:
+        zones = gceplan.candidate_zones(offered, request.gpus, cfg.zone, cfg.region, ranked, cfg.first)
+    except gceplan.Invalid as invalid:
+        raise Exit(f"{request.gpu.name}: {invalid}") from None
+    regions = list(dict.fromkeys(gceplan.region_of(z) for z in zones))
+    regional = {region: cloud.region_quotas(region) for region in regions}
+    check = gceplan.check_quota(request.demand(vms), regions, regional, project_quotas)
+    if not check.regions and not check.global_short:
+        # Per VM, a region needs only one VM's share; the total matters project-wide.
+        check = gceplan.check_quota(request.demand(1), regions, regional, project_quotas)
+    if not check.regions:
+        raise Exit(gceplan.quota_message(cfg.project, check))
+    if check.unknown:
+        print(f"quota not listed by the API, so not checked: {', '.join(check.unknown)}; trying anyway", file=out)
+    usable = [z for z in zones if gceplan.region_of(z) in check.regions]
+    skipped = sorted({q.where for q in check.short})
+    if skipped:
+        shorts = sorted({q.metric for q in check.short})
+        print(f"skipping {', '.join(skipped)}: not enough {', '.join(shorts)} quota", file=out)
+    return usable
+
+
+def check_ssh_firewall(cloud: Any, out: Any) -> None:
+    """Refuse a create whose SSH wait would time out behind the firewall; a firewall tfrig may not
+    read (403: no compute.firewalls.list, common) is said in one line and the create goes on."""
+    from tfrig.cloud import ApiError
+
+    try:
+        verdict = cloud.ssh_access()
+    except ApiError as exc:
+        if exc.status != 403:
+            raise
+        print("couldn't check the firewall for SSH (no permission to list firewall rules); going on", file=out)
+        return
+    if verdict.startswith("from "):
+        print(f"the firewall admits SSH only {verdict}; the SSH wait needs this machine's address among them", file=out)
+    elif verdict != "open":
+        raise Exit(
+            f"The firewall of network default does not admit SSH (tcp:22) to tfrig's VMs: {verdict}. Create a "
+            "rule (`gcloud compute firewall-rules create allow-ssh --network default --allow tcp:22`), "
+            "or pass --no-ssh-wait."
+        )
+
+
+# How long an insert may be in flight (sent, not yet listed) before its "creating" record, with no
+# VM behind it, is taken as an interrupted create that made nothing.
+INSERT_SETTLE_SECONDS = 600
+
+
+def reconcile(records: dict[str, Any], live: dict[str, Any], out: Any) -> dict[str, Any]:
+    """Records of creates that were cut off (CREATING, UNKNOWN) brought in line with the API: the
+    VM's status and address if it exists, else the record dropped once no insert can be in flight.
+    On a read-only state folder nothing is written and the list still shows."""
+    records = dict(records)
+    for name, record in sorted(records.items()):
+        if record.get("status") not in ("CREATING", "UNKNOWN"):
+            continue
+        vm = live.get(name)
+        try:
+            if vm is not None:
+                records[name] = state.record_vm(name, status=vm.status, zone=vm.zone, address=vm.address)
+            elif time.time() - float(record.get("since") or 0) > INSERT_SETTLE_SECONDS:
+                forget(name)
+                del records[name]
+                print(f"{name}: its create was cut off and no VM exists; removed from tfrig's state", file=out)
+        except Exit:
+            break
+    return records
+
+
+def delete_vm(c: Any, record: dict[str, Any], out: Any) -> None:
+    """Delete a VM; "nothing billed" only once the operation succeeded and a GET says it is gone."""
+    from tfrig.cloud import ApiError
+
+    name, zone = record["name"], record["zone"]
+    cloud = settings(c, record.get("project"), zone).cloud()
+    try:
+        finish(c, cloud, zone, cloud.delete(zone, name), f"deleting {name}")
+    except ApiError as exc:
+        if exc.status != 404:  # "not found" while deleting: gone already
+            raise
+    left = cloud.get_vm(zone, name)
+    if left is not None:
+        raise Exit(
+            f"{name} still exists in {zone} ({left.status}) and bills: run `inv gcp.delete --name {name} --yes` "
+            "again, or delete it in the console."
+        )
+    forget(name)
+    print(f"deleted {name} ({zone}): nothing of it is billed any more", file=out)
+
+
+def rounded(value: float | None, digits: int) -> float | None:
+    return None if value is None else round(value, digits)
+
+
+def cost_since_start(vm: Any) -> float | None:
+    """About what a running VM has cost since it last started (its disk not included)."""
+    hours, hourly = vm.uptime_hours(), vm.hourly()
+    return None if hours is None or hourly is None else hours * hourly
