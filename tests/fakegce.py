@@ -71,6 +71,8 @@ class Scenario:
     # zone -> (status, reason, message[, zonesAvailable hint]): the insert call itself refused
     insert_errors: dict[str, tuple[Any, ...]] = field(default_factory=dict)
     unavailable_first: int = 0  # answer this many first calls with 503
+    # This many inserts land (the VM is made) but their answer is lost: a 503 comes back instead.
+    inserts_answer_lost: int = 0
     latency: float = 0.0
     # How long an operation runs before it is DONE. zoneOperations.wait holds a request until then
     # or for `FakeCompute.wait_hold` (the real API: about 2 minutes) and returns it not DONE.
@@ -310,6 +312,9 @@ class FakeCompute:
             status, answer = self._insert(zone, body)
             if request_id and status == 200:
                 self.request_ids[request_id] = answer["name"]
+            if status == 200 and self.scenario.inserts_answer_lost > 0:
+                self.scenario.inserts_answer_lost -= 1
+                return _error(503, "backendError", "The service is currently unavailable.")
             return status, answer
         if name not in vms:
             return _error(

@@ -13,6 +13,7 @@ import signal
 import subprocess
 import threading
 import time
+import urllib.parse
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -885,3 +886,37 @@ def test_as_root_the_vm_user_is_not_root(tfrig, fake, gcp_env):
     metadata = {item["key"]: item["value"] for item in body["metadata"]["items"]}
     assert metadata["ssh-keys"].startswith("tfrig:ssh-ed25519 ")
     assert json_of(result.out)["user"] == "tfrig"
+
+
+def test_a_retried_insert_whose_first_answer_was_lost_makes_one_vm(tfrig, fake, gcp_env):
+    """The insert landed but its answer was a 503: the retry carries the same requestId, so the API
+    answers with the first insert's operation, not a 409 and not a second VM."""
+    fake.scenario.inserts_answer_lost = 1
+    result = create(tfrig, gcp_env)
+    assert result.code == 0, result.text
+    inserts = [p for p in fake.paths("POST") if p.endswith("/instances")]
+    assert inserts == ["POST /zones/us-central1-a/instances"] * 2
+    ids = [
+        urllib.parse.parse_qs(path.split("?", 1)[1])["requestId"] for verb, path in fake.calls if "requestId" in path
+    ]
+    assert len(ids) == 2 and ids[0] == ids[1]
+    assert list(fake.instances["us-central1-a"]) == ["tfrig-alice"] and fake.paths("DELETE") == []
+
+
+def test_address_quota_is_checked_too(tfrig, fake, gcp_env):
+    fake.regional["us-central1"]["IN_USE_ADDRESSES"] = [8, 8]
+    result = create(tfrig, gcp_env)
+    assert result.code == 0, result.text
+    assert "skipping us-central1: not enough IN_USE_ADDRESSES quota" in result.out
+    assert "created tfrig-alice in europe-west4-a" in result.out
+
+
+def test_a_fleet_that_runs_out_of_room_names_what_it_made(tfrig, fake, gcp_env):
+    for region in fake.regional.values():
+        region["NVIDIA_T4_GPUS"] = [1, 0]  # one VM's worth per region: the fake's insert enforces it
+    fake.scenario.stockout.update({"europe-west4-a": [], "europe-west4-b": []})
+    result = tfrig("gcp.create", "--yes", "--name", "tfrig-alice", "--count", "2", "--no-ssh-wait", env=gcp_env)
+    assert result.code == 1
+    assert result.err.strip().startswith("no zone could take tfrig-alice-2: us-central1-a: QUOTA_EXCEEDED")
+    assert result.err.strip().endswith("; created so far: tfrig-alice-1")
+    assert set(state.vms()) == {"tfrig-alice-1"} and list(fake.instances["us-central1-a"]) == ["tfrig-alice-1"]

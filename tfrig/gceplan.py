@@ -487,4 +487,4 @@ class Failover:
         return scope
 
     def summary(self) -> str:
-        return "; ".join(f"{a.zone}: {a.reason}" for a in self.attempts)
+        return "; ".join(f"{a.zone}: {a.reason}" for a in self.attempts if a.outcome != "created")

@@ -26,8 +26,10 @@ from tfrig.gcpconfig import fresh_image_facts, image_source, local_user, setting
 from tfrig.provision import (
     CreateFailed,
     CreateRequest,
+    Timing,
+    adopt,
     cost_since_start,
-    create_one,
+    create_vms,
     delete_vm,
     finish,
     forget,
@@ -37,7 +39,6 @@ from tfrig.provision import (
     preflight,
     price_line,
     reconcile,
-    record_created,
     rounded,
     wait_running,
     wait_ssh,
@@ -139,30 +140,11 @@ def create(
     )
     cloud = cfg.cloud()
 
-    # Adopt what tfrig made already (the same command twice makes no second VM); refuse anything else.
-    records: list[dict[str, Any]] = []
-    to_create = []
-    for vm_name in names:
-        found = cloud.vms(name=vm_name, tfrig_only=False)
-        if not found:
-            to_create.append(vm_name)
-            continue
-        vm = found[0]
-        if not vm.created_by_tfrig:
-            raise Exit(f"A VM named {vm_name} exists in {vm.zone} and tfrig did not create it; choose another --name.")
-        if vm.status != "RUNNING" and not dry:
-            print(f"{vm_name} exists in {vm.zone} ({vm.status}); starting it", file=out)
-            finish(c, cloud, vm.zone, cloud.start(vm.zone, vm_name), f"starting {vm_name}")
-            vm = wait_running(cloud, vm.zone, vm_name, gcp.running_timeout, gcp.poll_interval)
-        print(f"{vm_name} exists in {vm.zone} (created by tfrig): using it", file=out)
-        known = state.find_vm(vm_name) or {}
-        if dry:  # --dry writes nothing, not even tfrig's own state
-            records.append({**known, "name": vm_name, "address": vm.address, "user": known.get("user") or user})
-        else:
-            records.append(record_created(cfg, vm, key, known.get("user") or user))
+    timing = Timing.of(gcp)
+    records, to_create = adopt(c, cloud, cfg, names, key, user, timing, out)
 
     if to_create:
-        zones = preflight(cloud, cfg, request, len(to_create), ssh_wait, out)
+        zones = request.zones = preflight(cloud, cfg, request, len(to_create), ssh_wait, out)
         price = price_line(request, len(to_create), zones[0])
         print(price, file=out)
         if dry:
@@ -179,33 +161,18 @@ def create(
             targets.carry(c.config, [targets.vm_target(r) for r in records] + planned)
             return
         confirm(f"{price[0].upper()}{price[1:]}; go ahead?", yes or c.config.tfrig.yes)
-        state.check_writable()  # before anything bills: what is created must be recorded
-        failover = gceplan.Failover(zones)
         try:
-            for vm_name in to_create:
-                try:
-                    landed = create_one(cloud, request, vm_name, failover, out, float(gcp.operation_timeout))
-                except CreateFailed as failed:
-                    made = ", ".join(r["name"] for r in records)
-                    raise Exit(f"{failed}" + (f"; created so far: {made}" if made else "")) from None
-                state.record_vm(
-                    vm_name, project=cfg.project, zone=landed, status="PROVISIONING", user=user, ssh_key=str(key)
-                )
-                vm = wait_running(cloud, landed, vm_name, gcp.running_timeout, gcp.poll_interval)
-                records.append(record_created(cfg, vm, key, user, request))
-                print(
-                    f"created {vm_name} in {landed} ({chosen_machine}, {gpus} x {gpu_type.name}) at {vm.address}",
-                    file=out,
-                )
-                # The next VM tries the zone that had room first.
-                failover.queue.insert(0, landed)
+            records += create_vms(cloud, cfg, request, to_create, key, user, timing, out)
+        except CreateFailed as failed:
+            made = ", ".join([r["name"] for r in records] + failed.made)
+            raise Exit(f"{failed}" + (f"; created so far: {made}" if made else "")) from None
         except KeyboardInterrupt:
             raise Exit(interrupted_message(names), code=130) from None
     if ssh_wait and not dry:
         try:
             for record in records:
-                deadline = time.monotonic() + float(gcp.ssh_timeout)
-                pin_host_keys(c, cloud, record, deadline, float(gcp.poll_interval), out)
+                deadline = time.monotonic() + timing.ssh
+                pin_host_keys(c, cloud, record, deadline, timing.poll, out)
                 wait_ssh(c, record, max(deadline - time.monotonic(), 1.0), out)
         except KeyboardInterrupt:
             raise Exit(interrupted_message(names), code=130) from None

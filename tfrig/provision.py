@@ -9,7 +9,7 @@ from __future__ import annotations
 import contextlib
 import time
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -31,6 +31,7 @@ class CreateRequest:
     max_run_seconds: int | None
     on_termination: str
     metadata: dict[str, str]
+    zones: list[str] = field(default_factory=list)  # where to try, in order (the pre-flight's answer)
 
     @property
     def disk_type(self) -> str:
@@ -234,7 +235,11 @@ def wait_ssh(c: Any, record: dict[str, Any], timeout: float, out: Any) -> None:
 
 
 class CreateFailed(Exception):
-    pass
+    """No zone could take a VM; `made`: the VMs of the same request created before it."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.made: list[str] = []
 
 
 def interrupted_message(names: list[str]) -> str:
@@ -252,6 +257,86 @@ def interrupted_message(names: list[str]) -> str:
         f"interrupted: {where} recorded by tfrig and billing until deleted: {deletes}; "
         "or run the same command again to go on."
     )
+
+
+@dataclass(frozen=True)
+class Timing:
+    """How long each wait may take (seconds), from the gcp settings."""
+
+    operation: float
+    running: float
+    ssh: float
+    poll: float
+
+    @classmethod
+    def of(cls, gcp: Any) -> Timing:
+        return cls(
+            float(gcp.operation_timeout), float(gcp.running_timeout), float(gcp.ssh_timeout), float(gcp.poll_interval)
+        )
+
+
+def adopt(
+    c: Any, cloud: Any, cfg: Settings, names: list[str], key: Path, user: str, timing: Timing, out: Any
+) -> tuple[list[dict[str, Any]], list[str]]:
+    """The VMs of `names` tfrig made already, started if stopped, as records (so the same command
+    twice makes no second VM), and the names still to create. A VM of that name tfrig did not
+    make is refused. Under --dry nothing is started or written."""
+    dry = bool(c.config.run.dry)
+    records: list[dict[str, Any]] = []
+    to_create = []
+    for vm_name in names:
+        found = cloud.vms(name=vm_name, tfrig_only=False)
+        if not found:
+            to_create.append(vm_name)
+            continue
+        vm = found[0]
+        if not vm.created_by_tfrig:
+            raise Exit(f"A VM named {vm_name} exists in {vm.zone} and tfrig did not create it; choose another --name.")
+        if vm.status != "RUNNING" and not dry:
+            print(f"{vm_name} exists in {vm.zone} ({vm.status}); starting it", file=out)
+            finish(c, cloud, vm.zone, cloud.start(vm.zone, vm_name), f"starting {vm_name}", timing.operation)
+            vm = wait_running(cloud, vm.zone, vm_name, timing.running, timing.poll)
+        print(f"{vm_name} exists in {vm.zone} (created by tfrig): using it", file=out)
+        known = state.find_vm(vm_name) or {}
+        if dry:  # --dry writes nothing, not even tfrig's own state
+            records.append({**known, "name": vm_name, "address": vm.address, "user": known.get("user") or user})
+        else:
+            records.append(record_created(cfg, vm, key, known.get("user") or user))
+    return records, to_create
+
+
+def create_vms(
+    cloud: Any,
+    cfg: Settings,
+    request: CreateRequest,
+    names: list[str],
+    key: Path,
+    user: str,
+    timing: Timing,
+    out: Any,
+) -> list[dict[str, Any]]:
+    """Create the VMs `names` in the zones `request.zones` in order, failing over as each error
+    says, each recorded before its insert and running when returned. CreateFailed when no zone can
+    take one (the ones made so far stay, recorded)."""
+    state.check_writable()  # before anything bills: what is created must be recorded
+    failover = gceplan.Failover(request.zones)
+    records: list[dict[str, Any]] = []
+    for vm_name in names:
+        try:
+            landed = create_one(cloud, request, vm_name, failover, out, timing.operation)
+        except CreateFailed as failed:
+            failed.made = [r["name"] for r in records]
+            raise
+        state.record_vm(vm_name, project=cfg.project, zone=landed, status="PROVISIONING", user=user, ssh_key=str(key))
+        vm = wait_running(cloud, landed, vm_name, timing.running, timing.poll)
+        records.append(record_created(cfg, vm, key, user, request))
+        print(
+            f"created {vm_name} in {landed} ({request.machine_type}, {request.gpus} x {request.gpu.name}) "
+            f"at {vm.address}",
+            file=out,
+        )
+        failover.queue.insert(0, landed)  # the next VM tries the zone that had room first
+    return records
 
 
 def create_one(
