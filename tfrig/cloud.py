@@ -310,6 +310,7 @@ def _vm(instance: Any) -> Vm:
         for config in interface.access_configs:
             address = address or config.nat_i_p or None
     accelerators = list(instance.guest_accelerators)
+    attached_gpu, attached_count = (None, 0) if accelerators else _attached(instance.machine_type)
     return Vm(
         name=instance.name,
         zone=_last(instance.zone),
@@ -318,8 +319,8 @@ def _vm(instance: Any) -> Vm:
         address=address,
         labels=dict(instance.labels),
         metadata={item.key: item.value for item in instance.metadata.items},
-        gpu=_last(accelerators[0].accelerator_type) if accelerators else _attached_gpu(instance.machine_type),
-        gpus=sum(a.accelerator_count for a in accelerators) or _attached_gpus(instance.machine_type),
+        gpu=_last(accelerators[0].accelerator_type) if accelerators else attached_gpu,
+        gpus=sum(a.accelerator_count for a in accelerators) or attached_count,
         spot=instance.scheduling.provisioning_model == "SPOT",
         started=instance.last_start_timestamp or instance.creation_timestamp,
     )
@@ -334,14 +335,6 @@ def _attached(machine_type: str) -> tuple[str | None, int]:
         if machine in gpu.machine_types:
             return gpu.name, gpu.machine_types[machine]
     return None, 0
-
-
-def _attached_gpu(machine_type: str) -> str | None:
-    return _attached(machine_type)[0]
-
-
-def _attached_gpus(machine_type: str) -> int:
-    return _attached(machine_type)[1]
 
 
 def _operation_errors(operation: Any) -> list[dict[str, Any]]:
