@@ -417,7 +417,8 @@ def cleanup(cloud: Any, zone: str, name: str, out: Any, resend: tuple[Any, str] 
 
 
 def price_line(request: CreateRequest, vms: int, zone: str) -> str:
-    """ "would create 2 VMs (...) in us-central1-a, about $0.54/h each, $1.08/h in all (...)"."""
+    """The price line shown before a create, e.g. "create 2 VMs (n1-standard-4 + 1 x nvidia-tesla-t4,
+    on demand) in us-central1-a first: about $0.54/h each, about $1.09/h in all plus its disk (...)"."""
     from tfrig import gceprice
 
     each = request.hourly(gceplan.region_of(zone))
