@@ -78,6 +78,11 @@ SETTINGS: list[tuple[str, list[str], str]] = [
     ("tfrig:\n  connect_timeout: soon\n", ["driver.status", "-H", "me@127.0.0.1:1"], "tfrig.connect_timeout"),
     ("tfrig:\n  host_keys: maybe\n", ["driver.status", "-H", "me@127.0.0.1:{silent}"], "tfrig.host_keys"),
     ("tfrig: [unclosed\n", ["gpu.check"], "invoke.yaml"),
+    (
+        "gcp:\n  project: p\n  credentials: anonymous\n  endpoint: http://127.0.0.1:1\n  operation_timeout: soon\n",
+        ["gcp.create", "--yes", "--no-ssh-wait"],
+        "gcp.operation_timeout",
+    ),
 ]
 
 

@@ -121,6 +121,7 @@ def create(
         gceplan.check_image(chosen_machine, source_image)
     except gceplan.Invalid as invalid:
         raise Exit(str(invalid)) from None
+    timing = Timing.of(c.config)  # a bad setting is refused before anything is made (the SSH key)
     cfg = settings(c, project, zone, region)
     user = vm_user()
     key, public_key = ssh_key(c, dry)
@@ -139,8 +140,6 @@ def create(
         metadata={"ssh-keys": f"{user}:{public_key}", "enable-guest-attributes": "TRUE", **image_metadata},
     )
     cloud = cfg.cloud()
-
-    timing = Timing.of(gcp)
     records, to_create = adopt(c, cloud, cfg, names, key, user, timing, out)
 
     if to_create:
@@ -270,7 +269,8 @@ def start(c, name=None, json=False):
         print(f"would start {record['name']} in {record['zone']}")
         return
     finish(c, cloud, record["zone"], cloud.start(record["zone"], record["name"]), f"starting {record['name']}")
-    vm = wait_running(cloud, record["zone"], record["name"], c.config.gcp.running_timeout, c.config.gcp.poll_interval)
+    timing = Timing.of(c.config)
+    vm = wait_running(cloud, record["zone"], record["name"], timing.running, timing.poll)
     from tfrig import hostkeys
 
     earlier = hostkeys.pinned(hostkeys.host_name(record.get("address") or "", record.get("port")))

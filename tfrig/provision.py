@@ -135,7 +135,7 @@ def finish(c: Any, cloud: Any, zone: str, operation: str, what: str, timeout: fl
     from tfrig.cloud import ApiError
 
     try:
-        result = cloud.wait(zone, operation, timeout or float(c.config.gcp.operation_timeout))
+        result = cloud.wait(zone, operation, timeout or Timing.of(c.config).operation)
     except ApiError as exc:
         if exc.reason != "TIMEOUT":
             raise
@@ -269,9 +269,18 @@ class Timing:
     poll: float
 
     @classmethod
-    def of(cls, gcp: Any) -> Timing:
+    def of(cls, config: Any) -> Timing:
+        """From the gcp settings; a bad value is one line naming the key and where it was set."""
+        from tfrig.taskdef import setting_seconds
+
+        def seconds(key: str, low: float, default: float) -> float:
+            return setting_seconds(config, "gcp", key, low, 86400, default)
+
         return cls(
-            float(gcp.operation_timeout), float(gcp.running_timeout), float(gcp.ssh_timeout), float(gcp.poll_interval)
+            seconds("operation_timeout", 1, 600),
+            seconds("running_timeout", 1, 300),
+            seconds("ssh_timeout", 1, 300),
+            seconds("poll_interval", 0.01, 2.0),
         )
 
 

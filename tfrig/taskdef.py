@@ -106,16 +106,27 @@ def setting_text(config: Any, namespace: str, key: str) -> str:
 def setting_number(config: Any, namespace: str, key: str, low: int, high: int, default: int) -> int:
     """A whole-number setting in [low, high] (`default` when unset), else one line naming the key
     and where it was set."""
+    return int(_setting_in_range(config, namespace, key, low, high, default, int, "a whole number"))
+
+
+def setting_seconds(config: Any, namespace: str, key: str, low: float, high: float, default: float) -> float:
+    """A number of seconds (fractions allowed) in [low, high], like setting_number."""
+    return _setting_in_range(config, namespace, key, low, high, default, float, "a number of seconds")
+
+
+def _setting_in_range(
+    config: Any, namespace: str, key: str, low: float, high: float, default: float, kind: Any, wanted: str
+) -> float:
     value = config.get(namespace, {}).get(key)
     if value is None:
         return default
     try:
-        number = int(str(value).strip())
+        number = kind(str(value).strip())
     except ValueError:
         number = low - 1
     if isinstance(value, bool) or not low <= number <= high:
         raise Exit(
             f"{namespace}.{key} in {where_set(config, namespace, key)} is {str(value)[:40]!r}; "
-            f"give a whole number from {low} to {high}."
+            f"give {wanted} from {low:g} to {high:g}."
         )
-    return number
+    return float(number)
