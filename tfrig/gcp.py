@@ -30,6 +30,7 @@ from tfrig.provision import (
     adopt,
     cost_since_start,
     create_vms,
+    delete_checked,
     delete_vm,
     finish,
     forget,
@@ -517,13 +518,10 @@ def down(c, delete=False, yes=False, project=None, json=False):
 
         verb = "deleting" if delete else "stopping"
         try:
-            finish(c, cloud, vm.zone, (cloud.delete if delete else cloud.stop)(vm.zone, vm.name), f"{verb} {vm.name}")
             if delete:
-                left = cloud.get_vm(vm.zone, vm.name)
-                if left is not None:
-                    return False, f"{vm.name}: still exists ({left.status}) and bills"
-                forget(vm.name)
+                delete_checked(c, cloud, vm.zone, vm.name)
                 return True, f"deleted {vm.name}"
+            finish(c, cloud, vm.zone, cloud.stop(vm.zone, vm.name), f"stopping {vm.name}")
         except Exit as failed:
             return False, str(failed.message)
         except ApiError as exc:

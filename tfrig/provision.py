@@ -533,16 +533,15 @@ def reconcile(records: dict[str, Any], live: dict[str, Any], out: Any) -> dict[s
     return records
 
 
-def delete_vm(c: Any, record: dict[str, Any], out: Any) -> None:
-    """Delete a VM; "nothing billed" only once the operation succeeded and a GET says it is gone."""
+def delete_checked(c: Any, cloud: Any, zone: str, name: str) -> None:
+    """Delete a VM and forget it once the operation succeeded and a GET says it is gone ("not
+    found" while deleting: gone already); else an Exit saying what still bills."""
     from tfrig.cloud import ApiError
 
-    name, zone = record["name"], record["zone"]
-    cloud = settings(c, record.get("project"), zone).cloud()
     try:
         finish(c, cloud, zone, cloud.delete(zone, name), f"deleting {name}")
     except ApiError as exc:
-        if exc.status != 404:  # "not found" while deleting: gone already
+        if exc.status != 404:
             raise
     left = cloud.get_vm(zone, name)
     if left is not None:
@@ -551,6 +550,12 @@ def delete_vm(c: Any, record: dict[str, Any], out: Any) -> None:
             "again, or delete it in the console."
         )
     forget(name)
+
+
+def delete_vm(c: Any, record: dict[str, Any], out: Any) -> None:
+    """Delete a recorded VM; "nothing billed" only once delete_checked found it gone."""
+    name, zone = record["name"], record["zone"]
+    delete_checked(c, settings(c, record.get("project"), zone).cloud(), zone, name)
     print(f"deleted {name} ({zone}): nothing of it is billed any more", file=out)
 
 
