@@ -193,6 +193,12 @@ class SshHost:
         assert code == 0, out
         return [f"{name} {' '.join(line.split()[:2])}" for line in out.splitlines() if line.strip()]
 
+    def internal_address(self) -> str:
+        """Its address on the test network, where the other test hosts reach it."""
+        self.container.reload()
+        networks = self.container.attrs["NetworkSettings"]["Networks"]
+        return str(next(iter(networks.values()))["IPAddress"])
+
     def wait_for_ssh(self, timeout: float = 30) -> None:
         def banner() -> bool:
             with socket.create_connection((self.address, self.port), timeout=1) as sock:
@@ -247,6 +253,7 @@ def sshd_factory(
     def start(
         port: int = 22,
         volumes_extra: dict[str, str] | None = None,
+        writable: dict[str, str] | None = None,
         gpu: str | None = None,
         boot_lock: int = BOOT_LOCK_SECONDS,
         pin: bool = True,
@@ -258,6 +265,7 @@ def sshd_factory(
         address = f"127.0.0.{next(_next_loopback)}"
         volumes = {str(ssh_key) + ".pub": {"bind": "/etc/ssh/tfrig_keys", "mode": "ro"}}
         volumes.update({source: {"bind": target, "mode": "ro"} for source, target in (volumes_extra or {}).items()})
+        volumes.update({source: {"bind": target, "mode": "rw"} for source, target in (writable or {}).items()})
         if gpu:
             bus = pci_tree(tmp_path_factory.mktemp(f"bus-{gpu}"), gpu)
             volumes[str(bus)] = {"bind": "/sys/bus/pci/devices", "mode": "ro"}
@@ -375,3 +383,27 @@ def wheelhouse() -> Path:
     if not list(folder.glob("tensorflow-2.21.0-*.whl")):
         missing(f"no TensorFlow wheel in {folder}; .ci/run fills it with pip download")
     return folder
+
+
+@pytest.fixture(scope="session")
+def tf_venv(
+    sshd_factory: Any, ssh_key: Path, known_hosts: Path, wheelhouse: Path, tmp_path_factory: pytest.TempPathFactory
+) -> Path:
+    """A TensorFlow CPU venv made once per run by tfrig itself (tf.install on a stock-image host,
+    from the wheelhouse), for the hosts of a job: mounted read-only at the same path on the same
+    image, it runs there as where it was made, without a 2 GB install per host."""
+    folder = tmp_path_factory.mktemp("tf-venv")
+    os.chmod(folder, 0o777)  # the host's user makes the venv in it
+    host = sshd_factory(volumes_extra={str(wheelhouse): "/wheelhouse"}, writable={str(folder): TF_VENV})
+    env = {
+        "INVOKE_TFRIG_SSH_KEY": str(ssh_key),
+        "INVOKE_TFRIG_KNOWN_HOSTS": str(known_hosts),
+        "TFRIG_STATE_DIR": str(tmp_path_factory.mktemp("venv-state")),
+    }
+    made = run_cli("tf.install", "-H", host.spec(), "--find-links", "/wheelhouse", "--no-index", env=env, timeout=900)
+    assert made.code == 0, made.text
+    host.container.remove(force=True)
+    return folder
+
+
+TF_VENV = "/home/tfrig/tf-venv"  # tf.venv's default (~/tf-venv) for the stand-in's user

@@ -117,6 +117,9 @@ class FakeCompute:
         # guest attributes `hostkeys/` (only when the metadata enables guest attributes).
         self.vm_host_keys: Callable[[str], list[tuple[str, str]]] | None = None
         self.vms: dict[str, Any] = {}  # real VMs a vm_factory made, by name
+        # A real VM's address on the network the VMs share (its networkIP), else 10.128.0.N
+        # (the default VPC's range in us-central1), N the last part of its loopback address.
+        self.vm_internal_address: Callable[[str], str] | None = None
         self.wait_hold = 2.0  # a stand-in for the real API's 2-minute hold of zoneOperations.wait
         self.page_size = 2
         self._done_at: dict[str, float] = {}
@@ -199,7 +202,13 @@ class FakeCompute:
         interfaces = instance.get("networkInterfaces") or [
             {"network": "global/networks/default", "accessConfigs": [{}]}
         ]
+        internal = (
+            self.vm_internal_address(body["name"])
+            if self.vm_internal_address
+            else f"10.128.0.{address.rsplit('.', 1)[-1]}"
+        )
         for interface in interfaces:
+            interface["networkIP"] = internal
             for config in interface.setdefault("accessConfigs", [{}]):
                 config["natIP"] = address
         instance["networkInterfaces"] = interfaces

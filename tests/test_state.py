@@ -96,7 +96,7 @@ def test_logs_never_hold_secrets(state_dir: Path, text: str, kept: str, secret: 
     from tfrig.targets import LOCAL
 
     host = Host(Context(Config()), LOCAL)
-    host._log("change", text, 0, f"output mentions {text}")
+    host.log("change", text, 0, f"output mentions {text}")
     logged = host._log_path.read_text()
     assert kept in logged and secret not in logged
     assert host._log_path.stat().st_mode & 0o777 == 0o600

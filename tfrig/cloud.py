@@ -33,6 +33,7 @@ class Vm:
     machine_type: str
     address: str | None
     labels: dict[str, str] = field(default_factory=dict)
+    internal_address: str | None = None  # its VPC address, where other VMs of the network reach it
     metadata: dict[str, str] = field(default_factory=dict)
     gpu: str | None = None
     gpus: int = 0
@@ -309,6 +310,7 @@ def _vm(instance: Any) -> Vm:
     for interface in instance.network_interfaces:
         for config in interface.access_configs:
             address = address or config.nat_i_p or None
+    interfaces = list(instance.network_interfaces)
     accelerators = list(instance.guest_accelerators)
     attached_gpu, attached_count = (None, 0) if accelerators else _attached(instance.machine_type)
     return Vm(
@@ -317,6 +319,7 @@ def _vm(instance: Any) -> Vm:
         status=instance.status,
         machine_type=_last(instance.machine_type),
         address=address,
+        internal_address=(interfaces[0].network_i_p or None) if interfaces else None,
         labels=dict(instance.labels),
         metadata={item.key: item.value for item in instance.metadata.items},
         gpu=_last(accelerators[0].accelerator_type) if accelerators else attached_gpu,

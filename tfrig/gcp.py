@@ -277,7 +277,7 @@ def start(c, name=None, json=False):
     earlier = hostkeys.pinned(hostkeys.host_name(record.get("address") or "", record.get("port")))
     if record.get("address") and record["address"] != vm.address:
         hostkeys.unpin(hostkeys.vm_host_name(record))
-    record = state.record_vm(record["name"], address=vm.address, status=vm.status)
+    record = state.record_vm(record["name"], address=vm.address, internal_address=vm.internal_address, status=vm.status)
     if earlier:  # the same VM and disk, maybe at a new address: its keys move with it
         hostkeys.pin(hostkeys.host_name(vm.address, record.get("port")), earlier)
     targets.carry(c.config, [targets.vm_target(record)])

@@ -125,7 +125,7 @@ class Host:
         with _print_lock:
             progress.say(f"[{self.label}] {message}", self.out)
 
-    def _log(self, kind: str, command: str, rc: int | None, output: str = "") -> None:
+    def log(self, kind: str, command: str, rc: int | None, output: str = "") -> None:
         stamp = datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
         text = f"{stamp} {kind} rc={rc} $ {command}\n"
         if output:
@@ -170,7 +170,7 @@ class Host:
         if self.target.assumed is not None:
             return self._assumed([command])[command]
         result = self._run(command, sudo=sudo, dry=False, read_only=True)
-        self._log("fact", command, result.exited, result.stdout + result.stderr)
+        self.log("fact", command, result.exited, result.stdout + result.stderr)
         return Fact(rc=result.exited, out=(result.stdout + result.stderr).strip("\n"))
 
     def probe(self, commands: Mapping[str, str], *, sudo: bool = False) -> dict[str, Fact]:
@@ -185,7 +185,7 @@ class Host:
         if now is not None:
             found = connection.take_read_ahead(commands, now)
             if found is not None:
-                self._log("probe", f"{', '.join(commands)}: read ahead by an earlier task", 0)
+                self.log("probe", f"{', '.join(commands)}: read ahead by an earlier task", 0)
                 return found
             wanted = set(commands.values())
             later = {
@@ -195,7 +195,7 @@ class Host:
             }
         script = probe_script({**commands, **later})
         result = self._run(f"sh -c {shlex.quote(script)}", sudo=sudo, dry=False, read_only=True)
-        self._log("probe", ", ".join([*commands, *later]), result.exited, result.stdout)
+        self.log("probe", ", ".join([*commands, *later]), result.exited, result.stdout)
         facts = parse_probe(result.stdout)
         missing = set(commands) - set(facts)
         if missing:
@@ -220,7 +220,7 @@ class Host:
                 result = self._run(command, sudo=sudo, watchers=[tracker.watcher()])
         else:
             result = self._run(command, sudo=sudo)
-        self._log("change", command, result.exited, result.stdout + result.stderr)
+        self.log("change", command, result.exited, result.stdout + result.stderr)
         if result.failed:
             tail = "\n".join((result.stderr or result.stdout).strip().splitlines()[-5:])
             raise StepFailed(

@@ -102,6 +102,7 @@ def record_created(
         "project": cfg.project,
         "zone": vm.zone,
         "address": vm.address,
+        "internal_address": vm.internal_address,
         "user": user,
         "ssh_key": str(key),
         "port": 22,
@@ -523,7 +524,9 @@ def reconcile(records: dict[str, Any], live: dict[str, Any], out: Any) -> dict[s
         vm = live.get(name)
         try:
             if vm is not None:
-                records[name] = state.record_vm(name, status=vm.status, zone=vm.zone, address=vm.address)
+                records[name] = state.record_vm(
+                    name, status=vm.status, zone=vm.zone, address=vm.address, internal_address=vm.internal_address
+                )
             elif time.time() - float(record.get("since") or 0) > INSERT_SETTLE_SECONDS:
                 forget(name)
                 del records[name]

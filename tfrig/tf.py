@@ -534,7 +534,40 @@ def jupyter(
             print("tunnel closed; JupyterLab keeps running on the target", file=out)
 
 
-for _task in (install, verify, jupyter):
+@task(
+    help={
+        "script": "the Python program to run, a path inside --folder (e.g. train.py)",
+        "args": 'its arguments, as shell words (e.g. "--epochs 3")',
+        "folder": "the folder sent to every host, only what changed (default: this one; "
+        ".tfrigignore or .gitignore says what stays)",
+        "remote_folder": "where the folder goes on each host (default ~/tfrig-runs/<its name>)",
+        "port": "the port each worker listens on for the others (default 12345)",
+        "cluster_addresses": "host or host:port per target, in order, where the workers reach each other "
+        "(default: a VM's internal address, else the -H host)",
+        "hosts": HOSTS_HELP,
+        "json": JSON_HELP,
+    }
+)
+def run(
+    c, script, args=None, folder=None, remote_folder=None, port=12345, cluster_addresses=None, hosts=None, json=False
+):
+    """Run one TensorFlow program on every target as one multi-worker job (TF_CONFIG), streaming its output."""
+    from tfrig.tfrun import run_job
+
+    run_job(
+        c,
+        script=script,
+        args=args,
+        folder=folder,
+        remote_folder=remote_folder,
+        port=port_number("port", port),
+        cluster_addresses=cluster_addresses,
+        hosts=hosts,
+        json_out=json,
+    )
+
+
+for _task in (install, verify, jupyter, run):
     readahead.first_probes(_task, environment_probes)
-ns = Collection("tf", install, verify, versions, jupyter)
+ns = Collection("tf", install, verify, versions, jupyter, run)
 ns.configure({"tf": {"version": "", "venv": "~/tf-venv", "index_url": "", "find_links": ""}})
