@@ -25,14 +25,22 @@ ZONES = ["us-central1-a", "us-central1-b"]
 
 
 @pytest.fixture
-def cloud(docker_client: Any, ssh_key: Path, wheelhouse: Path, sshd_factory: Any) -> Iterator[FakeCompute]:
+def vm_mounts() -> dict[str, str]:
+    """Folders of this machine a test mounts read-only into each VM it creates (source -> target)."""
+    return {}
+
+
+@pytest.fixture
+def cloud(
+    docker_client: Any, ssh_key: Path, wheelhouse: Path, sshd_factory: Any, vm_mounts: dict[str, str]
+) -> Iterator[FakeCompute]:
     api = FakeCompute()
     api.offer("nvidia-tesla-t4", ZONES)
     vms = api.vms
 
     def make_vm(name: str, zone: str, body: dict[str, Any]) -> str:
         # Its host keys are not pinned for the test: tfrig must find them in the guest attributes.
-        host = sshd_factory(volumes_extra={str(wheelhouse): "/wheelhouse"}, pin=False)
+        host = sshd_factory(volumes_extra={str(wheelhouse): "/wheelhouse", **vm_mounts}, pin=False)
         keys = next(item["value"] for item in body["metadata"]["items"] if item["key"] == "ssh-keys")
         user = keys.split(":", 1)[0]
         code, output = host.exec(
@@ -43,6 +51,8 @@ def cloud(docker_client: Any, ssh_key: Path, wheelhouse: Path, sshd_factory: Any
         return host.address
 
     api.vm_factory = make_vm
+    # Its address on the network the VMs share, as a VPC's internal address.
+    api.vm_internal_address = lambda name: vms[name].internal_address()
     api.vm_host_keys = lambda name: [tuple(line.split()[1:3]) for line in vms[name].host_keys()]
     api.vm_cleanup = lambda name: vms.pop(name).container.remove(force=True)
     yield api
@@ -294,3 +304,40 @@ def test_ctrl_c_in_exec_stops_the_remote_command_and_passes_its_exit_code_on(tfr
     assert err.strip() == "stopping the command on every host (Ctrl-C again to leave it running)"
     assert vm.exec("pgrep -f '^sleep 297'")[0] == 1  # nothing left running there
     assert vm.exec("ls /tmp/tfrig-exec-* 2>/dev/null")[1] == ""
+
+
+def test_a_fleet_created_in_the_chain_trains_one_model_together(tfrig, cloud, env, vm_mounts, tf_venv, tmp_path):
+    from tests.test_tfrun import TRAIN, _results
+
+    # TensorFlow is the run's shared venv (made by tf.install), where tf.venv says it is.
+    vm_mounts[str(tf_venv)] = "/opt/tf-venv"
+    project = tmp_path / "fleet"
+    project.mkdir()
+    (project / "train.py").write_text(TRAIN)
+    run = tfrig(
+        "gcp.create",
+        "--yes",
+        "--count",
+        "2",
+        "tf.install",
+        "--no-index",
+        "tf.run",
+        "--script",
+        "train.py",
+        "--folder",
+        str(project),
+        env={**env, "INVOKE_TF_VENV": "/opt/tf-venv"},
+        timeout=600,
+    )
+    assert run.code == 0, run.text
+    for name in ("tfrig-alice-1", "tfrig-alice-2"):
+        assert f"[{name}] already done: TensorFlow 2.21.0 in venv /opt/tf-venv" in run.out
+    inner = [cloud.vms[name].internal_address() for name in ("tfrig-alice-1", "tfrig-alice-2")]
+    assert state.find_vm("tfrig-alice-2")["internal_address"] == inner[1]
+    assert f"[tfrig-alice-1] worker 0 (chief) at {inner[0]}:12345" in run.out
+    assert f"[tfrig-alice-2] worker 1 at {inner[1]}:12345" in run.out
+    results = _results(run.out)
+    assert sorted(results) == ["tfrig-alice-1", "tfrig-alice-2"]
+    assert results["tfrig-alice-1"]["weights"] == results["tfrig-alice-2"]["weights"]
+    assert all(r["workers"] == 2 and r["steps"] == 3 for r in results.values())
+    assert cloud.vms["tfrig-alice-1"].exec("test -s /home/alice/tfrig-runs/fleet/model.keras")[0] == 0
