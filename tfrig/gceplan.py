@@ -144,15 +144,28 @@ def default_name(user: str) -> str:
 _DURATION = re.compile(r"^(?:(?P<h>\d+)h)?(?:(?P<m>\d+)m)?(?:(?P<s>\d+)s)?$")
 
 
-def duration_seconds(text: str) -> int:
-    """'90m', '2h', '1h30m', '3600s' → seconds (GCE allows 30 s to 120 days)."""
+def duration_seconds(text: str, flag: str = "max-run-duration", low: int = 30, high: int = 120 * 86400) -> int:
+    """'90m', '2h', '1h30m', '3600s' → seconds in [low, high] (for --max-run-duration, what GCE
+    allows: 30 s to 120 days)."""
     match = _DURATION.match(text.strip())
     if not text.strip() or not match or not any(match.groupdict().values()):
-        raise Invalid(f"--max-run-duration {text}: write it like 2h, 90m or 1h30m.")
+        raise Invalid(f"--{flag} {text}: write it like 2h, 90m or 1h30m.")
     seconds = int(match["h"] or 0) * 3600 + int(match["m"] or 0) * 60 + int(match["s"] or 0)
-    if not 30 <= seconds <= 120 * 86400:
-        raise Invalid(f"--max-run-duration {text}: Compute Engine allows 30 seconds to 120 days.")
+    if not low <= seconds <= high:
+        allowed = (
+            "Compute Engine allows 30 seconds to 120 days"
+            if flag == "max-run-duration"
+            else f"give {_span(low)} to {_span(high)}"
+        )
+        raise Invalid(f"--{flag} {text}: {allowed}.")
     return seconds
+
+
+def _span(seconds: int) -> str:
+    for unit, size in (("days", 86400), ("hours", 3600), ("minutes", 60)):
+        if seconds % size == 0 and seconds >= size:
+            return f"{seconds // size} {unit}"
+    return f"{seconds} seconds"
 
 
 def candidate_zones(

@@ -21,7 +21,7 @@ from typing import Any
 from invoke import Collection
 from invoke.exceptions import Exit
 
-from tfrig import gceplan, state, targets
+from tfrig import gceplan, idlestop, state, targets
 from tfrig.gcpconfig import fresh_image_facts, image_source, local_user, settings, ssh_key, vm_user
 from tfrig.provision import (
     CreateFailed,
@@ -71,6 +71,7 @@ CREATE_HELP = {
     "on_termination": "stop (default) or delete, for --spot and --max-run-duration",
     "count": "make N VMs, named NAME-1..NAME-N, spread over zones if one can't hold them all",
     "ssh_wait": "wait until SSH answers (default yes; --no-ssh-wait for scripts that connect later)",
+    "idle_stop": "power the VM off by itself once its GPUs, SSH and tf.run have been idle this long, e.g. 30m",
     "project": PROJECT_HELP,
     "yes": "don't ask before creating (the price is still shown); tfrig.yes does the same",
     "json": JSON_HELP,
@@ -93,6 +94,7 @@ def create(
     on_termination=None,
     count=1,
     ssh_wait=True,
+    idle_stop=None,
     project=None,
     yes=False,
     json=False,
@@ -122,6 +124,11 @@ def create(
         gceplan.check_image(chosen_machine, source_image)
     except gceplan.Invalid as invalid:
         raise Exit(str(invalid)) from None
+    idle_seconds = idlestop.window_seconds(idle_stop) if idle_stop else None
+    if idle_stop and not ssh_wait:
+        raise Exit(
+            "--idle-stop installs its agent over SSH: leave out --no-ssh-wait, or set it later with gcp.idle-stop."
+        )
     timing = Timing.of(c.config)  # a bad setting is refused before anything is made (the SSH key)
     cfg = settings(c, project, zone, region)
     user = vm_user()
@@ -159,6 +166,8 @@ def create(
                 for n in to_create
             ]
             targets.carry(c.config, [targets.vm_target(r) for r in records] + planned)
+            if idle_stop:
+                print(f"would install the idle-stop agent on {', '.join(to_create)} ({idle_stop})", file=out)
             return
         confirm(f"{price[0].upper()}{price[1:]}; go ahead?", yes or c.config.tfrig.yes)
         try:
@@ -177,6 +186,8 @@ def create(
         except KeyboardInterrupt:
             raise Exit(interrupted_message(names), code=130) from None
     targets.carry(c.config, [targets.vm_target(r) for r in records])
+    if idle_seconds is not None and idle_stop:
+        records = _set_idle_stop(c, records, idle_seconds, idle_stop, out)
     if json:
         print_json(records[0] if len(records) == 1 else {"vms": records})
     else:
@@ -185,6 +196,59 @@ def create(
                 f"{record['name']}: {record['zone']}, {record['address']}; "
                 "next: inv gpu.setup tf.install (or later with --name)"
             )
+
+
+def _set_idle_stop(c: Any, records: list[dict[str, Any]], seconds: int, shown: str, out: Any) -> list[dict[str, Any]]:
+    """The idle-stop agent on each new VM; where it can't be set, the VM stays (running, recorded)
+    and the run ends saying so."""
+    from tfrig.host import Host, connect, describe_error
+
+    failed = []
+    for record in records:
+        target = targets.vm_target(record)
+        host = Host(connect(c, target), target, out=out)
+        try:
+            idlestop.install(host, seconds, idlestop.DEFAULT_THRESHOLD, shown)
+            idlestop.record(host, shown)
+        except Exception as exc:
+            failed.append(f"{describe_error(exc).removeprefix(f'[{host.label}] ')}")
+            print(f"[{record['name']}] idle stop not set: {failed[-1]}", file=sys.stderr)
+    if failed:
+        names = ",".join(r["name"] for r in records)
+        raise Exit(
+            f"idle stop not set on {len(failed)} of {len(records)} VM(s), which run and are recorded; "
+            f"`inv gcp.stop --name {names}` when done."
+        )
+    return [state.find_vm(r["name"]) or r for r in records]
+
+
+@task(
+    help={
+        "after": "power off once idle this long, e.g. 30m or 2h (5 minutes to 30 days)",
+        "off": "turn the agent off (the VM then runs until you stop it)",
+        "threshold": f"GPU utilization (%) under which a GPU counts as idle (default {idlestop.DEFAULT_THRESHOLD})",
+        "name": NAME_HELP + "; several comma-separated, or a glob",
+        "json": JSON_HELP,
+    }
+)
+def idle_stop(c, after=None, off=False, threshold=idlestop.DEFAULT_THRESHOLD, name=None, json=False):
+    """Make a VM power itself off (stop billing for GPUs and vCPUs) once its GPUs, SSH and tf.run are idle."""
+    from tfrig.runner import on_targets
+
+    if bool(after) == bool(off):
+        raise Exit("Give --after (e.g. --after 30m) to set idle stop, or --off to turn it off.")
+    seconds = idlestop.window_seconds(after) if after else 0
+    percent = whole_number("threshold", threshold, 1, 100)
+
+    def work(host: Any) -> dict[str, Any]:
+        if off:
+            idlestop.turn_off(host)
+        else:
+            idlestop.install(host, seconds, percent, after)
+        idlestop.record(host, after or "off")
+        return {"idle_stop": after or "off", "threshold": None if off else percent}
+
+    on_targets(c, work, hosts=_vm_hosts(c, name), json_out=json, summary=lambda r: f"idle stop {r['idle_stop']}")
 
 
 # --- the other lifecycle tasks ----------------------------------------------------------------------
@@ -225,6 +289,7 @@ def list_(c, project=None, json=False):
                 or (f"{record.get('gpus')} x {record.get('gpu')}" if record.get("gpu") else None),
                 "address": (vm.address if vm else None) or record.get("address"),
                 "in_state": bool(record),
+                "idle_stop": record.get("idle_stop") or "off",
                 "uptime_hours": rounded(vm.uptime_hours() if vm else None, 2),
                 "hourly_usd": rounded(vm.hourly() if vm else None, 2),
                 "cost_since_start_usd": rounded(cost_since_start(vm) if vm else None, 2),
@@ -238,7 +303,7 @@ def list_(c, project=None, json=False):
         from tfrig import gceprice
 
         table(
-            ["name", "zone", "status", "gpu", "address", "up", "cost so far"],
+            ["name", "zone", "status", "gpu", "address", "idle stop", "up", "cost so far"],
             [
                 (
                     r["name"],
@@ -246,6 +311,7 @@ def list_(c, project=None, json=False):
                     r["status"],
                     r["gpu"],
                     r["address"],
+                    r["idle_stop"],
                     f"{r['uptime_hours']:.1f} h" if r["uptime_hours"] is not None else "",
                     f"about ${r['cost_since_start_usd']:.2f}" if r["cost_since_start_usd"] is not None else "",
                 )
@@ -640,6 +706,7 @@ ns = Collection("gcp", create, start, stop, delete, down, zones, quota, ssh, tun
 ns.add_task(exec_, name="exec")
 ns.add_task(list_, name="list")
 ns.add_task(ssh_config, name="ssh-config")
+ns.add_task(idle_stop, name="idle-stop")
 ns.configure(
     {
         "gcp": {

@@ -229,14 +229,26 @@ class Host:
             )
         return str(result.stdout)
 
-    def script(self, name: str, env: Mapping[str, str], *, sudo: bool = True, progress: str | None = None) -> str:
-        """Run one of tfrig's host scripts (scripts/NAME) with parameters in its environment."""
+    def script(
+        self,
+        name: str,
+        env: Mapping[str, str],
+        *,
+        sudo: bool = True,
+        progress: str | None = None,
+        what: str | None = None,
+    ) -> str:
+        """Run one of tfrig's host scripts (scripts/NAME) with parameters in its environment;
+        `what` says what it does where the parameters are too long to show."""
         body = (SCRIPTS / name).read_text()
         assignments = " ".join(f"{key}={shlex.quote(value)}" for key, value in env.items())
         prefix = f"env {assignments} " if assignments else ""
         command = f"{prefix}bash -c {shlex.quote(body)} {shlex.quote(name)}"
         return self.change(
-            command, sudo=sudo, what=f"{assignments} scripts/{name}".strip(), progress=progress or f"scripts/{name}"
+            command,
+            sudo=sudo,
+            what=what or f"{assignments} scripts/{name}".strip(),
+            progress=progress or f"scripts/{name}",
         )
 
     def _disconnect(self) -> None:
