@@ -66,6 +66,29 @@ CORPUS: list[tuple[list[str], str]] = [
     # files (the VM tfrig-alice is in the state: see test_bad_input_is_one_line_with_no_change)
     (["gcp.ssh-config", "--name", "tfrig-alice", "--file", "{tmp}"], "is a folder; name the ssh config file"),
     (["gcp.ssh-config", "--name", "tfrig-alice", "--file", "{tmp}/no/such/config"], "does not exist; create it first"),
+    # idle stop
+    (["gcp.create", "--idle-stop", "1m"], "--idle-stop 1m: give 5 minutes to 30 days"),
+    (["gcp.create", "--idle-stop", "soon"], "--idle-stop soon: write it like 2h, 90m or 1h30m"),
+    (["gcp.create", "--idle-stop", "30m", "--no-ssh-wait"], "--idle-stop installs its agent over SSH"),
+    (["gcp.idle-stop"], "Give --after (e.g. --after 30m) to set idle stop, or --off"),
+    (["gcp.idle-stop", "--after", "30m", "--off"], "Give --after (e.g. --after 30m) to set idle stop, or --off"),
+    (["gcp.idle-stop", "--after", "31d"], "--after 31d: write it like"),
+    (["gcp.idle-stop", "--after", "800h"], "--after 800h: give 5 minutes to 30 days"),
+    (["gcp.idle-stop", "--after", "30m", "--threshold", "0"], "--threshold 0: out of range"),
+    (["gcp.idle-stop", "--after", "30m", "--threshold", "high"], "--threshold 'high': give a whole number"),
+    # tf.run
+    (["tf.run", "--script", "nope.py", "--folder", "{tmp}"], "--script nope.py: no such file in"),
+    (["tf.run", "--script", "x.py", "--folder", "{tmp}/missing"], "/missing: no such folder here"),
+    (["tf.run", "--script", "empty.txt", "--folder", "{tmp}", "--port", "0"], "--port 0: out of range"),
+    (["tf.run", "--script", "empty.txt", "--folder", "{tmp}", "--args", "'open"], "No closing quotation"),
+    (
+        ["tf.run", "--script", "empty.txt", "--folder", "{tmp}", "-H", "a,b", "--cluster-addresses", "10.0.0.1"],
+        "--cluster-addresses names 1 address(es) for 2 target(s)",
+    ),
+    (
+        ["tf.run", "--script", "empty.txt", "--folder", "{tmp}", "-H", "me@127.0.0.1:{silent},me@127.0.0.2:{silent}"],
+        "127.0.0.1 is a loopback address, which the other hosts can't reach",
+    ),
     # docker
     (["docker.rmi", "BAD image!!"], "is not an image name the engine takes"),
     (["docker.rmi", ""], "Name the images to remove"),

@@ -341,3 +341,27 @@ def test_a_fleet_created_in_the_chain_trains_one_model_together(tfrig, cloud, en
     assert results["tfrig-alice-1"]["weights"] == results["tfrig-alice-2"]["weights"]
     assert all(r["workers"] == 2 and r["steps"] == 3 for r in results.values())
     assert cloud.vms["tfrig-alice-1"].exec("test -s /home/alice/tfrig-runs/fleet/model.keras")[0] == 0
+
+
+def test_idle_stop_where_no_systemd_runs_is_one_line_and_the_vm_stays_recorded(tfrig, cloud, env):
+    # The stand-in VM, unlike a stock image, runs no systemd: the agent (a timer) can't be set.
+    created = tfrig("gcp.create", "--yes", "--idle-stop", "30m", env=env)
+    assert created.code == 1
+    assert (
+        "[tfrig-alice] idle stop not set: no systemd runs there, and the idle-stop agent is a systemd timer: "
+        "stop the VM yourself with `inv gcp.stop` when it is done." in created.err
+    )
+    assert created.err.strip().splitlines()[-1] == (
+        "idle stop not set on 1 of 1 VM(s), which run and are recorded; `inv gcp.stop --name tfrig-alice` when done."
+    )
+    assert (state.find_vm("tfrig-alice") or {}).get("status") == "RUNNING"
+    vm = cloud.vms["tfrig-alice"]
+    assert vm.exec("test -e /usr/local/lib/tfrig/idle-stop")[0] != 0
+
+    later = tfrig("gcp.idle-stop", "--after", "2h", env=env)
+    assert later.code == 1 and later.err.strip().splitlines() == [
+        "[tfrig-alice] gcp.idle-stop: no systemd runs there, and the idle-stop agent is a systemd timer: "
+        "stop the VM yourself with `inv gcp.stop` when it is done."
+    ]
+    listed = tfrig("gcp.list", "--json", env=env)
+    assert [(vm["name"], vm["idle_stop"]) for vm in json_of(listed.out)] == [("tfrig-alice", "off")]

@@ -124,7 +124,7 @@ def create(
         gceplan.check_image(chosen_machine, source_image)
     except gceplan.Invalid as invalid:
         raise Exit(str(invalid)) from None
-    idle_seconds = idlestop.window_seconds(idle_stop) if idle_stop else None
+    idle_seconds = idlestop.window_seconds(idle_stop, "idle-stop") if idle_stop else None
     if idle_stop and not ssh_wait:
         raise Exit(
             "--idle-stop installs its agent over SSH: leave out --no-ssh-wait, or set it later with gcp.idle-stop."
@@ -652,7 +652,7 @@ def exec_(c, cmd, name=None, json=False):
     def stop_everywhere() -> None:
         for host, group in list(running):
             with contextlib.suppress(Exception):  # gone already, or the host went away
-                host.c.run(f'kill -INT -- -"$(cat {group})"', hide=True, warn=True, in_stream=False)
+                host.c.run(f'kill -INT -"$(cat {group})"', hide=True, warn=True, in_stream=False)
 
     def interrupted(signum: int, frame: Any) -> None:
         if stopping.is_set():  # a second Ctrl-C: leave now, the commands may go on there

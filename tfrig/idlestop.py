@@ -15,13 +15,13 @@ UNITS = "/etc/systemd/system"
 DEFAULT_THRESHOLD = 10  # percent GPU utilization; under it a GPU counts as idle
 
 
-def window_seconds(text: str) -> int:
+def window_seconds(text: str, flag: str = "after") -> int:
     """'30m', '2h', '1h30m' → seconds: at least 5 minutes (a VM must have time to be used after
     it boots), at most 30 days."""
     from tfrig import gceplan
 
     try:
-        seconds = gceplan.duration_seconds(text, flag="after", low=300, high=30 * 86400)
+        seconds = gceplan.duration_seconds(text, flag=flag, low=300, high=30 * 86400)
     except gceplan.Invalid as invalid:
         raise Exit(str(invalid)) from None
     return seconds

@@ -306,9 +306,9 @@ def stop_command(run_id: str, index: int, wait_for_start: bool) -> str:
         f"i=0; while [ ! -s {group} ] && [ $i -lt {ticks} ]; do sleep 0.1; i=$((i+1)); done; " if wait_for_start else ""
     )
     return (
-        f"{wait}g=$(cat {group} 2>/dev/null) || exit 0; kill -TERM -- -$g 2>/dev/null || exit 0; "
-        f"i=0; while kill -0 -- -$g 2>/dev/null && [ $i -lt {ticks} ]; do sleep 0.1; i=$((i+1)); done; "
-        f"kill -KILL -- -$g 2>/dev/null; exit 0"
+        f"{wait}g=$(cat {group} 2>/dev/null) || exit 0; kill -TERM -$g 2>/dev/null || exit 0; "
+        f"i=0; while kill -0 -$g 2>/dev/null && [ $i -lt {ticks} ]; do sleep 0.1; i=$((i+1)); done; "
+        f"kill -KILL -$g 2>/dev/null; exit 0"
     )
 
 

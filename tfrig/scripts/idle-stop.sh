@@ -58,7 +58,7 @@ job_busy() {
   for file in /tmp/tfrig-run-*.pgid; do
     [ -s "$file" ] || continue
     group=$(cat "$file" 2>/dev/null) || continue
-    if [[ $group =~ ^[0-9]+$ ]] && kill -0 -- "-$group" 2>/dev/null; then
+    if [[ $group =~ ^[0-9]+$ ]] && kill -0 "-$group" 2>/dev/null; then
       reason="a tf.run worker running (process group $group)"
       return 0
     fi
@@ -69,13 +69,14 @@ job_busy() {
 now=$(date +%s)
 boot=$(cat /proc/sys/kernel/random/boot_id)
 mkdir -p "$(dirname "$STATE")"
-read -r last_boot last_busy <"$STATE" 2>/dev/null || true
+last_boot="" last_busy=""
+if [ -r "$STATE" ]; then read -r last_boot last_busy <"$STATE" || true; fi
 if [ "${last_boot:-}" != "$boot" ] || ! [[ ${last_busy:-} =~ ^[0-9]+$ ]]; then
   last_busy=$now # a new boot (or a new install): the window starts now
 fi
 reason=""
 if ssh_busy || job_busy || gpu_busy; then
-  echo "$boot $now" >"$STATE"
+  echo "$boot $(date +%s)" >"$STATE" # busy until the check's end (GPU samples take seconds)
   echo "busy: $reason"
   exit 0
 fi

@@ -1,0 +1,206 @@
+"""The idle-stop agent: its systemd units checked by systemd-analyze, and its decision made for
+real on a stock-image host with real SSH sessions and real tf.run process groups. Only two things
+are stand-ins: `nvidia-smi` (no GPU here) reports the utilization a test chooses, and the power-off
+command is replaced through the agent's POWEROFF setting."""
+
+from __future__ import annotations
+
+import shlex
+import shutil
+import subprocess
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.conftest import missing, wait_for
+from tfrig import idlestop, tfrun
+
+POWERED_OFF = "/tmp/powered-off"
+FAKE_NVIDIA_SMI = """#!/bin/sh
+# The stand-in for nvidia-smi --query-gpu=utilization.gpu: one line per GPU, from the test.
+cat /tmp/gpu-utilization
+"""
+
+
+def test_the_units_pass_systemd_analyze_verify(tmp_path):
+    analyze = shutil.which("systemd-analyze")
+    if not analyze:
+        missing("systemd-analyze is not installed (apt-get install systemd)")
+    root = tmp_path / "root"
+    # The system's own units, which the timer's targets (timers.target, sysinit.target) are.
+    shutil.copytree("/usr/lib/systemd/system", root / "usr/lib/systemd/system", symlinks=True)
+    for path, content in idlestop.files(1800, 10).items():
+        target = root / path.lstrip("/")
+        target.parent.mkdir(parents=True, exist_ok=True)
+        target.write_text(content)
+        target.chmod(0o755 if path == idlestop.AGENT_PATH else 0o644)  # as the installer makes them
+    checked = subprocess.run(
+        [analyze, "verify", f"--root={root}", f"{idlestop.UNITS}/tfrig-idle-stop.timer"],
+        capture_output=True,
+        text=True,
+    )
+    assert (checked.returncode, checked.stdout + checked.stderr) == (0, "")
+    service = (root / idlestop.UNITS.lstrip("/") / "tfrig-idle-stop.service").read_text()
+    assert f"ExecStart={idlestop.AGENT_PATH}\n" in service  # where the installer puts the agent
+
+
+def test_a_unit_with_a_mistake_is_caught_by_the_check(tmp_path):
+    """The check above can fail: systemd-analyze names a key systemd does not know."""
+    analyze = shutil.which("systemd-analyze")
+    if not analyze:
+        missing("systemd-analyze is not installed (apt-get install systemd)")
+    root = tmp_path / "root"
+    shutil.copytree("/usr/lib/systemd/system", root / "usr/lib/systemd/system", symlinks=True)
+    for path, content in idlestop.files(1800, 10).items():
+        target = root / path.lstrip("/")
+        target.parent.mkdir(parents=True, exist_ok=True)
+        target.write_text(content.replace("OnUnitActiveSec", "OnUnitActivSec"))
+    checked = subprocess.run(
+        [analyze, "verify", f"--root={root}", f"{idlestop.UNITS}/tfrig-idle-stop.timer"],
+        capture_output=True,
+        text=True,
+    )
+    assert "Unknown key 'OnUnitActivSec'" in checked.stderr
+
+
+@pytest.fixture
+def agent_host(sshd_factory: Any) -> Any:
+    """A stock-image host with the agent's files as the installer writes them, a 5-minute window,
+    and the two stand-ins (nvidia-smi, POWEROFF)."""
+    host = sshd_factory()
+    made = idlestop.files(300, 10)
+    made[idlestop.CONF_PATH] += f'\nPOWEROFF="touch {POWERED_OFF}"'
+    made["/usr/local/bin/nvidia-smi"] = FAKE_NVIDIA_SMI
+    for path, content in made.items():
+        code, out = host.exec(f"mkdir -p $(dirname {path}) && cat > {path} <<'EOF'\n{content}\nEOF\nchmod 755 {path}")
+        assert code == 0, out
+    host.exec("echo 3 > /tmp/gpu-utilization")
+    return host
+
+
+def _agent(host: Any) -> tuple[int, str]:
+    """One run of the agent, as the timer's service runs it (root, no terminal)."""
+    return host.exec(f"{idlestop.AGENT_PATH} 2>&1")
+
+
+def _idle_since(host: Any, seconds_ago: int, boot: str | None = None) -> None:
+    """The agent's record: last busy `seconds_ago`, in this boot (or another)."""
+    code, out = host.exec(
+        f"mkdir -p /var/lib/tfrig-idle-stop && echo {boot or '$(cat /proc/sys/kernel/random/boot_id)'} "
+        f"$(( $(date +%s) - {seconds_ago} )) > /var/lib/tfrig-idle-stop/last-busy"
+    )
+    assert code == 0, out
+
+
+def _powered_off(host: Any) -> bool:
+    return host.exec(f"test -e {POWERED_OFF}")[0] == 0
+
+
+def test_idle_for_the_whole_window_powers_off_and_says_why(agent_host):
+    first = _agent(agent_host)
+    assert first == (0, "idle for 0 s of 300 s\n") and not _powered_off(agent_host)
+
+    _idle_since(agent_host, 400)
+    code, out = _agent(agent_host)
+    assert code == 0 and _powered_off(agent_host)
+    said = "idle for 6 min (400 s; window 300 s): GPUs under 10%, no SSH session, no tf.run worker; powering off"
+    assert said in out
+    assert said in agent_host.exec("cat /var/log/tfrig-idle-stop.log")[1]
+
+
+def test_a_busy_gpu_keeps_the_vm_and_restarts_the_window(agent_host):
+    agent_host.exec("printf '3\\n85\\n' > /tmp/gpu-utilization")  # the second of two GPUs works
+    _idle_since(agent_host, 400)
+    assert _agent(agent_host) == (0, "busy: a GPU at 85% (threshold 10%)\n")
+    assert not _powered_off(agent_host)
+    agent_host.exec("echo 3 > /tmp/gpu-utilization")
+    code, out = _agent(agent_host)
+    idle = int(out.split()[2])
+    assert code == 0 and out.startswith("idle for ") and idle < 300  # counted from the busy check, not 400 s ago
+
+
+def test_an_open_ssh_session_keeps_the_vm(agent_host, ssh_key):
+    session = subprocess.Popen(
+        [
+            "ssh",
+            "-i",
+            str(ssh_key),
+            "-p",
+            str(agent_host.port),
+            "-o",
+            "StrictHostKeyChecking=no",
+            "-o",
+            "UserKnownHostsFile=/dev/null",
+            "-o",
+            "BatchMode=yes",
+            f"tfrig@{agent_host.address}",
+            "sleep 60",
+        ],
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        wait_for(lambda: "tfrig@notty" in agent_host.exec("ps -eo args")[1], 20, "the SSH session")
+        _idle_since(agent_host, 400)
+        assert _agent(agent_host) == (0, "busy: 1 SSH session(s) open\n")
+        assert not _powered_off(agent_host)
+    finally:
+        session.kill()
+    wait_for(lambda: "tfrig@notty" not in agent_host.exec("ps -eo args")[1], 20, "the session to end")
+    _idle_since(agent_host, 400)
+    _agent(agent_host)
+    assert _powered_off(agent_host)
+
+
+def test_a_running_tf_run_worker_keeps_the_vm_and_a_finished_one_does_not(agent_host):
+    # The command tf.run starts a worker with, run as the VM's user (without SSH, so only the job counts).
+    command = tfrun.worker_command(
+        run_id="test",
+        index=0,
+        folder="/tmp",
+        env_bin="/usr/bin",
+        exports="",
+        interpreter="python3",
+        script="-c",
+        args=["import time; time.sleep(30)"],
+        config=None,
+    )
+    agent_host.container.exec_run(["su", "-", "tfrig", "-c", command], detach=True)
+    wait_for(lambda: agent_host.exec("test -s /tmp/tfrig-run-test-0.pgid")[0] == 0, 10, "the worker's group file")
+    _idle_since(agent_host, 400)
+    code, out = _agent(agent_host)
+    assert code == 0 and out.startswith("busy: a tf.run worker running (process group ")
+    assert not _powered_off(agent_host)
+
+    group = agent_host.exec("cat /tmp/tfrig-run-test-0.pgid")[1].strip()
+    agent_host.exec(f"kill -TERM -{group}")
+    wait_for(lambda: agent_host.exec(f"kill -0 -{group}")[0] != 0, 10, "the worker to end")
+    agent_host.exec(f"echo {group} > /tmp/tfrig-run-stale-0.pgid")  # left behind: its group is gone
+    _idle_since(agent_host, 400)
+    code, out = _agent(agent_host)
+    assert code == 0 and _powered_off(agent_host), out + agent_host.exec("ps -eo pid,pgid,stat,args")[1]
+
+
+def test_after_a_boot_the_window_starts_again(agent_host):
+    """gcp.start brings a stopped VM back with the agent set: it gets a whole window, not an
+    immediate power-off from the idle time before it stopped."""
+    _idle_since(agent_host, 4000, boot="an-earlier-boot")
+    assert _agent(agent_host) == (0, "idle for 0 s of 300 s\n")
+    assert not _powered_off(agent_host)
+
+
+def test_a_failing_nvidia_smi_counts_as_idle_and_is_said(agent_host):
+    agent_host.exec("printf '#!/bin/sh\\nexit 9\\n' > /usr/local/bin/nvidia-smi")
+    _idle_since(agent_host, 400)
+    code, out = _agent(agent_host)
+    assert code == 0 and "nvidia-smi failed: GPUs counted idle" in out and _powered_off(agent_host)
+
+
+def test_the_install_script_refuses_a_host_without_systemd_before_writing(sshd_factory):
+    host = sshd_factory()
+    script = Path(idlestop.__file__).with_name("scripts") / "idle-stop-install.sh"
+    code, out = host.exec(f"AGENT=x CONF=x SERVICE=x TIMER=x bash -c {shlex.quote(script.read_text())}")
+    assert (code, out.strip()) == (3, "no systemd runs on this host, and the idle-stop agent is a systemd timer")
+    assert host.exec(f"test -e {idlestop.AGENT_PATH}")[0] != 0
