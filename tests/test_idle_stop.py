@@ -23,7 +23,9 @@ cat /tmp/gpu-utilization
 """
 
 
-def test_the_units_pass_systemd_analyze_verify(tmp_path):
+def _verify(tmp_path: Path, edit: Any = lambda text: text) -> subprocess.CompletedProcess[str]:
+    """systemd-analyze verify on the timer and its service, as the installer lays them out (each
+    file through `edit`), in a root of their own beside the system's units."""
     analyze = shutil.which("systemd-analyze")
     if not analyze:
         missing("systemd-analyze is not installed (apt-get install systemd)")
@@ -33,34 +35,25 @@ def test_the_units_pass_systemd_analyze_verify(tmp_path):
     for path, content in idlestop.files(1800, 10).items():
         target = root / path.lstrip("/")
         target.parent.mkdir(parents=True, exist_ok=True)
-        target.write_text(content)
+        target.write_text(edit(content))
         target.chmod(0o755 if path == idlestop.AGENT_PATH else 0o644)  # as the installer makes them
-    checked = subprocess.run(
-        [analyze, "verify", f"--root={root}", f"{idlestop.UNITS}/tfrig-idle-stop.timer"],
+    return subprocess.run(
+        [str(analyze), "verify", f"--root={root}", f"{idlestop.UNITS}/tfrig-idle-stop.timer"],
         capture_output=True,
         text=True,
     )
+
+
+def test_the_units_pass_systemd_analyze_verify(tmp_path):
+    checked = _verify(tmp_path)
     assert (checked.returncode, checked.stdout + checked.stderr) == (0, "")
-    service = (root / idlestop.UNITS.lstrip("/") / "tfrig-idle-stop.service").read_text()
+    service = idlestop.files(1800, 10)[f"{idlestop.UNITS}/tfrig-idle-stop.service"]
     assert f"ExecStart={idlestop.AGENT_PATH}\n" in service  # where the installer puts the agent
 
 
 def test_a_unit_with_a_mistake_is_caught_by_the_check(tmp_path):
     """The check above can fail: systemd-analyze names a key systemd does not know."""
-    analyze = shutil.which("systemd-analyze")
-    if not analyze:
-        missing("systemd-analyze is not installed (apt-get install systemd)")
-    root = tmp_path / "root"
-    shutil.copytree("/usr/lib/systemd/system", root / "usr/lib/systemd/system", symlinks=True)
-    for path, content in idlestop.files(1800, 10).items():
-        target = root / path.lstrip("/")
-        target.parent.mkdir(parents=True, exist_ok=True)
-        target.write_text(content.replace("OnUnitActiveSec", "OnUnitActivSec"))
-    checked = subprocess.run(
-        [analyze, "verify", f"--root={root}", f"{idlestop.UNITS}/tfrig-idle-stop.timer"],
-        capture_output=True,
-        text=True,
-    )
+    checked = _verify(tmp_path, lambda text: text.replace("OnUnitActiveSec", "OnUnitActivSec"))
     assert "Unknown key 'OnUnitActivSec'" in checked.stderr
 
 
