@@ -89,10 +89,126 @@ CORPUS: list[tuple[list[str], str]] = [
         ["tf.run", "--script", "empty.txt", "--folder", "{tmp}", "-H", "me@127.0.0.1:{silent},me@127.0.0.2:{silent}"],
         "127.0.0.1 is a loopback address, which the other hosts can't reach",
     ),
+    # every other flag that takes a value
+    (["docker.install", "--user", "bad user;"], "--user 'bad user;': not a user name"),
+    (["docker.install", "--method", "magic"], "--method magic: choose repo, distro or script"),
+    (["docker.install", "--sha256", "xyz"], "--sha256 must be 64 hex digits"),
+    (["docker.pull", "--version", "latest gpu"], "--version takes a release number such as 2.21.0"),
+    (["docker.pull", "--image", "BAD!!"], "--image 'BAD!!' is not an image reference"),
+    (["docker.pull", "--mirror", "not a url"], "--mirror 'not a url' should be HOST or HOST:PORT"),
+    (["docker.run", "--version", "1..2"], "'1..2' is not a TensorFlow version"),
+    (["docker.run", "--image", "Tensorflow/tf"], "--image 'Tensorflow/tf' is not an image reference"),
+    (["docker.run", "--cmd", ""], "An interactive shell needs a terminal"),
+    (["docker.run", "--cmd", "true", "--name", "bad name!"], "--name 'bad name!': not a container name"),
+    (["docker.run", "--cmd", "true", "--workdir", "{tmp}/missing"], "/missing: no such folder"),
+    (["docker.run", "--cmd", "true", "--mirror", "ftp://x"], "--mirror 'ftp://x' should be HOST or HOST:PORT"),
+    (["docker.rm", ""], "Name the containers to remove"),
+    (["docker.doctor", "--image", "BAD!!"], "--image 'BAD!!' is not an image reference"),
+    (["gcp.create", "--name", "Bad_Name"], "--name Bad_Name: Compute Engine names are 1-63 lowercase"),
+    (["gcp.create", "--gpu", "nvidia-tesla-k9000"], "--gpu nvidia-tesla-k9000: not a Compute Engine GPU type"),
+    (["gcp.create", "--machine-type", "bogus-1"], "bogus-1"),
+    (["gcp.create", "--zone", "mars"], "mars"),
+    (["gcp.create", "--region", "mars-1a-b"], "mars-1a-b"),
+    (["gcp.create", "--image", "windows-95"], "--image windows-95: choose ubuntu-24.04"),
+    (["gcp.create", "--max-run-duration", "forever"], "--max-run-duration forever: write it like 2h"),
+    (["gcp.create", "--on-termination", "explode"], "--on-termination explode: choose stop or delete"),
+    (["gcp.create", "--project", "Bad Project"], "'Bad Project' is not a Google Cloud project ID"),
+    (["gcp.start", "--name", "nope"], "No VM named nope in tfrig's state"),
+    (["gcp.stop", "--name", "nope"], "No VM named nope in tfrig's state"),
+    (["gcp.delete", "--name", "nope"], "No VM named nope in tfrig's state"),
+    (["gcp.down", "--project", "x"], "'x' is not a Google Cloud project ID"),
+    (["gcp.zones", "--gpu", "k9000"], "--gpu k9000: not a Compute Engine GPU type"),
+    (["gcp.zones", "--region", "mars-1a-b"], "mars-1a-b"),
+    (["gcp.zones", "--project", "-bad-"], "'-bad-' is not a Google Cloud project ID"),
+    (["gcp.quota", "--gpu", "k9000"], "--gpu k9000: not a Compute Engine GPU type"),
+    (["gcp.quota", "--region", "mars-1a-b"], "mars-1a-b"),
+    (["gcp.quota", "--project", "UPPER-case"], "'UPPER-case' is not a Google Cloud project ID"),
+    (["gcp.list", "--project", "a"], "'a' is not a Google Cloud project ID"),
+    (["gcp.ssh", "--name", "nope"], "No VM named nope in tfrig's state"),
+    (["gcp.tunnel", "8888", "--name", "nope"], "No VM named nope in tfrig's state"),
+    (["gcp.put", "{tmp}/missing"], "/missing: no such file or folder here"),
+    (["gcp.put", "{tmp}/empty.txt", "--name", "tfrig-alice", "--destination", "x"], "can't connect"),
+    (["gcp.get", ""], "Name the file or folder to copy from the VM"),
+    (["gcp.get", "x", "--name", "tfrig-alice", "--destination", "{tmp}/no/such/x"], "does not exist here"),
+    (["gcp.exec", "--cmd", " "], "Give the command to run"),
+    (["gcp.exec", "--cmd", "true", "--name", "tfrig-alice"], "can't connect"),
+    (["gcp.idle-stop", "--after", "30m", "--name", "tfrig-alice"], "can't connect"),
+    (["driver.install", "--version", "abc"], "--version abc is not an NVIDIA driver version"),
+    (["driver.install", "--branch", "banana"], "--branch banana: choose one of"),
+    (["driver.install", "--method", "magic"], "--method magic: choose run or apt"),
+    (["driver.install", "--module", "closed-ish"], "--module closed-ish: choose open or proprietary"),
+    (["driver.install", "--cuda", "abc"], "--cuda abc: give a CUDA version such as 12.4"),
+    (["driver.install", "--sha256", "xyz"], "--sha256 must be 64 hex digits"),
+    (["driver.install", "--installer-url", "ftp://x/y.run"], "--installer-url 'ftp://x/y.run': give an https://"),
+    (["driver.install", "--download-base", "not a url"], "--download-base 'not a url': give a URL"),
+    (["gpu.setup", "--version", "5.1"], "--version 5.1 is not an NVIDIA driver version"),
+    (["gpu.setup", "--branch", "999"], "--branch 999: choose one of"),
+    (["gpu.setup", "--method", "yum"], "--method yum: choose run or apt"),
+    (["gpu.setup", "--module", "both"], "--module both: choose open or proprietary"),
+    (["gpu.setup", "--cuda", "99.1"], "CUDA 99.1 is not one tfrig knows a driver minimum for"),
+    (["gpu.setup", "--sha256", "0" * 63], "--sha256 must be 64 hex digits"),
+    (["gpu.setup", "--installer-url", "http//x"], "--installer-url 'http//x': give an https://"),
+    (["gpu.setup", "--download-base", "download.nvidia.com"], "--download-base 'download.nvidia.com': give a URL"),
+    (["conda.install", "--distribution", "anaconda9"], "--distribution anaconda9: choose miniconda or miniforge"),
+    (["conda.install", "--prefix", "relative"], "--prefix 'relative': give an absolute path"),
+    (["conda.install", "--installer-url", "ftp://x"], "--installer-url 'ftp://x': give a https:// or file:// URL"),
+    (["conda.install", "--sha256", "xyz"], "--sha256 must be 64 hex digits"),
+    (["conda.install", "--sha256-url", "notaurl"], "--sha256-url 'notaurl': give a https:// or file:// URL"),
+    (["conda.create", "--name", "bad name/"], "--name 'bad name/': not a conda env name"),
+    (["conda.create", "--python", "3.x"], "--python 3.x: give major.minor"),
+    (["conda.create", "--tf-version", "abc"], "'abc' is not a TensorFlow version"),
+    (["conda.create", "--prefix", "opt/conda"], "--prefix 'opt/conda': give an absolute path"),
+    (["conda.cuda", "--name", "a:b"], "--name 'a:b': not a conda env name"),
+    (["conda.cuda", "--tf-version", "abc"], "'abc' is not a TensorFlow version"),
+    (["conda.cuda", "--prefix", "relative"], "--prefix 'relative': give an absolute path"),
+    (["conda.remove", "--name", "a#b"], "--name 'a#b': not a conda env name"),
+    (["conda.remove", "--prefix", "relative"], "--prefix 'relative': give an absolute path"),
+    (["conda.list", "--prefix", "relative"], "--prefix 'relative': give an absolute path"),
+    (["tf.install", "--index-url", "not a url"], "--index-url 'not a url': give a https://"),
+    (["tf.install", "--find-links", "{tmp}/missing"], "--find-links {tmp}/missing: no such folder there"),
+    (["tf.versions", "--python", "3.x"], "--python 3.x: give major.minor"),
+    (["tf.versions", "--driver", "abc"], "--driver abc: give a driver version"),
+    (["tf.jupyter", "--index-url", "pypi.org"], "--index-url 'pypi.org': give a https://"),
     # docker
     (["docker.rmi", "BAD image!!"], "is not an image name the engine takes"),
     (["docker.rmi", ""], "Name the images to remove"),
 ]
+
+
+def _tasks_with_hosts() -> list[str]:
+    import inspect
+
+    from tfrig.collection import ns
+
+    return [
+        f"{name}.{task_name}"
+        for name, collection in ns.collections.items()
+        for task_name, found in collection.tasks.items()
+        if "hosts" in inspect.signature(found.body).parameters
+    ]
+
+
+# Every task that takes -H refuses a host that can't be one, before it does anything (given what
+# else it needs first).
+_NEEDS = {
+    "docker.run": ["--cmd", "true"],
+    "docker.rm": ["c1"],
+    "docker.rmi": ["tensorflow/tensorflow"],
+    "conda.install": ["--distribution", "miniforge"],
+    "tf.run": ["--script", "empty.txt", "--folder", "{tmp}"],
+}
+CORPUS += [([task, *_NEEDS.get(task, []), "-H", "a b"], "'a b' is not a host") for task in _tasks_with_hosts()]
+
+# Flags any text is good for, each with why (test_every_flag_that_takes_a_value_has_a_bad_input_case).
+FREE_TEXT = {
+    ("gcp.put", "destination"): "a path on the VM; one under a missing folder is refused there (test_e2e)",
+    ("gcp.get", "destination"): "a path here; one under a missing folder is a case above",
+    ("tf.run", "remote-folder"): "a path on each host, made if missing",
+    ("tf.run", "args"): "the program's own arguments; unbalanced quotes are a case above",
+    ("tf.run", "cluster-addresses"): "a cluster that can't meet is one line each in test_tfrun, and a case above",
+    ("tf.jupyter", "find-links"): "checked on the target by the code that checks tf.install's (a case above)",
+    ("gcp.exec", "name"): "a VM or a host; one that can't be reached is a case above",
+}
 
 # Settings, each in the invoke.yaml of the folder tfrig runs in.
 
@@ -102,7 +218,7 @@ SETTINGS: list[tuple[str, list[str], str]] = [
     ("tfrig:\n  host_keys: maybe\n", ["driver.status", "-H", "me@127.0.0.1:{silent}"], "tfrig.host_keys"),
     ("tfrig: [unclosed\n", ["gpu.check"], "invoke.yaml"),
     (
-        "gcp:\n  project: p\n  credentials: anonymous\n  endpoint: http://127.0.0.1:1\n  operation_timeout: soon\n",
+        "gcp:\n  project: tfrig-test\n  credentials: anonymous\n  endpoint: http://127.0.0.1:1\n  operation_timeout: soon\n",
         ["gcp.create", "--yes", "--no-ssh-wait"],
         "gcp.operation_timeout",
     ),
@@ -212,3 +328,27 @@ def test_a_table_with_nothing_to_show_is_its_header_when_not_a_terminal():
     out = io.StringIO()
     table(["container", "image", "status"], [], out=out)
     assert out.getvalue() == "container  image  status\n"
+
+
+def test_every_flag_that_takes_a_value_has_a_bad_input_case():
+    """The standing rule, kept: a new flag needs its case in CORPUS, or its reason in FREE_TEXT."""
+    import inspect
+
+    from tfrig.collection import ns
+
+    covered = {(argv[0], part.lstrip("-")) for argv, _ in CORPUS for part in argv[1:] if part.startswith("--")}
+    covered |= {(argv[0], "hosts") for argv, _ in CORPUS if "-H" in argv}
+    missing = []
+    for name, collection in ns.collections.items():
+        for task_name, found in collection.tasks.items():
+            task = f"{name}.{task_name}"
+            for parameter in list(inspect.signature(found.body).parameters.values())[1:]:
+                flag = parameter.name.replace("_", "-")
+                if isinstance(parameter.default, bool) or (task, flag) in FREE_TEXT:
+                    continue
+                positional = parameter.default is inspect.Parameter.empty
+                if positional and any(argv[0] == task and len(argv) > 1 for argv, _ in CORPUS):
+                    continue  # given without its flag name: the task's own cases give it
+                if (task, flag) not in covered:
+                    missing.append(f"{task} --{flag}")
+    assert missing == []

@@ -137,6 +137,11 @@ def test_only_files_whose_size_or_time_differ_are_sent():
         ("nope.py", None, "--script nope.py: no such file in {p}."),
         ("../x.py", None, "--script ../x.py is outside --folder {p}; the folder is what is sent to the hosts."),
         ("data/big.bin", None, "--script data/big.bin is ignored by {p}/.gitignore, so it would not be sent."),
+        (
+            ".git/HEAD",
+            None,
+            "--script .git/HEAD: tfrig never sends .git/ or .tfrig-logs/; put the script elsewhere.",
+        ),
         ("train.py", "--name 'unclosed", '--args "--name \'unclosed": No closing quotation; quote as in a shell.'),
     ],
 )
@@ -336,6 +341,25 @@ def test_ctrl_c_stops_every_worker_on_every_host(job_hosts, ssh_env, tmp_path, s
     for host in hosts:
         wait_for(lambda host=host: _running(host, "sleeps.py") == "", 10, f"no worker left on {host.address}")
         assert host.exec("ls /tmp/tfrig-run-*.pgid 2>/dev/null || true")[1].strip() == ""
+
+
+@pytest.mark.slow
+def test_a_lost_connection_leaves_the_job_running_and_logging_on_the_host(job_hosts, ssh_env, tmp_path, state_dir):
+    (host,) = job_hosts(1)
+    (tmp_path / "sleeps.py").write_text(SLEEPS)
+    env = {**ssh_env, "TFRIG_STATE_DIR": str(state_dir)}
+    proc = start_cli("tf.run", "--script", "sleeps.py", "--folder", str(tmp_path), "-H", host.spec(), env=env)
+    assert proc.stdout is not None
+    wait_for(lambda: proc.stdout is not None and proc.stdout.readline().rstrip().endswith("] started"), 120, "started")
+    proc.kill()  # as a laptop that goes to sleep: no Ctrl-C, the connection just ends
+    proc.wait(timeout=30)
+    wait_for(lambda: "sshd: tfrig@notty" not in host.exec("ps -eo args")[1], 20, "the SSH session to end")
+    assert _running(host, "sleeps.py")
+    folder = f"/home/tfrig/tfrig-runs/{tmp_path.name}/.tfrig-logs"
+    assert host.exec(f"cat {folder}/*-worker0.log")[1] == "started\n"
+    code, out = host.exec('kill -TERM -"$(cat /tmp/tfrig-run-*-0.pgid)"')
+    assert code == 0, out
+    wait_for(lambda: _running(host, "sleeps.py") == "", 10, "the job to end")
 
 
 SHOWS = """

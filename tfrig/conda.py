@@ -16,7 +16,7 @@ from invoke.exceptions import Exit
 
 from tfrig.host import Host, StepFailed, shell_path
 from tfrig.runner import on_targets
-from tfrig.taskdef import HOSTS_HELP, JSON_HELP, setting, task
+from tfrig.taskdef import HOSTS_HELP, JSON_HELP, checked_name, checked_url, setting, task
 
 PREFIX_HELP = "conda's install prefix (default conda.prefix, ~/miniconda3)"
 ENV_HELP = "environment name (default conda.env, tf)"
@@ -40,6 +40,13 @@ TOS_ERROR = "CondaToSNonInteractiveError"
 
 def _setting(c: Any, key: str, value: Any) -> Any:
     return setting(c, "conda", key, value)
+
+
+def _checked_prefix(prefix: str) -> str:
+    """Where conda lives on the target: an absolute path, or one under the user's home (~/)."""
+    if not (prefix.startswith("/") or prefix == "~" or prefix.startswith("~/")) or "\n" in prefix:
+        raise Exit(f"--prefix {prefix[:80]!r}: give an absolute path, or one under ~/ (the target user's home).")
+    return prefix
 
 
 def conda_bin(prefix: str) -> str:
@@ -111,18 +118,21 @@ def install(
     if distribution not in DISTRIBUTIONS:
         raise Exit(f"--distribution {distribution}: choose miniconda or miniforge.")
     spec = DISTRIBUTIONS[distribution]
-    where = _setting(c, "prefix", prefix)
+    where = _checked_prefix(_setting(c, "prefix", prefix))
     asked_to_accept = bool(accept_tos)
     accept_tos = asked_to_accept or bool(c.config.conda.get("accept_tos"))
     if sha256 and not re.fullmatch(r"[0-9a-fA-F]{64}", sha256):
         raise Exit("--sha256 must be 64 hex digits.")
+    installer_url = _setting(c, "installer_url", installer_url)
+    for flag, url in (("installer-url", installer_url), ("sha256-url", sha256_url)):
+        if url:
+            checked_url(flag, url, ("https", "file"))
     if spec["tos"] and not accept_tos:
         raise Exit(
             "Miniconda's default channels need Anaconda's Terms of Service accepted (since July 2025), and an "
             "unattended install can't answer the prompt: pass --accept-tos (or set conda.accept_tos: true), "
             "or use --distribution miniforge (conda-forge only)."
         )
-    installer_url = _setting(c, "installer_url", installer_url)
     if installer_url and not (sha256 or sha256_url or unverified):
         raise Exit(
             f"--installer-url {installer_url}: tfrig can't know its SHA-256; pass --sha256 (or --sha256-url), "
@@ -171,8 +181,8 @@ def create(c, name=None, python=None, tf_version=None, prefix=None, hosts=None, 
     """Create a conda env with the Python the TensorFlow version needs."""
     from tfrig import resolver
 
-    name = _setting(c, "env", name)
-    where = _setting(c, "prefix", prefix)
+    name = checked_name("name", "conda env", _setting(c, "env", name))
+    where = _checked_prefix(_setting(c, "prefix", prefix))
     try:
         chosen = resolver.resolve(version=tf_version or c.config.tf.get("version") or None, python=python).python
     except resolver.Refusal as refusal:
@@ -205,8 +215,8 @@ def cuda(c, name=None, tf_version=None, prefix=None, hosts=None, json=False):
     """Install cudatoolkit and cudnn into the env, for TensorFlow releases before 2.14."""
     from tfrig import resolver
 
-    name = _setting(c, "env", name)
-    where = _setting(c, "prefix", prefix)
+    name = checked_name("name", "conda env", _setting(c, "env", name))
+    where = _checked_prefix(_setting(c, "prefix", prefix))
     try:
         plan = resolver.resolve(version=tf_version or c.config.tf.get("version") or None, gpu=True)
     except resolver.Refusal as refusal:
@@ -252,8 +262,8 @@ def remove(c, name=None, prefix=None, yes=False, hosts=None, json=False):
     """Remove a conda env."""
     from tfrig.ui import confirm
 
-    name = _setting(c, "env", name)
-    where = _setting(c, "prefix", prefix)
+    name = checked_name("name", "conda env", _setting(c, "env", name))
+    where = _checked_prefix(_setting(c, "prefix", prefix))
 
     def work(host: Host) -> dict[str, Any]:
         envs = env_list(host, where)
@@ -273,7 +283,7 @@ def remove(c, name=None, prefix=None, yes=False, hosts=None, json=False):
 @task(help={"prefix": PREFIX_HELP, "hosts": HOSTS_HELP, "json": JSON_HELP})
 def list_(c, prefix=None, hosts=None, json=False):
     """List the conda environments on the target."""
-    where = _setting(c, "prefix", prefix)
+    where = _checked_prefix(_setting(c, "prefix", prefix))
 
     def work(host: Host) -> dict[str, Any]:
         envs = env_list(host, where)

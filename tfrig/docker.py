@@ -16,7 +16,7 @@ from invoke.exceptions import Exit
 from tfrig import targets
 from tfrig.host import Host
 from tfrig.runner import on_targets
-from tfrig.taskdef import HOSTS_HELP, JSON_HELP, port_number, setting, task
+from tfrig.taskdef import HOSTS_HELP, JSON_HELP, checked_name, port_number, setting, task
 from tfrig.ui import confirm, info_stream, print_json, table
 
 NOTEBOOK_PORT = 8888
@@ -63,6 +63,8 @@ def _install_facts(host: Host, user: str) -> dict[str, Any]:
 def install(c, method=None, user=None, start=True, sha256=None, unverified=False, hosts=None, json=False):
     """Install Docker Engine, add the user to the docker group, start and verify it."""
     method = _setting(c, "install_method", method)
+    if user is not None:
+        checked_name("user", "user", user)
     if method not in ("repo", "distro", "script"):
         raise Exit(f"--method {method}: choose repo, distro or script.")
     if method == "script" and not sha256 and not unverified:
@@ -297,8 +299,12 @@ def run(
     port = port_number("port", port)
     wanted = _tf_image(c, image, version, gpu, jupyter)
     mirror = _setting(c, "mirror", mirror) or None
+    if mirror:
+        from tfrig import images as tf_images
+
+        tf_images.check_mirror(mirror)
     out = info_stream(json)
-    options: dict[str, Any] = {"name": name} if name else {}
+    options: dict[str, Any] = {"name": checked_name("name", "container", name)} if name else {}
     volumes = {}
     if workdir:
         folder = os.path.abspath(os.path.expanduser(workdir))
@@ -634,6 +640,10 @@ def _doctor_checks(host: Host, image: str | None) -> list[dict[str, Any]]:
 def doctor(c, image=None, hosts=None, json=False):
     """Explain why containers don't see the GPU: one line per check, with the fix."""
     image = _setting(c, "doctor_image", image)
+    if image:
+        from tfrig import images as tf_images
+
+        tf_images.check_image(image)
 
     def work(host: Host) -> dict[str, Any]:
         checks = _doctor_checks(host, image)

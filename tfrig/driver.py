@@ -301,15 +301,26 @@ def install_options(c: Any, **given: Any) -> dict[str, Any]:
     base = _setting(c, "download_base", given.get("download_base"))
     if not re.fullmatch(r"(https?|file)://\S+", base or ""):
         raise Exit(f"--download-base {base!r}: give a URL such as https://download.nvidia.com or a mirror's.")
+    installer_url = _setting(c, "installer_url", given.get("installer_url")) or None
+    if installer_url and not re.fullmatch(r"(https?|file)://\S+", installer_url):
+        raise Exit(f"--installer-url {installer_url!r}: give an https:// (or file://) URL of the .run installer.")
+    version = _setting(c, "version", given.get("version")) or None
+    branch = _setting(c, "branch", given.get("branch")) or None
+    from tfrig import driverplan
+
+    try:
+        driverplan.check_choice(version, branch, given.get("cuda"))
+    except driverplan.Refusal as refusal:
+        raise Exit(str(refusal)) from None
     return {
-        "version": _setting(c, "version", given.get("version")) or None,
-        "branch": _setting(c, "branch", given.get("branch")) or None,
+        "version": version,
+        "branch": branch,
         "method": method,
         "module": module,
         "cuda": given.get("cuda"),
         "sha256": sha256,
         "unverified": bool(given.get("unverified")) or bool(c.config.driver.get("unverified")),
-        "installer_url": _setting(c, "installer_url", given.get("installer_url")) or None,
+        "installer_url": installer_url,
         "download_base": base,
         "apt_repo_base": c.config.driver.get("apt_repo_base") or None,
         "hold_kernel": bool(given.get("hold_kernel")) or bool(c.config.driver.get("hold_kernel")),

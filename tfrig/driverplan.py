@@ -174,6 +174,15 @@ def cuda_minimum(cuda: str) -> str:
     raise Refusal(f"CUDA {cuda} is not one tfrig knows a driver minimum for ({', '.join(families)}).")
 
 
+def check_choice(version: str | None, branch: str | None, cuda: str | None) -> None:
+    """The driver the user asked for, checked before any host is asked: a Refusal if it can't be."""
+    choose_version([], version, branch)
+    if cuda:
+        if not re.fullmatch(r"\d+\.\d+", cuda):
+            raise Refusal(f"--cuda {cuda}: give a CUDA version such as 12.4.")
+        cuda_minimum(cuda)
+
+
 def choose_version(gpus: list[Gpu], version: str | None, branch: str | None) -> str:
     known = driver_versions()
     if version and branch:

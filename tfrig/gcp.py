@@ -622,6 +622,8 @@ def _vm_hosts(c: Any, name: str | None) -> str:
 )
 def exec_(c, cmd, name=None, json=False):
     """Run a command on the VM in the TensorFlow env, streaming its output; its exit code is passed on."""
+    if not cmd.strip():
+        raise Exit('Give the command to run: --cmd "python train.py".')
     from tfrig.host import Host, shell_path
     from tfrig.runner import on_targets
     from tfrig.tf import environment

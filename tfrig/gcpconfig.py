@@ -79,6 +79,13 @@ def settings(c: Any, project: str | None = None, zone: str | None = None, region
             "No Google Cloud project: pass --project, set gcp.project (invoke.yaml or INVOKE_GCP_PROJECT), "
             "GOOGLE_CLOUD_PROJECT, or run `gcloud config set project PROJECT_ID`."
         )
+    # 6-30 lowercase letters, digits or hyphens, a letter first, no hyphen last; older projects may
+    # be domain-scoped, example.com:my-project (cloud.google.com/resource-manager/docs/creating-managing-projects).
+    if not re.fullmatch(r"(?:[a-z0-9.-]+:)?[a-z][a-z0-9-]{4,28}[a-z0-9]", chosen_project):
+        raise Exit(
+            f"{chosen_project[:80]!r} is not a Google Cloud project ID (6-30 lowercase letters, digits and hyphens, "
+            "a letter first); `gcloud projects list` shows yours."
+        )
     if zone and region:
         raise Exit("Give --zone or --region, not both.")
     configured_zone = gcp.zone or os.environ.get("CLOUDSDK_COMPUTE_ZONE") or gcloud.get("zone") or None

@@ -80,15 +80,38 @@ def retired_image_message(image: str) -> str | None:
     )
 
 
+# An image reference as the engine parses it (github.com/distribution/reference, regexp.go):
+# [domain[:port]/]path-component[/...][:tag][@digest], path components lowercase.
+_PATH_COMPONENT = r"[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*"
+_DOMAIN = (
+    r"(?:[a-zA-Z0-9](?:[a-zA-Z0-9-]*[a-zA-Z0-9])?(?:\.[a-zA-Z0-9](?:[a-zA-Z0-9-]*[a-zA-Z0-9])?)*|\[[0-9a-fA-F:]+\])"
+)
+_REFERENCE = re.compile(
+    rf"^(?:{_DOMAIN}(?::[0-9]+)?/)?{_PATH_COMPONENT}(?:/{_PATH_COMPONENT})*"
+    r"(?::[\w][\w.-]{0,127})?(?:@sha256:[0-9a-f]{64})?$"
+)
+
+
 def check_image(image: str) -> str:
+    """A TensorFlow image the user named: a reference the engine takes, and not a retired one."""
+    first = image.split("/", 1)[0]
+    # Only a first part with a "." or ":" (or localhost) is a registry, whose name may have capitals
+    # (distribution/reference normalize.go, splitDockerDomain).
+    registry = "/" in image and ("." in first or ":" in first or first == "localhost")
+    if not _REFERENCE.match(image) or len(image) > 255 or (not registry and first != first.lower()):
+        raise Exit(f"--image {image[:80]!r} is not an image reference, e.g. tensorflow/tensorflow:2.21.0-gpu.")
     message = retired_image_message(image)
     if message:
         raise Exit(message)
     return image
 
 
-def mirrored(image: str, mirror: str) -> str:
-    """The name of `image` on a registry mirror (`HOST[:PORT]`)."""
+def check_mirror(mirror: str) -> str:
     if not _MIRROR.match(mirror):
         raise Exit(f"--mirror '{mirror}' should be HOST or HOST:PORT, e.g. mirror.example.com:5000.")
-    return f"{mirror}/{image}"
+    return mirror
+
+
+def mirrored(image: str, mirror: str) -> str:
+    """The name of `image` on a registry mirror (`HOST[:PORT]`)."""
+    return f"{check_mirror(mirror)}/{image}"

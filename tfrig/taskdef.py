@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import contextvars
 import inspect
+import re
 from typing import Any
 
 import invoke
@@ -36,6 +37,37 @@ def whole_number(flag: str, value: Any, low: int | None = None, high: int | None
 def port_number(flag: str, value: Any) -> int:
     """A TCP port, checked before anything listens or connects."""
     return whole_number(flag, value, 1, 65535)
+
+
+# Names, as the tool that owns each takes them (the source beside each):
+_NAMES = {
+    # shadow-utils' useradd: a letter or _, then letters, digits, _ and -, up to 32 (useradd(8)).
+    "user": (re.compile(r"^[a-z_][a-z0-9_-]{0,31}$"), "a login name such as alice"),
+    # Docker's validContainerNamePattern (daemon/names): [a-zA-Z0-9][a-zA-Z0-9_.-]+.
+    "container": (re.compile(r"^[a-zA-Z0-9][a-zA-Z0-9_.-]*$"), "letters, digits, _ . - (Docker's rule)"),
+    # conda refuses / : # and spaces in env names (conda.base.context.validate_prefix_name).
+    "conda env": (re.compile(r"^[A-Za-z0-9_.+-]+$"), "letters, digits and _ . + -"),
+}
+
+
+def checked_name(flag: str, kind: str, value: Any) -> str:
+    """`value` as a name of `kind` (see _NAMES), else one line."""
+    pattern, wanted = _NAMES[kind]
+    text = str(value)
+    if not pattern.match(text):
+        raise Exit(f"--{flag} {text[:60]!r}: not a {kind} name; use {wanted}.")
+    return text
+
+
+def checked_url(flag: str, value: Any, schemes: tuple[str, ...] = ("https", "http", "file")) -> str:
+    """`value` as a URL of one of `schemes`, else one line."""
+    from urllib.parse import urlsplit
+
+    text = str(value)
+    parts = urlsplit(text)
+    if parts.scheme not in schemes or not (parts.netloc or parts.scheme == "file") or " " in text:
+        raise Exit(f"--{flag} {text[:80]!r}: give a {' or '.join(s + '://' for s in schemes)} URL.")
+    return text
 
 
 class TfrigTask(Task):

@@ -16,7 +16,7 @@ from tfrig import readahead
 from tfrig.conda import has_conda_pin
 from tfrig.host import SCRIPTS, Host, shell_path
 from tfrig.runner import on_targets
-from tfrig.taskdef import HOSTS_HELP, JSON_HELP, port_number, setting, task
+from tfrig.taskdef import HOSTS_HELP, JSON_HELP, checked_url, port_number, setting, task
 from tfrig.ui import print_json, table
 
 VERIFY_MARK = "@@tfrig-verify "
@@ -204,6 +204,7 @@ def install(
     json=False,
 ):
     """Install the TensorFlow that fits the target, pinned, into its conda env or a venv."""
+    _check_index_url(c, index_url)
 
     def work(host: Host) -> dict[str, Any]:
         env = environment(host, c)
@@ -228,6 +229,7 @@ def install(
         if env.tensorflow == plan.tf and not missing_pip:
             host.say(f"already done: TensorFlow {plan.tf} in {env.kind} {env.path}")
             return {**result, "changed": False}
+        options = _pip_options(c, host, index_url, find_links, no_index)
         if not env.exists:
             host.say(f"{'completing' if env.python_version else 'creating'} venv {env.path}")
             host.script(
@@ -235,7 +237,6 @@ def install(
                 {"VENV": env.path, "AS_USER": host.user},
                 progress=f"venv {env.path}",
             )
-        options = _pip_options(c, index_url, find_links, no_index)
         for note in plan.notes:
             host.say(f"note: {note}")
         requirements = [plan.requirement, *plan.pip_packages]
@@ -385,10 +386,16 @@ def verify(c, require_gpu=False, hosts=None, json=False):
 )
 def versions(c, python=None, driver=None, json=False):
     """Show TensorFlow releases with their Python range, CUDA, cuDNN, and what fits."""
-    from packaging.version import Version
+    from packaging.version import InvalidVersion, Version
 
     from tfrig import resolver
 
+    if python and not re.fullmatch(r"\d+\.\d+", python):
+        raise Exit(f"--python {python}: give major.minor, e.g. 3.11.")
+    try:
+        Version(driver or "0")
+    except InvalidVersion:
+        raise Exit(f"--driver {driver}: give a driver version such as 580.95.05 (nvidia-smi shows it).") from None
     rows = []
     for build in resolver.builds():
         minimum = resolver.driver_minimum(build.cuda, build.tf)
@@ -425,10 +432,22 @@ def versions(c, python=None, driver=None, json=False):
     )
 
 
-def _pip_options(c: Any, index_url: str | None, find_links: str | None, no_index: bool) -> list[str]:
+def _check_index_url(c: Any, index_url: str | None) -> None:
+    """A package index given (or set in tf.index_url) is a URL pip takes, checked before anything runs."""
+    chosen = _setting(c, "index_url", index_url)
+    if chosen:
+        checked_url("index-url", chosen, ("https", "http", "file"))
+
+
+def _pip_options(c: Any, host: Host, index_url: str | None, find_links: str | None, no_index: bool) -> list[str]:
+    """pip's options for where packages come from; a --find-links folder is checked there on the
+    target before pip runs (pip would only warn and go to the index)."""
     options = ["--disable-pip-version-check", "-q"]
     index_url = _setting(c, "index_url", index_url)
     find_links = _setting(c, "find_links", find_links)
+    local_links = find_links and "://" not in find_links and host.target.assumed is None
+    if local_links and not host.fact(f"test -e {shell_path(str(find_links))}").ok:
+        raise Exit(f"[{host.label}] --find-links {find_links}: no such folder there.")
     if index_url:
         options += ["--index-url", shlex.quote(index_url)]
     if find_links:
@@ -467,6 +486,7 @@ def jupyter(
     """JupyterLab in the TensorFlow env on 127.0.0.1 of the target, reached through an SSH tunnel."""
     port = port_number("port", port)
     local_port = port_number("local-port", local_port) if local_port not in (None, "") else None
+    _check_index_url(c, index_url)
     from tfrig import targets
     from tfrig.host import connect
     from tfrig.ui import info_stream
@@ -484,8 +504,9 @@ def jupyter(
         raise Exit(f"[{host.label}] no TensorFlow in {env.path}: run `inv tf.install` first.")
     if not host.fact(f"{env.python} -m jupyter lab --version").ok:
         host.say(f"installing jupyterlab into {env.path}")
+        sources = " ".join(_pip_options(c, host, index_url, find_links, no_index))
         host.change(
-            f"{env.python} -m pip install {' '.join(_pip_options(c, index_url, find_links, no_index))} jupyterlab",
+            f"{env.python} -m pip install {sources} jupyterlab",
             what="pip install jupyterlab",
         )
     servers = [s for s in _running_servers(host, env) if int(s.get("port", 0)) == int(port)]

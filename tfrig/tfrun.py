@@ -146,7 +146,7 @@ def ignore_rules(folder: Path) -> tuple[Any, str]:
         rules = folder / name
         if rules.is_file():
             lines += rules.read_text(errors="replace").splitlines()
-            source = name
+            source = str(rules)
             break
     return pathspec.GitIgnoreSpec.from_lines(lines), source
 
@@ -278,22 +278,27 @@ def worker_command(
     args: list[str],
     config: str | None,
 ) -> str:
-    """The shell command that runs one worker: in its own process group (its id kept in
-    GROUP_FILE), output teed into the run folder's log, its exit code passed on."""
+    """The shell command that runs one worker and follows it: the worker runs detached, in a
+    process group of its own (its id kept in GROUP_FILE), its output into the run folder's log and
+    its exit code into a file; the command streams the log until the worker ends and passes its
+    exit code on. A dropped connection ends only the streaming: the job goes on, logged there."""
     from tfrig.host import shell_path
 
     group = GROUP_FILE.format(run=run_id, index=index)
     rc_file = group.replace(".pgid", ".rc")
     log = f"{LOG_FOLDER}/{run_id}-worker{index}.log"
     variables = "PYTHONUNBUFFERED=1" + (f" TF_CONFIG={shlex.quote(config)}" if config else "")
-    job = (
-        f'export PATH={env_bin}:"$PATH"; {exports}export {variables}; exec {interpreter} {shlex.join([script, *args])}'
-    )
-    # In the foreground: a background job (&) would start with SIGINT ignored, for good.
+    job = f'export PATH={env_bin}:"$PATH"; {exports}export {variables}; {interpreter} {shlex.join([script, *args])}'
+    leader = 'echo $$ > "$0"; eval "$1" > "$2" 2>&1 < /dev/null; echo $? > "$3.part"; mv "$3.part" "$3"; rm -f "$0"'
     return (
-        f"cd {shell_path(folder)} && mkdir -p {LOG_FOLDER} && "
-        f'{{ setsid -w sh -c \'echo $$ > "$0"; eval "$1"\' {group} {shlex.quote(job)} 2>&1; echo $? > {rc_file}; }}'
-        f" | tee {log}; rc=$(cat {rc_file} 2>/dev/null || echo 255); rm -f {group} {rc_file}; exit $rc"
+        f"cd {shell_path(folder)} && mkdir -p {LOG_FOLDER} && : > {log} || exit $?; "
+        f"setsid sh -c {shlex.quote(leader)} {group} {shlex.quote(job)} {log} {rc_file} </dev/null >/dev/null 2>&1 & "
+        # the group's leader, once it has said who it is (or already ended)
+        f"i=0; while [ ! -s {group} ] && [ ! -e {rc_file} ] && [ $i -lt 200 ]; do sleep 0.05; i=$((i+1)); done; "
+        f"leader=$(cat {group} 2>/dev/null); "
+        f'if [ -n "$leader" ]; then tail -n +1 -s 0.2 -f --pid="$leader" {log}; else cat {log}; fi; '
+        # no exit code: the worker was stopped (TERM, else KILL) before it could write one
+        f"rc=$(cat {rc_file} 2>/dev/null || echo 143); rm -f {rc_file} {group}; exit $rc"
     )
 
 
@@ -369,8 +374,10 @@ def _checked_script(folder: str | None, script: str, args: str | None) -> tuple[
     if not path.is_file():
         raise Exit(f"--script {script}: no such file in {local}.")
     spec, source = ignore_rules(local)
+    if {".git", LOG_FOLDER} & set(relative.split("/")[:-1]):
+        raise Exit(f"--script {script}: tfrig never sends .git/ or {LOG_FOLDER}/; put the script elsewhere.")
     if spec.match_file(relative):
-        raise Exit(f"--script {script} is ignored by {local / source}, so it would not be sent.")
+        raise Exit(f"--script {script} is ignored by {source}, so it would not be sent.")
     try:
         words = shlex.split(args or "")
     except ValueError as exc:
@@ -425,8 +432,7 @@ def run_job(
     print(f"target: {', '.join(w.target.label for w in workers)} (tf.run)", file=out, flush=True)
     remote = remote_folder or f"~/tfrig-runs/{local.name}"
     distinct = list(dict.fromkeys(w.target for w in workers))
-    wanted = [f for f in local_manifest(local).items()] if any(not t.is_local for t in distinct) else []
-    files = dict(wanted)
+    files = local_manifest(local) if any(not t.is_local for t in distinct) else {}
 
     def preflight(target: Target) -> Place:
         host = Host(connect(c, target), target, out=out)

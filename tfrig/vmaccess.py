@@ -61,20 +61,32 @@ def replace_block(text: str, name: str, block: str | None) -> str:
 
 def copy_files(c: Any, hosts: str, source: str, destination: str | None, upload: bool, force: bool) -> None:
     """Copy `source` to (upload) or from the first VM of `hosts`; nothing at the destination is
-    overwritten without `force`, and a folder never by a file."""
+    overwritten without `force`, and a folder never by a file. A failure is one line."""
+    from tfrig.host import connect, describe_error
+
+    if not source.strip():
+        raise Exit(f"Name the file or folder to copy {'from here' if upload else 'from the VM'}.")
+    [target] = targets.parse_hosts(hosts)[:1]
+    try:
+        _copy(c.config.run.dry, connect(c, target), target, source, destination, upload, force)
+    except Exit:
+        raise
+    except Exception as exc:
+        raise Exit(f"[{target.label}] {describe_error(exc)}") from None
+
+
+def _copy(
+    dry: bool, conn: Any, target: targets.Target, source: str, destination: str | None, upload: bool, force: bool
+) -> None:
     import tarfile
     import tempfile
 
-    from tfrig.host import connect
-
-    [target] = targets.parse_hosts(hosts)[:1]
-    conn = connect(c, target)
     if upload:
         local = Path(os.path.expanduser(source))
         if not local.exists():
             raise Exit(f"{source}: no such file or folder here.")
         remote = destination or local.name
-        if c.config.run.dry:
+        if dry:
             print(f"would copy {local} to {target.label}:{remote}")
             return
         there = conn.run(
@@ -109,6 +121,8 @@ def copy_files(c: Any, hosts: str, source: str, destination: str | None, upload:
     local = Path(os.path.expanduser(destination or Path(source).name))
     if local.exists() and not force:
         raise Exit(f"{local} exists here; pass --force to overwrite it.")
+    if not local.parent.is_dir():
+        raise Exit(f"{local.parent} does not exist here; create it first, or name another destination.")
     kind = conn.run(
         f"if [ -d {shlex.quote(source)} ]; then echo dir; elif [ -f {shlex.quote(source)} ]; then echo file; fi",
         hide=True,
@@ -121,9 +135,7 @@ def copy_files(c: Any, hosts: str, source: str, destination: str | None, upload:
         raise Exit(f"{local} is a folder here; --force overwrites a file, never a folder: name the file.")
     if local.exists() and not local.is_dir() and kind == "dir":
         raise Exit(f"{local} is a file here and {target.label}:{source} a folder; name another destination.")
-    if not local.parent.is_dir():
-        raise Exit(f"{local.parent} does not exist here; create it first, or name another destination.")
-    if c.config.run.dry:
+    if dry:
         print(f"would copy {target.label}:{source} to {local}")
         return
     if kind == "file":
