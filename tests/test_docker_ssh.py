@@ -2,7 +2,14 @@
 
 from __future__ import annotations
 
+import os
+import shutil
+from typing import Any
+from urllib.parse import urlsplit
+
 import pytest
+
+from tests.conftest import json_of, missing
 
 pytestmark = pytest.mark.slow
 
@@ -46,3 +53,44 @@ def test_toolkit_refuses_on_a_host_without_the_nvidia_driver(tfrig, sshd_factory
     assert result.code == 1
     assert "no NVIDIA driver is loaded here, so containers can't get a GPU" in result.err
     assert "Traceback" not in result.text
+
+
+@pytest.fixture
+def engine_host(sshd_factory: Any, docker_client: Any) -> Any:
+    """A stock-image host with an engine: this machine's, its socket mounted there, and this
+    machine's docker CLI (for `docker system dial-stdio`); its user may use the socket."""
+    cli = shutil.which("docker")
+    socket_path = urlsplit(os.environ.get("DOCKER_HOST", "unix:///var/run/docker.sock")).path
+    if not cli or not os.path.exists(socket_path):
+        missing("no docker CLI or engine socket on this machine")
+    host = sshd_factory(volumes_extra={cli: "/usr/local/bin/docker"}, writable={socket_path: "/var/run/docker.sock"})
+    gid = os.stat(socket_path).st_gid
+    code, out = host.exec(
+        f"getent group {gid} >/dev/null || groupadd -g {gid} hostdocker; usermod -aG $(getent group {gid} | cut -d: -f1) tfrig"
+    )
+    assert code == 0, out
+    return host
+
+
+def test_docker_tasks_reach_a_hosts_engine_over_tfrigs_own_ssh_connection(tfrig, engine_host, ssh_env, tmp_path):
+    # Only tfrig's key and known-hosts file: this HOME has no ~/.ssh, where the SDK's ssh:// looks.
+    env = {**ssh_env, "HOME": str(tmp_path)}
+    listed = tfrig("docker.images", "-H", engine_host.spec(), "--json", env=env)
+    assert listed.code == 0, listed.text
+    tags = [tag for image in json_of(listed.out) for tag in image["tags"]]
+    assert "local/tfrig-stock:latest" in tags
+    ran = tfrig(
+        "docker.run", "--image", "local/busybox", "--cmd", "echo from the engine", "-H", engine_host.spec(), env=env
+    )
+    assert ran.code == 0, ran.text
+    assert "from the engine" in ran.out
+
+
+def test_a_host_without_an_engine_is_one_line(tfrig, sshd_factory, ssh_env):
+    host = sshd_factory()
+    listed = tfrig("docker.ps", "-H", host.spec(), env=ssh_env)
+    assert listed.code == 1
+    assert listed.err.strip().splitlines() == [
+        f"[{host.spec()}] no Docker engine answers there (bash: line 1: docker: command not found); "
+        f"`inv docker.install -H {host.spec()}` installs it and adds you to the docker group."
+    ]

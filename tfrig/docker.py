@@ -159,17 +159,18 @@ def _engine(c: Any, hosts: str | None) -> Any:
     target = chosen[0]
     if target.is_local:
         return engine.client()
-    # The host key is checked as for every other task (tfrig.hostkeys), with the same one-line
-    # refusal, before the SDK opens its own connection (which trusts only ~/.ssh/known_hosts).
+    # Over tfrig's own connection: its key, and the host key checked as for every other task
+    # (tfrig.hostkeys), with the same one-line refusal.
     from tfrig.host import connect, describe_error
 
     try:
-        connect(c, target).open()
+        conn = connect(c, target)
+        conn.open()
+        return engine.client_over(conn, target.label)
+    except Exit:
+        raise
     except Exception as exc:
         raise Exit(f"[{target.label}] {describe_error(exc)}") from None
-    user = f"{target.user}@" if target.user else ""
-    port = f":{target.port}" if target.port else ""
-    return engine.client(f"ssh://{user}{target.host}{port}")
 
 
 def _tf_image(c: Any, image: str | None, version: str | None, gpu: bool, jupyter: bool) -> str:

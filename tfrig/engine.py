@@ -20,13 +20,67 @@ def client(base_url: str | None = None) -> Any:
         engine.ping()
     except DockerException as exc:
         raise Exit(engine_error(exc, base_url)) from None
-    except Exception as exc:  # over ssh://, paramiko's own errors
-        if not (base_url or "").startswith("ssh://"):
-            raise
+    return engine
+
+
+def client_over(conn: Any, label: str) -> Any:
+    """A Docker client for the engine on the host behind `conn`, the Fabric connection tfrig opened
+    with its own key and host-key policy. It speaks to the engine as the SDK's ssh:// does,
+    through `docker system dial-stdio` on the host (docker/transport/sshconn.py), but over this
+    connection: the SDK's own would trust only ~/.ssh/known_hosts and ~/.ssh/config's keys. The
+    client reaches it through a socket in a private folder here, served while tfrig runs."""
+    import shutil
+    import socket
+    import tempfile
+    import threading
+    import weakref
+
+    import docker
+
+    found = conn.run("docker version --format '{{.Server.Version}}'", hide=True, warn=True, in_stream=False)
+    if found.failed:
+        said = (found.stderr or found.stdout).strip().splitlines()
         raise Exit(
-            f"The Docker SDK's SSH connection to {base_url} failed ({type(exc).__name__}: {exc}); it reads "
-            "host keys only from ~/.ssh/known_hosts and keys from ~/.ssh/config."
-        ) from None
+            f"[{label}] no Docker engine answers there ({said[-1] if said else f'exit {found.exited}'}); "
+            f"`inv docker.install -H {label}` installs it and adds you to the docker group."
+        )
+    transport = conn.client.get_transport()
+    folder = tempfile.mkdtemp(prefix="tfrig-docker-")  # 0700: only this user reaches the engine
+    path = os.path.join(folder, "engine.sock")
+    listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    listener.bind(path)
+    listener.listen(16)
+
+    def pump(local: socket.socket) -> None:
+        with local:
+            channel = transport.open_session()
+            channel.exec_command("docker system dial-stdio")
+
+            def upstream() -> None:
+                while data := local.recv(65536):
+                    channel.sendall(data)
+                channel.shutdown_write()
+
+            threading.Thread(target=upstream, daemon=True).start()
+            while data := channel.recv(65536):
+                local.sendall(data)
+            channel.close()
+
+    def serve() -> None:
+        while True:
+            try:
+                local, _ = listener.accept()
+            except OSError:  # closed with the client
+                return
+            threading.Thread(target=pump, args=(local,), daemon=True).start()
+
+    threading.Thread(target=serve, daemon=True).start()
+    engine = docker.DockerClient(base_url=f"unix://{path}")
+    def close() -> None:
+        listener.close()
+        shutil.rmtree(folder, ignore_errors=True)
+
+    weakref.finalize(engine, close)
     return engine
 
 
