@@ -618,6 +618,26 @@ def test_down_dry_changes_no_record_and_down_never_drops_a_create_in_flight(tfri
     assert set(state.vms()) == {"tfrig-inflight"}
 
 
+def test_a_down_that_runs_while_a_create_is_in_flight_forgets_nothing(tfrig, fake, gcp_env, state_dir):
+    """The real race, not the rule: gcp.down lists while gcp.create's insert is held in flight;
+    the create then lands, and its VM is in the state."""
+    fake.pause = STAGES["the insert call"]
+    env = {**gcp_env, "TFRIG_STATE_DIR": str(state_dir)}
+    creating = start_cli("gcp.create", "--yes", "--no-ssh-wait", "--name", "tfrig-alice", env=env)
+    try:
+        assert fake.paused.wait(60), "the create never sent its insert"
+        assert state.vms()["tfrig-alice"]["status"] == "CREATING"
+        down = tfrig("gcp.down", "--delete", "--yes", env=gcp_env)
+        assert down.code == 0, down.text
+        assert "tfrig-alice" in state.vms()  # its listing could not see the VM yet: the record stays
+    finally:
+        fake.release.set()
+    out, err = creating.communicate(timeout=120)
+    assert creating.returncode == 0, out + err
+    assert state.vms()["tfrig-alice"]["status"] == "RUNNING"
+    assert {name for vms in fake.instances.values() for name in vms} == {"tfrig-alice"}
+
+
 # --- the real API's waits, operation results and errors (issue 11) ------------------------------
 
 
