@@ -362,7 +362,8 @@ class FakeCompute:
         keys = self.vm_host_keys(vm["name"]) if enabled and self.vm_host_keys and vm["name"] in self.vms else []
         items = [{"namespace": "hostkeys", "key": kind, "value": value} for kind, value in keys]
         if path != "hostkeys/" or not items:
-            return _error(404, "notFound", f"The resource '{vm['selfLink']}/guestAttributes/{path}' was not found")
+            # The real API's words, as gcloud matches them (ssh_utils.GetHostKeysFromGuestAttributes).
+            return _error(404, "notFound", f"The resource '{path}' of type 'Guest Attribute' was not found.")
         return 200, {"kind": "compute#guestAttributes", "queryPath": path, "queryValue": {"items": items}}
 
     def _insert(self, zone: str, body: dict[str, Any]) -> tuple[int, dict[str, Any]]:

@@ -940,3 +940,28 @@ def test_a_fleet_that_runs_out_of_room_names_what_it_made(tfrig, fake, gcp_env):
     assert result.err.strip().startswith("no zone could take tfrig-alice-2: us-central1-a: QUOTA_EXCEEDED")
     assert result.err.strip().endswith("; created so far: tfrig-alice-1")
     assert set(state.vms()) == {"tfrig-alice-1"} and list(fake.instances["us-central1-a"]) == ["tfrig-alice-1"]
+
+
+def test_host_keys_are_read_from_guest_attributes_as_gcloud_reads_them(fake):
+    """Known key types only, each value cut at its first whitespace and kept only if it is
+    base64 (gcloud's ssh_utils.GetHostKeysFromGuestAttributes): a guest can't write lines of its
+    own into tfrig's known-hosts file."""
+    import base64
+
+    from tfrig.cloud import Cloud
+
+    good = base64.b64encode(b"\x00\x00\x00\x0bssh-ed25519" + bytes(36)).decode()
+    fake.add_instance("us-central1-a", "tfrig-keys", labels={"created-by": "tfrig"})
+    vm = fake.instances["us-central1-a"]["tfrig-keys"]
+    vm["metadata"] = {"items": [{"key": "enable-guest-attributes", "value": "TRUE"}]}
+    fake.vms["tfrig-keys"] = object()
+    fake.vm_host_keys = lambda name: [
+        ("ssh-ed25519", good + "\n@cert-authority * ssh-rsa AAAAB3Nza"),
+        ("ssh-rsa", "not-base64!"),
+        ("ssh-dss", good),
+        ("ecdsa-sha2-nistp256", good + " trailing words"),
+    ]
+    cloud = Cloud(fake.project, fake.endpoint, "anonymous", retry_delay=0.01)
+    assert cloud.host_keys("us-central1-a", "tfrig-keys") == [("ssh-ed25519", good), ("ecdsa-sha2-nistp256", good)]
+    fake.vm_host_keys = lambda name: []
+    assert cloud.host_keys("us-central1-a", "tfrig-keys") == []  # the API's 404 while nothing is published

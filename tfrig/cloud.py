@@ -25,6 +25,10 @@ RETRIES = 4
 _RETRYABLE_REASONS = {"rateLimitExceeded", "RESOURCE_OPERATION_RATE_EXCEEDED", "UNAVAILABLE", "backendError"}
 
 
+# The key types gcloud takes from guest attributes (ssh_utils.SUPPORTED_HOSTKEY_TYPES).
+HOST_KEY_TYPES = ("ssh-rsa", "ssh-ed25519", "ecdsa-sha2-nistp256")
+
+
 @dataclass
 class Vm:
     name: str
@@ -245,8 +249,15 @@ class Cloud:
 
     def host_keys(self, zone: str, name: str) -> list[tuple[str, str]]:
         """The SSH host keys the VM's guest agent published in its guest attributes (namespace
-        `hostkeys`, key = key type, value = base64), as `gcloud compute ssh` reads them; [] while
-        none are (the API answers 404 then). Needs `enable-guest-attributes=TRUE` in the metadata."""
+        `hostkeys`, key = key type, value = base64), read as `gcloud compute ssh` reads them
+        (command_lib/compute/ssh_utils.py, GetHostKeysFromGuestAttributes): known key types only,
+        each value cut at its first whitespace and kept only if it is base64, so a guest can't
+        write lines of its own into a known-hosts file. [] while none are published: the API
+        answers 404 ("The resource 'hostkeys/' of type 'Guest Attribute' was not found", the text
+        gcloud matches). Needs `enable-guest-attributes=TRUE` in the metadata."""
+        import base64
+        import binascii
+
         request = {"project": self.project, "zone": zone, "instance": name, "query_path": "hostkeys/"}
         try:
             found = self.call("InstancesClient", "get_guest_attributes", request=request)
@@ -254,7 +265,17 @@ class Cloud:
             if exc.status in (400, 404):  # not published yet, or guest attributes off
                 return []
             raise
-        return [(item.key, item.value) for item in found.query_value.items if item.namespace == "hostkeys"]
+        keys = []
+        for item in found.query_value.items:
+            words = item.value.split()
+            if item.namespace != "hostkeys" or item.key not in HOST_KEY_TYPES or not words:
+                continue
+            try:
+                if base64.b64encode(base64.b64decode(words[0], validate=True)).decode() == words[0]:
+                    keys.append((item.key, words[0]))
+            except (binascii.Error, ValueError):
+                continue
+        return keys
 
     # --- changes ----------------------------------------------------------------------------------
 

@@ -76,6 +76,7 @@ def client_over(conn: Any, label: str) -> Any:
 
     threading.Thread(target=serve, daemon=True).start()
     engine = docker.DockerClient(base_url=f"unix://{path}")
+
     def close() -> None:
         listener.close()
         shutil.rmtree(folder, ignore_errors=True)
