@@ -69,14 +69,27 @@ def test_a_gpu_host_gets_and_cuda_into_its_conda_env(capsys):
             env_facts(conda=conda, gpu="580.159.04, 8.9"),
             env_facts(conda={**conda, "tf": "2.21.0"}, gpu="580.159.04, 8.9"),
         ],
-        changes={PIP: Result()},
+        changes={PIP: Result(), "test -e /wheels": Result()},
     )
     tf.install(c, find_links="/wheels")
+    assert commands(c)[1] == "test -e /wheels"  # there on the target, before pip
     assert (
-        commands(c)[1]
+        commands(c)[2]
         == "\"$HOME\"/miniconda3/envs/tf/bin/python -m pip install --disable-pip-version-check -q --find-links /wheels 'tensorflow[and-cuda]==2.21.0'"
     )
     assert "installing tensorflow[and-cuda]==2.21.0 into ~/miniconda3/envs/tf" in capsys.readouterr().out
+
+
+def test_a_find_links_folder_missing_on_the_target_stops_before_pip():
+    c = context(
+        "tf.install",
+        probes=[env_facts(conda={"python": "3.11.9"}, gpu="580.159.04, 8.9")],
+        changes={"test -e /wheels": Result(exited=1)},
+    )
+    with pytest.raises(Exit) as refused:
+        tf.install(c, find_links="/wheels")
+    assert refused.value.message == "[local] tf.install: --find-links /wheels: no such folder there."
+    assert commands(c) == ["probe", "test -e /wheels"]
 
 
 def test_the_right_version_already_there_is_a_no_op(capsys):

@@ -297,6 +297,8 @@ def worker_command(
         f"i=0; while [ ! -s {group} ] && [ ! -e {rc_file} ] && [ $i -lt 200 ]; do sleep 0.05; i=$((i+1)); done; "
         f"leader=$(cat {group} 2>/dev/null); "
         f'if [ -n "$leader" ]; then tail -n +1 -s 0.2 -f --pid="$leader" {log}; else cat {log}; fi; '
+        # until the whole group is gone: TensorFlow's workers catch TERM, and outlive their shell
+        f'while [ -n "$leader" ] && kill -0 -"$leader" 2>/dev/null; do sleep 0.2; done; '
         # no exit code: the worker was stopped (TERM, else KILL) before it could write one
         f"rc=$(cat {rc_file} 2>/dev/null || echo 143); rm -f {rc_file} {group}; exit $rc"
     )
@@ -602,18 +604,26 @@ def _watch(
     labels = [w.target.label for w in workers]
     threads: list[threading.Thread] = []
 
+    def stop(outcome: Outcome) -> None:
+        host = places[outcome.worker.target].host
+        with contextlib.suppress(Exception):  # the host went away: nothing there to stop
+            host.c.run(
+                stop_command(run_id, outcome.worker.index, wait_for_start=outcome.exit_code is None),
+                hide=True,
+                warn=True,
+                in_stream=False,
+            )
+
     def stop_others() -> None:
-        for outcome, thread in zip(outcomes, threads, strict=True):
-            if outcome in cause or not thread.is_alive():
-                continue
-            host = places[outcome.worker.target].host
-            with contextlib.suppress(Exception):  # the host went away: nothing there to stop
-                host.c.run(
-                    stop_command(run_id, outcome.worker.index, wait_for_start=outcome.exit_code is None),
-                    hide=True,
-                    warn=True,
-                    in_stream=False,
-                )
+        """Every other running worker stopped at once (each may take the grace before its KILL)."""
+        running = [o for o, t in zip(outcomes, threads, strict=True) if o not in cause and t.is_alive()]
+        stopping_each = [threading.Thread(target=stop, args=(o,), daemon=True) for o in running]
+        for thread in stopping_each:
+            thread.start()
+        for thread in stopping_each:
+            thread.join()
+
+    stopper: list[threading.Thread] = []
 
     def start_stopping(outcome: Outcome | None) -> None:
         with lock:
@@ -622,7 +632,8 @@ def _watch(
             if outcome is not None:
                 cause.append(outcome)
             stopping.set()
-        threading.Thread(target=stop_others, daemon=True).start()
+            stopper.append(threading.Thread(target=stop_others, daemon=True))
+        stopper[0].start()
 
     def run(outcome: Outcome) -> None:
         worker, place = outcome.worker, places[outcome.worker.target]
@@ -669,6 +680,8 @@ def _watch(
         while any(thread.is_alive() for thread in threads):
             for thread in threads:
                 thread.join(0.2)
+        for thread in stopper:  # the stop commands run to their end (KILL after the grace)
+            thread.join(STOP_GRACE_SECONDS * 3)
     except KeyboardInterrupt:
         raise Exit("left at the second Ctrl-C; the workers may still run there.", code=130) from None
     finally:
