@@ -294,9 +294,9 @@ def worker_command(
         f"cd {shell_path(folder)} && mkdir -p {LOG_FOLDER} && : > {log} || exit $?; "
         f"setsid sh -c {shlex.quote(leader)} {group} {shlex.quote(job)} {log} {rc_file} </dev/null >/dev/null 2>&1 & "
         # the group's leader, once it has said who it is (or already ended)
-        f"i=0; while [ ! -s {group} ] && [ ! -e {rc_file} ] && [ $i -lt 200 ]; do sleep 0.05; i=$((i+1)); done; "
+        f"i=0; while [ ! -s {group} ] && [ ! -e {rc_file} ] && [ $i -lt 500 ]; do sleep 0.02; i=$((i+1)); done; "
         f"leader=$(cat {group} 2>/dev/null); "
-        f'if [ -n "$leader" ]; then tail -n +1 -s 0.2 -f --pid="$leader" {log}; else cat {log}; fi; '
+        f'if [ -n "$leader" ]; then tail -n +1 -s 0.05 -f --pid="$leader" {log}; else cat {log}; fi; '
         # until the whole group is gone: TensorFlow's workers catch TERM, and outlive their shell
         f'while [ -n "$leader" ] && kill -0 -"$leader" 2>/dev/null; do sleep 0.2; done; '
         # no exit code: the worker was stopped (TERM, else KILL) before it could write one
