@@ -211,10 +211,11 @@ def _set_idle_stop(c: Any, records: list[dict[str, Any]], seconds: int, shown: s
             idlestop.install(host, seconds, idlestop.DEFAULT_THRESHOLD, shown)
             idlestop.record(host, shown)
         except Exception as exc:
-            failed.append(f"{describe_error(exc).removeprefix(f'[{host.label}] ')}")
-            print(f"[{record['name']}] idle stop not set: {failed[-1]}", file=sys.stderr)
+            failed.append(record["name"])
+            reason = describe_error(exc).removeprefix(f"[{host.label}] ")
+            print(f"[{record['name']}] idle stop not set: {reason}", file=sys.stderr)
     if failed:
-        names = ",".join(r["name"] for r in records)
+        names = ",".join(failed)
         raise Exit(
             f"idle stop not set on {len(failed)} of {len(records)} VM(s), which run and are recorded; "
             f"`inv gcp.stop --name {names}` when done."

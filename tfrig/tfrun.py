@@ -666,7 +666,7 @@ def _watch(
             start_stopping(outcome)
 
     def interrupted(signum: int, frame: Any) -> None:
-        if stopping.is_set() and not cause:  # a second Ctrl-C: leave now, the workers may go on there
+        if stopping.is_set():  # Ctrl-C while stopping: leave now, the workers may go on there
             raise KeyboardInterrupt
         print("stopping every worker (Ctrl-C again to leave them running)", file=sys.stderr, flush=True)
         start_stopping(None)
