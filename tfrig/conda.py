@@ -126,7 +126,7 @@ def install(
     installer_url = _setting(c, "installer_url", installer_url)
     for flag, url in (("installer-url", installer_url), ("sha256-url", sha256_url)):
         if url:
-            checked_url(flag, url, ("https", "file"))
+            checked_url(flag, url, ("https", "http", "file"))  # checked by SHA-256, so a plain mirror does
     if spec["tos"] and not accept_tos:
         raise Exit(
             "Miniconda's default channels need Anaconda's Terms of Service accepted (since July 2025), and an "

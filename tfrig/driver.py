@@ -303,7 +303,7 @@ def install_options(c: Any, **given: Any) -> dict[str, Any]:
         raise Exit(f"--download-base {base!r}: give a URL such as https://download.nvidia.com or a mirror's.")
     installer_url = _setting(c, "installer_url", given.get("installer_url")) or None
     if installer_url and not re.fullmatch(r"(https?|file)://\S+", installer_url):
-        raise Exit(f"--installer-url {installer_url!r}: give an https:// (or file://) URL of the .run installer.")
+        raise Exit(f"--installer-url {installer_url!r}: give an https://, http:// or file:// URL of the installer.")
     version = _setting(c, "version", given.get("version")) or None
     branch = _setting(c, "branch", given.get("branch")) or None
     from tfrig import driverplan
