@@ -208,6 +208,7 @@ class SshHost:
 
 
 STOCK_IMAGE = "local/tfrig-stock"
+SYSTEMD_IMAGE = "local/tfrig-systemd"  # the same, booted by systemd (tests/testbed/systemd.Dockerfile)
 # How long unattended-upgrades holds the dpkg lock after each boot of a test host (a new VM's
 # holds it for minutes; a few seconds prove that every apt call waits for it).
 BOOT_LOCK_SECONDS = 6
@@ -257,6 +258,7 @@ def sshd_factory(
         gpu: str | None = None,
         boot_lock: int = BOOT_LOCK_SECONDS,
         pin: bool = True,
+        image: str = STOCK_IMAGE,
         **options: Any,
     ) -> SshHost:
         """A new stock-image host; `gpu` gives it that GPU on its PCI bus and a writable
@@ -270,8 +272,9 @@ def sshd_factory(
             bus = pci_tree(tmp_path_factory.mktemp(f"bus-{gpu}"), gpu)
             volumes[str(bus)] = {"bind": "/sys/bus/pci/devices", "mode": "ro"}
             options.setdefault("tmpfs", {"/sys/module": "rw,mode=755"})
+        need_image(docker_client, image)
         container = docker_client.containers.run(
-            STOCK_IMAGE,
+            image,
             detach=True,
             ports={"22/tcp": (address, port)},
             volumes=volumes,

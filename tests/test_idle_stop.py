@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 
-from tests.conftest import missing, wait_for
+from tests.conftest import SYSTEMD_IMAGE, missing, wait_for
 from tfrig import idlestop, tfrun
 
 POWERED_OFF = "/tmp/powered-off"
@@ -197,3 +197,48 @@ def test_the_install_script_refuses_a_host_without_systemd_before_writing(sshd_f
     code, out = host.exec(f"AGENT=x CONF=x SERVICE=x TIMER=x bash -c {shlex.quote(script.read_text())}")
     assert (code, out.strip()) == (3, "no systemd runs on this host, and the idle-stop agent is a systemd timer")
     assert host.exec(f"test -e {idlestop.AGENT_PATH}")[0] != 0
+
+
+@pytest.fixture
+def systemd_host(sshd_factory: Any) -> Any:
+    """A stock-image host booted by systemd, as a VM is (unprivileged: /run tmpfs, cgroups read-only)."""
+    host = sshd_factory(
+        image=SYSTEMD_IMAGE,
+        volumes_extra={"/sys/fs/cgroup": "/sys/fs/cgroup"},
+        tmpfs={"/run": "", "/run/lock": ""},
+    )
+    wait_for(lambda: host.exec("systemctl is-system-running")[1].strip() in ("running", "degraded"), 60, "boot")
+    return host
+
+
+def test_the_agent_under_systemd_checks_each_minute_and_powers_the_host_off(tfrig, systemd_host, ssh_env):
+    """Installed by tfrig, started by systemd's timer, and a real power-off: the host stops, as
+    Compute Engine stops a VM whose guest powers off. Nothing here is a stand-in but the GPU."""
+    host = systemd_host
+    spec = host.spec()
+    set_up = tfrig("gcp.idle-stop", "--after", "5m", "--name", spec, env=ssh_env)
+    assert set_up.code == 0, set_up.text
+    assert f"[{spec}] idle stop set: powers off after 5m with GPUs under 10%" in set_up.out
+    assert host.exec("systemctl is-enabled tfrig-idle-stop.timer; systemctl is-active tfrig-idle-stop.timer") == (
+        0,
+        "enabled\nactive\n",
+    )
+    assert host.exec("systemctl start tfrig-idle-stop.service")[0] == 0  # one check, as the timer starts it
+    journal = host.exec("journalctl -u tfrig-idle-stop.service --no-pager -o cat")[1]
+    assert "idle for " in journal and " of 300 s" in journal, journal
+
+    _idle_since(host, 400)
+    host.exec("systemctl start tfrig-idle-stop.service")
+    wait_for(lambda: (host.container.reload(), host.container.status)[1] == "exited", 60, "the power-off")
+    log = b"".join(host.container.get_archive("/var/log/tfrig-idle-stop.log")[0])
+    assert b"GPUs under 10%, no SSH session, no tf.run worker; powering off" in log
+
+
+def test_the_agent_is_turned_off_with_its_files(tfrig, systemd_host, ssh_env):
+    spec = systemd_host.spec()
+    assert tfrig("gcp.idle-stop", "--after", "30m", "--name", spec, env=ssh_env).code == 0
+    off = tfrig("gcp.idle-stop", "--off", "--name", spec, env=ssh_env)
+    assert off.code == 0, off.text
+    assert f"[{spec}] idle stop off" in off.out
+    _, out = systemd_host.exec(f"systemctl is-active tfrig-idle-stop.timer; ls {idlestop.AGENT_PATH}")
+    assert out.startswith("inactive\n") and "No such file" in out

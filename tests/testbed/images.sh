@@ -3,6 +3,7 @@
 #   local/busybox           a tiny image from the host's busybox
 #   local/debian:bookworm   debootstrap minbase, cached as a tarball
 #   local/tfrig-stock       a stock cloud image stand-in with sshd (tests/testbed/stock.Dockerfile),
+#   local/tfrig-systemd     the same booted by systemd (tests/testbed/systemd.Dockerfile),
 #                           cached with docker save
 # The cache lives outside the clone (TFRIG_CI_CACHE, default /var/cache/tfrig-ci); a missing cache
 # is rebuilt, never required.
@@ -43,6 +44,18 @@ if [ "$(docker image inspect -f '{{index .Config.Labels "tfrig.key"}}' local/tfr
     docker build -q --label "tfrig.key=$key" -t local/tfrig-stock -f "$here/stock.Dockerfile" "$here" >/dev/null
     rm -f "$cache"/tfrig-stock-*.tar "$cache"/tfrig-sshd-*.tar  # older images
     docker save local/tfrig-stock -o "$saved.part" && mv "$saved.part" "$saved"
+  fi
+fi
+# The same stand-in booted by systemd (tests/testbed/systemd.Dockerfile), on top of this stock image.
+key=$(cat "$here/stock.Dockerfile" "$here"/stock/* "$here/systemd.Dockerfile" | sha256sum | cut -c1-16)
+if [ "$(docker image inspect -f '{{index .Config.Labels "tfrig.key"}}' local/tfrig-systemd 2>/dev/null)" != "$key" ]; then
+  saved="$cache/tfrig-systemd-$key.tar"
+  if [ -s "$saved" ]; then
+    docker load -i "$saved" >/dev/null
+  else
+    docker build -q --label "tfrig.key=$key" -t local/tfrig-systemd -f "$here/systemd.Dockerfile" "$here" >/dev/null
+    rm -f "$cache"/tfrig-systemd-*.tar  # older images
+    docker save local/tfrig-systemd -o "$saved.part" && mv "$saved.part" "$saved"
   fi
 fi
 docker images --format '{{.Repository}}:{{.Tag}} {{.Size}}' | grep '^local/'
