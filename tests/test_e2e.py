@@ -31,8 +31,19 @@ def vm_mounts() -> dict[str, str]:
 
 
 @pytest.fixture
+def vm_options() -> dict[str, Any]:
+    """How a test wants its VMs started (sshd_factory's options), e.g. booted by systemd."""
+    return {}
+
+
+@pytest.fixture
 def cloud(
-    docker_client: Any, ssh_key: Path, wheelhouse: Path, sshd_factory: Any, vm_mounts: dict[str, str]
+    docker_client: Any,
+    ssh_key: Path,
+    wheelhouse: Path,
+    sshd_factory: Any,
+    vm_mounts: dict[str, str],
+    vm_options: dict[str, Any],
 ) -> Iterator[FakeCompute]:
     api = FakeCompute()
     api.offer("nvidia-tesla-t4", ZONES)
@@ -40,7 +51,9 @@ def cloud(
 
     def make_vm(name: str, zone: str, body: dict[str, Any]) -> str:
         # Its host keys are not pinned for the test: tfrig must find them in the guest attributes.
-        host = sshd_factory(volumes_extra={str(wheelhouse): "/wheelhouse", **vm_mounts}, pin=False)
+        options = dict(vm_options)
+        mounts = {str(wheelhouse): "/wheelhouse", **vm_mounts, **options.pop("volumes_extra", {})}
+        host = sshd_factory(volumes_extra=mounts, pin=False, **options)
         keys = next(item["value"] for item in body["metadata"]["items"] if item["key"] == "ssh-keys")
         user = keys.split(":", 1)[0]
         code, output = host.exec(
@@ -365,3 +378,19 @@ def test_idle_stop_where_no_systemd_runs_is_one_line_and_the_vm_stays_recorded(t
     ]
     listed = tfrig("gcp.list", "--json", env=env)
     assert [(vm["name"], vm["idle_stop"]) for vm in json_of(listed.out)] == [("tfrig-alice", "off")]
+
+
+def test_create_with_idle_stop_on_a_vm_booted_by_systemd_sets_the_agent(tfrig, cloud, env, vm_options):
+    from tests.conftest import SYSTEMD_IMAGE
+
+    vm_options.update(
+        image=SYSTEMD_IMAGE, volumes_extra={"/sys/fs/cgroup": "/sys/fs/cgroup"}, tmpfs={"/run": "", "/run/lock": ""}
+    )
+    created = tfrig("gcp.create", "--yes", "--idle-stop", "30m", env=env)
+    assert created.code == 0, created.text
+    assert "[tfrig-alice] idle stop set: powers off after 30m with GPUs under 10%" in created.out
+    vm = cloud.vms["tfrig-alice"]
+    assert vm.exec("systemctl is-active tfrig-idle-stop.timer") == (0, "active\n")
+    assert vm.exec("cat /etc/tfrig/idle-stop.conf")[1].startswith("IDLE_SECONDS=1800\nGPU_THRESHOLD=10")
+    listed = tfrig("gcp.list", "--json", env=env)
+    assert [(r["name"], r["idle_stop"]) for r in json_of(listed.out)] == [("tfrig-alice", "30m")]
