@@ -42,11 +42,12 @@ def port_number(flag: str, value: Any) -> int:
 # Names, as the tool that owns each takes them (the source beside each):
 _NAMES = {
     # shadow-utils' useradd: a letter or _, then letters, digits, _ and -, up to 32 (useradd(8)).
-    "user": (re.compile(r"^[a-z_][a-z0-9_-]{0,31}$"), "a login name such as alice"),
+    "user": (re.compile(r"^[a-z_][a-z0-9_-]{0,31}$"), "give a login name such as alice"),
     # Docker's validContainerNamePattern (daemon/names): [a-zA-Z0-9][a-zA-Z0-9_.-]+.
-    "container": (re.compile(r"^[a-zA-Z0-9][a-zA-Z0-9_.-]*$"), "letters, digits, _ . - (Docker's rule)"),
-    # conda refuses / : # and spaces in env names (conda.base.context.validate_prefix_name).
-    "conda env": (re.compile(r"^[A-Za-z0-9_.+-]+$"), "letters, digits and _ . + -"),
+    "container": (re.compile(r"^[a-zA-Z0-9][a-zA-Z0-9_.-]*$"), "use letters, digits, _ . - (Docker's rule)"),
+    # conda refuses / : # and spaces in env names (conda/base/constants.py,
+    # PREFIX_NAME_DISALLOWED_CHARS, checked by context.validate_prefix_name); control characters too.
+    "conda env": (re.compile(r"^[^/ :#\x00-\x1f]+$"), "conda takes no / : # or spaces in one"),
 }
 
 
@@ -55,7 +56,7 @@ def checked_name(flag: str, kind: str, value: Any) -> str:
     pattern, wanted = _NAMES[kind]
     text = str(value)
     if not pattern.match(text):
-        raise Exit(f"--{flag} {text[:60]!r}: not a {kind} name; use {wanted}.")
+        raise Exit(f"--{flag} {text[:60]!r}: not a {kind} name; {wanted}.")
     return text
 
 
