@@ -603,6 +603,16 @@ def test_list_reconciles_the_records_of_creates_that_were_cut_off(tfrig, fake, g
     assert records["tfrig-inflight"]["status"] == "CREATING"  # its insert may still land
 
 
+def test_list_fills_in_the_internal_address_of_an_older_record(tfrig, fake, gcp_env):
+    """tf.run's cluster meets at VMs' internal addresses; a record made before they were kept gets
+    its own from gcp.list, as tf.run's refusal says."""
+    fake.add_instance("europe-west4-a", "tfrig-old", labels={"created-by": "tfrig"}, address="127.0.0.5")
+    state.record_vm("tfrig-old", zone="europe-west4-a", status="RUNNING", address="127.0.0.5", project=fake.project)
+    listed = tfrig("gcp.list", env=gcp_env)
+    assert listed.code == 0, listed.text
+    assert state.vms()["tfrig-old"]["internal_address"] == "10.128.0.5"
+
+
 def test_down_dry_changes_no_record_and_down_never_drops_a_create_in_flight(tfrig, fake, gcp_env):
     import time
 

@@ -515,13 +515,18 @@ INSERT_SETTLE_SECONDS = 600
 
 def reconcile(records: dict[str, Any], live: dict[str, Any], out: Any) -> dict[str, Any]:
     """Records of creates that were cut off (CREATING, UNKNOWN) brought in line with the API: the
-    VM's status and address if it exists, else the record dropped once no insert can be in flight.
-    On a read-only state folder nothing is written and the list still shows."""
+    VM's status and address if it exists, else the record dropped once no insert can be in flight;
+    other records get the VM's internal address. On a read-only state folder nothing is written
+    and the list still shows."""
     records = dict(records)
     for name, record in sorted(records.items()):
-        if record.get("status") not in ("CREATING", "UNKNOWN"):
-            continue
         vm = live.get(name)
+        if record.get("status") not in ("CREATING", "UNKNOWN"):
+            # A record from before internal addresses were kept (tf.run's cluster needs them).
+            if vm is not None and vm.internal_address and record.get("internal_address") != vm.internal_address:
+                with contextlib.suppress(Exit):  # a read-only state folder: shown, not kept
+                    records[name] = state.record_vm(name, internal_address=vm.internal_address)
+            continue
         try:
             if vm is not None:
                 records[name] = state.record_vm(
