@@ -35,27 +35,25 @@ if ! docker image inspect local/debian:bookworm >/dev/null 2>&1; then
   docker import - local/debian:bookworm <"$tarball" >/dev/null
 fi
 
-key=$(cat "$here/stock.Dockerfile" "$here"/stock/* | sha256sum | cut -c1-16)
-if [ "$(docker image inspect -f '{{index .Config.Labels "tfrig.key"}}' local/tfrig-stock 2>/dev/null)" != "$key" ]; then
-  saved="$cache/tfrig-stock-$key.tar"
-  if [ -s "$saved" ]; then
-    docker load -i "$saved" >/dev/null
-  else
-    docker build -q --label "tfrig.key=$key" -t local/tfrig-stock -f "$here/stock.Dockerfile" "$here" >/dev/null
-    rm -f "$cache"/tfrig-stock-*.tar "$cache"/tfrig-sshd-*.tar  # older images
-    docker save local/tfrig-stock -o "$saved.part" && mv "$saved.part" "$saved"
+# An image built from a Dockerfile here, labelled with a key of its inputs: loaded from the cache
+# when a save with that key is there, else built and saved (older saves of it removed).
+cached_build() {  # NAME DOCKERFILE INPUT...
+  local name=$1 dockerfile=$2 key saved
+  shift 2
+  key=$(cat "$@" | sha256sum | cut -c1-16)
+  if [ "$(docker image inspect -f '{{index .Config.Labels "tfrig.key"}}' "local/$name" 2>/dev/null)" != "$key" ]; then
+    saved="$cache/$name-$key.tar"
+    if [ -s "$saved" ]; then
+      docker load -i "$saved" >/dev/null
+    else
+      docker build -q --label "tfrig.key=$key" -t "local/$name" -f "$here/$dockerfile" "$here" >/dev/null
+      rm -f "$cache/$name"-*.tar
+      docker save "local/$name" -o "$saved.part" && mv "$saved.part" "$saved"
+    fi
   fi
-fi
-# The same stand-in booted by systemd (tests/testbed/systemd.Dockerfile), on top of this stock image.
-key=$(cat "$here/stock.Dockerfile" "$here"/stock/* "$here/systemd.Dockerfile" | sha256sum | cut -c1-16)
-if [ "$(docker image inspect -f '{{index .Config.Labels "tfrig.key"}}' local/tfrig-systemd 2>/dev/null)" != "$key" ]; then
-  saved="$cache/tfrig-systemd-$key.tar"
-  if [ -s "$saved" ]; then
-    docker load -i "$saved" >/dev/null
-  else
-    docker build -q --label "tfrig.key=$key" -t local/tfrig-systemd -f "$here/systemd.Dockerfile" "$here" >/dev/null
-    rm -f "$cache"/tfrig-systemd-*.tar  # older images
-    docker save local/tfrig-systemd -o "$saved.part" && mv "$saved.part" "$saved"
-  fi
-fi
+}
+rm -f "$cache"/tfrig-sshd-*.tar  # an older image's saves
+cached_build tfrig-stock stock.Dockerfile "$here/stock.Dockerfile" "$here"/stock/*
+# The same stand-in booted by systemd, on top of the stock one (its inputs are in its key too).
+cached_build tfrig-systemd systemd.Dockerfile "$here/stock.Dockerfile" "$here"/stock/* "$here/systemd.Dockerfile"
 docker images --format '{{.Repository}}:{{.Tag}} {{.Size}}' | grep '^local/'
