@@ -51,14 +51,19 @@ def start_hosts(client: docker.DockerClient, count: int, key: Path, wheelhouse: 
         )
         hosts.append((container, address))
     for _, address in hosts:
-        for _ in range(100):
-            try:
-                with socket.create_connection((address, 22), timeout=1) as sock:
-                    if sock.recv(4).startswith(b"SSH-"):
-                        break
-            except OSError:
-                time.sleep(0.1)
+        wait_for_ssh(address, tries=100)
     return hosts
+
+
+def wait_for_ssh(address: str, tries: int) -> None:
+    """Until sshd on `address`:22 sends its banner, or `tries` attempts have passed."""
+    for _ in range(tries):
+        try:
+            with socket.create_connection((address, 22), timeout=1) as sock:
+                if sock.recv(4).startswith(b"SSH-"):
+                    return
+        except OSError:
+            time.sleep(0.1)
 
 
 def tfrig(args: list[str], env: dict[str, str], expect: int = 0) -> float:

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import socket
 import statistics
 import subprocess
 import sys
@@ -28,6 +27,9 @@ from typing import Any
 import docker
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+from bench.converged import wait_for_ssh  # noqa: E402  (run as a script: the repository first)
+
 VENV = "/home/tfrig/tf-venv"  # tf.venv's default for the stand-in's user
 
 
@@ -42,13 +44,7 @@ def start_host(client: Any, index: int, key: Path, network: str, volumes: dict[s
         environment={"BOOT_LOCK_SECONDS": "0"},
         volumes={f"{key}.pub": {"bind": "/etc/ssh/tfrig_keys", "mode": "ro"}, **volumes},
     )
-    for _ in range(150):
-        try:
-            with socket.create_connection((address, 22), timeout=1) as sock:
-                if sock.recv(4).startswith(b"SSH-"):
-                    break
-        except OSError:
-            time.sleep(0.1)
+    wait_for_ssh(address, tries=150)
     container.reload()
     inner = next(iter(container.attrs["NetworkSettings"]["Networks"].values()))["IPAddress"]
     return container, address, inner
@@ -105,7 +101,6 @@ def main() -> None:
                 start_host(client, i, key, network.name, {str(venv): {"bind": VENV, "mode": "ro"}}) for i in range(4)
             ]
             containers += [h[0] for h in hosts]
-            sys.path.insert(0, str(ROOT))
             os.environ["TFRIG_STATE_DIR"] = env["TFRIG_STATE_DIR"]
             from tfrig import state
 
