@@ -544,6 +544,7 @@ def jupyter(
             print(f"JupyterLab: {url}")
         return
     with conn.forward_local(local_port=local, remote_port=int(port), remote_host="127.0.0.1", local_host="127.0.0.1"):
+        _wait_for_listener(local)  # Fabric binds the tunnel's port in a thread of its own
         if json:
             print_json(result)
         else:
@@ -586,6 +587,19 @@ def run(
         hosts=hosts,
         json_out=json,
     )
+
+
+def _wait_for_listener(port: int, seconds: float = 10) -> None:
+    """Until something accepts on 127.0.0.1:`port`, so the URL printed next already works."""
+    import socket
+
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=1).close()
+            return
+        except OSError:
+            time.sleep(0.05)
 
 
 for _task in (install, verify, jupyter, run):
