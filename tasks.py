@@ -1,5 +1,5 @@
 """Root collection for `inv` in this repository: the same tasks the `tfrig` command serves."""
 
-from tfrig.collection import ns
+from tfrig.tasks import ns
 
 __all__ = ["ns"]

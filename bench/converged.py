@@ -32,7 +32,7 @@ from typing import Any
 import docker
 
 ROOT = Path(__file__).resolve().parents[1]
-READ_AHEAD_MARK = ": read ahead by an earlier task"  # tfrig.host: a probe answered without a command
+READ_AHEAD_MARK = ": read ahead by an earlier task"  # tfrig.hosts.host: a probe answered without a command
 
 
 def start_hosts(client: docker.DockerClient, count: int, key: Path, wheelhouse: Path) -> list[tuple[Any, str]]:

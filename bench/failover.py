@@ -24,7 +24,7 @@ sys.path.insert(0, str(ROOT))
 from tests.fakegce import FakeCompute  # noqa: E402
 from tfrig import __version__  # noqa: E402
 from tfrig.cli import TfrigProgram  # noqa: E402
-from tfrig.collection import ns  # noqa: E402
+from tfrig.tasks import ns  # noqa: E402
 
 
 def one_run(stocked_out: int, latency: float, key: str) -> tuple[int, int, float]:

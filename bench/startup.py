@@ -20,7 +20,7 @@ ROOT = Path(__file__).resolve().parents[1]
 def bare_collection(folder: Path) -> None:
     """A tasks.py with as many namespaces and tasks as tfrig's, and nothing else."""
     sys.path.insert(0, str(ROOT))
-    from tfrig.collection import ns
+    from tfrig.tasks import ns
 
     lines = ["from invoke import Collection, task", "ns = Collection()"]
     for name, sub in ns.collections.items():

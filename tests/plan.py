@@ -7,8 +7,8 @@ from typing import Any
 
 from invoke import Config, MockContext, Result
 
-from tfrig.collection import ns
-from tfrig.host import probe_script
+from tfrig.hosts.host import probe_script
+from tfrig.tasks import ns
 
 PROBE = re.compile(r"^sh -c .*@@tfrig-fact", re.S)
 

@@ -181,7 +181,7 @@ CORPUS: list[tuple[list[str], str]] = [
 def _tasks_with_hosts() -> list[str]:
     import inspect
 
-    from tfrig.collection import ns
+    from tfrig.tasks import ns
 
     return [
         f"{name}.{task_name}"
@@ -337,7 +337,7 @@ def test_every_flag_that_takes_a_value_has_a_bad_input_case():
     """The standing rule, kept: a new flag needs its case in CORPUS, or its reason in FREE_TEXT."""
     import inspect
 
-    from tfrig.collection import ns
+    from tfrig.tasks import ns
 
     covered = {(argv[0], part.lstrip("-")) for argv, _ in CORPUS for part in argv[1:] if part.startswith("--")}
     covered |= {(argv[0], "hosts") for argv, _ in CORPUS if "-H" in argv}

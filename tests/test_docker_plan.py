@@ -9,7 +9,7 @@ from invoke import Result
 from invoke.exceptions import Exit
 
 from tests.plan import commands, context
-from tfrig import docker
+from tfrig.tasks import docker
 
 DEBIAN = (0, "debian 12")
 NOT_INSTALLED = {"os": DEBIAN, "dockerd": (1, ""), "engine": (127, "docker: not found"), "groups": (0, "alice")}

@@ -9,10 +9,10 @@ from invoke import Result
 from invoke.exceptions import Exit
 
 from tests.plan import commands, context, probe_result
-from tfrig import driverplan
-from tfrig.driver import install_driver
-from tfrig.host import BOOT_MARK, Fact, Host
-from tfrig.targets import Target
+from tfrig.hosts.host import BOOT_MARK, Fact, Host
+from tfrig.hosts.targets import Target
+from tfrig.knowledge import driverplan
+from tfrig.tasks.driver import install_driver
 
 T4 = "0000:00:04.0 0x10de 0x1eb8 0x030200"
 K80 = "0000:00:04.0 0x10de 0x102d 0x030200"
@@ -364,7 +364,7 @@ def test_apt_method_is_not_refused_for_lack_of_a_checksum():
 
 
 def test_uninstall_asks_then_removes(monkeypatch):
-    from tfrig import driver
+    from tfrig.tasks import driver
 
     installed = {
         "module": (0, LTS),

@@ -9,8 +9,8 @@ import pytest
 from fabric import Connection
 from invoke import Config
 
-from tfrig.host import BOOT_MARK, Host
-from tfrig.targets import Target
+from tfrig.hosts.host import BOOT_MARK, Host
+from tfrig.hosts.targets import Target
 
 pytestmark = pytest.mark.slow
 

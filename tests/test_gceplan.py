@@ -6,7 +6,8 @@ import re
 
 import pytest
 
-from tfrig import gceplan, gceprice
+from tfrig.gce import plan as gceplan
+from tfrig.gce import prices as gceprice
 
 T4 = gceplan.gpu_type("nvidia-tesla-t4")
 L4 = gceplan.gpu_type("nvidia-l4")

@@ -664,7 +664,7 @@ def test_a_slow_create_whose_wait_returns_not_done_is_awaited_not_deleted(tfrig,
 
 
 def test_one_wait_call_may_take_longer_than_the_apis_hold():
-    from tfrig import cloud
+    from tfrig.gce import cloud
 
     assert cloud.WAIT_HOLD >= 120 and cloud.WAIT_CALL_TIMEOUT > cloud.WAIT_HOLD > cloud.CALL_TIMEOUT
 
@@ -958,7 +958,7 @@ def test_host_keys_are_read_from_guest_attributes_as_gcloud_reads_them(fake):
     own into tfrig's known-hosts file."""
     import base64
 
-    from tfrig.cloud import Cloud
+    from tfrig.gce.cloud import Cloud
 
     good = base64.b64encode(b"\x00\x00\x00\x0bssh-ed25519" + bytes(36)).decode()
     fake.add_instance("us-central1-a", "tfrig-keys", labels={"created-by": "tfrig"})

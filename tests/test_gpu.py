@@ -7,7 +7,7 @@ import re
 import pytest
 
 from tests.conftest import FIXTURES, json_of
-from tfrig import nvsmi
+from tfrig.knowledge import nvsmi
 
 H200 = FIXTURES / "h200-driver-580.159.04"
 BUSY_USED_MIB = 1231
@@ -181,13 +181,13 @@ def test_several_hosts_run_in_parallel_and_one_dead_host_hides_nothing(tfrig, ss
 
 
 def test_check_help_names_the_field_order_tfrig_queries():
-    from tfrig.gpu import CHECK_HELP
+    from tfrig.tasks.gpu import CHECK_HELP
 
     assert ",".join(nvsmi.QUERY_FIELDS) in CHECK_HELP["input"]
 
 
 def test_a_driver_too_old_for_the_newest_tensorflow_is_named_with_what_it_runs():
-    from tfrig import gpu
+    from tfrig.tasks import gpu
 
     assert gpu.tensorflow_driver_note("535.261.03") == (
         "TensorFlow 2.21.0 on the GPU needs driver 555.42.02 or newer (CUDA 12.5); "

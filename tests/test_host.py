@@ -9,8 +9,9 @@ import pytest
 from invoke import Config, Context
 from invoke.exceptions import Exit
 
-from tfrig import state, targets
-from tfrig.host import Host, StepFailed, parse_probe, probe_script, shell_path
+from tfrig import state
+from tfrig.hosts import targets
+from tfrig.hosts.host import Host, StepFailed, parse_probe, probe_script, shell_path
 
 
 def local_host(dry: bool = False) -> Host:

@@ -1,4 +1,4 @@
-"""SSH host keys (tfrig.hostkeys) over real SSH to stock-image hosts, each with keys of its own made
+"""SSH host keys (tfrig.hosts.hostkeys) over real SSH to stock-image hosts, each with keys of its own made
 at first boot: an unknown key is refused unless the user said accept-new, a changed key is always
 refused, and each refusal is one line."""
 

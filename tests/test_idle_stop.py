@@ -15,7 +15,9 @@ from typing import Any
 import pytest
 
 from tests.conftest import SYSTEMD_IMAGE, missing, wait_for
-from tfrig import idlestop, tfrun
+from tfrig import tfrun
+from tfrig.gce import idlestop
+from tfrig.hosts.host import SCRIPTS
 
 POWERED_OFF = "/tmp/powered-off"
 FAKE_NVIDIA_SMI = """#!/bin/sh
@@ -197,7 +199,7 @@ def test_a_failing_nvidia_smi_counts_as_idle_and_is_said(agent_host):
 
 def test_the_install_script_refuses_a_host_without_systemd_before_writing(sshd_factory):
     host = sshd_factory()
-    script = Path(idlestop.__file__).with_name("scripts") / "idle-stop-install.sh"
+    script = SCRIPTS / "idle-stop-install.sh"
     code, out = host.exec(f"AGENT=x CONF=x SERVICE=x TIMER=x bash -c {shlex.quote(script.read_text())}")
     assert (code, out.strip()) == (3, "no systemd runs on this host, and the idle-stop agent is a systemd timer")
     assert host.exec(f"test -e {idlestop.AGENT_PATH}")[0] != 0

@@ -8,10 +8,11 @@ from typing import Any
 
 from invoke import Collection, Config
 
-from tfrig import readahead, state
-from tfrig.host import Host
-from tfrig.runner import on_targets
-from tfrig.taskdef import task
+from tfrig import state
+from tfrig.hosts import readahead
+from tfrig.hosts.host import Host
+from tfrig.hosts.runner import on_targets
+from tfrig.tasks.taskdef import task
 
 MARKER = {"marker": "cat /tmp/marker 2>/dev/null || echo none"}
 

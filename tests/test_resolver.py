@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 from packaging.version import Version
 
-from tfrig import resolver
-from tfrig.catalog import compat
+from tfrig.knowledge import resolver
+from tfrig.knowledge.catalog import compat
 
 
 @pytest.mark.parametrize("row", compat()["tensorflow_builds"]["linux_gpu"], ids=lambda r: r["tf"])
@@ -147,7 +147,7 @@ def test_and_cuda_pins_are_what_pip_can_install():
 def test_the_catalog_comes_from_its_cached_copy_once_made_and_a_damaged_copy_is_made_anew(state_dir, monkeypatch):
     import yaml
 
-    from tfrig import catalog
+    from tfrig.knowledge import catalog
 
     parsed = catalog._load("compat.yaml")
     (cached,) = (state_dir / "cache").glob("compat.yaml.*.marshal")

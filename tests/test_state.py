@@ -92,8 +92,8 @@ def test_the_state_folder_and_its_files_are_private(state_dir: Path):
 def test_logs_never_hold_secrets(state_dir: Path, text: str, kept: str, secret: str):
     from invoke import Config, Context
 
-    from tfrig.host import Host
-    from tfrig.targets import LOCAL
+    from tfrig.hosts.host import Host
+    from tfrig.hosts.targets import LOCAL
 
     host = Host(Context(Config()), LOCAL)
     host.log("change", text, 0, f"output mentions {text}")

@@ -13,7 +13,7 @@ import urllib.request
 import pytest
 
 from tests.conftest import free_port, json_docs, json_of
-from tfrig.tf import diagnose_no_gpu, read_verify
+from tfrig.tasks.tf import diagnose_no_gpu, read_verify
 
 # What TensorFlow 2.21 logged here (no NVIDIA driver), and what others report (compat.yaml sources).
 NO_DRIVER_LOG = (

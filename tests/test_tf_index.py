@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from tfrig import resolver
+from tfrig.knowledge import resolver
 
 pytestmark = pytest.mark.slow
 

@@ -11,7 +11,7 @@ from invoke import Result
 from invoke.exceptions import Exit
 
 from tests.plan import commands, context
-from tfrig import tf
+from tfrig.tasks import tf
 
 
 def env_facts(
@@ -179,7 +179,7 @@ def test_the_library_links_script_links_what_tensorflows_pip_page_says(tmp_path)
     (venv / "bin").mkdir()
     (venv / "bin" / "python").write_text(f'#!/bin/sh\nPYTHONPATH={site} exec {sys.executable} "$@"\n')
     (venv / "bin" / "python").chmod(0o755)
-    from tfrig.host import SCRIPTS
+    from tfrig.hosts.host import SCRIPTS
 
     for _ in range(2):  # idempotent
         done = subprocess.run(
@@ -261,7 +261,7 @@ def test_the_env_facts_script_reads_envs_as_pip_venv_and_conda_lay_them_out(tmp_
     import subprocess
     import sys
 
-    from tfrig.host import SCRIPTS
+    from tfrig.hosts.host import SCRIPTS
 
     def make_env(path, python_link, files):
         (path / "bin").mkdir(parents=True)

@@ -17,7 +17,7 @@ from invoke.exceptions import Exit
 
 from tests.conftest import TF_VENV, start_cli, wait_for
 from tfrig import tfrun
-from tfrig.targets import Target, vm_target
+from tfrig.hosts.targets import Target, vm_target
 
 # --- the cluster --------------------------------------------------------------------------------
 

@@ -7,8 +7,9 @@ import os
 from invoke import Program
 from invoke.exceptions import Exit
 
-from tfrig import __version__, readahead
-from tfrig.collection import ns
+from tfrig import __version__
+from tfrig.hosts import readahead
+from tfrig.tasks import ns
 
 
 class TfrigProgram(Program):

@@ -124,7 +124,7 @@ def pull(engine: Any, image: str, out: Any = None) -> None:
     from docker.errors import APIError, NotFound
 
     out = out or sys.stderr
-    from tfrig.images import split_image
+    from tfrig.knowledge.images import split_image
 
     repository, tag = split_image(image)
     try:

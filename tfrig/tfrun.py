@@ -26,7 +26,7 @@ from typing import Any
 
 from invoke.exceptions import Exit
 
-from tfrig.targets import _HOST_SPEC, Target
+from tfrig.hosts.targets import _HOST_SPEC, Target
 
 # Never sent: the repository's own history, and the workers' logs when a run was here.
 ALWAYS_IGNORED = (".git/", ".tfrig-logs/")
@@ -200,7 +200,7 @@ print(json.dumps({"files": files, "busy": busy}))
 
 
 def host_facts_command(python: str, remote_folder: str, ports: list[int]) -> str:
-    from tfrig.host import shell_path
+    from tfrig.hosts.host import shell_path
 
     return f"{python} -c {shlex.quote(_HOST_FACTS)} {shell_path(remote_folder)} {' '.join(map(str, ports))}"
 
@@ -282,7 +282,7 @@ def worker_command(
     process group of its own (its id kept in GROUP_FILE), its output into the run folder's log and
     its exit code into a file; the command streams the log until the worker ends and passes its
     exit code on. A dropped connection ends only the streaming: the job goes on, logged there."""
-    from tfrig.host import shell_path
+    from tfrig.hosts.host import shell_path
 
     group = GROUP_FILE.format(run=run_id, index=index)
     rc_file = group.replace(".pgid", ".rc")
@@ -353,8 +353,8 @@ def say_err(message: str) -> None:
 class Place:
     """One target of the job: its connection, TensorFlow env and run folder, and what it lacks."""
 
-    host: Any  # tfrig.host.Host
-    env: Any  # tfrig.tf.Environment
+    host: Any  # tfrig.hosts.host.Host
+    env: Any  # tfrig.steps.tfenv.Environment
     folder: str  # the run folder there
     remote_files: dict[str, list[int]]
     busy: list[int]
@@ -423,9 +423,9 @@ def run_job(
 ) -> None:
     from concurrent.futures import ThreadPoolExecutor
 
-    from tfrig import targets as targets_mod
-    from tfrig.host import Host, connect, describe_error, shell_path
-    from tfrig.tf import environment
+    from tfrig.hosts import targets as targets_mod
+    from tfrig.hosts.host import Host, connect, describe_error, shell_path
+    from tfrig.steps.tfenv import environment
     from tfrig.ui import info_stream, print_json, table
 
     out = info_stream(json_out)
@@ -595,7 +595,7 @@ def _watch(
     """Start every worker at once and wait for all; the first to fail, or Ctrl-C, stops the rest."""
     import signal
 
-    from tfrig.host import describe_error
+    from tfrig.hosts.host import describe_error
 
     outcomes = [Outcome(w) for w in workers]
     lock = threading.Lock()

@@ -10,12 +10,12 @@ from typing import Any
 
 from invoke.exceptions import Exit
 
-from tfrig import targets
+from tfrig.hosts import targets
 
 
 def host_key_options(c: Any) -> list[tuple[str, str]]:
     """OpenSSH options that check a VM's key against the keys tfrig pinned for it (and yours)."""
-    from tfrig import hostkeys
+    from tfrig.hosts import hostkeys
 
     checking = "accept-new" if hostkeys.policy(c.config) == "accept-new" else "yes"
     files = f'"{hostkeys.pinned_file()}" ~/.ssh/known_hosts'
@@ -62,7 +62,7 @@ def replace_block(text: str, name: str, block: str | None) -> str:
 def copy_files(c: Any, hosts: str, source: str, destination: str | None, upload: bool, force: bool) -> None:
     """Copy `source` to (upload) or from the first VM of `hosts`; nothing at the destination is
     overwritten without `force`, and a folder never by a file. A failure is one line."""
-    from tfrig.host import connect, describe_error
+    from tfrig.hosts.host import connect, describe_error
 
     if not source.strip():
         raise Exit(f"Name the file or folder to copy {'from here' if upload else 'from the VM'}.")

@@ -8,9 +8,10 @@ from typing import Any
 from invoke import Collection
 from invoke.exceptions import Exit
 
-from tfrig.host import Host
-from tfrig.runner import on_targets
-from tfrig.taskdef import HOSTS_HELP, JSON_HELP, setting, task
+from tfrig.hosts.host import Host
+from tfrig.hosts.runner import on_targets
+from tfrig.settings import setting
+from tfrig.tasks.taskdef import HOSTS_HELP, JSON_HELP, task
 
 SCRIPT = "nvidia-driver.sh"
 
@@ -56,6 +57,16 @@ def status(c, hosts=None, json=False):
     on_targets(c, work, hosts=hosts, json_out=json, summary=lambda r: r["loaded"] or "no driver")
 
 
+def refresh_headers_fact(host: Host, facts: dict[str, Any]) -> None:
+    """Package lists are empty on some fresh images: fetch them (a read-only refresh) to look for headers."""
+    from tfrig.knowledge.driverplan import HEADERS_PROBE
+
+    if facts["headers"].out.strip() == "no-lists":
+        host.say("refreshing the package lists to look for the kernel headers")
+        host.fact("apt-get update -q", sudo=True)
+        facts["headers"] = host.fact(HEADERS_PROBE)
+
+
 def _setting(c: Any, key: str, value: Any) -> Any:
     return setting(c, "driver", key, value)
 
@@ -71,7 +82,7 @@ def prepare(c, headers=True, hosts=None, json=False):
     """Install what building the driver needs: gcc, make, dkms, the libc and kernel headers."""
 
     def work(host: Host) -> dict[str, Any]:
-        from tfrig.driverplan import BUILD_TOOLS, BUILD_TOOLS_PROBE, HEADERS_PROBE, refresh_headers_fact
+        from tfrig.knowledge.driverplan import BUILD_TOOLS, BUILD_TOOLS_PROBE, HEADERS_PROBE
 
         # Without --headers nothing here reads the package archive (apt-cache takes over a second
         # on a host with full package lists): the tools and libc headers are local facts.
@@ -131,7 +142,8 @@ def install_driver(
     """Converge a host on the chosen driver: pre-flight, steps, at most the reboots the plan names
     (and one to load a freshly installed module), verify. Never a reboot loop: a second install in
     one run is refused with what is loaded."""
-    from tfrig import driverplan, gpu
+    from tfrig.knowledge import driverplan
+    from tfrig.steps.gpus import read_gpus
 
     reboots = 0
     installed = False
@@ -139,7 +151,7 @@ def install_driver(
     while True:
         facts = host.probe(driverplan.PREFLIGHT)
         if driverplan.gpus_on_bus(facts["pci"].out):  # without a GPU the plan refuses anyway
-            driverplan.refresh_headers_fact(host, facts)
+            refresh_headers_fact(host, facts)
         try:
             p = driverplan.plan(
                 facts,
@@ -162,11 +174,11 @@ def install_driver(
                 host.say(f"already done: driver {p.version} loaded")
                 return {"changed": False, "driver": p.version, "module": p.module, "reboots": reboots}
             if not host.dry:
-                report = gpu.read_gpus(host)
+                report = read_gpus(host)
                 host.say(f"verified after the reboot: driver {report.driver}, {len(report.gpus)} GPU(s) visible")
             return {"changed": True, "driver": p.version, "module": p.module, "reboots": reboots}
         if installed and "install" in p.steps:
-            report = gpu.read_gpus(host)
+            report = read_gpus(host)
             if report.diagnosis:
                 raise Exit(f"[{host.label}] the driver is installed but: {report.diagnosis}; {report.fix}")
             loaded = facts["loaded"].out.strip() if facts["loaded"].ok else "none"
@@ -203,7 +215,7 @@ def install_driver(
                     host.say("would check the driver with nvidia-smi")
                     _assume_installed(host, p)
                     continue
-                report = gpu.read_gpus(host)
+                report = read_gpus(host)
                 working = bool(report.driver and report.gpus)  # a diagnosis may be TensorFlow's (a K80)
                 if not working and reboots == 0:
                     # The .run installer loads the module itself; when it couldn't, a boot does.
@@ -226,7 +238,7 @@ def install_driver(
 
 def _assume_installed(host: Host, p: Any) -> None:
     """Under --dry, on a VM not yet created: later steps see the driver this one would install."""
-    from tfrig.nvsmi import capability_from_name
+    from tfrig.knowledge.nvsmi import capability_from_name
 
     capability = capability_from_name(p.gpus[0].name) or "8.0"
     host.assume({"loaded": (0, p.version), "userspace": (0, p.version), "gpu": (0, f"{p.version}, {capability}")})
@@ -306,7 +318,7 @@ def install_options(c: Any, **given: Any) -> dict[str, Any]:
         raise Exit(f"--installer-url {installer_url!r}: give an https://, http:// or file:// URL of the installer.")
     version = _setting(c, "version", given.get("version")) or None
     branch = _setting(c, "branch", given.get("branch")) or None
-    from tfrig import driverplan
+    from tfrig.knowledge import driverplan
 
     try:
         driverplan.check_choice(version, branch, given.get("cuda"))

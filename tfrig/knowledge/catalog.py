@@ -11,7 +11,7 @@ from typing import Any
 
 from tfrig.state import state_dir, write_atomically
 
-DATA = Path(__file__).with_name("data")
+DATA = Path(__file__).parents[1] / "data"
 
 
 def _load(name: str) -> dict[str, Any]:

@@ -7,7 +7,7 @@ from typing import Any
 
 from invoke.exceptions import Exit
 
-from tfrig.host import SCRIPTS, Host
+from tfrig.hosts.host import SCRIPTS, Host
 
 AGENT_PATH = "/usr/local/lib/tfrig/idle-stop"  # the service's ExecStart
 CONF_PATH = "/etc/tfrig/idle-stop.conf"
@@ -18,7 +18,7 @@ DEFAULT_THRESHOLD = 10  # percent GPU utilization; under it a GPU counts as idle
 def window_seconds(text: str, flag: str = "after") -> int:
     """'30m', '2h', '1h30m' → seconds: at least 5 minutes (a VM must have time to be used after
     it boots), at most 30 days."""
-    from tfrig import gceplan
+    from tfrig.gce import plan as gceplan
 
     try:
         seconds = gceplan.duration_seconds(text, flag=flag, low=300, high=30 * 86400)

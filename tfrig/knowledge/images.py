@@ -10,7 +10,7 @@ import re
 from invoke.exceptions import Exit
 from packaging.version import Version
 
-from tfrig.catalog import tf_versions
+from tfrig.knowledge.catalog import tf_versions
 
 REPOSITORY = "tensorflow/tensorflow"
 _VERSION = re.compile(r"^\d+\.\d+(\.\d+)?$")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextvars
 import sys
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -9,13 +10,15 @@ from typing import Any
 
 from invoke.exceptions import Exit
 
-from tfrig import targets as targets_mod
-from tfrig.host import Host, connect, describe_error
-from tfrig.targets import Target
-from tfrig.taskdef import current_task
+from tfrig.hosts import targets as targets_mod
+from tfrig.hosts.host import Host, connect, describe_error
+from tfrig.hosts.targets import Target
 from tfrig.ui import info_stream, print_json, table
 
 Work = Callable[[Host], dict[str, Any]]
+
+# The task running now, as `namespace.task`, so reports can say which step of a chain failed.
+current_task: contextvars.ContextVar[str] = contextvars.ContextVar("current_task", default="")
 
 
 def _run_one(c: Any, target: Target, work: Work, json_out: bool) -> dict[str, Any]:

@@ -7,7 +7,7 @@ from __future__ import annotations
 import time
 from typing import Any
 
-from tfrig.catalog import compat
+from tfrig.knowledge.catalog import compat
 
 # Where a region is, by the prefix of its name, and the UTC offsets (hours) of the people nearest it.
 _CONTINENTS = {

@@ -13,10 +13,11 @@ from typing import Any
 from invoke import Collection
 from invoke.exceptions import Exit
 
-from tfrig import targets
-from tfrig.host import Host
-from tfrig.runner import on_targets
-from tfrig.taskdef import HOSTS_HELP, JSON_HELP, checked_name, port_number, setting, task
+from tfrig.hosts import targets
+from tfrig.hosts.host import Host
+from tfrig.hosts.runner import on_targets
+from tfrig.settings import setting
+from tfrig.tasks.taskdef import HOSTS_HELP, JSON_HELP, checked_name, port_number, task
 from tfrig.ui import confirm, info_stream, print_json, table
 
 NOTEBOOK_PORT = 8888
@@ -160,8 +161,8 @@ def _engine(c: Any, hosts: str | None) -> Any:
     if target.is_local:
         return engine.client()
     # Over tfrig's own connection: its key, and the host key checked as for every other task
-    # (tfrig.hostkeys), with the same one-line refusal.
-    from tfrig.host import connect, describe_error
+    # (tfrig.hosts.hostkeys), with the same one-line refusal.
+    from tfrig.hosts.host import connect, describe_error
 
     try:
         conn = connect(c, target)
@@ -174,7 +175,7 @@ def _engine(c: Any, hosts: str | None) -> Any:
 
 
 def _tf_image(c: Any, image: str | None, version: str | None, gpu: bool, jupyter: bool) -> str:
-    from tfrig import images as tf_images
+    from tfrig.knowledge import images as tf_images
 
     if image:
         return tf_images.check_image(image)
@@ -183,7 +184,7 @@ def _tf_image(c: Any, image: str | None, version: str | None, gpu: bool, jupyter
 
 def _pull(c: Any, engine_client: Any, image: str, mirror: str | None, out: Any) -> str:
     from tfrig import engine
-    from tfrig import images as tf_images
+    from tfrig.knowledge import images as tf_images
 
     source = tf_images.mirrored(image, mirror) if mirror else image
     print(f"pulling {source}", file=out, flush=True)
@@ -212,7 +213,7 @@ def pull(c, version=None, gpu=False, jupyter=False, image=None, mirror=None, hos
     mirror = _setting(c, "mirror", mirror) or None
     out = info_stream(json)
     if c.config.run.dry:
-        from tfrig.images import mirrored
+        from tfrig.knowledge.images import mirrored
 
         source = mirrored(wanted, mirror) if mirror else wanted
         print(f"would pull {source}" + (f" and tag it {wanted}" if mirror else ""), file=out)
@@ -301,7 +302,7 @@ def run(
     wanted = _tf_image(c, image, version, gpu, jupyter)
     mirror = _setting(c, "mirror", mirror) or None
     if mirror:
-        from tfrig import images as tf_images
+        from tfrig.knowledge import images as tf_images
 
         tf_images.check_mirror(mirror)
     out = info_stream(json)
@@ -642,7 +643,7 @@ def doctor(c, image=None, hosts=None, json=False):
     """Explain why containers don't see the GPU: one line per check, with the fix."""
     image = _setting(c, "doctor_image", image)
     if image:
-        from tfrig import images as tf_images
+        from tfrig.knowledge import images as tf_images
 
         tf_images.check_image(image)
 

@@ -1,7 +1,7 @@
 """Provisioning Compute Engine GPU VMs, under the gcp tasks: the pre-flight, the insert with
 failover, waiting for the operation, RUNNING and SSH, pinning host keys, cleaning up what a failed
 or interrupted create left, and deleting. Plain data at the boundary: a CreateRequest and state
-records in, records and one-line messages out. Decisions are tfrig.gceplan's, API calls tfrig.cloud's.
+records in, records and one-line messages out. Decisions are tfrig.gce.plan's, API calls tfrig.gce.cloud's.
 """
 
 from __future__ import annotations
@@ -15,8 +15,10 @@ from typing import Any
 
 from invoke.exceptions import Exit
 
-from tfrig import gceplan, state, targets
-from tfrig.gcpconfig import Settings, settings
+from tfrig import state
+from tfrig.gce import plan as gceplan
+from tfrig.gce.config import Settings, settings
+from tfrig.hosts import targets
 
 
 @dataclass
@@ -41,7 +43,7 @@ class CreateRequest:
         return gceplan.Demand(self.gpu, self.gpus, self.machine_type, self.disk_gb, self.spot, vms)
 
     def hourly(self, region: str) -> float | None:
-        from tfrig import gceprice
+        from tfrig.gce import prices as gceprice
 
         return gceprice.hourly(self.machine_type, self.gpu.name, self.gpus, self.spot, region)
 
@@ -133,7 +135,7 @@ def wait_running(cloud: Any, zone: str, name: str, timeout: float, poll: float) 
 
 def finish(c: Any, cloud: Any, zone: str, operation: str, what: str, timeout: float | None = None) -> None:
     """Wait for an operation and check its result: one line if it failed or did not end in time."""
-    from tfrig.cloud import ApiError
+    from tfrig.gce.cloud import ApiError
 
     try:
         result = cloud.wait(zone, operation, timeout or Timing.of(c.config).operation)
@@ -152,7 +154,7 @@ def pin_host_keys(
     `gcloud compute ssh` does, so the first connection checks the key rather than trusting it
     (under --dry they are only returned). `earlier`: keys pinned for this VM before (a restarted
     VM keeps its disk and its keys)."""
-    from tfrig import hostkeys
+    from tfrig.hosts import hostkeys
 
     name = hostkeys.vm_host_name(record)
     while True:
@@ -181,8 +183,8 @@ def pin_host_keys(
 def vm_host_keys(c: Any, record: dict[str, Any]) -> list[tuple[str, str]]:
     """A VM's pinned host keys; if none are pinned (a VM made with --no-ssh-wait), one read of its
     guest attributes, pinned if there, with no waiting."""
-    from tfrig import hostkeys
-    from tfrig.cloud import ApiError
+    from tfrig.gce.cloud import ApiError
+    from tfrig.hosts import hostkeys
 
     keys = hostkeys.pinned(hostkeys.vm_host_name(record))
     if keys:
@@ -199,7 +201,7 @@ def vm_host_keys(c: Any, record: dict[str, Any]) -> list[tuple[str, str]]:
 
 def forget(name: str) -> None:
     """Drop a VM's record and its pinned host keys (its address may go to another VM)."""
-    from tfrig import hostkeys
+    from tfrig.hosts import hostkeys
 
     record = state.find_vm(name)
     if record and record.get("address"):
@@ -209,7 +211,7 @@ def forget(name: str) -> None:
 
 def wait_ssh(c: Any, record: dict[str, Any], timeout: float, out: Any) -> None:
     """Wait until SSH on the VM runs a command (the key may take a while to land)."""
-    from tfrig.host import connect
+    from tfrig.hosts.host import connect
 
     target = targets.vm_target(record)
     deadline = time.monotonic() + timeout
@@ -221,7 +223,7 @@ def wait_ssh(c: Any, record: dict[str, Any], timeout: float, out: Any) -> None:
                 return
         except Exception as exc:  # not up yet: refused, reset, auth not ready
             if type(exc).__name__ in ("HostKeyRefused", "BadHostKeyException"):  # final: never retried
-                from tfrig.host import describe_error
+                from tfrig.hosts.host import describe_error
 
                 raise Exit(f"{record['name']}: {describe_error(exc)}") from None
             last = f"{type(exc).__name__}: {exc}"
@@ -272,7 +274,7 @@ class Timing:
     @classmethod
     def of(cls, config: Any) -> Timing:
         """From the gcp settings; a bad value is one line naming the key and where it was set."""
-        from tfrig.taskdef import setting_seconds
+        from tfrig.settings import setting_seconds
 
         def seconds(key: str, low: float, default: float) -> float:
             return setting_seconds(config, "gcp", key, low, 86400, default)
@@ -353,7 +355,7 @@ def create_one(
     cloud: Any, request: CreateRequest, name: str, failover: gceplan.Failover, out: Any, timeout: float
 ) -> Any:
     """Try zones in failover order until one VM lands; a VM left by an interrupted attempt is deleted."""
-    from tfrig.cloud import ApiError
+    from tfrig.gce.cloud import ApiError
 
     while (zone := failover.next_zone()) is not None:
         print(f"  {name}: trying {zone} ...", file=out, flush=True)
@@ -400,7 +402,7 @@ def cleanup(cloud: Any, zone: str, name: str, out: Any, resend: tuple[Any, str] 
     left. `resend`: an insert cut off mid-call, sent again with its requestId, which the API answers
     with the first one's operation if that landed, so tfrig learns whether a VM is coming. "Nothing
     is left billing" is said only when the delete succeeded and a GET finds no VM."""
-    from tfrig.cloud import ApiError
+    from tfrig.gce.cloud import ApiError
 
     try:
         if resend is not None:
@@ -429,7 +431,7 @@ def cleanup(cloud: Any, zone: str, name: str, out: Any, resend: tuple[Any, str] 
 def price_line(request: CreateRequest, vms: int, zone: str) -> str:
     """The price line shown before a create, e.g. "create 2 VMs (n1-standard-4 + 1 x nvidia-tesla-t4,
     on demand) in us-central1-a first: about $0.54/h each, about $1.09/h in all plus its disk (...)"."""
-    from tfrig import gceprice
+    from tfrig.gce import prices as gceprice
 
     each = request.hourly(gceplan.region_of(zone))
     how = "Spot" if request.spot else "on demand"
@@ -445,7 +447,7 @@ def price_line(request: CreateRequest, vms: int, zone: str) -> str:
 def preflight(cloud: Any, cfg: Settings, request: CreateRequest, vms: int, ssh_wait: bool, out: Any) -> list[str]:
     """Everything checked before any insert: SSH will work, the GPU is offered, the quota covers
     it; the zones to try, in order."""
-    from tfrig import gceprice
+    from tfrig.gce import prices as gceprice
 
     project_quotas, metadata = cloud.project_info()
     if metadata.get("enable-oslogin", "").upper() == "TRUE":
@@ -489,7 +491,7 @@ def preflight(cloud: Any, cfg: Settings, request: CreateRequest, vms: int, ssh_w
 def check_ssh_firewall(cloud: Any, out: Any) -> None:
     """Refuse a create whose SSH wait would time out behind the firewall; a firewall tfrig may not
     read (403: no compute.firewalls.list, common) is said in one line and the create goes on."""
-    from tfrig.cloud import ApiError
+    from tfrig.gce.cloud import ApiError
 
     try:
         verdict = cloud.ssh_access()
@@ -544,7 +546,7 @@ def reconcile(records: dict[str, Any], live: dict[str, Any], out: Any) -> dict[s
 def delete_checked(c: Any, cloud: Any, zone: str, name: str) -> None:
     """Delete a VM and forget it once the operation succeeded and a GET says it is gone ("not
     found" while deleting: gone already); else an Exit saying what still bills."""
-    from tfrig.cloud import ApiError
+    from tfrig.gce.cloud import ApiError
 
     try:
         finish(c, cloud, zone, cloud.delete(zone, name), f"deleting {name}")

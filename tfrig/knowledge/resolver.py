@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 
 from packaging.version import Version
 
-from tfrig.catalog import compat
+from tfrig.knowledge.catalog import compat
 
 TF_MIN_COMPUTE_CAPABILITY = Version("6.0")  # compat.yaml official_build_compute_capabilities
 AND_CUDA_SINCE = Version("2.14")  # compat.yaml package_history.and_cuda_extra_since

@@ -13,7 +13,8 @@ from typing import Any
 
 from invoke.exceptions import Exit
 
-from tfrig import gceplan, targets
+from tfrig.gce import plan as gceplan
+from tfrig.hosts import targets
 
 IMAGES = {
     "ubuntu-24.04": ("ubuntu-os-cloud", "ubuntu-2404-lts-amd64"),
@@ -56,7 +57,7 @@ class Settings:
     retry_delay: float
 
     def cloud(self) -> Any:
-        from tfrig.cloud import Cloud
+        from tfrig.gce.cloud import Cloud
 
         return Cloud(self.project, self.endpoint, self.credentials, retry_delay=self.retry_delay)
 

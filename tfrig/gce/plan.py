@@ -11,14 +11,14 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from tfrig.catalog import compat, gce_errors
+from tfrig.knowledge.catalog import compat, gce_errors
 
 NAME = re.compile(r"^[a-z]([-a-z0-9]{0,61}[a-z0-9])?$")
 ZONE = re.compile(r"^(?P<region>[a-z]+-[a-z]+\d+)-[a-z]$")
 REGION = re.compile(r"^[a-z]+-[a-z]+\d+$")
 N1_TYPE = re.compile(r"^n1-(standard|highmem|highcpu)-(\d+)$")
 GLOBAL_METRIC = "GPUS_ALL_REGIONS"
-# PCI device ids of the GPUs Compute Engine attaches (the ones tfrig.driverplan knows by id).
+# PCI device ids of the GPUs Compute Engine attaches (the ones tfrig.knowledge.driverplan knows by id).
 PCI_DEVICE_IDS = {
     "nvidia-tesla-k80": "0x102d",
     "nvidia-tesla-p4": "0x1bb3",
@@ -179,7 +179,7 @@ def candidate_zones(
     """Zones that offer the GPU (with enough cards per VM), in the order to try them.
 
     `zone` (--zone) pins one zone and `region` (--region) narrows to one region. Otherwise regions
-    go in `ranked_regions` order (cheapest, then nearest: tfrig.gceprice), and `first` (a
+    go in `ranked_regions` order (cheapest, then nearest: tfrig.gce.prices), and `first` (a
     configured zone or region: gcp.zone, gcloud's compute/zone or compute/region) goes first
     without disabling failover to the others."""
     usable = sorted(z for z, most in offered.items() if most >= count)

@@ -124,7 +124,7 @@ def resolve(c: Any, hosts: str | None = None) -> list[Target]:
         found = carried(c.config)
         if found is not None:
             return found
-        from tfrig.taskdef import setting_text
+        from tfrig.settings import setting_text
 
         configured = setting_text(c.config, "tfrig", "hosts")
         targets = parse_hosts(configured) if configured.strip() else [LOCAL]

@@ -1,8 +1,8 @@
 """gcp: Compute Engine GPU VMs: created where the GPU and the quota are, found, stopped, deleted.
 
-The tasks: flags and settings in, one line or JSON out. The work is in tfrig.provision (create,
-failover, waits, cleanup), tfrig.gcpconfig (where and as whom) and tfrig.vmaccess (ssh, copy);
-google-cloud-compute is imported only inside tfrig.cloud.
+The tasks: flags and settings in, one line or JSON out. The work is in tfrig.gce.provision (create,
+failover, waits, cleanup), tfrig.gce.config (where and as whom) and tfrig.gce.access (ssh, copy);
+google-cloud-compute is imported only inside tfrig.gce.cloud.
 """
 
 from __future__ import annotations
@@ -21,9 +21,12 @@ from typing import Any
 from invoke import Collection
 from invoke.exceptions import Exit
 
-from tfrig import gceplan, idlestop, state, targets
-from tfrig.gcpconfig import fresh_image_facts, image_source, local_user, settings, ssh_key, vm_user
-from tfrig.provision import (
+from tfrig import state
+from tfrig.gce import idlestop
+from tfrig.gce import plan as gceplan
+from tfrig.gce.access import copy_files, host_key_options, replace_block, ssh_argv, ssh_config_block
+from tfrig.gce.config import fresh_image_facts, image_source, local_user, settings, ssh_key, vm_user
+from tfrig.gce.provision import (
     CreateFailed,
     CreateRequest,
     Timing,
@@ -44,9 +47,9 @@ from tfrig.provision import (
     wait_running,
     wait_ssh,
 )
-from tfrig.taskdef import JSON_HELP, port_number, task, whole_number
+from tfrig.hosts import targets
+from tfrig.tasks.taskdef import JSON_HELP, port_number, task, whole_number
 from tfrig.ui import confirm, info_stream, print_json, table
-from tfrig.vmaccess import copy_files, host_key_options, replace_block, ssh_argv, ssh_config_block
 
 PROJECT_HELP = (
     "Google Cloud project (default gcp.project, GOOGLE_CLOUD_PROJECT, CLOUDSDK_CORE_PROJECT, gcloud's config)"
@@ -144,7 +147,7 @@ def create(
         max_run_seconds=run_seconds,
         on_termination=termination,
         # enable-guest-attributes: the guest agent publishes the VM's SSH host keys there at first
-        # boot, so tfrig pins them instead of trusting the first key it meets (tfrig.hostkeys).
+        # boot, so tfrig pins them instead of trusting the first key it meets (tfrig.hosts.hostkeys).
         metadata={"ssh-keys": f"{user}:{public_key}", "enable-guest-attributes": "TRUE", **image_metadata},
     )
     cloud = cfg.cloud()
@@ -201,7 +204,7 @@ def create(
 def _set_idle_stop(c: Any, records: list[dict[str, Any]], seconds: int, shown: str, out: Any) -> list[dict[str, Any]]:
     """The idle-stop agent on each new VM; where it can't be set, the VM stays (running, recorded)
     and the run ends saying so."""
-    from tfrig.host import Host, connect, describe_error
+    from tfrig.hosts.host import Host, connect, describe_error
 
     failed = []
     for record in records:
@@ -234,7 +237,7 @@ def _set_idle_stop(c: Any, records: list[dict[str, Any]], seconds: int, shown: s
 )
 def idle_stop(c, after=None, off=False, threshold=idlestop.DEFAULT_THRESHOLD, name=None, json=False):
     """Make a VM power itself off (stop billing for GPUs and vCPUs) once its GPUs, SSH and tf.run are idle."""
-    from tfrig.runner import on_targets
+    from tfrig.hosts.runner import on_targets
 
     if bool(after) == bool(off):
         raise Exit("Give --after (e.g. --after 30m) to set idle stop, or --off to turn it off.")
@@ -301,7 +304,7 @@ def list_(c, project=None, json=False):
     elif not rows:
         print("tfrig has created no VMs that still exist.")
     else:
-        from tfrig import gceprice
+        from tfrig.gce import prices as gceprice
 
         table(
             ["name", "zone", "status", "gpu", "address", "idle stop", "up", "cost so far"],
@@ -339,7 +342,7 @@ def start(c, name=None, json=False):
     finish(c, cloud, record["zone"], cloud.start(record["zone"], record["name"]), f"starting {record['name']}")
     timing = Timing.of(c.config)
     vm = wait_running(cloud, record["zone"], record["name"], timing.running, timing.poll)
-    from tfrig import hostkeys
+    from tfrig.hosts import hostkeys
 
     earlier = hostkeys.pinned(hostkeys.host_name(record.get("address") or "", record.get("port")))
     if record.get("address") and record["address"] != vm.address:
@@ -509,7 +512,7 @@ def ssh_config(c, name=None, remove=False, file=None):
 )
 def tunnel(c, port, local_port=None, name=None):
     """Forward a local port to a port on the VM through SSH until Ctrl-C."""
-    from tfrig.host import connect
+    from tfrig.hosts.host import connect
 
     remote = port_number("port", port)
     local = port_number("local-port", local_port or port)
@@ -561,7 +564,7 @@ def down(c, delete=False, yes=False, project=None, json=False):
         if json:
             print_json({"changed": []})
         return
-    from tfrig import gceprice
+    from tfrig.gce import prices as gceprice
 
     table(
         ["name", "zone", "status", "gpu", "per hour"],
@@ -581,7 +584,7 @@ def down(c, delete=False, yes=False, project=None, json=False):
 
     def act(vm: Any) -> tuple[bool, str]:
         """(done, what happened) for one VM; a failure is reported, the others go on."""
-        from tfrig.cloud import ApiError, describe
+        from tfrig.gce.cloud import ApiError, describe
 
         verb = "deleting" if delete else "stopping"
         try:
@@ -625,9 +628,9 @@ def exec_(c, cmd, name=None, json=False):
     """Run a command on the VM in the TensorFlow env, streaming its output; its exit code is passed on."""
     if not cmd.strip():
         raise Exit('Give the command to run: --cmd "python train.py".')
-    from tfrig.host import Host, shell_path
-    from tfrig.runner import on_targets
-    from tfrig.tf import environment
+    from tfrig.hosts.host import Host, shell_path
+    from tfrig.hosts.runner import on_targets
+    from tfrig.steps.tfenv import environment
 
     running: list[tuple[Host, str]] = []  # each host and the file holding its command's process group
     stopping = threading.Event()

@@ -13,9 +13,9 @@ from dataclasses import dataclass, field
 
 from packaging.version import Version
 
-from tfrig.catalog import compat
-from tfrig.host import Fact, Host
-from tfrig.nvsmi import PCI_PROBE, nvidia_on_pci
+from tfrig.knowledge.catalog import compat
+from tfrig.knowledge.facts import Fact
+from tfrig.knowledge.nvsmi import PCI_PROBE, nvidia_on_pci
 
 SECURE_BOOT_EFIVAR = "/sys/firmware/efi/efivars/SecureBoot-8be4df61-93ca-11d2-aa0d-00e098032b8c"
 
@@ -139,14 +139,6 @@ def driver_versions() -> dict[str, str]:
             versions[version.split(".")[0]] = version
     versions["470"] = _KEPLER_DRIVER
     return versions
-
-
-def refresh_headers_fact(host: Host, facts: dict[str, Fact]) -> None:
-    """Package lists are empty on some fresh images: fetch them (a read-only refresh) to look for headers."""
-    if facts["headers"].out.strip() == "no-lists":
-        host.say("refreshing the package lists to look for the kernel headers")
-        host.fact("apt-get update -q", sudo=True)
-        facts["headers"] = host.fact(HEADERS_PROBE)
 
 
 def gpus_on_bus(pci: str) -> list[Gpu]:

@@ -7,14 +7,16 @@ from typing import TYPE_CHECKING, Any
 from invoke import Collection
 from invoke.exceptions import Exit
 
-from tfrig import driver, readahead
-from tfrig.runner import on_targets
-from tfrig.taskdef import HOSTS_HELP, JSON_HELP, task
+from tfrig.hosts import readahead
+from tfrig.hosts.runner import on_targets
+from tfrig.steps.gpus import gpu_probes, read_gpus
+from tfrig.tasks import driver
+from tfrig.tasks.taskdef import HOSTS_HELP, JSON_HELP, task
 from tfrig.ui import print_json
 
 if TYPE_CHECKING:
-    from tfrig import nvsmi
-    from tfrig.host import Host
+    from tfrig.hosts.host import Host
+    from tfrig.knowledge import nvsmi
 
 CAPTURE_LIMIT = 8 * 2**20  # bytes: nvidia-smi -q -x for 16 GPUs is well under 1 MiB
 
@@ -27,38 +29,6 @@ CHECK_HELP = {
     "hosts": HOSTS_HELP,
     "json": JSON_HELP,
 }
-
-
-def gpu_probes() -> dict[str, str]:
-    """What `read_gpus` reads."""
-    from tfrig import nvsmi
-
-    return {"query": nvsmi.QUERY_COMMAND, "table": "nvidia-smi", "pci": nvsmi.PCI_PROBE}
-
-
-def read_gpus(host: Host) -> nvsmi.Report:
-    """The target's GPUs from nvidia-smi (query CSV first, the table as fallback), else why not."""
-    from tfrig import nvsmi
-
-    facts = host.probe(gpu_probes())
-    query, table = facts["query"], facts["table"]
-    if query.ok and query.out.strip():
-        report = nvsmi.parse_csv(query.out)
-        if table.ok:
-            report.cuda = nvsmi.parse_table(table.out).cuda
-        return report
-    if table.ok:
-        # Drivers whose query fields differ (compute_cap is recent) still print the table.
-        return nvsmi.parse_table(table.out)
-    on_bus = nvsmi.nvidia_on_pci(facts["pci"].out)
-    if not on_bus:
-        return nvsmi.Report(
-            diagnosis="no NVIDIA GPU on the PCI bus: this host has no GPU attached",
-            fix="use a host with a GPU (on Compute Engine: inv gcp.create --gpu TYPE)",
-        )
-    report = nvsmi.diagnose_failure(table.out, table.rc)
-    report.diagnosis = f"{report.diagnosis} (NVIDIA device on the bus: {', '.join(on_bus)})"
-    return report
 
 
 def describe(report: nvsmi.Report) -> list[str]:
@@ -89,7 +59,7 @@ def tensorflow_driver_note(driver: str) -> str | None:
     """What this driver holds back, if anything: the newest TensorFlow it runs on the GPU."""
     from packaging.version import InvalidVersion, Version
 
-    from tfrig import resolver
+    from tfrig.knowledge import resolver
 
     try:
         have = Version(driver)
@@ -111,7 +81,7 @@ def tensorflow_driver_note(driver: str) -> str | None:
 @task(help=CHECK_HELP)
 def check(c, input=None, hosts=None, json=False):
     """Show the target's GPUs, driver and CUDA, and whether TensorFlow can use them."""
-    from tfrig import nvsmi
+    from tfrig.knowledge import nvsmi
 
     if input:
         try:
@@ -187,7 +157,7 @@ def setup(
     def work(host: Host) -> dict[str, Any]:
         result = {"driver": driver.install_driver(host, **options)}
         if docker:
-            from tfrig.docker import ensure_toolkit
+            from tfrig.tasks.docker import ensure_toolkit
 
             result["toolkit"] = ensure_toolkit(host)
         if host.dry:

@@ -14,9 +14,10 @@ from typing import Any
 from invoke import Collection
 from invoke.exceptions import Exit
 
-from tfrig.host import Host, StepFailed, shell_path
-from tfrig.runner import on_targets
-from tfrig.taskdef import HOSTS_HELP, JSON_HELP, checked_name, checked_url, setting, task
+from tfrig.hosts.host import Host, StepFailed, shell_path
+from tfrig.hosts.runner import on_targets
+from tfrig.settings import setting
+from tfrig.tasks.taskdef import HOSTS_HELP, JSON_HELP, checked_name, checked_url, task
 
 PREFIX_HELP = "conda's install prefix (default conda.prefix, ~/miniconda3)"
 ENV_HELP = "environment name (default conda.env, tf)"
@@ -179,7 +180,7 @@ def install(
 )
 def create(c, name=None, python=None, tf_version=None, prefix=None, hosts=None, json=False):
     """Create a conda env with the Python the TensorFlow version needs."""
-    from tfrig import resolver
+    from tfrig.knowledge import resolver
 
     name = checked_name("name", "conda env", _setting(c, "env", name))
     where = _checked_prefix(_setting(c, "prefix", prefix))
@@ -213,7 +214,7 @@ def create(c, name=None, python=None, tf_version=None, prefix=None, hosts=None, 
 )
 def cuda(c, name=None, tf_version=None, prefix=None, hosts=None, json=False):
     """Install cudatoolkit and cudnn into the env, for TensorFlow releases before 2.14."""
-    from tfrig import resolver
+    from tfrig.knowledge import resolver
 
     name = checked_name("name", "conda env", _setting(c, "env", name))
     where = _checked_prefix(_setting(c, "prefix", prefix))

@@ -58,8 +58,8 @@ class Vm:
         return max(seconds, 0.0) / 3600
 
     def hourly(self) -> float | None:
-        """About what it costs per hour while it runs (tfrig.gceprice), or None if not known."""
-        from tfrig import gceprice
+        """About what it costs per hour while it runs (tfrig.gce.prices), or None if not known."""
+        from tfrig.gce import prices as gceprice
 
         if not self.gpu:
             return None
@@ -203,8 +203,8 @@ class Cloud:
         return {q.metric: (q.limit, q.usage) for q in found.quotas}, metadata
 
     def ssh_access(self, network: str = "default") -> str:
-        """Whether SSH from the internet reaches tfrig's VMs on `network` (tfrig.gceplan.ssh_verdict)."""
-        from tfrig.gceplan import ssh_verdict
+        """Whether SSH from the internet reaches tfrig's VMs on `network` (tfrig.gce.plan.ssh_verdict)."""
+        from tfrig.gce.plan import ssh_verdict
 
         rules = []
         for rule in self.call("FirewallsClient", "list", project=self.project):
@@ -352,7 +352,7 @@ def _vm(instance: Any) -> Vm:
 
 def _attached(machine_type: str) -> tuple[str | None, int]:
     """The GPUs a machine type comes with (A2, G2, A3, ...), from the catalog."""
-    from tfrig.gceplan import gpu_types
+    from tfrig.gce.plan import gpu_types
 
     machine = _last(machine_type)
     for gpu in gpu_types().values():

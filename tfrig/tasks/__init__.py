@@ -1,8 +1,14 @@
-"""The root collection: one namespace per module, and the settings every namespace shares."""
+"""The Invoke namespaces, one module each, and the root collection: the settings every namespace
+shares, and the one tie a lower layer needs from a higher one, handed down."""
 
 from invoke import Collection
 
-from tfrig import conda, docker, driver, gcp, gpu, tf
+from tfrig.gce import provision
+from tfrig.hosts import host
+from tfrig.tasks import conda, docker, driver, gcp, gpu, tf
+
+# Connecting to a VM tfrig made, the hosts layer asks Compute Engine for its host keys.
+host.use_vm_key_source(provision.vm_host_keys)
 
 ns = Collection()
 for module in (docker, gcp, driver, gpu, conda, tf):
@@ -17,7 +23,7 @@ ns.configure(
             "hosts": "",
             "ssh_key": "",
             "connect_timeout": 15,
-            # SSH host keys (tfrig.hostkeys): strict, or accept-new; and a known-hosts file of yours.
+            # SSH host keys (tfrig.hosts.hostkeys): strict, or accept-new; and a known-hosts file of yours.
             "host_keys": "strict",
             "known_hosts": "",
             "yes": False,

@@ -15,22 +15,21 @@ import sys
 import threading
 import time
 import weakref
-from collections.abc import Mapping
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any, TextIO
 
 from invoke.exceptions import Exit
 
-from tfrig import readahead, state
-from tfrig.targets import Target
+from tfrig import state
+from tfrig.hosts import readahead
+from tfrig.hosts.targets import Target
+from tfrig.knowledge.facts import Fact, parse_probe, probe_script
 
-SCRIPTS = Path(__file__).with_name("scripts")
+SCRIPTS = Path(__file__).parents[1] / "scripts"
 
 # Changes when the host boots again (a VM's boot id; a container's PID 1 start time).
 BOOT_MARK = "echo $(cat /proc/sys/kernel/random/boot_id) $(cut -d' ' -f22 /proc/1/stat)"
-_FACT_MARK = "@@tfrig-fact"
-_RC_MARK = "@@tfrig-rc"
 _print_lock = threading.Lock()
 
 
@@ -52,43 +51,6 @@ def redact(text: str) -> str:
 
 class StepFailed(Exception):
     """A change on a host failed; the message says what and how to look closer."""
-
-
-@dataclass(frozen=True)
-class Fact:
-    """What one read-only probe printed (stdout and stderr together) and its exit code."""
-
-    rc: int
-    out: str
-
-    @property
-    def ok(self) -> bool:
-        return self.rc == 0
-
-
-def probe_script(commands: Mapping[str, str]) -> str:
-    """One shell script that runs every probe and marks where each one's output begins and ends."""
-    # Admin tools (dkms, modprobe) live in sbin, which a non-root user's PATH often lacks.
-    parts = ['PATH="$PATH:/usr/local/sbin:/usr/sbin:/sbin"']
-    for name, command in commands.items():
-        parts.append(
-            f"printf '\\n{_FACT_MARK} %s\\n' {shlex.quote(name)}; "
-            f"( {command} ) </dev/null 2>&1; "
-            f"printf '\\n{_RC_MARK} %s %d\\n' {shlex.quote(name)} $?"
-        )
-    return "; ".join(parts)
-
-
-def parse_probe(output: str) -> dict[str, Fact]:
-    """Split the output of `probe_script` back into one Fact per probe."""
-    facts: dict[str, Fact] = {}
-    pattern = re.compile(
-        rf"^{_FACT_MARK} (?P<name>\S+)\n(?P<out>.*?)\n?{_RC_MARK} (?P=name) (?P<rc>\d+)$",
-        re.S | re.M,
-    )
-    for match in pattern.finditer(output):
-        facts[match["name"]] = Fact(rc=int(match["rc"]), out=match["out"].strip("\n"))
-    return facts
 
 
 class Host:
@@ -114,13 +76,13 @@ class Host:
     @property
     def user(self) -> str:
         if self.target.is_local:
-            from tfrig.targets import local_user
+            from tfrig.hosts.targets import local_user
 
             return local_user()
         return self.target.user or str(self.c.user)
 
     def say(self, message: str) -> None:
-        from tfrig import progress
+        from tfrig.hosts import progress
 
         with _print_lock:
             progress.say(f"[{self.label}] {message}", self.out)
@@ -141,7 +103,7 @@ class Host:
 
     @property
     def _read_ahead(self) -> Any:
-        """The run's connection when it keeps facts read ahead for later tasks (tfrig.readahead)."""
+        """The run's connection when it keeps facts read ahead for later tasks (tfrig.hosts.readahead)."""
         return self.c if hasattr(type(self.c), "take_read_ahead") else None
 
     def _run(self, command: str, *, sudo: bool, read_only: bool = False, **kwargs: Any) -> Any:
@@ -177,7 +139,7 @@ class Host:
         """Several read-only probes in one round trip."""
         if self.target.assumed is not None:
             return self._assumed(list(commands))
-        # Read-ahead (tfrig.readahead): take facts an earlier task of the chain read for this one,
+        # Read-ahead (tfrig.hosts.readahead): take facts an earlier task of the chain read for this one,
         # and read the later tasks' first facts along with this task's.
         connection: Any = None if sudo else self._read_ahead
         now = readahead.position(connection.run_config) if connection is not None else None
@@ -214,7 +176,7 @@ class Host:
             self.say(f"would run: {'sudo ' if sudo and not self.is_root else ''}{what or command}")
             return ""
         if progress:
-            from tfrig import progress as progress_mod
+            from tfrig.hosts import progress as progress_mod
 
             with progress_mod.step(self.label, progress, self.out) as tracker:
                 result = self._run(command, sudo=sudo, watchers=[tracker.watcher()])
@@ -274,7 +236,7 @@ class Host:
             "nohup sh -c 'sleep 1; systemctl reboot 2>/dev/null || reboot' >/dev/null 2>&1 &", sudo=True, what="reboot"
         )
         self._disconnect()
-        from tfrig import progress
+        from tfrig.hosts import progress
 
         deadline = time.monotonic() + timeout
         with progress.step(self.label, "waiting for the host to come back", self.out):
@@ -297,6 +259,18 @@ def shell_path(path: str) -> str:
     if path == "~" or path.startswith("~/"):
         return '"$HOME"' + (shlex.quote(path[1:]) if len(path) > 1 else "")
     return shlex.quote(path)
+
+
+# Where a VM's host keys come from (pinned, else its guest attributes): the Compute Engine layer
+# knows, and the root collection hands its lookup down here (use_vm_key_source), so this layer never
+# imports the one above it.
+VmKeySource = Callable[[Any, dict[str, Any]], list[tuple[str, str]]]
+_vm_key_source: VmKeySource | None = None
+
+
+def use_vm_key_source(source: VmKeySource) -> None:
+    global _vm_key_source
+    _vm_key_source = source
 
 
 # One SSH connection per host for a whole `inv` run, so a chain of tasks handshakes once per host.
@@ -326,20 +300,18 @@ def _close_run(run: int) -> None:
 
 
 def _new_connection(c: Any, target: Target) -> Any:
-    from tfrig.connection import ReadAheadConnection
+    from tfrig.hosts.connection import ReadAheadConnection
 
     tfrig_config = c.config.get("tfrig", {})
     key = target.key_filename or tfrig_config.get("ssh_key") or None
     connect_kwargs: dict[str, Any] = {}
     if key:
         connect_kwargs["key_filename"] = os.path.expanduser(key)
-    # A VM tfrig made: its host keys, pinned from its guest attributes (tfrig.hostkeys).
+    # A VM tfrig made: its host keys, pinned from its guest attributes (tfrig.hosts.hostkeys).
     vm_keys: list[tuple[str, str]] = []
-    if target.vm is not None and target.vm.get("zone"):
-        from tfrig import provision
-
-        vm_keys = provision.vm_host_keys(c, target.vm)
-    from tfrig.taskdef import setting_number
+    if target.vm is not None and target.vm.get("zone") and _vm_key_source is not None:
+        vm_keys = _vm_key_source(c, target.vm)
+    from tfrig.settings import setting_number
 
     timeout = setting_number(c.config, "tfrig", "connect_timeout", 1, 3600, default=15)
     # paramiko waits 15 s for a banner by default; a port that answers and never speaks is down too
@@ -368,7 +340,7 @@ def describe_error(exc: BaseException) -> str:
         return "timed out connecting; is the host up and port 22 open?"
     if isinstance(exc, ConnectionRefusedError | OSError) and not type(exc).__module__.startswith("paramiko"):
         return f"can't connect: {exc.strerror or exc}"
-    from tfrig import hostkeys
+    from tfrig.hosts import hostkeys
 
     if isinstance(exc, hostkeys.HostKeyRefused):
         return str(exc)

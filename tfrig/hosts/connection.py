@@ -1,5 +1,5 @@
 """The run's SSH connection to a host: Fabric's, with its host key checked as OpenSSH checks it
-(tfrig.hostkeys), keeping facts read ahead for later tasks (tfrig.readahead) until anything else
+(tfrig.hosts.hostkeys), keeping facts read ahead for later tasks (tfrig.hosts.readahead) until anything else
 runs on it. Imported only when a run connects somewhere, so Fabric and paramiko load only then."""
 
 from __future__ import annotations
@@ -14,14 +14,14 @@ import paramiko
 from fabric import Connection
 from invoke.exceptions import Exit
 
-from tfrig import hostkeys
+from tfrig.hosts import hostkeys
 
 # paramiko logs a failed handshake with its traceback (e.g. "Error reading SSH protocol banner"),
 # which Python's last-resort handler would print; tfrig says what failed in one line instead.
 logging.getLogger("paramiko").addHandler(logging.NullHandler())
 
 if TYPE_CHECKING:
-    from tfrig.host import Fact
+    from tfrig.knowledge.facts import Fact
 
 
 class CheckedKeyPolicy(paramiko.MissingHostKeyPolicy):

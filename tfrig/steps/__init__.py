@@ -1,0 +1,1 @@
+"""Host steps that more than one namespace reads: a target's GPUs and its TensorFlow environment."""
