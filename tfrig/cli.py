@@ -3,24 +3,83 @@
 from __future__ import annotations
 
 import os
+import sys
+from pathlib import Path
+from typing import Any
 
-from invoke import Program
+from invoke import Config, Program
 from invoke.exceptions import Exit
 
-from tfrig import __version__
+from tfrig import __version__, settings
 from tfrig.hosts import readahead
 from tfrig.tasks import ns
+
+SCHEMA: dict[str, dict[str, Any]] = ns.configuration()
+
+
+class TfrigConfig(Config):
+    """Invoke's Config, with every file and INVOKE_* variable checked against tfrig's settings
+    before Invoke merges or casts them (where it would end in a traceback, or read "false" as
+    true), and a folder's own file held to what can't send credentials or code elsewhere."""
+
+    def _load_yaml(self, path: Any) -> Any:
+        return settings.checked_file(super()._load_yaml(path), str(path), SCHEMA)
+
+    _load_yml = _load_yaml
+
+    def _load_json(self, path: Any) -> Any:
+        return settings.checked_file(super()._load_json(path), str(path), SCHEMA)
+
+    def load_shell_env(self) -> None:
+        checked = settings.checked_environment(SCHEMA, self._env_prefix or "INVOKE")
+        super().load_shell_env()
+        # Invoke cast each variable by its default's type; booleans again as people mean them.
+        for namespace, keys in checked.items():
+            for key, value in keys.items():
+                if isinstance(value, bool) and not _set_in(self._runtime, namespace, key):
+                    self._env.setdefault(namespace, {})[key] = value
+        self.merge()
+
+    def load_folder_file(self, folder: str) -> None:
+        """The folder's invoke.yaml (or .yml, .json, .py), less what waits for `tfrig allow`."""
+        self.set_project_location(folder)
+        found = next((path for path in settings.folder_files(Path(folder)) if path.is_file()), None)
+        if found is None:
+            return
+        trusted = settings.allowed(found)
+        if found.suffix == ".py" and not trusted:  # Invoke would run it as Python
+            _note(f"ignored {found}: a folder's invoke.py is code; read it, then `tfrig allow` to use it.")
+            self._set(_project_found=False)
+            return
+        self.load_project(merge=False)
+        held = [] if trusted else settings.held_back(self._project, SCHEMA)
+        if held:
+            self._set(_project=settings.without(self._project, held))
+            _note(
+                f"ignored {', '.join(held)} from {found}: a folder's file sets where credentials, code and "
+                "host keys come from only once you allow it; read it, then `tfrig allow`."
+            )
+
+
+def _set_in(data: Any, namespace: str, key: str) -> bool:
+    return isinstance(data, dict) and isinstance(data.get(namespace), dict) and key in data[namespace]
+
+
+def _note(line: str) -> None:
+    print(f"tfrig: {line}", file=sys.stderr)
 
 
 class TfrigProgram(Program):
     """Reads the same settings as `inv`: INVOKE_* env vars, ~/.invoke.yaml, ./invoke.yaml."""
 
     def update_config(self, merge: bool = True) -> None:
-        super().update_config(merge=False)
-        # With a built-in namespace Invoke loads no project file; use the current folder's.
-        self.config.set_project_location(os.getcwd())
         try:
-            self.config.load_project(merge=False)
+            super().update_config(merge=False)
+            # With a built-in namespace Invoke loads no project file; use the current folder's.
+            assert isinstance(self.config, TfrigConfig)
+            self.config.load_folder_file(os.getcwd())
+        except Exit:
+            raise
         except Exception as exc:  # invalid YAML: one line naming the file, not the parser's traceback
             mark = getattr(exc, "problem_mark", None)
             file = getattr(mark, "name", None) or os.path.join(os.getcwd(), "invoke.yaml")
@@ -31,7 +90,12 @@ class TfrigProgram(Program):
 
 
 program = TfrigProgram(
-    namespace=ns, version=__version__, name="tfrig", binary="tfrig", executor_class=readahead.ChainExecutor
+    namespace=ns,
+    version=__version__,
+    name="tfrig",
+    binary="tfrig",
+    executor_class=readahead.ChainExecutor,
+    config_class=TfrigConfig,
 )
 
 

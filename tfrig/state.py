@@ -146,3 +146,20 @@ def check_writable() -> None:
     """Stop with one line, before anything bills, if tfrig could not record what it creates."""
     with _locked(write=True) as path:
         _write(path, _read(path))
+
+
+@contextlib.contextmanager
+def locked_file(path: Path) -> Iterator[dict[str, Any]]:
+    """A small JSON file of tfrig's beside the state, read and rewritten under its own lock: the
+    dict yielded is written back whole when the block ends."""
+    private_dir(path.parent)
+    with open(path.with_name(path.name + ".lock"), "a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        try:
+            data = json.loads(path.read_text())
+        except (OSError, ValueError):
+            data = {}
+        if not isinstance(data, dict):
+            data = {}
+        yield data
+        write_atomically(path, (json.dumps(data, indent=2, sort_keys=True) + "\n").encode())

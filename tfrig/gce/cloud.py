@@ -121,6 +121,12 @@ class Cloud:
             from google.auth.credentials import AnonymousCredentials
 
             return AnonymousCredentials()
+        if self.endpoint and self.endpoint.lower().startswith("http://"):
+            # A bearer token in clear text is anyone's on the way: real credentials go over https only.
+            raise Exit(
+                f"gcp.endpoint {self.endpoint[:80]!r} is plain http, which would carry your Google token in clear "
+                "text: use an https endpoint, or gcp.credentials: anonymous for a test API."
+            )
         import google.auth
         from google.auth.exceptions import DefaultCredentialsError
 

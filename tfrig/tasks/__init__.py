@@ -1,16 +1,38 @@
 """The Invoke namespaces, one module each, and the root collection: the settings every namespace
 shares, and the one tie a lower layer needs from a higher one, handed down."""
 
-from invoke import Collection
+from pathlib import Path
 
+from invoke import Collection
+from invoke.exceptions import Exit
+
+from tfrig import settings
 from tfrig.gce import provision
 from tfrig.hosts import host
 from tfrig.tasks import conda, docker, driver, gcp, gpu, tf
+from tfrig.tasks.taskdef import task
 
 # Connecting to a VM tfrig made, the hosts layer asks Compute Engine for its host keys.
 host.use_vm_key_source(provision.vm_host_keys)
 
-ns = Collection()
+
+@task(help={"revoke": "take back an earlier allow"})
+def allow(c, revoke=False):
+    """Let this folder's invoke.yaml set where credentials, code and host keys come from."""
+    found = next((path for path in settings.folder_files(Path.cwd()) if path.is_file()), None)
+    if found is None:
+        raise Exit(f"No invoke.yaml (or .yml, .json, .py) in {Path.cwd()}: nothing to allow.")
+    settings.allow(found, revoke=revoke)
+    if revoke:
+        print(f"{found}: no longer allowed; its sensitive settings are ignored again.")
+    else:
+        print(
+            f"{found}: allowed as it is now (SHA-256 {settings.file_digest(found)[:16]}...); "
+            "an edit needs allowing again."
+        )
+
+
+ns = Collection(allow)
 for module in (docker, gcp, driver, gpu, conda, tf):
     ns.add_collection(module.ns)
     # Invoke merges only the called task's path; lifting each namespace's settings to the root

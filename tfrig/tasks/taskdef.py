@@ -80,8 +80,11 @@ class TfrigTask(Task):
         namespace = self.body.__module__.rsplit(".", 1)[-1]
         token = current_task.set(f"{namespace}.{self.name.rstrip('_').replace('_', '-')}")
         if args:  # args[0] is the task's Context
+            from tfrig import settings
             from tfrig.hosts import readahead
+            from tfrig.tasks import ns
 
+            settings.settle(args[0].config, ns.configuration())
             readahead.started(args[0].config, self)
         from tfrig.gce.cloud import ApiError, describe
 
