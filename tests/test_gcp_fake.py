@@ -455,7 +455,15 @@ def test_credentials_problems_are_one_line(tfrig, fake, gcp_env, tmp_path):
         anonymous.err.strip()
         == "gcp.credentials: anonymous works only with an explicit gcp.endpoint (a private or test API)."
     )
-    no_adc = tfrig("gcp.zones", env={**gcp_env, "INVOKE_GCP_CREDENTIALS": "", "GOOGLE_APPLICATION_CREDENTIALS": ""})
+    real = {**gcp_env, "INVOKE_GCP_CREDENTIALS": "", "GOOGLE_APPLICATION_CREDENTIALS": ""}
+    # The fake speaks plain http: real credentials are never sent there, whatever they are.
+    clear_text = tfrig("gcp.zones", env=real)
+    assert clear_text.code == 1
+    assert clear_text.err.strip().endswith(
+        "is plain http, which would carry your Google token in clear text: use an https endpoint, "
+        "or gcp.credentials: anonymous for a test API."
+    )
+    no_adc = tfrig("gcp.zones", env={**real, "INVOKE_GCP_ENDPOINT": "https://127.0.0.1:9"})
     assert no_adc.code == 1
     assert no_adc.err.strip() == (
         "No Google Cloud credentials: run `gcloud auth application-default login`, or set "
