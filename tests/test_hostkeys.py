@@ -78,7 +78,7 @@ def test_an_alias_from_the_users_ssh_config_with_its_own_known_hosts_file(tfrig,
 def test_a_bad_policy_is_one_line_naming_the_setting(tfrig, sshd_factory, ssh_env):
     host = sshd_factory()
     refused = check(tfrig, host, {**ssh_env, "INVOKE_TFRIG_HOST_KEYS": "maybe"})
-    assert_one_line_refusal(refused, "tfrig.host_keys is 'maybe'", "strict", "accept-new")
+    assert_one_line_refusal(refused, "tfrig.host_keys in INVOKE_TFRIG_HOST_KEYS is 'maybe'", "strict", "accept-new")
 
 
 def test_docker_over_ssh_refuses_an_unknown_host_key_in_the_same_one_line(tfrig, sshd_factory, ssh_key, tmp_path):
