@@ -16,7 +16,7 @@ from typing import Any
 
 import pytest
 
-from tests.conftest import ROOT, free_port, json_of
+from tests.conftest import ROOT, free_port, json_of, start_cli
 from tests.fakegce import FakeCompute
 from tfrig import state
 
@@ -113,6 +113,29 @@ def test_create_install_verify_then_work_on_the_vm(tfrig, cloud, env, tmp_path):
     fetched = tmp_path / "fetched"
     assert tfrig("gcp.get", "work", "--destination", str(fetched), env=env).code == 0
     assert (fetched / "out.txt").read_text() == "training\n" and (fetched / "data" / "x.csv").read_text() == "1,2\n"
+    # Two copies at once, each way: each carries its own files, and no archive is left there.
+    other = tmp_path / "other"
+    other.mkdir()
+    (other / "mine.txt").write_text("other\n")
+    puts = [
+        start_cli("gcp.put", str(folder), "--destination", destination, env=env)
+        for folder, destination in ((project, "work-a"), (other, "work-b"))
+    ]
+    assert [put.communicate(timeout=300) and put.returncode for put in puts] == [0, 0]
+    assert (
+        vm.exec("cd /home/alice && test -e work-a/train.py && test ! -e work-a/mine.txt && test ! -e work-b/train.py")[
+            0
+        ]
+        == 0
+    )
+    gets = [
+        start_cli("gcp.get", source, "--destination", str(tmp_path / f"got-{source}"), env=env)
+        for source in ("work-a", "work-b")
+    ]
+    assert [get.communicate(timeout=300) and get.returncode for get in gets] == [0, 0]
+    assert (tmp_path / "got-work-b" / "mine.txt").read_text() == "other\n"
+    assert not (tmp_path / "got-work-b" / "train.py").exists() and (tmp_path / "got-work-a" / "train.py").exists()
+    assert vm.exec("cd /home/alice && ls -a | grep -q tfrig-upload || ls -a | grep -q tfrig-download")[0] == 1
     # Files in the wrong place: one line each, nothing made or clobbered.
     for argv, line in [
         (

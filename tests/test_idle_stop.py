@@ -194,7 +194,7 @@ def test_a_failing_nvidia_smi_counts_as_idle_and_is_said(agent_host):
     agent_host.exec("printf '#!/bin/sh\\nexit 9\\n' > /usr/local/bin/nvidia-smi")
     _idle_since(agent_host, 400)
     code, out = _agent(agent_host)
-    assert code == 0 and "nvidia-smi failed: GPUs counted idle" in out and _powered_off(agent_host)
+    assert code == 0 and "nvidia-smi failed or did not answer: GPUs counted idle" in out and _powered_off(agent_host)
 
 
 def test_the_install_script_refuses_a_host_without_systemd_before_writing(sshd_factory):

@@ -78,6 +78,7 @@ def copy_files(c: Any, hosts: str, source: str, destination: str | None, upload:
 def _copy(
     dry: bool, conn: Any, target: targets.Target, source: str, destination: str | None, upload: bool, force: bool
 ) -> None:
+    import secrets
     import tarfile
     import tempfile
 
@@ -109,10 +110,12 @@ def _copy(
                 archive = Path(tmp) / "upload.tar.gz"
                 with tarfile.open(archive, "w:gz") as tar:
                     tar.add(local, arcname=".")
-                conn.put(str(archive), ".tfrig-upload.tar.gz")
+                # A name of this copy's own: two copies at once must not take each other's archive.
+                remote_archive = f".tfrig-upload-{secrets.token_hex(8)}.tar.gz"
+                conn.put(str(archive), remote_archive)
                 conn.run(
-                    f"mkdir -p {shlex.quote(remote)} && tar -xzf .tfrig-upload.tar.gz -C {shlex.quote(remote)} "
-                    "&& rm -f .tfrig-upload.tar.gz",
+                    f"mkdir -p {shlex.quote(remote)} && tar -xzf {remote_archive} -C {shlex.quote(remote)}; "
+                    f"status=$?; rm -f {remote_archive}; exit $status",
                     hide=True,
                     in_stream=False,
                 )
@@ -143,9 +146,12 @@ def _copy(
     else:
         with tempfile.TemporaryDirectory() as tmp:
             archive = Path(tmp) / "download.tar.gz"
-            conn.run(f"tar -czf .tfrig-download.tar.gz -C {shlex.quote(source)} .", hide=True, in_stream=False)
-            conn.get(".tfrig-download.tar.gz", str(archive))
-            conn.run("rm -f .tfrig-download.tar.gz", hide=True, in_stream=False)
+            remote_archive = f".tfrig-download-{secrets.token_hex(8)}.tar.gz"
+            try:
+                conn.run(f"tar -czf {remote_archive} -C {shlex.quote(source)} .", hide=True, in_stream=False)
+                conn.get(remote_archive, str(archive))
+            finally:
+                conn.run(f"rm -f {remote_archive}", hide=True, warn=True, in_stream=False)
             local.mkdir(parents=True, exist_ok=True)
             with tarfile.open(archive) as tar:
                 tar.extractall(local, filter="data")

@@ -27,8 +27,9 @@ gpu_busy() {
   command -v nvidia-smi >/dev/null || return 1
   local peak=0 sample value
   for ((sample = 1; sample <= SAMPLES; sample++)); do
-    if ! values=$(nvidia-smi --query-gpu=utilization.gpu --format=csv,noheader,nounits 2>/dev/null); then
-      echo "nvidia-smi failed: GPUs counted idle" >&2
+    # A hung driver must not keep the VM up and billing: nvidia-smi gets 20 s.
+    if ! values=$(timeout 20 nvidia-smi --query-gpu=utilization.gpu --format=csv,noheader,nounits 2>/dev/null); then
+      echo "nvidia-smi failed or did not answer: GPUs counted idle" >&2
       return 1
     fi
     for value in $values; do
