@@ -30,20 +30,18 @@ class TfrigConfig(Config):
     def _load_json(self, path: Any) -> Any:
         return settings.checked_file(super()._load_json(path), str(path), SCHEMA)
 
+    # Files and variables are checked as they load: settings.settle has nothing left to do.
+    settings_checked = True
+
     def load_shell_env(self) -> None:
-        checked = settings.checked_environment(SCHEMA, self._env_prefix or "INVOKE")
+        checked = settings.checked_environment(SCHEMA, self._env_prefix or "INVOKE")  # before Invoke casts
         super().load_shell_env()
-        # Invoke cast each variable by its default's type; booleans again as people mean them.
-        for namespace, keys in checked.items():
-            for key, value in keys.items():
-                if isinstance(value, bool) and not _set_in(self._runtime, namespace, key):
-                    self._env.setdefault(namespace, {})[key] = value
-        self.merge()
+        settings.use_environment_booleans(self, checked)
 
     def load_folder_file(self, folder: str) -> None:
         """The folder's invoke.yaml (or .yml, .json, .py), less what waits for `tfrig allow`."""
         self.set_project_location(folder)
-        found = next((path for path in settings.folder_files(Path(folder)) if path.is_file()), None)
+        found = settings.folder_file(Path(folder))
         if found is None:
             return
         trusted = settings.allowed(found)
@@ -59,10 +57,6 @@ class TfrigConfig(Config):
                 f"ignored {', '.join(held)} from {found}: a folder's file sets where credentials, code and "
                 "host keys come from only once you allow it; read it, then `tfrig allow`."
             )
-
-
-def _set_in(data: Any, namespace: str, key: str) -> bool:
-    return isinstance(data, dict) and isinstance(data.get(namespace), dict) and key in data[namespace]
 
 
 def _note(line: str) -> None:

@@ -185,9 +185,11 @@ def without(data: Mapping[str, Any], keys: Iterable[str]) -> dict[str, Any]:
     return kept
 
 
-def folder_files(folder: Path) -> list[Path]:
-    """Where Invoke looks for a folder's settings, in its order."""
-    return [folder / f"invoke.{suffix}" for suffix in ("yaml", "yml", "json", "py")]
+def folder_file(folder: Path) -> Path | None:
+    """The folder's settings file, where Invoke looks for it, in its order; None if it has none."""
+    return next(
+        (path for suffix in ("yaml", "yml", "json", "py") if (path := folder / f"invoke.{suffix}").is_file()), None
+    )
 
 
 def file_digest(path: Path) -> str:
@@ -235,12 +237,7 @@ def setting_text(config: Any, namespace: str, key: str) -> str:
     value = config.get(namespace, {}).get(key)
     if value is None:
         return ""
-    if not isinstance(value, str | int | float) or isinstance(value, bool):
-        raise Exit(
-            f"{namespace}.{key} in {where_set(config, namespace, key)} is a {type(value).__name__}; "
-            "give it as text (several hosts: one comma-separated text)."
-        )
-    return str(value)
+    return str(_checked_value(f"{namespace}.{key}", "", value, where_set(config, namespace, key)))
 
 
 def setting_number(config: Any, namespace: str, key: str, low: int, high: int, default: int) -> int:
@@ -272,12 +269,23 @@ def _setting_in_range(
     return float(number)
 
 
+def use_environment_booleans(config: Any, environment: Mapping[str, Mapping[str, Any]]) -> None:
+    """Put the boolean INVOKE_* values as `checked_environment` read them where Invoke put its own
+    cast (its env level, which a runtime file given with -f still overrides), and merge."""
+    runtime = getattr(config, "_runtime", None) or {}
+    for namespace, keys in environment.items():
+        for key, value in keys.items():
+            if isinstance(value, bool) and key not in (runtime.get(namespace) or {}):
+                config._env.setdefault(namespace, {})[key] = value
+    config.merge()
+
+
 def settle(config: Any, schema: Mapping[str, Mapping[str, Any]]) -> None:
     """Check tfrig's settings as merged, once per run, for a Config that didn't check them as it
     loaded (`inv`'s own): INVOKE_* booleans read again as people mean them, every value of its kind."""
-    if getattr(config, "_tfrig_settled", False):
+    if getattr(config, "settings_checked", False):
         return
-    environment = checked_environment(schema, getattr(config, "_env_prefix", None) or "INVOKE")
+    use_environment_booleans(config, checked_environment(schema, getattr(config, "_env_prefix", None) or "INVOKE"))
     for namespace, keys in schema.items():
         section = config.get(namespace)
         if section is None:  # a Context made without tfrig's collection (a test's MockContext)
@@ -287,12 +295,7 @@ def settle(config: Any, schema: Mapping[str, Mapping[str, Any]]) -> None:
         for key, default in keys.items():
             if key not in section:
                 continue
-            if isinstance(environment.get(namespace, {}).get(key), bool):
-                value = environment[namespace][key]
-            else:
-                value = _checked_value(
-                    f"{namespace}.{key}", default, section.get(key), where_set(config, namespace, key)
-                )
-            if value != section.get(key):
+            value = _checked_value(f"{namespace}.{key}", default, section[key], where_set(config, namespace, key))
+            if value != section[key]:
                 config[namespace][key] = value
-    config._set(_tfrig_settled=True)
+    config._set(settings_checked=True)

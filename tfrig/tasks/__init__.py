@@ -19,7 +19,7 @@ host.use_vm_key_source(provision.vm_host_keys)
 @task(help={"revoke": "take back an earlier allow"})
 def allow(c, revoke=False):
     """Let this folder's invoke.yaml set where credentials, code and host keys come from."""
-    found = next((path for path in settings.folder_files(Path.cwd()) if path.is_file()), None)
+    found = settings.folder_file(Path.cwd())
     if found is None:
         raise Exit(f"No invoke.yaml (or .yml, .json, .py) in {Path.cwd()}: nothing to allow.")
     settings.allow(found, revoke=revoke)
