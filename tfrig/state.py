@@ -7,9 +7,12 @@ import contextlib
 import fcntl
 import json
 import os
+import re
+import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, TextIO
 
 from invoke.exceptions import Exit
 
@@ -47,22 +50,76 @@ def _unusable(path: Path, why: str) -> Exit:
     )
 
 
+LOCK_FILE = "tfrig.lock"
+# One lock for every read-modify-write of tfrig's files (state, pinned host keys, allowed folders,
+# the ssh config blocks): an flock between processes, and within a process an RLock, since a
+# second flock on a new descriptor would wait on the first (threads, and nested uses).
+_process_lock = threading.RLock()
+_held: list[Any] = []  # the open lock file while this process holds the flock
+
+
+@contextlib.contextmanager
+def exclusive() -> Iterator[None]:
+    """Hold tfrig's one lock: no other tfrig run reads or rewrites its files meanwhile."""
+    with _process_lock:
+        if _held:
+            yield
+            return
+        folder = private_dir(state_dir())
+        with open(folder / LOCK_FILE, "a") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            _held.append(lock)
+            try:
+                yield
+            finally:
+                _held.clear()
+
+
+@contextlib.contextmanager
+def vm_operation(name: str, action: str, wait: float, out: TextIO) -> Iterator[None]:
+    """Hold the VM `name` for `action` (e.g. gcp.create) while the block runs: another tfrig run
+    acting on the same VM waits, saying for what, at most `wait` seconds. A create and a delete of
+    one VM, or two creates, so never cross (a delete can't find a VM whose insert is in flight)."""
+    folder = private_dir(state_dir() / "locks")
+    with open(folder / (re.sub(r"[^a-z0-9-]", "_", name) + ".lock"), "a+") as lock:
+        deadline, told = time.monotonic() + wait, False
+        while True:
+            try:
+                fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                lock.seek(0)
+                holder = lock.read().strip() or "another tfrig run"
+                if time.monotonic() > deadline:
+                    raise Exit(
+                        f"{name}: {holder} still works on it after {wait:.0f} s; run this again once it has ended."
+                    ) from None
+                if not told:
+                    print(f"{name}: waiting for {holder} to end (at most {wait:.0f} s)", file=out, flush=True)
+                    told = True
+                time.sleep(0.2)
+        lock.truncate(0)
+        lock.write(f"{action} (pid {os.getpid()})")
+        lock.flush()
+        try:
+            yield
+        finally:
+            lock.truncate(0)
+
+
 @contextlib.contextmanager
 def _locked(write: bool) -> Iterator[Path]:
-    """Hold a lock on the state file while reading (shared) or rewriting it (exclusive). A folder
-    tfrig can't write is still read, unlocked: read-only uses keep working there."""
-    folder = state_dir()
-    path = folder / STATE_FILE
-    try:
-        private_dir(folder)
-        lock = open(folder / (STATE_FILE + ".lock"), "a")  # noqa: SIM115 (closed below)
-    except OSError as exc:
-        if write:
-            raise Exit(f"tfrig can't write its state folder {folder} ({exc.strerror}); make it writable.") from None
-        yield path
-        return
-    with lock:
-        fcntl.flock(lock, fcntl.LOCK_EX if write else fcntl.LOCK_SH)
+    """Hold the lock while reading or rewriting the state file. A folder tfrig can't write is
+    still read, unlocked: read-only uses keep working there."""
+    path = state_dir() / STATE_FILE
+    with contextlib.ExitStack() as held:
+        try:
+            held.enter_context(exclusive())
+        except OSError as exc:
+            if write:
+                raise Exit(
+                    f"tfrig can't write its state folder {path.parent} ({exc.strerror}); make it writable."
+                ) from None
         yield path
 
 
@@ -150,11 +207,9 @@ def check_writable() -> None:
 
 @contextlib.contextmanager
 def locked_file(path: Path) -> Iterator[dict[str, Any]]:
-    """A small JSON file of tfrig's beside the state, read and rewritten under its own lock: the
+    """A small JSON file of tfrig's beside the state, read and rewritten under tfrig's lock: the
     dict yielded is written back whole when the block ends."""
-    private_dir(path.parent)
-    with open(path.with_name(path.name + ".lock"), "a") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
+    with exclusive():
         try:
             data = json.loads(path.read_text())
         except (OSError, ValueError):

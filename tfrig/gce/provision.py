@@ -565,7 +565,15 @@ def delete_checked(c: Any, cloud: Any, zone: str, name: str) -> None:
 def delete_vm(c: Any, record: dict[str, Any], out: Any) -> None:
     """Delete a recorded VM; "nothing billed" only once delete_checked found it gone."""
     name, zone = record["name"], record["zone"]
-    delete_checked(c, settings(c, record.get("project"), zone).cloud(), zone, name)
+    cloud = settings(c, record.get("project"), zone).cloud()
+    age = time.time() - float(record.get("since") or 0)
+    cut_off = record.get("status") in ("CREATING", "UNKNOWN") and age < INSERT_SETTLE_SECONDS
+    if cut_off and cloud.get_vm(zone, name) is None:  # its insert may still land: "nothing billed" can't be said
+        raise Exit(
+            f"{name} is not in {zone} yet, but its create was cut off {age:.0f} s ago and may still land; "
+            f"tfrig keeps its record: run `inv gcp.delete --name {name}` again in a few minutes."
+        )
+    delete_checked(c, cloud, zone, name)
     print(f"deleted {name} ({zone}): nothing of it is billed any more", file=out)
 
 

@@ -120,11 +120,11 @@ def pinned(name: str) -> list[tuple[str, str]]:
 
 def _rewrite(name: str, lines: list[str]) -> None:
     path = pinned_file()
-    try:
-        kept = [line for line in path.read_text().splitlines() if line.split(" ", 1)[0] != name]
-    except FileNotFoundError:
-        if not lines:
-            return
-        kept = []
-    state.private_dir(path.parent)
-    state.write_atomically(path, "".join(line + "\n" for line in kept + lines).encode())
+    with state.exclusive():
+        try:
+            kept = [line for line in path.read_text().splitlines() if line.split(" ", 1)[0] != name]
+        except FileNotFoundError:
+            if not lines:
+                return
+            kept = []
+        state.write_atomically(path, "".join(line + "\n" for line in kept + lines).encode())

@@ -15,6 +15,7 @@ import sys
 import threading
 import time
 import uuid
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -151,35 +152,41 @@ def create(
         metadata={"ssh-keys": f"{user}:{public_key}", "enable-guest-attributes": "TRUE", **image_metadata},
     )
     cloud = cfg.cloud()
-    records, to_create = adopt(c, cloud, cfg, names, key, user, timing, out)
+    # Each VM is held from the lookup to its record, so that a second create of the name waits and
+    # then adopts it, and a delete waits for the insert (tfrig.state.vm_operation).
+    held = contextlib.ExitStack()
+    for vm_name in [] if dry else sorted(names):
+        held.enter_context(state.vm_operation(vm_name, "gcp.create", timing.operation + timing.running, out))
+    with held:
+        records, to_create = adopt(c, cloud, cfg, names, key, user, timing, out)
 
-    if to_create:
-        zones = request.zones = preflight(cloud, cfg, request, len(to_create), ssh_wait, out)
-        price = price_line(request, len(to_create), zones[0])
-        print(price, file=out)
-        if dry:
-            import json as json_module
+        if to_create:
+            zones = request.zones = preflight(cloud, cfg, request, len(to_create), ssh_wait, out)
+            price = price_line(request, len(to_create), zones[0])
+            print(price, file=out)
+            if dry:
+                import json as json_module
 
-            for vm_name in to_create:
-                print(f"would insert into {zones[0]} (then {', '.join(zones[1:4]) or 'no other zone'}):", file=out)
-                print(json_module.dumps(instance_body(request, vm_name, zones[0]), indent=2), file=out)
-            # The rest of the chain plans against these VMs, their facts assumed from a fresh image.
-            planned = [
-                targets.Target(label=n, user=user, assumed=fresh_image_facts(image or gcp.image, gpu_type, user))
-                for n in to_create
-            ]
-            targets.carry(c.config, [targets.vm_target(r) for r in records] + planned)
-            if idle_stop:
-                print(f"would install the idle-stop agent on {', '.join(to_create)} ({idle_stop})", file=out)
-            return
-        confirm(f"{price[0].upper()}{price[1:]}; go ahead?", yes or c.config.tfrig.yes)
-        try:
-            records += create_vms(cloud, cfg, request, to_create, key, user, timing, out)
-        except CreateFailed as failed:
-            made = ", ".join([r["name"] for r in records] + failed.made)
-            raise Exit(f"{failed}" + (f"; created so far: {made}" if made else "")) from None
-        except KeyboardInterrupt:
-            raise Exit(interrupted_message(names), code=130) from None
+                for vm_name in to_create:
+                    print(f"would insert into {zones[0]} (then {', '.join(zones[1:4]) or 'no other zone'}):", file=out)
+                    print(json_module.dumps(instance_body(request, vm_name, zones[0]), indent=2), file=out)
+                # The rest of the chain plans against these VMs, their facts assumed from a fresh image.
+                planned = [
+                    targets.Target(label=n, user=user, assumed=fresh_image_facts(image or gcp.image, gpu_type, user))
+                    for n in to_create
+                ]
+                targets.carry(c.config, [targets.vm_target(r) for r in records] + planned)
+                if idle_stop:
+                    print(f"would install the idle-stop agent on {', '.join(to_create)} ({idle_stop})", file=out)
+                return
+            confirm(f"{price[0].upper()}{price[1:]}; go ahead?", yes or c.config.tfrig.yes)
+            try:
+                records += create_vms(cloud, cfg, request, to_create, key, user, timing, out)
+            except CreateFailed as failed:
+                made = ", ".join([r["name"] for r in records] + failed.made)
+                raise Exit(f"{failed}" + (f"; created so far: {made}" if made else "")) from None
+            except KeyboardInterrupt:
+                raise Exit(interrupted_message(names), code=130) from None
     if ssh_wait and not dry:
         try:
             for record in records:
@@ -326,16 +333,28 @@ def list_(c, project=None, json=False):
             print(f"costs are estimates since each VM last started, disks not included (prices: {gceprice.as_of()})")
 
 
-def _lifecycle(c: Any, name: str | None) -> tuple[dict[str, Any], Any]:
-    """The VM's state record and a client for its project."""
-    record = _record_or_exit(name, c)
-    return record, settings(c, record.get("project"), record.get("zone")).cloud()
+@contextlib.contextmanager
+def _holding(c: Any, name: str | None, action: str, out: Any) -> Iterator[dict[str, Any]]:
+    """The VM's record, read again once no other tfrig run acts on the VM (a create in flight is
+    waited for, as long as a create may take), and held for `action` until the block ends."""
+    chosen = _record_or_exit(name, c)["name"]
+    if c.config.run.dry:
+        yield _record_or_exit(chosen, c)
+        return
+    timing = Timing.of(c.config)
+    with state.vm_operation(chosen, action, timing.operation + timing.running, out):
+        yield _record_or_exit(chosen, c)
 
 
 @task(help={"name": NAME_HELP, "json": JSON_HELP})
 def start(c, name=None, json=False):
     """Start a stopped VM (its address may change) and make it the run's target."""
-    record, cloud = _lifecycle(c, name)
+    with _holding(c, name, "gcp.start", info_stream(json)) as record:
+        _start(c, record, json)
+
+
+def _start(c: Any, record: dict[str, Any], json: bool) -> None:
+    cloud = settings(c, record.get("project"), record.get("zone")).cloud()
     if c.config.run.dry:
         print(f"would start {record['name']} in {record['zone']}")
         return
@@ -360,12 +379,13 @@ def start(c, name=None, json=False):
 @task(help={"name": NAME_HELP, "json": JSON_HELP})
 def stop(c, name=None, json=False):
     """Stop a VM: GPUs and vCPUs stop billing; its disk is still billed until you delete it."""
-    record, cloud = _lifecycle(c, name)
-    if c.config.run.dry:
-        print(f"would stop {record['name']} in {record['zone']}")
-        return
-    finish(c, cloud, record["zone"], cloud.stop(record["zone"], record["name"]), f"stopping {record['name']}")
-    record = state.record_vm(record["name"], status="TERMINATED")
+    with _holding(c, name, "gcp.stop", info_stream(json)) as record:
+        cloud = settings(c, record.get("project"), record.get("zone")).cloud()
+        if c.config.run.dry:
+            print(f"would stop {record['name']} in {record['zone']}")
+            return
+        finish(c, cloud, record["zone"], cloud.stop(record["zone"], record["name"]), f"stopping {record['name']}")
+        record = state.record_vm(record["name"], status="TERMINATED")
     if json:
         print_json(record)
     else:
@@ -380,7 +400,8 @@ def delete(c, name=None, yes=False, json=False):
         print(f"would delete {record['name']} in {record['zone']} and its disk")
         return
     confirm(f"Delete VM {record['name']} in {record['zone']} and its disk?", yes or c.config.tfrig.yes)
-    delete_vm(c, record, info_stream(json))
+    with _holding(c, record["name"], "gcp.delete", info_stream(json)) as record:
+        delete_vm(c, record, info_stream(json))
     if json:
         print_json({"deleted": record["name"], "zone": record["zone"]})
 
@@ -481,22 +502,22 @@ def ssh_config(c, name=None, remove=False, file=None):
         raise Exit(f"--file {path} is a folder; name the ssh config file itself, e.g. {path / 'config'}.")
     if file and not path.parent.is_dir():  # ~/.ssh is made when missing; a folder you named is not
         raise Exit(f"--file {path}: the folder {path.parent} does not exist; create it first.")
-    try:
-        old = path.read_text() if path.exists() else ""
-    except OSError as exc:
-        raise Exit(f"--file {path}: {exc.strerror}.") from None
-    new = replace_block(old, record["name"], None if remove else ssh_config_block(record, host_key_options(c)))
-    if new == old:
-        print(f"already done: {path} {'has no' if remove else 'has the'} block for {record['name']}")
-        return
-    if c.config.run.dry:
-        print(f"would {'remove' if remove else 'write'} the Host {record['name']} block in {path}")
-        return
-    path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
-    temporary = path.with_name(path.name + ".tfrig-tmp")
-    temporary.write_text(new)
-    os.chmod(temporary, 0o600)
-    os.replace(temporary, path)
+    block = None if remove else ssh_config_block(record, host_key_options(c))
+    # Read, changed and written under tfrig's lock: two runs at once each keep the other's block.
+    with contextlib.nullcontext() if c.config.run.dry else state.exclusive():
+        try:
+            old = path.read_text() if path.exists() else ""
+        except OSError as exc:
+            raise Exit(f"--file {path}: {exc.strerror}.") from None
+        new = replace_block(old, record["name"], block)
+        if new == old:
+            print(f"already done: {path} {'has no' if remove else 'has the'} block for {record['name']}")
+            return
+        if c.config.run.dry:
+            print(f"would {'remove' if remove else 'write'} the Host {record['name']} block in {path}")
+            return
+        path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+        state.write_atomically(path.resolve(), new.encode())  # private; a link (dotfiles) stays a link
     print(
         f"{'removed' if remove else 'wrote'} Host {record['name']} in {path}"
         + ("" if remove else f": `ssh {record['name']}`")
@@ -581,6 +602,7 @@ def down(c, delete=False, yes=False, project=None, json=False):
         print(f"would {verb.lower()} {len(chosen)} VM(s)", file=out)
         return
     confirm(f"{verb} these {len(chosen)} VM(s)?", yes or c.config.tfrig.yes)
+    timing = Timing.of(c.config)
 
     def act(vm: Any) -> tuple[bool, str]:
         """(done, what happened) for one VM; a failure is reported, the others go on."""
@@ -588,10 +610,11 @@ def down(c, delete=False, yes=False, project=None, json=False):
 
         verb = "deleting" if delete else "stopping"
         try:
-            if delete:
-                delete_checked(c, cloud, vm.zone, vm.name)
-                return True, f"deleted {vm.name}"
-            finish(c, cloud, vm.zone, cloud.stop(vm.zone, vm.name), f"stopping {vm.name}")
+            with state.vm_operation(vm.name, "gcp.down", timing.operation + timing.running, out):
+                if delete:
+                    delete_checked(c, cloud, vm.zone, vm.name)
+                    return True, f"deleted {vm.name}"
+                finish(c, cloud, vm.zone, cloud.stop(vm.zone, vm.name), f"stopping {vm.name}")
         except Exit as failed:
             return False, str(failed.message)
         except ApiError as exc:
