@@ -419,6 +419,11 @@ class FakeCompute:
     def _refusal(self, zone: str, body: dict[str, Any]) -> tuple[int, dict[str, Any]] | None:
         """What the API refuses in the request itself: a disk type the series doesn't take, a
         machine type not sold that way. (Its messages here are stand-ins of the real ones' form.)"""
+        # Label keys and values (cloud.google.com/compute/docs/labeling-resources, "Requirements
+        # for labels"): keys a lowercase letter then [a-z0-9_-], values [a-z0-9_-], 63 at most.
+        for key, value in (body.get("labels") or {}).items():
+            if not re.fullmatch(r"[a-z][a-z0-9_-]{0,62}", key) or not re.fullmatch(r"[a-z0-9_-]{0,63}", value):
+                return _error(400, "invalid", f"Invalid value for field 'resource.labels': '{key}: {value}'.")
         machine = body.get("machineType", "").rsplit("/", 1)[-1]
         params = (body.get("disks") or [{}])[0].get("initializeParams", {})
         disk = (params.get("diskType") or "pd-standard").rsplit("/", 1)[-1]

@@ -10,6 +10,7 @@ import os
 import pwd
 import shlex
 import signal
+import socket
 import subprocess
 import threading
 import time
@@ -66,7 +67,10 @@ def test_create_calls_in_order_and_records_the_vm(tfrig, fake, gcp_env):
     assert record == state.find_vm("tfrig-alice")
     body = fake.instances["us-central1-a"]["tfrig-alice"]
     assert body["scheduling"] == {"onHostMaintenance": "TERMINATE", "automaticRestart": True}
-    assert body["labels"] == {"created-by": "tfrig"}
+    # No account in the credentials or gcloud's config: the owner is user@host here.
+    from tfrig.gce.plan import label_value
+
+    assert body["labels"] == {"created-by": "tfrig", "tfrig-owner": label_value(f"alice@{socket.gethostname()}")}
     assert body["guestAccelerators"] == [
         {"acceleratorType": "zones/us-central1-a/acceleratorTypes/nvidia-tesla-t4", "acceleratorCount": 1}
     ]
@@ -983,3 +987,66 @@ def test_host_keys_are_read_from_guest_attributes_as_gcloud_reads_them(fake):
     assert cloud.host_keys("us-central1-a", "tfrig-keys") == [("ssh-ed25519", good), ("ecdsa-sha2-nistp256", good)]
     fake.vm_host_keys = lambda name: []
     assert cloud.host_keys("us-central1-a", "tfrig-keys") == []  # the API's 404 while nothing is published
+
+
+# --- colleagues in one project (issue 25) ---------------------------------------------------------
+
+
+def test_create_labels_the_vm_with_the_account_that_made_it(tfrig, fake, gcp_env, tmp_path):
+    gcloud_config(tmp_path, "[core]\naccount = Alice.Smith@Example.com\n")
+    assert create(tfrig, gcp_env).code == 0
+    labels = fake.instances["us-central1-a"]["tfrig-alice"]["labels"]
+    assert labels == {"created-by": "tfrig", "tfrig-owner": "alice_smith_example_com"}
+
+
+def test_a_long_account_is_a_valid_label_that_keeps_accounts_apart():
+    from tfrig.gce.plan import label_value
+
+    first, second = (label_value(f"{'x' * 70}{n}@example.com") for n in (1, 2))
+    assert first != second and all(
+        len(v) == 63 and set(v) <= set("abcdefghijklmnopqrstuvwxyz0123456789_-") for v in (first, second)
+    )
+
+
+def test_down_acts_only_on_your_vms_and_lists_the_others(tfrig, fake, gcp_env, tmp_path):
+    gcloud_config(tmp_path, "[core]\naccount = alice@example.com\n")
+    assert create(tfrig, gcp_env).code == 0  # in the state, and labelled
+    fake.add_instance(
+        "us-central1-a", "tfrig-alice-laptop", {"created-by": "tfrig", "tfrig-owner": "alice_example_com"}
+    )
+    fake.add_instance("us-central1-a", "tfrig-bob", {"created-by": "tfrig", "tfrig-owner": "bob_example_com"})
+    fake.add_instance("us-central1-a", "tfrig-old", {"created-by": "tfrig"})
+    for vm in fake.instances["us-central1-a"].values():
+        vm["status"] = "RUNNING"
+    down = tfrig("gcp.down", "--delete", "--yes", env=gcp_env)
+    assert down.code == 0, down.text
+    assert (
+        "not yours, left alone: tfrig-bob (bob_example_com), tfrig-old (owner not labelled); "
+        "--all-users acts on them too" in down.out
+    )
+    assert set(fake.instances["us-central1-a"]) == {"tfrig-bob", "tfrig-old"}
+    listed = json_of(tfrig("gcp.list", "--json", env=gcp_env).out)
+    assert {(r["name"], r["owner"], r["yours"]) for r in listed} == {
+        ("tfrig-bob", "bob_example_com", False),
+        ("tfrig-old", None, False),
+    }
+    asked = tfrig("gcp.down", "--delete", "--all-users", env=gcp_env)
+    assert asked.code == 1 and asked.err.strip().splitlines()[-1] == (
+        "Delete these 2 VM(s), 2 of them other people's? Not asking without a terminal: pass --yes to go ahead."
+    )
+    assert set(fake.instances["us-central1-a"]) == {"tfrig-bob", "tfrig-old"}
+    everyone = tfrig("gcp.down", "--delete", "--all-users", "--yes", env=gcp_env)
+    assert everyone.code == 0, everyone.text
+    assert fake.instances["us-central1-a"] == {}
+
+
+def test_create_never_adopts_a_colleagues_vm_of_the_same_name(tfrig, fake, gcp_env, tmp_path):
+    gcloud_config(tmp_path, "[core]\naccount = alice@example.com\n")
+    fake.add_instance("europe-west4-a", "tfrig-alice", {"created-by": "tfrig", "tfrig-owner": "alice_other_org"})
+    result = create(tfrig, gcp_env)
+    assert result.code == 1
+    assert result.err.strip() == (
+        "A VM named tfrig-alice exists in europe-west4-a, created by tfrig for alice_other_org, not you; "
+        "choose another --name."
+    )
+    assert fake.paths() == [LOOKUP]

@@ -69,6 +69,13 @@ class Vm:
     def created_by_tfrig(self) -> bool:
         return self.labels.get("created-by") == "tfrig"
 
+    @property
+    def owner(self) -> str | None:
+        """Whose it is: the label gcp.create sets from the creating account (None: an older tfrig's)."""
+        from tfrig.gce.plan import OWNER_LABEL
+
+        return self.labels.get(OWNER_LABEL)
+
 
 @dataclass
 class OperationResult:
@@ -138,6 +145,15 @@ class Cloud:
                 "GOOGLE_APPLICATION_CREDENTIALS to a service-account key file."
             ) from None
         return credentials
+
+    def account(self) -> str | None:
+        """The account the credentials act as, where they say: a service account's email, or the
+        user account that gcloud's application-default login recorded."""
+        for attribute in ("service_account_email", "account"):
+            value = getattr(self.credentials, attribute, None)
+            if isinstance(value, str) and "@" in value:
+                return value
+        return None
 
     def client(self, name: str) -> Any:
         if name not in self._clients:

@@ -111,6 +111,15 @@ def settings(c: Any, project: str | None = None, zone: str | None = None, region
     )
 
 
+def owner(cloud: Any) -> str:
+    """The value of the owner label on the VMs this user creates: the credentials' account, else
+    gcloud's configured account, else user@host here."""
+    import socket
+
+    account = cloud.account() or gcloud_config().get("account") or f"{local_user()}@{socket.gethostname()}"
+    return gceplan.label_value(account)
+
+
 def local_user() -> str:
     return targets.local_user()
 

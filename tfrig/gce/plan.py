@@ -136,6 +136,21 @@ def check_name(name: str) -> str:
     return name
 
 
+OWNER_LABEL = "tfrig-owner"
+
+
+def label_value(text: str) -> str:
+    """`text` as a Compute Engine label value: at most 63 of [a-z0-9_-] (cloud.google.com/compute/docs/
+    labeling-resources, "Requirements for labels"); a longer one keeps a digest of the whole, so two
+    long accounts stay apart."""
+    import hashlib
+
+    value = re.sub(r"[^a-z0-9_-]", "_", text.lower())
+    if len(value) <= 63:
+        return value
+    return value[:54] + "-" + hashlib.sha256(text.encode()).hexdigest()[:8]
+
+
 def default_name(user: str) -> str:
     cleaned = re.sub(r"[^a-z0-9-]", "-", user.lower()).strip("-") or "user"
     return check_name(f"tfrig-{cleaned}"[:63].rstrip("-"))

@@ -33,6 +33,7 @@ class CreateRequest:
     max_run_seconds: int | None
     on_termination: str
     metadata: dict[str, str]
+    owner: str  # the owner label's value (tfrig.gce.config.owner)
     zones: list[str] = field(default_factory=list)  # where to try, in order (the pre-flight's answer)
 
     @property
@@ -81,7 +82,7 @@ def instance_body(request: CreateRequest, name: str, zone: str) -> dict[str, Any
             }
         ],
         "scheduling": scheduling,
-        "labels": {"created-by": "tfrig"},
+        "labels": {"created-by": "tfrig", gceplan.OWNER_LABEL: request.owner},
         "metadata": {"items": [{"key": k, "value": v} for k, v in request.metadata.items()]},
     }
     if request.gpu.family == "n1":  # other families come with their GPUs attached
@@ -288,11 +289,11 @@ class Timing:
 
 
 def adopt(
-    c: Any, cloud: Any, cfg: Settings, names: list[str], key: Path, user: str, timing: Timing, out: Any
+    c: Any, cloud: Any, cfg: Settings, names: list[str], key: Path, user: str, owner: str, timing: Timing, out: Any
 ) -> tuple[list[dict[str, Any]], list[str]]:
     """The VMs of `names` tfrig made already, started if stopped, as records (so the same command
     twice makes no second VM), and the names still to create. A VM of that name tfrig did not
-    make is refused. Under --dry nothing is started or written."""
+    make, or made for someone else, is refused. Under --dry nothing is started or written."""
     dry = bool(c.config.run.dry)
     records: list[dict[str, Any]] = []
     to_create = []
@@ -304,12 +305,18 @@ def adopt(
         vm = found[0]
         if not vm.created_by_tfrig:
             raise Exit(f"A VM named {vm_name} exists in {vm.zone} and tfrig did not create it; choose another --name.")
+        known = state.find_vm(vm_name)
+        if known is None and vm.owner not in (None, owner):  # a colleague's, with the same default name
+            raise Exit(
+                f"A VM named {vm_name} exists in {vm.zone}, created by tfrig for {vm.owner}, not you; "
+                "choose another --name."
+            )
         if vm.status != "RUNNING" and not dry:
             print(f"{vm_name} exists in {vm.zone} ({vm.status}); starting it", file=out)
             finish(c, cloud, vm.zone, cloud.start(vm.zone, vm_name), f"starting {vm_name}", timing.operation)
             vm = wait_running(cloud, vm.zone, vm_name, timing.running, timing.poll)
         print(f"{vm_name} exists in {vm.zone} (created by tfrig): using it", file=out)
-        known = state.find_vm(vm_name) or {}
+        known = known or {}
         if dry:  # --dry writes nothing, not even tfrig's own state
             records.append({**known, "name": vm_name, "address": vm.address, "user": known.get("user") or user})
         else:

@@ -26,7 +26,7 @@ from tfrig import state
 from tfrig.gce import idlestop
 from tfrig.gce import plan as gceplan
 from tfrig.gce.access import copy_files, host_key_options, replace_block, ssh_argv, ssh_config_block
-from tfrig.gce.config import fresh_image_facts, image_source, local_user, settings, ssh_key, vm_user
+from tfrig.gce.config import fresh_image_facts, image_source, local_user, owner, settings, ssh_key, vm_user
 from tfrig.gce.provision import (
     CreateFailed,
     CreateRequest,
@@ -137,6 +137,7 @@ def create(
     cfg = settings(c, project, zone, region)
     user = vm_user()
     key, public_key = ssh_key(c, dry)
+    cloud = cfg.cloud()
     request = CreateRequest(
         names=names,
         gpu=gpu_type,
@@ -150,15 +151,15 @@ def create(
         # enable-guest-attributes: the guest agent publishes the VM's SSH host keys there at first
         # boot, so tfrig pins them instead of trusting the first key it meets (tfrig.hosts.hostkeys).
         metadata={"ssh-keys": f"{user}:{public_key}", "enable-guest-attributes": "TRUE", **image_metadata},
+        owner=owner(cloud),
     )
-    cloud = cfg.cloud()
     # Each VM is held from the lookup to its record, so that a second create of the name waits and
     # then adopts it, and a delete waits for the insert (tfrig.state.vm_operation).
     held = contextlib.ExitStack()
     for vm_name in [] if dry else sorted(names):
         held.enter_context(state.vm_operation(vm_name, "gcp.create", timing.operation + timing.running, out))
     with held:
-        records, to_create = adopt(c, cloud, cfg, names, key, user, timing, out)
+        records, to_create = adopt(c, cloud, cfg, names, key, user, request.owner, timing, out)
 
         if to_create:
             zones = request.zones = preflight(cloud, cfg, request, len(to_create), ssh_wait, out)
@@ -279,9 +280,11 @@ def list_(c, project=None, json=False):
     records = {r["name"]: r for r in state.vms().values()}
     live: dict[str, Any] = {}
     answered = False
+    me = None
     try:
-        cfg = settings(c, project)
-        live = {vm.name: vm for vm in cfg.cloud().vms()}
+        cloud = settings(c, project).cloud()
+        live = {vm.name: vm for vm in cloud.vms()}
+        me = owner(cloud)
         answered = True
     except Exit:
         if project:
@@ -300,6 +303,8 @@ def list_(c, project=None, json=False):
                 or (f"{record.get('gpus')} x {record.get('gpu')}" if record.get("gpu") else None),
                 "address": (vm.address if vm else None) or record.get("address"),
                 "in_state": bool(record),
+                "owner": vm.owner if vm else None,
+                "yours": bool(record) or (vm is not None and vm.owner == me),
                 "idle_stop": record.get("idle_stop") or "off",
                 "uptime_hours": rounded(vm.uptime_hours() if vm else None, 2),
                 "hourly_usd": rounded(vm.hourly() if vm else None, 2),
@@ -314,7 +319,7 @@ def list_(c, project=None, json=False):
         from tfrig.gce import prices as gceprice
 
         table(
-            ["name", "zone", "status", "gpu", "address", "idle stop", "up", "cost so far"],
+            ["name", "zone", "status", "gpu", "address", "idle stop", "up", "cost so far", "owner"],
             [
                 (
                     r["name"],
@@ -325,6 +330,7 @@ def list_(c, project=None, json=False):
                     r["idle_stop"],
                     f"{r['uptime_hours']:.1f} h" if r["uptime_hours"] is not None else "",
                     f"about ${r['cost_since_start_usd']:.2f}" if r["cost_since_start_usd"] is not None else "",
+                    "you" if r["yours"] else (r["owner"] or "not labelled"),
                 )
                 for r in rows
             ],
@@ -554,13 +560,15 @@ def tunnel(c, port, local_port=None, name=None):
 @task(
     help={
         "delete": "delete the VMs and their disks instead of stopping them",
+        "all_users": "also the VMs tfrig created for other people in the project (asks; --yes answers)",
         "yes": "don't ask",
         "project": PROJECT_HELP,
         "json": JSON_HELP,
     }
 )
-def down(c, delete=False, yes=False, project=None, json=False):
-    """Stop (or --delete) every VM tfrig created in the project, listing them first and asking."""
+def down(c, delete=False, all_users=False, yes=False, project=None, json=False):
+    """Stop (or --delete) every VM tfrig created for you in the project, listing them first and
+    asking. Yours: in your tfrig state, or labelled with your account; others' are listed, not touched."""
     from concurrent.futures import ThreadPoolExecutor
 
     cfg = settings(c, project)
@@ -578,7 +586,14 @@ def down(c, delete=False, yes=False, project=None, json=False):
             continue
         forget(name)  # gone already: nothing bills
         print(f"{name}: already gone; removed from tfrig's state", file=out)
-    chosen = [vm for vm in live.values() if delete or vm.status != "TERMINATED"]
+    me = owner(cloud)
+    theirs = {name for name, vm in live.items() if name not in recorded and vm.owner != me}
+    if theirs and not all_users:
+        others = ", ".join(f"{name} ({live[name].owner or 'owner not labelled'})" for name in sorted(theirs))
+        print(f"not yours, left alone: {others}; --all-users acts on them too", file=out)
+    chosen = [
+        vm for vm in live.values() if (all_users or vm.name not in theirs) and (delete or vm.status != "TERMINATED")
+    ]
     if not chosen:
         which = "VMs" if delete else "running VMs"
         print(f"nothing to {'delete' if delete else 'stop'}: tfrig has no {which} in {cfg.project}", file=out)
@@ -588,8 +603,18 @@ def down(c, delete=False, yes=False, project=None, json=False):
     from tfrig.gce import prices as gceprice
 
     table(
-        ["name", "zone", "status", "gpu", "per hour"],
-        [(vm.name, vm.zone, vm.status, vm.gpu, gceprice.money(vm.hourly()).removesuffix("/h")) for vm in chosen],
+        ["name", "zone", "status", "gpu", "per hour", "owner"],
+        [
+            (
+                vm.name,
+                vm.zone,
+                vm.status,
+                vm.gpu,
+                gceprice.money(vm.hourly()).removesuffix("/h"),
+                (vm.owner or "not labelled") if vm.name in theirs else "you",
+            )
+            for vm in chosen
+        ],
         out=out,
     )
     running = [vm.hourly() for vm in chosen if vm.status == "RUNNING"]
@@ -601,7 +626,11 @@ def down(c, delete=False, yes=False, project=None, json=False):
     if c.config.run.dry:
         print(f"would {verb.lower()} {len(chosen)} VM(s)", file=out)
         return
-    confirm(f"{verb} these {len(chosen)} VM(s)?", yes or c.config.tfrig.yes)
+    not_yours = sum(vm.name in theirs for vm in chosen)
+    confirm(
+        f"{verb} these {len(chosen)} VM(s)" + (f", {not_yours} of them other people's?" if not_yours else "?"),
+        yes or c.config.tfrig.yes,
+    )
     timing = Timing.of(c.config)
 
     def act(vm: Any) -> tuple[bool, str]:
