@@ -101,3 +101,34 @@ def test_logs_never_hold_secrets(state_dir: Path, text: str, kept: str, secret: 
     assert kept in logged and secret not in logged
     assert host._log_path.stat().st_mode & 0o777 == 0o600
     assert host._log_path.parent.stat().st_mode & 0o777 == 0o700
+
+
+PLANTED = {
+    "a record under another VM's name": (
+        {"tfrig-alice": {"name": "tfrig-prod", "zone": "us-central1-a"}},
+        "'tfrig-alice': it names another VM, 'tfrig-prod'",
+    ),
+    "an address that is an ssh option": (
+        {"tfrig-alice": {"address": "-oProxyCommand=touch /tmp/x"}},
+        "'tfrig-alice': address '-oProxyCommand=touch /tmp/x' is not one",
+    ),
+    "a zone that is a path": ({"tfrig-alice": {"zone": "../../x"}}, "'tfrig-alice': zone '../../x' is not one"),
+    "a port that is text": ({"tfrig-alice": {"port": "22"}}, "'tfrig-alice': port is not a whole number"),
+    "a key that is no VM name": ({"Tfrig Alice": {}}, "'Tfrig Alice': not a VM name"),
+}
+
+
+@pytest.mark.parametrize(("vms", "why"), list(PLANTED.values()), ids=list(PLANTED))
+def test_a_record_tfrig_did_not_write_is_refused_on_read(tfrig, state_dir: Path, vms, why):
+    """A hand-edited or planted record never becomes a VM to delete or a host to reach."""
+    import json
+
+    state_dir.mkdir(parents=True)
+    (state_dir / "state.json").write_text(json.dumps({"vms": vms}))
+    for argv in (["gcp.delete", "--yes", "--name", "tfrig-alice"], ["gpu.check", "-H", "tfrig-alice"]):
+        refused = tfrig(*argv, env={"INVOKE_GCP_PROJECT": "tfrig-test"})
+        assert refused.code == 1 and "Traceback" not in refused.text, refused.text
+        assert refused.err.strip() == (
+            f"tfrig's state file {state_dir / 'state.json'} has a record tfrig did not write ({why}): move it "
+            "away to start anew; `inv gcp.list` still finds tfrig's VMs through the Compute API."
+        )

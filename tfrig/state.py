@@ -140,7 +140,50 @@ def _read(path: Path) -> dict[str, Any]:
     vms = data["vms"]
     if not isinstance(vms, dict) or not all(isinstance(record, dict) for record in vms.values()):
         raise _unusable(path, "does not hold tfrig's records")
+    for name, record in vms.items():
+        wrong = _record_problem(name, record)
+        if wrong:
+            raise _unusable(path, f"has a record tfrig did not write ({shown_key(name)}: {wrong})")
     return data
+
+
+# What tfrig writes in a VM record: a hand-edited or planted one is refused on read, since its
+# fields become a VM to delete, an ssh command line and a host to trust.
+_VM_NAME = re.compile(r"[a-z]([-a-z0-9]{0,61}[a-z0-9])?")
+_FIELD_RULES: dict[str, re.Pattern[str]] = {
+    "zone": re.compile(r"[a-z]+-[a-z]+\d+-[a-z]"),
+    "project": re.compile(r"(?:[a-z0-9.-]+:)?[a-z][a-z0-9-]{4,28}[a-z0-9]"),
+    "address": re.compile(r"[0-9A-Za-z][0-9A-Za-z.:-]*"),  # an IP or host name, never an option
+    "internal_address": re.compile(r"[0-9A-Za-z][0-9A-Za-z.:-]*"),
+    "user": re.compile(r"[a-z0-9_][a-z0-9_.-]{0,31}"),
+}
+_TEXT_FIELDS = {"status", "ssh_key", "machine_type", "gpu", "request_id", "created", "idle_stop"}
+_NUMBER_FIELDS = {"since"}
+
+
+def shown_key(key: str) -> str:
+    return repr(key[:40] + ("..." if len(key) > 40 else ""))
+
+
+def _record_problem(name: str, record: dict[str, Any]) -> str | None:
+    """What is wrong with one VM record, or None."""
+    if not _VM_NAME.fullmatch(name):
+        return "not a VM name"
+    if record.get("name", name) != name:
+        return f"it names another VM, {shown_key(str(record.get('name')))}"
+    for key, value in record.items():
+        if value is None or key == "name":
+            continue
+        rule = _FIELD_RULES.get(key)
+        if rule is not None and not (isinstance(value, str) and rule.fullmatch(value)):
+            return f"{key} {shown_key(str(value))} is not one"
+        if key in _TEXT_FIELDS and not isinstance(value, str):
+            return f"{key} is not text"
+        if key in _NUMBER_FIELDS and (isinstance(value, bool) or not isinstance(value, (int, float))):
+            return f"{key} is not a number"
+        if key in ("port", "gpus") and (isinstance(value, bool) or not isinstance(value, int) or not 0 <= value < 65536):
+            return f"{key} is not a whole number"
+    return None
 
 
 def write_atomically(path: Path, data: bytes) -> None:
