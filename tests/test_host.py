@@ -95,10 +95,10 @@ def test_hosts_finds_a_vm_in_the_state_by_name():
 
 
 def test_state_is_written_atomically_and_records_merge(state_dir):
-    state.record_vm("vm1", zone="z1")
+    state.record_vm("vm1", zone="us-central1-a")
     state.record_vm("vm1", address="1.2.3.4")
-    assert state.find_vm("vm1") == {"name": "vm1", "zone": "z1", "address": "1.2.3.4"}
-    assert json.loads((state_dir / "state.json").read_text())["vms"]["vm1"]["zone"] == "z1"
+    assert state.find_vm("vm1") == {"name": "vm1", "zone": "us-central1-a", "address": "1.2.3.4"}
+    assert json.loads((state_dir / "state.json").read_text())["vms"]["vm1"]["zone"] == "us-central1-a"
     assert not list(state_dir.glob(".state-*"))
     assert state.forget_vm("vm1") and not state.forget_vm("vm1")
 

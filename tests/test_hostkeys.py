@@ -10,9 +10,9 @@ from pathlib import Path
 from tests.conftest import SshHost
 
 
-def other_key(tmp_path: Path) -> str:
+def other_key(tmp_path: Path, name: str = "other") -> str:
     """An ed25519 public key that is not the host's (type and base64)."""
-    key = tmp_path / "other"
+    key = tmp_path / name
     subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(key)], check=True)
     return " ".join(key.with_suffix(".pub").read_text().split()[:2])
 
@@ -92,3 +92,56 @@ def test_docker_over_ssh_to_a_known_host_fails_in_one_line_without_a_traceback(t
     host = sshd_factory()  # key pinned in tfrig.known_hosts only; no Docker engine there either
     failed = tfrig("docker.ps", "-H", host.spec(), env={**ssh_env, "HOME": str(tmp_path)})
     assert_one_line_refusal(failed, "Docker")
+
+
+def test_known_hosts_lines_openssh_accepts_are_read_and_what_tfrig_skips_is_named(
+    tfrig, sshd_factory, ssh_key, tmp_path
+):
+    """@cert-authority is noted with its file and line, @revoked is honoured, a byte that isn't
+    UTF-8 in a comment changes nothing: the host's own line still lets tfrig in."""
+    host = sshd_factory(pin=False)
+    known = tmp_path / "known_hosts"
+    lines = [
+        f"@cert-authority *.example.com {other_key(tmp_path, 'ca')}".encode(),
+        f"@revoked * {other_key(tmp_path, 'revoked')}".encode(),
+        f"other.example.com {other_key(tmp_path, 'another')} caf\xe9".encode("latin-1"),
+        *(line.encode() + b" comment \xff" for line in host.host_keys()),
+    ]
+    known.write_bytes(b"\n".join(lines) + b"\n")
+    found = check(tfrig, host, {"INVOKE_TFRIG_SSH_KEY": str(ssh_key), "INVOKE_TFRIG_KNOWN_HOSTS": str(known)})
+    assert found.code == 0, found.text
+    assert f"note: {known}:1: @cert-authority (host certificates) is not checked by tfrig; line skipped" in found.err
+
+
+def test_a_revoked_host_key_is_refused_even_when_listed_as_known(tfrig, sshd_factory, ssh_key, tmp_path):
+    host = sshd_factory(pin=False)
+    known = tmp_path / "known_hosts"
+    keys = host.host_keys()
+    revoked = [f"@revoked {line}" for line in keys]
+    known.write_text("".join(line + "\n" for line in [*keys, *revoked]))
+    env = {"INVOKE_TFRIG_SSH_KEY": str(ssh_key), "INVOKE_TFRIG_KNOWN_HOSTS": str(known)}
+    for policy in ("strict", "accept-new"):
+        refused = check(tfrig, host, {**env, "INVOKE_TFRIG_HOST_KEYS": policy})
+        assert_one_line_refusal(refused, f"the host key of {host.address}", f") is revoked ({known}:")
+    assert len(known.read_text().splitlines()) == 2 * len(keys)
+
+
+def test_an_alias_from_an_included_ssh_config_file_resolves_as_openssh_resolves_it(
+    tfrig, sshd_factory, ssh_key, ssh_env, tmp_path
+):
+    host = sshd_factory()
+    (tmp_path / ".ssh" / "conf.d").mkdir(parents=True)
+    (tmp_path / ".ssh" / "conf.d" / "work").write_text(
+        f"Host gpu-box\n    HostName {host.address}\n    Port {host.port}\n    User tfrig\n    IdentityFile {ssh_key}\n"
+    )
+    (tmp_path / ".ssh" / "config").write_text(f"Include {tmp_path}/.ssh/conf.d/*\n")
+    found = tfrig("driver.status", "-H", "gpu-box", env={**ssh_env, "HOME": str(tmp_path)})
+    assert found.code == 0, found.text
+
+
+def test_an_unusable_key_file_is_named(tfrig, sshd_factory, tmp_path, ssh_env):
+    host = sshd_factory()
+    not_a_key = tmp_path / "keys"
+    not_a_key.mkdir()
+    failed = check(tfrig, host, {**ssh_env, "INVOKE_TFRIG_SSH_KEY": str(not_a_key)})
+    assert_one_line_refusal(failed, f"can't read {not_a_key}: Is a directory")

@@ -181,7 +181,9 @@ def _record_problem(name: str, record: dict[str, Any]) -> str | None:
             return f"{key} is not text"
         if key in _NUMBER_FIELDS and (isinstance(value, bool) or not isinstance(value, (int, float))):
             return f"{key} is not a number"
-        if key in ("port", "gpus") and (isinstance(value, bool) or not isinstance(value, int) or not 0 <= value < 65536):
+        if key in ("port", "gpus") and (
+            isinstance(value, bool) or not isinstance(value, int) or not 0 <= value < 65536
+        ):
             return f"{key} is not a whole number"
     return None
 

@@ -24,44 +24,88 @@ if TYPE_CHECKING:
     from tfrig.knowledge.facts import Fact
 
 
+_noted: set[str] = set()
+
+
+def _note_once(note: str) -> None:
+    """A note about the user's files, once per run however many hosts it connects to."""
+    import sys
+
+    if note not in _noted:
+        _noted.add(note)
+        print(f"note: {note}", file=sys.stderr)
+
+
 class CheckedKeyPolicy(paramiko.MissingHostKeyPolicy):
     """For a host whose key no known-hosts file holds: refuse it, or with `accept-new` record it
     and go on, as OpenSSH's StrictHostKeyChecking does. A changed key never gets here: paramiko
     raises BadHostKeyException, which host.describe_error turns into one line."""
 
-    def __init__(self, checking: hostkeys.Checking) -> None:
+    def __init__(self, checking: hostkeys.Checking, revoked: list[hostkeys.KnownKey]) -> None:
         self.checking = checking
+        self.revoked = revoked
 
     def missing_host_key(self, client: paramiko.SSHClient, hostname: str, key: paramiko.PKey) -> None:
+        for bad in self.revoked:
+            if bad.key_base64 == key.get_base64():
+                raise hostkeys.HostKeyRefused(
+                    hostkeys.revoked_message(hostname, key.get_name(), key.fingerprint, bad.where)
+                )
         if not self.checking.accept_new:
             raise hostkeys.HostKeyRefused(hostkeys.unknown_message(hostname, key.get_name(), key.fingerprint))
         hostkeys.record(self.checking.record_in, hostname, key.get_name(), key.get_base64())
 
 
 class ReadAheadConnection(Connection):
-    def __init__(self, *args: Any, config: Any, run_config: Any, vm_keys: list[tuple[str, str]], **kwargs: Any) -> None:
+    def __init__(
+        self, host: str, *args: Any, config: Any, run_config: Any, vm_keys: list[tuple[str, str]], **kwargs: Any
+    ) -> None:
         # The run's Config is Invoke's; Fabric reads the user's ssh config (Host aliases, User,
         # IdentityFile, UserKnownHostsFile) only into a Fabric Config.
+        from tfrig.hosts import sshconfig
+
         with_ssh_config = config.clone(into=fabric.Config)
+        as_openssh_reads_it = sshconfig.resolved(host)
         try:
-            with_ssh_config.load_ssh_config()
+            if as_openssh_reads_it is None:  # no ssh here: paramiko reads the files (no Include)
+                with_ssh_config.load_ssh_config()
+            else:
+                with_ssh_config._set(base_ssh_config=paramiko.SSHConfig.from_text(as_openssh_reads_it))
         except Exception as exc:  # paramiko's parser: one line, not its traceback
             raise Exit(f"your ssh config could not be read: {exc}") from None
-        super().__init__(*args, config=with_ssh_config, **kwargs)
+        super().__init__(host, *args, config=with_ssh_config, **kwargs)
         checking = hostkeys.checking(run_config, self.ssh_config)
+        known = self.client.get_host_keys()
+        name = hostkeys.host_name(self.host, self.port)
+        revoked: list[hostkeys.KnownKey] = []
         if vm_keys:
             # A VM tfrig made: only the keys pinned from its guest attributes count (as gcloud's own
             # known-hosts file), not a stale line from an earlier VM at the same address. Under
             # --dry they exist only here, never written.
-            known = self.client.get_host_keys()
-            name = hostkeys.host_name(self.host, self.port)
             for key_type, key_base64 in vm_keys:
                 known.add(name, key_type, paramiko.PKey.from_type_string(key_type, base64.b64decode(key_base64)))
         else:
-            for file in checking.files:  # read-only for paramiko: it never rewrites a user's file
-                if file.is_file():
-                    self.client.load_system_host_keys(str(file))
-        self.client.set_missing_host_key_policy(CheckedKeyPolicy(checking))
+            # Read here, not by paramiko's loader (which fails on an @-marker line): this host's
+            # keys, less the revoked ones, matched as OpenSSH matches them.
+            keys: list[hostkeys.KnownKey] = []
+            for file in checking.files:
+                found, revoked_here, notes = hostkeys.read_known_hosts(file)
+                keys += [key for key in found if hostkeys.names_match(key.names, name)]
+                revoked += [key for key in revoked_here if hostkeys.names_match(key.names, name)]
+                for note in notes:
+                    _note_once(note)
+            for key in keys:
+                if any(key.key_base64 == bad.key_base64 for bad in revoked):
+                    continue
+                try:
+                    known.add(
+                        name,
+                        key.key_type,
+                        paramiko.PKey.from_type_string(key.key_type, base64.b64decode(key.key_base64)),
+                    )
+                except Exception:  # a key type paramiko can't check, or not base64: it can't match either
+                    continue
+        self.client.set_missing_host_key_policy(CheckedKeyPolicy(checking, revoked))
         # Context attributes are config keys unless set with _set. Fabric keeps a copy of the
         # config; the chain is kept by the run's own.
         read_ahead: dict[str, tuple[int, Fact]] = {}  # command: (chain position that read it, fact)

@@ -316,6 +316,7 @@ def _new_connection(c: Any, target: Target) -> Any:
     timeout = setting_number(c.config, "tfrig", "connect_timeout", 1, 3600, default=15)
     # paramiko waits 15 s for a banner by default; a port that answers and never speaks is down too
     connect_kwargs["banner_timeout"] = timeout
+    assert target.host is not None  # the local target runs without a connection
     return ReadAheadConnection(
         target.host,
         user=target.user,
@@ -338,6 +339,8 @@ def describe_error(exc: BaseException) -> str:
 
     if isinstance(exc, (socket.timeout, TimeoutError)):
         return "timed out connecting; is the host up and port 22 open?"
+    if isinstance(exc, OSError) and exc.filename:  # a local file: a key, a config
+        return f"can't read {exc.filename}: {exc.strerror}"
     if isinstance(exc, ConnectionRefusedError | OSError) and not type(exc).__module__.startswith("paramiko"):
         return f"can't connect: {exc.strerror or exc}"
     from tfrig.hosts import hostkeys

@@ -63,6 +63,78 @@ def checking(config: Any, ssh_config: Mapping[str, Any]) -> Checking:
     return Checking(files=files, accept_new=policy(config) == "accept-new", record_in=record_in)
 
 
+@dataclass(frozen=True)
+class KnownKey:
+    names: str  # the line's host patterns, comma-separated (hashed |1|... names too)
+    key_type: str
+    key_base64: str
+    where: str  # file:line, for a note
+
+
+def read_known_hosts(path: Path) -> tuple[list[KnownKey], list[KnownKey], list[str]]:
+    """A known-hosts file as OpenSSH reads it (sshd(8), SSH_KNOWN_HOSTS FILE FORMAT): its keys,
+    its `@revoked` keys, and notes naming the file and line of what tfrig skips (`@cert-authority`:
+    host certificates, which tfrig does not check). Bytes that aren't UTF-8 (a comment's) are
+    read as OpenSSH reads them: they don't matter to host names or keys. An unreadable file is one
+    line naming it."""
+    try:
+        data = path.read_bytes()
+    except FileNotFoundError:
+        return [], [], []
+    except OSError as exc:
+        raise Exit(f"can't read the known-hosts file {path}: {exc.strerror}; fix it or leave it out.") from None
+    keys: list[KnownKey] = []
+    revoked: list[KnownKey] = []
+    notes: list[str] = []
+    for number, raw in enumerate(data.splitlines(), 1):
+        fields = raw.decode(errors="replace").split()
+        if not fields or fields[0].startswith("#"):
+            continue
+        where = f"{path}:{number}"
+        marker = fields.pop(0) if fields[0].startswith("@") else None
+        if marker == "@cert-authority":
+            notes.append(f"{where}: @cert-authority (host certificates) is not checked by tfrig; line skipped")
+            continue
+        if marker not in (None, "@revoked") or len(fields) < 3:
+            notes.append(f"{where}: not a known-hosts line tfrig understands; skipped")
+            continue
+        (revoked if marker else keys).append(KnownKey(fields[0], fields[1], fields[2], where))
+    return keys, revoked, notes
+
+
+def names_match(names: str, host: str) -> bool:
+    """Whether a known-hosts line's patterns name `host` (a host_name()): wildcards, a `!`
+    negation that wins, hashed names (sshd(8), SSH_KNOWN_HOSTS FILE FORMAT)."""
+    import base64
+    import fnmatch
+    import hashlib
+    import hmac
+
+    matched = False
+    for pattern in names.lower().split(","):
+        negated = pattern.startswith("!")
+        pattern = pattern.removeprefix("!")
+        if pattern.startswith("|1|"):
+            try:
+                salt, digest = (base64.b64decode(part) for part in pattern[3:].split("|", 1))
+            except ValueError:
+                continue
+            hit = hmac.compare_digest(hmac.new(salt, host.encode(), hashlib.sha1).digest(), digest)
+        else:
+            hit = fnmatch.fnmatchcase(host.lower(), pattern)
+        if hit and negated:
+            return False
+        matched = matched or hit
+    return matched
+
+
+def revoked_message(name: str, key_type: str, fingerprint: str, where: str) -> str:
+    return (
+        f"the host key of {name} ({key_type} {fingerprint}) is revoked ({where}): tfrig does not connect with it; "
+        "ask the host's owner for its new key."
+    )
+
+
 def host_name(host: str, port: int | None) -> str:
     """The name a known-hosts line uses: `host`, or `[host]:port` off port 22."""
     return host if port in (None, 22) else f"[{host}]:{port}"
