@@ -189,3 +189,24 @@ def test_a_linked_ssh_config_stays_a_link(env, tfrig, tmp_path):
     assert tfrig("gcp.ssh-config", env=env).code == 0
     assert (tmp_path / ".ssh" / "config").is_symlink()
     assert "Host tfrig-alice\n" in dotfiles.read_text()
+
+
+def test_a_tunnel_refuses_a_local_port_another_program_holds(env, tfrig):
+    """Else the tunnel would say it is open while the traffic, and Jupyter's token, go to that program."""
+    import socket
+
+    state.record_vm("tfrig-alice", address="127.0.0.9", user="alice", ssh_key="/k/id", port=22, zone="us-central1-a")
+    with socket.socket() as other:
+        other.bind(("127.0.0.1", 0))
+        other.listen()
+        taken = other.getsockname()[1]
+        for argv in (
+            ["gcp.tunnel", "--port", "6006", "--local-port", str(taken)],
+            ["tf.jupyter", "-H", "alice@127.0.0.1:1", "--local-port", str(taken)],
+        ):
+            refused = tfrig(*argv, env=env)
+            assert refused.code == 1, refused.text
+            assert refused.err.strip().splitlines()[-1] == (
+                f"--local-port {taken}: 127.0.0.1:{taken} here is taken (Address already in use); "
+                "give a free one with --local-port, or stop what listens on it."
+            )

@@ -339,7 +339,7 @@ def test_ctrl_c_in_exec_stops_the_remote_command_and_passes_its_exit_code_on(tfr
     assert "Traceback" not in err and "started" in out
     assert err.strip() == "stopping the command on every host (Ctrl-C again to leave it running)"
     assert vm.exec("pgrep -f '^sleep 297'")[0] == 1  # nothing left running there
-    assert vm.exec("ls /tmp/tfrig-exec-* 2>/dev/null")[1] == ""
+    assert vm.exec("ls /home/*/.tfrig/jobs/exec-* 2>/dev/null")[1] == ""
 
 
 def test_a_fleet_created_in_the_chain_trains_one_model_together(tfrig, cloud, env, vm_mounts, tf_venv, tmp_path):

@@ -167,19 +167,35 @@ def test_a_running_tf_run_worker_keeps_the_vm_and_a_finished_one_does_not(agent_
         config=None,
     )
     agent_host.container.exec_run(["su", "-", "tfrig", "-c", command], detach=True)
-    wait_for(lambda: agent_host.exec("test -s /tmp/tfrig-run-test-0.pgid")[0] == 0, 10, "the worker's group file")
+    jobs = "/home/tfrig/.tfrig/jobs"
+    wait_for(lambda: agent_host.exec(f"test -s {jobs}/run-test-0.pgid")[0] == 0, 60, "the worker's group file")
+    assert agent_host.exec(f"stat -c %a {jobs}")[1].strip() == "700"
     _idle_since(agent_host, 400)
     code, out = _agent(agent_host)
     assert code == 0 and out.startswith("busy: a tf.run worker running (process group ")
     assert not _powered_off(agent_host)
 
-    group = agent_host.exec("cat /tmp/tfrig-run-test-0.pgid")[1].strip()
+    group = agent_host.exec(f"cat {jobs}/run-test-0.pgid")[1].strip()
     agent_host.exec(f"kill -TERM -{group}")
-    wait_for(lambda: agent_host.exec(f"kill -0 -{group}")[0] != 0, 10, "the worker to end")
-    agent_host.exec(f"echo {group} > /tmp/tfrig-run-stale-0.pgid")  # left behind: its group is gone
+    wait_for(lambda: agent_host.exec(f"kill -0 -{group}")[0] != 0, 60, "the worker to end")
+    agent_host.exec(f"su tfrig -c 'echo {group} > {jobs}/run-stale-0.pgid'")  # left behind: its group is gone
     _idle_since(agent_host, 400)
     code, out = _agent(agent_host)
     assert code == 0 and _powered_off(agent_host), out + agent_host.exec("ps -eo pid,pgid,stat,args")[1]
+
+
+def test_a_job_file_another_user_forged_does_not_keep_the_vm_up(agent_host):
+    """A group id planted where tfrig once kept them (/tmp), or in someone's folder by another
+    user, or naming another user's processes, keeps nothing busy."""
+    agent_host.container.exec_run(["su", "-", "tfrig", "-c", "setsid sleep 300"], detach=True)
+    wait_for(lambda: agent_host.exec("pgrep -x sleep")[0] == 0, 60, "the sleeper")
+    sleeper = agent_host.exec("ps -o pgid= -C sleep")[1].split()[0]
+    agent_host.exec(f"echo {sleeper} > /tmp/tfrig-run-forged-0.pgid")
+    agent_host.exec("mkdir -p /root/.tfrig/jobs")
+    agent_host.exec(f"echo {sleeper} > /root/.tfrig/jobs/run-forged-0.pgid")  # root's folder, tfrig's group
+    _idle_since(agent_host, 400)
+    code, out = _agent(agent_host)
+    assert code == 0 and _powered_off(agent_host), out
 
 
 def test_after_a_boot_the_window_starts_again(agent_host):

@@ -8,6 +8,7 @@ import io
 import json
 import os
 import signal
+import subprocess
 import time
 from pathlib import Path
 from typing import Any
@@ -123,6 +124,52 @@ def test_a_tfrigignore_replaces_the_gitignore(tmp_path):
         "checkpoints/c1",
         "train.py",
     ]
+
+
+def test_links_are_sent_as_what_they_name_and_special_files_are_left_out(tmp_path, capsys):
+    """README: a link is sent as the file it names; a linked folder as its files, once (a link to a
+    folder above can't loop); a FIFO would hang a reader, so it is named and left out."""
+    project = _project(tmp_path / "p")
+    shared = tmp_path / "shared"
+    (shared / "sets").mkdir(parents=True)
+    (shared / "sets" / "train.csv").write_text("5,6\n")
+    (shared / "vocab.txt").write_text("a\n")
+    (project / "vocab.txt").symlink_to(shared / "vocab.txt")
+    (project / "datasets").symlink_to(shared / "sets")
+    (project / "data" / "up").symlink_to(project)  # a loop
+    os.mkfifo(project / "pipe")
+    manifest = tfrun.local_manifest(project)
+    assert {"vocab.txt", "datasets/train.csv"} <= set(manifest)
+    assert "pipe" not in manifest and not any(path.startswith("data/up/data/up") for path in manifest)
+    assert "note: pipe is not a regular file (a FIFO, socket or device); not sent" in capsys.readouterr().err
+
+
+def test_what_is_sent_replaces_links_in_the_run_folder_instead_of_writing_through_them(tmp_path):
+    """GNU tar, as the hosts run it: a folder link or file link already in the run folder is
+    replaced, and what it pointed to is untouched."""
+    project = _project(tmp_path / "p")
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    (elsewhere / "keep").write_text("secret\n")
+    run_folder = tmp_path / "run"
+    run_folder.mkdir()
+    (run_folder / "data").symlink_to(elsewhere)
+    (run_folder / "train.py").symlink_to(elsewhere / "keep")
+    with tfrun.bundle(project, ["data/small.csv", "train.py"]) as archive:
+        subprocess.run(["tar", "-xzf", str(archive), "-C", str(run_folder)], check=True)
+    assert not (run_folder / "data").is_symlink() and (run_folder / "data" / "small.csv").read_text() == "1,2\n"
+    assert not (run_folder / "train.py").is_symlink()
+    assert sorted(p.name for p in elsewhere.iterdir()) == ["keep"] and (elsewhere / "keep").read_text() == "secret\n"
+
+
+def test_ignore_lines_git_takes_but_pathspec_cant_read_are_skipped_with_a_note(tmp_path, capsys):
+    project = _project(tmp_path / "p")
+    (project / ".gitignore").write_text("*.bin\nfoo\\\n[z-a]\n!\n[[:alpha:]]x\ncheckpoints/\n")
+    assert sorted(tfrun.local_manifest(project)) == [".gitignore", "data/small.csv", "train.py"]
+    err = capsys.readouterr().err
+    for number in (2, 3, 4):
+        assert f"note: {project / '.gitignore'}:{number}: an ignore pattern tfrig can't read; skipped" in err
+    assert "Warning" not in err
 
 
 def test_only_files_whose_size_or_time_differ_are_sent():
@@ -340,7 +387,7 @@ def test_ctrl_c_stops_every_worker_on_every_host(job_hosts, ssh_env, tmp_path, s
     assert err.strip().splitlines()[-1] == "stopped every worker at Ctrl-C."
     for host in hosts:
         wait_for(lambda host=host: _running(host, "sleeps.py") == "", 10, f"no worker left on {host.address}")
-        assert host.exec("ls /tmp/tfrig-run-*.pgid 2>/dev/null || true")[1].strip() == ""
+        assert host.exec("ls /home/tfrig/.tfrig/jobs/run-*.pgid 2>/dev/null || true")[1].strip() == ""
 
 
 @pytest.mark.slow
@@ -357,7 +404,7 @@ def test_a_lost_connection_leaves_the_job_running_and_logging_on_the_host(job_ho
     assert _running(host, "sleeps.py")
     folder = f"/home/tfrig/tfrig-runs/{tmp_path.name}/.tfrig-logs"
     assert host.exec(f"cat {folder}/*-worker0.log")[1] == "started\n"
-    code, out = host.exec('kill -TERM -"$(cat /tmp/tfrig-run-*-0.pgid)"')
+    code, out = host.exec('kill -TERM -"$(cat /home/tfrig/.tfrig/jobs/run-*-0.pgid)"')
     assert code == 0, out
     wait_for(lambda: _running(host, "sleeps.py") == "", 10, "the job to end")
 
@@ -391,6 +438,21 @@ def test_one_host_gets_only_what_changed_and_no_tf_config(tfrig, job_hosts, ssh_
     edited = tfrig(*command, env=ssh_env)
     assert f"[{host.spec()}] sending 1 of 4 files" in edited.out
     assert f"[{host.spec()}] data 3,4" in edited.out
+
+
+@pytest.mark.slow
+def test_a_script_named_like_an_option_runs_and_links_on_the_host_are_replaced(tfrig, job_hosts, ssh_env, tmp_path):
+    (host,) = job_hosts(1)
+    project = _project(tmp_path / "proj")
+    (project / "-W.py").write_text(SHOWS)
+    host.exec("su tfrig -c 'mkdir -p /tmp/elsewhere ~/tfrig-runs/proj && ln -s /tmp/elsewhere ~/tfrig-runs/proj/data'")
+    ran = tfrig("tf.run", "--script=-W.py", "--folder", str(project), "-H", host.spec(), env=ssh_env)
+    assert ran.code == 0, ran.text
+    assert f"[{host.spec()}] data 1,2" in ran.out
+    assert host.exec("ls -A /tmp/elsewhere")[1] == ""
+    assert host.exec("test -d /home/tfrig/tfrig-runs/proj/data && test ! -L /home/tfrig/tfrig-runs/proj/data")[0] == 0
+    assert host.exec("stat -c %a /home/tfrig/.tfrig/jobs")[1].strip() == "700"
+    assert host.exec("ls -A /home/tfrig/.tfrig/jobs /tmp | grep -c pgid")[1].strip() == "0"
 
 
 @pytest.mark.slow

@@ -32,8 +32,24 @@ from tfrig.hosts.targets import _HOST_SPEC, Target
 ALWAYS_IGNORED = (".git/", ".tfrig-logs/")
 LOG_FOLDER = ".tfrig-logs"
 # Each worker leads a process group whose id is kept here while it runs: tf.run stops a worker
-# through it, and the idle-stop agent (scripts/tfrig-idle-stop.sh) sees a job running by it.
-GROUP_FILE = "/tmp/tfrig-run-{run}-{index}.pgid"
+# through it, and the idle-stop agent (scripts/idle-stop.sh) sees a job running by it. The folder
+# is the user's own (0700), not /tmp, where another user could forge a job's exit code or group.
+JOBS_FOLDER = '"$HOME"/.tfrig/jobs'
+GROUP_FILE = JOBS_FOLDER + "/run-{run}-{index}.pgid"
+MAKE_JOBS_FOLDER = 'mkdir -p "$HOME"/.tfrig/jobs && chmod 700 "$HOME"/.tfrig/jobs'
+
+
+def group_id_only(variable: str) -> str:
+    """A shell line that empties `variable` unless it holds a process group id as tfrig wrote it:
+    what is read back from a file is checked (`kill -- -1` would signal every process of the user)."""
+    return f'case "${variable}" in ""|*[!0-9]*|0|1) {variable}=;; esac'
+
+
+def exit_code_only(variable: str, otherwise: int) -> str:
+    """A shell line that sets `variable` to `otherwise` unless it holds an exit code."""
+    return f'case "${variable}" in ""|*[!0-9]*) {variable}={otherwise};; esac'
+
+
 STOP_GRACE_SECONDS = 5
 # Keras 3 (TensorFlow 2.16 on) can't run model.fit under MultiWorkerMirroredStrategy: it fails
 # converting the distributed batch (keras-team/keras#20585, tensorflow/tensorflow#72388, open).
@@ -138,6 +154,8 @@ def tf_config(workers: list[Worker], index: int) -> str:
 def ignore_rules(folder: Path) -> tuple[Any, str]:
     """What not to send: `.tfrigignore` if the folder has one, else its `.gitignore` (git's rules,
     read by pathspec), always the repository's `.git/`. Returns the rules and where they came from."""
+    import warnings
+
     import pathspec
 
     lines = list(ALWAYS_IGNORED)
@@ -145,18 +163,40 @@ def ignore_rules(folder: Path) -> tuple[Any, str]:
     for name in (".tfrigignore", ".gitignore"):
         rules = folder / name
         if rules.is_file():
-            lines += rules.read_text(errors="replace").splitlines()
             source = str(rules)
+            for number, line in enumerate(rules.read_text(errors="replace").splitlines(), 1):
+                # A line git takes but pathspec can't compile (a trailing backslash, a range
+                # such as [z-a]) matches nothing in git either: it is skipped, with a note.
+                try:
+                    with warnings.catch_warnings():
+                        warnings.simplefilter("ignore")  # re's FutureWarning on [[:alpha:]]
+                        pathspec.GitIgnoreSpec.from_lines([line])
+                except Exception:
+                    note_once(f"{rules}:{number}: an ignore pattern tfrig can't read; skipped")
+                    continue
+                lines.append(line)
             break
-    return pathspec.GitIgnoreSpec.from_lines(lines), source
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return pathspec.GitIgnoreSpec.from_lines(lines), source
 
 
 def local_manifest(folder: Path) -> dict[str, tuple[int, int]]:
     """Every file to send, by path relative to `folder`: (size, modification second), the check
-    rsync makes by default; symbolic links to files are sent as the files they name."""
+    rsync makes by default. A symbolic link is sent as what it names: a file as that file, a folder
+    as that folder's files (each folder once, so a link to a folder above can't loop). Only
+    regular files are sent: a FIFO, socket or device is left out with a note."""
+    import stat as stat_module
+
     spec, _ = ignore_rules(folder)
     found: dict[str, tuple[int, int]] = {}
-    for root, dirs, files in os.walk(folder):
+    seen_folders: set[tuple[int, int]] = set()
+    for root, dirs, files in os.walk(folder, followlinks=True):
+        here = os.stat(root)
+        if (here.st_dev, here.st_ino) in seen_folders:
+            dirs[:] = []
+            continue
+        seen_folders.add((here.st_dev, here.st_ino))
         relative_root = Path(root).relative_to(folder)
         dirs[:] = sorted(d for d in dirs if not spec.match_file(f"{(relative_root / d).as_posix()}/"))
         for name in sorted(files):
@@ -166,6 +206,9 @@ def local_manifest(folder: Path) -> dict[str, tuple[int, int]]:
             try:
                 stat = (Path(root) / name).stat()
             except OSError:  # a dangling link
+                continue
+            if not stat_module.S_ISREG(stat.st_mode):
+                note_once(f"{relative} is not a regular file (a FIFO, socket or device); not sent")
                 continue
             found[relative] = (stat.st_size, int(stat.st_mtime))
     return found
@@ -221,11 +264,20 @@ def changed(local: dict[str, tuple[int, int]], remote: dict[str, list[int]]) -> 
 
 @contextlib.contextmanager
 def bundle(folder: Path, paths: list[str]) -> Iterator[Path]:
-    """The files `paths` of `folder` in a gzip tarball (a temporary file), times kept."""
+    """The files `paths` of `folder` in a gzip tarball (a temporary file), times kept, links as
+    what they name. Each file's folders come first as folder entries: GNU tar then replaces a
+    link of that name in the run folder by a folder (and a linked file by the file), instead of
+    writing through it to wherever it points."""
+    from pathlib import PurePosixPath
+
+    folders = sorted(
+        {str(parent) for path in paths for parent in PurePosixPath(path).parents if str(parent) != "."},
+        key=lambda name: (name.count("/"), name),
+    )
     with tempfile.TemporaryDirectory(prefix="tfrig-run-") as tmp:
         archive = Path(tmp) / "send.tar.gz"
-        with tarfile.open(archive, "w:gz") as tar:
-            for path in paths:
+        with tarfile.open(archive, "w:gz", dereference=True) as tar:
+            for path in [*folders, *paths]:
                 tar.add(folder / path, arcname=path, recursive=False)
         yield archive
 
@@ -291,16 +343,17 @@ def worker_command(
     job = f'export PATH={env_bin}:"$PATH"; {exports}export {variables}; {interpreter} {shlex.join([script, *args])}'
     leader = 'echo $$ > "$0"; eval "$1" > "$2" 2>&1 < /dev/null; echo $? > "$3.part"; mv "$3.part" "$3"; rm -f "$0"'
     return (
-        f"cd {shell_path(folder)} && mkdir -p {LOG_FOLDER} && : > {log} || exit $?; "
+        f"{MAKE_JOBS_FOLDER} && cd {shell_path(folder)} && mkdir -p {LOG_FOLDER} && : > {log} || exit $?; "
         f"setsid sh -c {shlex.quote(leader)} {group} {shlex.quote(job)} {log} {rc_file} </dev/null >/dev/null 2>&1 & "
         # the group's leader, once it has said who it is (or already ended)
         f"i=0; while [ ! -s {group} ] && [ ! -e {rc_file} ] && [ $i -lt 500 ]; do sleep 0.02; i=$((i+1)); done; "
-        f"leader=$(cat {group} 2>/dev/null); "
+        f"leader=$(cat {group} 2>/dev/null); {group_id_only('leader')}; "
         f'if [ -n "$leader" ]; then tail -n +1 -s 0.05 -f --pid="$leader" {log}; else cat {log}; fi; '
         # until the whole group is gone: TensorFlow's workers catch TERM, and outlive their shell
         f'while [ -n "$leader" ] && kill -0 -"$leader" 2>/dev/null; do sleep 0.2; done; '
         # no exit code: the worker was stopped (TERM, else KILL) before it could write one
-        f"rc=$(cat {rc_file} 2>/dev/null || echo 143); rm -f {rc_file} {group}; exit $rc"
+        f"rc=$(cat {rc_file} 2>/dev/null || echo 143); {exit_code_only('rc', 1)}; "
+        f"rm -f {rc_file} {group}; exit $rc"
     )
 
 
@@ -313,7 +366,8 @@ def stop_command(run_id: str, index: int, wait_for_start: bool) -> str:
         f"i=0; while [ ! -s {group} ] && [ $i -lt {ticks} ]; do sleep 0.1; i=$((i+1)); done; " if wait_for_start else ""
     )
     return (
-        f"{wait}g=$(cat {group} 2>/dev/null) || exit 0; kill -TERM -$g 2>/dev/null || exit 0; "
+        f"{wait}g=$(cat {group} 2>/dev/null) || exit 0; {group_id_only('g')}; "
+        f'[ -n "$g" ] || exit 0; kill -TERM -$g 2>/dev/null || exit 0; '
         f"i=0; while kill -0 -$g 2>/dev/null && [ $i -lt {ticks} ]; do sleep 0.1; i=$((i+1)); done; "
         f"kill -KILL -$g 2>/dev/null; exit 0"
     )
@@ -344,6 +398,15 @@ def last_lines(text: str, count: int = 5) -> str:
 
 def say_err(message: str) -> None:
     print(message, file=sys.stderr, flush=True)
+
+
+_noted: set[str] = set()
+
+
+def note_once(note: str) -> None:
+    if note not in _noted:
+        _noted.add(note)
+        say_err(f"note: {note}")
 
 
 # --- the job ------------------------------------------------------------------------------------
@@ -515,6 +578,8 @@ def run_job(
 
     each(send, distinct)
     run_id = new_run_id()
+    # The interpreter's argument: a script named like an option (-W.py) must still be the script.
+    script_path = f"./{relative}" if relative.startswith("-") else relative
     commands = {
         worker.index: worker_command(
             run_id=run_id,
@@ -523,7 +588,7 @@ def run_job(
             env_bin=shell_path(places[worker.target].env.path.rstrip("/") + "/bin"),
             exports=places[worker.target].env.exports,
             interpreter=places[worker.target].env.interpreter,
-            script=relative,
+            script=script_path,
             args=words,
             config=tf_config(workers, worker.index) if several else None,
         )

@@ -4,7 +4,8 @@
 # --idle-stop`. Idle means, at every check of the window:
 #   - every GPU's utilization under GPU_THRESHOLD percent (nvidia-smi, the peak of a few samples);
 #   - no SSH session open (sshd's per-session process, "sshd: USER@pts/N" or "USER@notty");
-#   - no tf.run worker running (each keeps its process group id in /tmp/tfrig-run-*.pgid).
+#   - no tf.run worker running (each keeps its process group id in its user's private folder,
+#     ~/.tfrig/jobs/run-*.pgid; a group counts only if it has a process of that user).
 # A guest power-off stops a Compute Engine VM (TERMINATED): GPUs and vCPUs stop billing, the disk
 # stays (cloud.google.com/compute/docs/instances/stop-start-instance). The window restarts at each
 # boot, so `gcp.start` brings the VM back for a full window with the agent still set.
@@ -55,15 +56,19 @@ ssh_busy() {
 }
 
 job_busy() {
-  local file group
-  for file in /tmp/tfrig-run-*.pgid; do
-    [ -s "$file" ] || continue
-    group=$(cat "$file" 2>/dev/null) || continue
-    if [[ $group =~ ^[0-9]+$ ]] && kill -0 "-$group" 2>/dev/null; then
-      reason="a tf.run worker running (process group $group)"
-      return 0
-    fi
-  done
+  local home file group owner
+  while IFS= read -r home; do
+    for file in "$home"/.tfrig/jobs/run-*.pgid; do
+      [ -f "$file" ] && [ -s "$file" ] || continue
+      owner=$(stat -c %u "$file") || continue
+      [ "$owner" = "$(stat -c %u "$home")" ] || continue # written by the home's own user
+      group=$(head -c 20 "$file" 2>/dev/null) || continue
+      if [[ $group =~ ^[0-9]+$ ]] && ((group > 1)) && pgrep -g "$group" -U "$owner" >/dev/null; then
+        reason="a tf.run worker running (process group $group)"
+        return 0
+      fi
+    done
+  done < <(getent passwd | cut -d: -f6 | sort -u)
   return 1
 }
 

@@ -22,7 +22,7 @@ from typing import Any
 from invoke import Collection
 from invoke.exceptions import Exit
 
-from tfrig import state
+from tfrig import state, tfrun
 from tfrig.gce import idlestop
 from tfrig.gce import plan as gceplan
 from tfrig.gce.access import copy_files, host_key_options, replace_block, ssh_argv, ssh_config_block
@@ -49,7 +49,7 @@ from tfrig.gce.provision import (
     wait_ssh,
 )
 from tfrig.hosts import targets
-from tfrig.tasks.taskdef import JSON_HELP, port_number, task, whole_number
+from tfrig.tasks.taskdef import JSON_HELP, free_local_port, port_number, task, whole_number
 from tfrig.ui import confirm, info_stream, print_json, table
 
 PROJECT_HELP = (
@@ -547,6 +547,7 @@ def tunnel(c, port, local_port=None, name=None):
     if c.config.run.dry:
         print(f"would forward 127.0.0.1:{local} to {record['name']}:127.0.0.1:{port}")
         return
+    free_local_port("local-port", local)
     conn = connect(c, targets.vm_target(record))
     with conn.forward_local(local_port=local, remote_port=remote, remote_host="127.0.0.1", local_host="127.0.0.1"):
         print(f"http://127.0.0.1:{local} -> {record['name']}:{remote} (Ctrl-C closes it)", flush=True)
@@ -695,9 +696,10 @@ def exec_(c, cmd, name=None, json=False):
             return {"exit_code": None}
         # The command leads a process group of its own (setsid), whose id it writes down, so that
         # Ctrl-C here stops it there too; without a pty nothing else would carry the interrupt.
-        group = f"/tmp/tfrig-exec-{uuid.uuid4().hex}.pgid"
+        group = f"{tfrun.JOBS_FOLDER}/exec-{uuid.uuid4().hex}.pgid"  # the user's own folder, not /tmp
         # In the foreground: a background job (&) would start with SIGINT ignored, for good.
         wrapped = (
+            f"{tfrun.MAKE_JOBS_FOLDER} || exit $?; "
             f'setsid -w "${{SHELL:-sh}}" -c \'echo $$ > "$0"; eval "$1"\' {group} {shlex.quote(command)}; '
             f"rc=$?; rm -f {group}; exit $rc"
         )
@@ -710,7 +712,12 @@ def exec_(c, cmd, name=None, json=False):
     def stop_everywhere() -> None:
         for host, group in list(running):
             with contextlib.suppress(Exception):  # gone already, or the host went away
-                host.c.run(f'kill -INT -"$(cat {group})"', hide=True, warn=True, in_stream=False)
+                host.c.run(
+                    f'g=$(cat {group}); {tfrun.group_id_only("g")}; [ -n "$g" ] && kill -INT -"$g"',
+                    hide=True,
+                    warn=True,
+                    in_stream=False,
+                )
 
     def interrupted(signum: int, frame: Any) -> None:
         if stopping.is_set():  # a second Ctrl-C: leave now, the commands may go on there

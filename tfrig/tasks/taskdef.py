@@ -37,6 +37,22 @@ def port_number(flag: str, value: Any) -> int:
     return whole_number(flag, value, 1, 65535)
 
 
+def free_local_port(flag: str, port: int) -> None:
+    """Refuse a local port another program holds, before a tunnel is opened on it: Fabric binds it
+    in a thread of its own and lets the tunnel seem open, while the traffic (a Jupyter token too)
+    would go to that program. Bound here without SO_REUSEADDR, as a second listener would be."""
+    import socket
+
+    with socket.socket() as probe:
+        try:
+            probe.bind(("127.0.0.1", port))
+        except OSError as exc:
+            raise Exit(
+                f"--{flag} {port}: 127.0.0.1:{port} here is taken ({exc.strerror}); "
+                f"give a free one with --{flag}, or stop what listens on it."
+            ) from None
+
+
 # Names, as the tool that owns each takes them (the source beside each):
 _NAMES = {
     # shadow-utils' useradd: a letter or _, then letters, digits, _ and -, up to 32 (useradd(8)).

@@ -17,7 +17,7 @@ from tfrig.hosts.runner import on_targets
 from tfrig.settings import setting
 from tfrig.steps.tfenv import Environment, environment, environment_probes
 from tfrig.tasks.conda import has_conda_pin
-from tfrig.tasks.taskdef import HOSTS_HELP, JSON_HELP, checked_url, port_number, task
+from tfrig.tasks.taskdef import HOSTS_HELP, JSON_HELP, checked_url, free_local_port, port_number, task
 from tfrig.ui import print_json, table
 
 VERIFY_MARK = "@@tfrig-verify "
@@ -392,6 +392,8 @@ def jupyter(
     if len(chosen) != 1:
         raise Exit("tf.jupyter serves one host at a time; give one with -H.")
     target = chosen[0]
+    if tunnel and not target.is_local and not c.config.run.dry:
+        free_local_port("local-port", local_port or port)  # before anything starts there
     out = info_stream(json)
     print(f"target: {target.label}", file=out)
     conn = connect(c, target)
