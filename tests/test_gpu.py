@@ -194,3 +194,21 @@ def test_a_driver_too_old_for_the_newest_tensorflow_is_named_with_what_it_runs()
         "this driver runs TensorFlow up to 2.17.0: inv driver.install"
     )
     assert gpu.tensorflow_driver_note("580.159.04") is None
+
+
+@pytest.mark.slow
+def test_a_hung_nvidia_smi_is_a_finding_not_a_wait(tfrig, sshd_factory, ssh_env):
+    """An nvidia-smi that never answers (a hung GPU leaves it waiting in the kernel, where no
+    signal reaches it; here it ignores them): gpu.check ends, saying the driver does not answer."""
+    host = sshd_factory(gpu="t4")
+    host.exec(
+        "printf '#!/bin/sh\\ntrap \"\" TERM INT HUP\\nwhile :; do sleep 1; done\\n' > /usr/bin/nvidia-smi "
+        "&& chmod 755 /usr/bin/nvidia-smi"
+    )
+    result = tfrig("gpu.check", "-H", host.spec(), "--json", env=ssh_env)
+    assert result.code == 1, result.text
+    report = json_of(result.out)
+    assert report["diagnosis"] == (
+        f"the GPU driver does not answer: nvidia-smi gave no answer in {nvsmi.SMI_SECONDS} s (a hung GPU or driver)"
+    )
+    assert host.exec("pgrep -f '^/bin/sh /usr/bin/nvidia-smi'")[0] == 1  # gone: kill -9 reaches what it can

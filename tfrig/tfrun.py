@@ -27,6 +27,7 @@ from typing import Any
 from invoke.exceptions import Exit
 
 from tfrig.hosts.targets import _HOST_SPEC, Target
+from tfrig.knowledge import nvsmi
 
 # Never sent: the repository's own history, and the workers' logs when a run was here.
 ALWAYS_IGNORED = (".git/", ".tfrig-logs/")
@@ -506,8 +507,10 @@ def run_job(
         if not env.tensorflow or target.assumed is not None:
             return Place(host, env, where, {}, [], [])
         ports = [w.port for w in workers if w.target == target]
-        facts = host.probe({"run": host_facts_command(env.python, where, ports), "gpus": "nvidia-smi -L"})
+        facts = host.probe({"run": host_facts_command(env.python, where, ports), "gpus": nvsmi.LIST_COMMAND})
         found = read_host_facts(facts["run"].out)
+        if facts["gpus"].rc == nvsmi.SMI_TIMED_OUT:
+            host.say(f"note: {nvsmi.diagnose_failure('', nvsmi.SMI_TIMED_OUT).diagnosis}")
         gpus = [
             line.split(":", 1)[1].split("(UUID")[0].strip()
             for line in facts["gpus"].out.splitlines()

@@ -15,7 +15,7 @@ from packaging.version import Version
 
 from tfrig.knowledge.catalog import compat
 from tfrig.knowledge.facts import Fact
-from tfrig.knowledge.nvsmi import PCI_PROBE, nvidia_on_pci
+from tfrig.knowledge.nvsmi import PCI_PROBE, VERSION_COMMAND, nvidia_on_pci
 
 SECURE_BOOT_EFIVAR = "/sys/firmware/efi/efivars/SecureBoot-8be4df61-93ca-11d2-aa0d-00e098032b8c"
 
@@ -60,7 +60,7 @@ PREFLIGHT = {
     "headers": HEADERS_PROBE,
     "nouveau": "grep -w '^nouveau' /proc/modules",
     "loaded": "cat /sys/module/nvidia/version",
-    "userspace": "nvidia-smi --query-gpu=driver_version --format=csv,noheader",
+    "userspace": VERSION_COMMAND,
     "tools": BUILD_TOOLS_PROBE,
     "packages": f"dpkg-query -W -f='${{Package}} ${{db:Status-Abbrev}}\\n' {' '.join(DRIVER_PACKAGE_GLOBS)}",
 }

@@ -14,7 +14,7 @@ def gpu_probes() -> dict[str, str]:
     """What `read_gpus` reads."""
     from tfrig.knowledge import nvsmi
 
-    return {"query": nvsmi.QUERY_COMMAND, "table": "nvidia-smi", "pci": nvsmi.PCI_PROBE}
+    return {"query": nvsmi.QUERY_COMMAND, "table": nvsmi.TABLE_COMMAND, "pci": nvsmi.PCI_PROBE}
 
 
 def read_gpus(host: Host) -> nvsmi.Report:
@@ -23,6 +23,8 @@ def read_gpus(host: Host) -> nvsmi.Report:
 
     facts = host.probe(gpu_probes())
     query, table = facts["query"], facts["table"]
+    if nvsmi.SMI_TIMED_OUT in (query.rc, table.rc):
+        return nvsmi.diagnose_failure("", nvsmi.SMI_TIMED_OUT)
     if query.ok and query.out.strip():
         report = nvsmi.parse_csv(query.out)
         if table.ok:

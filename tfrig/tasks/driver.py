@@ -10,6 +10,7 @@ from invoke.exceptions import Exit
 
 from tfrig.hosts.host import Host
 from tfrig.hosts.runner import on_targets
+from tfrig.knowledge import nvsmi
 from tfrig.settings import setting
 from tfrig.tasks.taskdef import HOSTS_HELP, JSON_HELP, task
 
@@ -17,7 +18,7 @@ SCRIPT = "nvidia-driver.sh"
 
 STATUS_PROBES = {
     "module": "cat /sys/module/nvidia/version",
-    "smi": "nvidia-smi --query-gpu=driver_version --format=csv,noheader",
+    "smi": nvsmi.VERSION_COMMAND,
     "kernel": "uname -r",
     "dkms": "dkms status nvidia",
 }
