@@ -9,6 +9,7 @@ import json
 import os
 import signal
 import subprocess
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -491,3 +492,31 @@ def test_a_busy_port_is_refused_before_anything_starts(tfrig, job_hosts, ssh_env
         "or stop what listens on it."
     ]
     assert hosts[0].exec("test -e /home/tfrig/tfrig-runs")[0] != 0
+
+
+def test_a_script_that_leaves_a_child_running_does_not_keep_tf_run_waiting(tmp_path):
+    """The worker's own command, run by a local shell as a host runs it: the script ends, its
+    child would sleep on in the group; it is stopped after the grace and the script's code comes back."""
+    (tmp_path / "leaves.py").write_text(
+        "import subprocess, sys\nsubprocess.Popen(['sleep', '300'])\nprint('started a child')\nsys.exit(3)\n"
+    )
+    command = tfrun.worker_command(
+        run_id="local",
+        index=0,
+        folder=str(tmp_path),
+        env_bin="/usr/bin",
+        exports="",
+        interpreter=sys.executable,
+        script="leaves.py",
+        args=[],
+        config=None,
+    )
+    done = subprocess.run(
+        ["sh", "-c", command], capture_output=True, text=True, env={**os.environ, "HOME": str(tmp_path)}, timeout=120
+    )
+    assert done.returncode == 3, done.stdout + done.stderr
+    assert "started a child" in done.stdout
+    assert "tfrig: the script ended; stopping what it left running" in done.stdout
+    assert subprocess.run(["pgrep", "-f", "^sleep 300$"], capture_output=True).returncode == 1
+    assert (tmp_path / ".tfrig" / "jobs").stat().st_mode & 0o777 == 0o700
+    assert list((tmp_path / ".tfrig" / "jobs").iterdir()) == []

@@ -52,6 +52,7 @@ def exit_code_only(variable: str, otherwise: int) -> str:
 
 
 STOP_GRACE_SECONDS = 5
+LEFT_BEHIND_TICKS = STOP_GRACE_SECONDS * 5  # of 0.2 s
 # Keras 3 (TensorFlow 2.16 on) can't run model.fit under MultiWorkerMirroredStrategy: it fails
 # converting the distributed batch (keras-team/keras#20585, tensorflow/tensorflow#72388, open).
 KERAS_FIT_UNDER_MULTI_WORKER = "(<class 'tensorflow.python.distribute.values.PerReplica'>) to a Tensor"
@@ -350,8 +351,14 @@ def worker_command(
         f"i=0; while [ ! -s {group} ] && [ ! -e {rc_file} ] && [ $i -lt 500 ]; do sleep 0.02; i=$((i+1)); done; "
         f"leader=$(cat {group} 2>/dev/null); {group_id_only('leader')}; "
         f'if [ -n "$leader" ]; then tail -n +1 -s 0.05 -f --pid="$leader" {log}; else cat {log}; fi; '
-        # until the whole group is gone: TensorFlow's workers catch TERM, and outlive their shell
-        f'while [ -n "$leader" ] && kill -0 -"$leader" 2>/dev/null; do sleep 0.2; done; '
+        # until the whole group is gone: TensorFlow's workers catch TERM, and outlive their shell.
+        # Once the script has ended (its exit code written), what it left running in its group
+        # gets STOP_GRACE_SECONDS, then TERM, then KILL after as long again: tf.run ends with it.
+        f'n=0; while [ -n "$leader" ] && kill -0 -"$leader" 2>/dev/null; do '
+        f"if [ -e {rc_file} ]; then n=$((n+1)); "
+        f'[ $n -eq {LEFT_BEHIND_TICKS} ] && echo "tfrig: the script ended; stopping what it left running" '
+        f'&& kill -TERM -"$leader" 2>/dev/null; [ $n -ge {2 * LEFT_BEHIND_TICKS} ] && kill -KILL -"$leader" 2>/dev/null; fi; '
+        f"sleep 0.2; done; "
         # no exit code: the worker was stopped (TERM, else KILL) before it could write one
         f"rc=$(cat {rc_file} 2>/dev/null || echo 143); {exit_code_only('rc', 1)}; "
         f"rm -f {rc_file} {group}; exit $rc"
