@@ -4,6 +4,7 @@ exit, no traceback and no change. Add the new flag's bad values here with the fl
 from __future__ import annotations
 
 import hashlib
+import os
 import socket
 import threading
 from collections.abc import Iterator
@@ -58,6 +59,10 @@ CORPUS: list[tuple[list[str], str]] = [
     (["gpu.check", "--input", "/dev/zero"], "over 8 MiB"),
     (["gpu.check", "--input", "{tmp}/empty.txt"], "the capture is empty"),
     (["gpu.check", "--input", "{tmp}/header-only.csv"], "no GPUs in this capture"),
+    (["gpu.check", "--input", "{tmp}/fifo"], "the capture is empty"),  # no writer: read as empty, no wait
+    # special files where a file is read: a FIFO no one writes to would wait for good
+    (["gcp.put", "{tmp}/fifo"], "the source {tmp}/fifo is a FIFO, not a file; name a regular file."),
+    (["gcp.ssh-config", "--name", "tfrig-alice", "--file", "{tmp}/fifo"], "--file {tmp}/fifo is a FIFO, not a file"),
     (["gpu.check", "--input", "{tmp}/long-index.csv"], "5000-digit number is not nvidia-smi output"),
     (["gpu.check", "--input", "{tmp}/capability.csv"], "compute capability 'abc' is not one such as 7.5"),
     (["gpu.check", "--input", "{tmp}/huge-field.csv"], "not nvidia-smi's CSV"),
@@ -261,6 +266,7 @@ def refused_port() -> int:
 def captures(tmp_path_factory: pytest.TempPathFactory) -> Path:
     folder = tmp_path_factory.mktemp("captures")
     (folder / "empty.txt").write_text("")
+    os.mkfifo(folder / "fifo")
     (folder / "header-only.csv").write_text(CSV_HEADER)
     (folder / "long-index.csv").write_text(
         CSV_HEADER + "9" * 5000 + ", Tesla T4, GPU-1, 535.1, 15360 MiB, 0 MiB, 7.5\n"
@@ -320,6 +326,25 @@ def test_bad_settings_are_one_line_naming_the_key_and_the_file(yaml_text, argv, 
     env = {"HOME": str(tmp_path), "TFRIG_STATE_DIR": str(tmp_path / "state")}
     outcome = run_cli(*argv, env=env, cwd=tmp_path, timeout=120)
     assert_one_line(argv, outcome, needle)
+
+
+@pytest.mark.parametrize(
+    ("setting", "what"),
+    [("INVOKE_TFRIG_SSH_KEY", "the SSH key"), ("INVOKE_TFRIG_KNOWN_HOSTS", "the known-hosts file")],
+)
+def test_a_fifo_named_in_a_setting_is_refused_not_waited_on(setting, what, tmp_path, refused_port):
+    fifo = tmp_path / "fifo"
+    os.mkfifo(fifo)
+    env = {"HOME": str(tmp_path), "TFRIG_STATE_DIR": str(tmp_path / "state"), setting: str(fifo)}
+    argv = ["driver.status", "-H", f"me@127.0.0.1:{refused_port}"]
+    outcome = run_cli(*argv, env=env, cwd=tmp_path, timeout=60)
+    assert_one_line(argv, outcome, f"{what} {fifo} is a FIFO, not a file; name a regular file.")
+
+
+def test_a_settings_file_that_is_a_fifo_is_refused_not_waited_on(tmp_path):
+    os.mkfifo(tmp_path / "invoke.yaml")
+    outcome = run_cli("tf.versions", env={"HOME": str(tmp_path)}, cwd=tmp_path, timeout=60)
+    assert_one_line(["tf.versions"], outcome, f"the settings file {tmp_path / 'invoke.yaml'} is a FIFO, not a file")
 
 
 def test_a_table_with_nothing_to_show_is_its_header_when_not_a_terminal():

@@ -13,6 +13,7 @@ from invoke.exceptions import Exit
 from tfrig import __version__, settings
 from tfrig.hosts import readahead
 from tfrig.tasks import ns
+from tfrig.ui import refuse_special_file
 
 SCHEMA: dict[str, dict[str, Any]] = ns.configuration()
 
@@ -23,11 +24,13 @@ class TfrigConfig(Config):
     true), and a folder's own file held to what can't send credentials or code elsewhere."""
 
     def _load_yaml(self, path: Any) -> Any:
+        refuse_special_file(Path(path), "the settings file")
         return settings.checked_file(super()._load_yaml(path), str(path), SCHEMA)
 
     _load_yml = _load_yaml
 
     def _load_json(self, path: Any) -> Any:
+        refuse_special_file(Path(path), "the settings file")
         return settings.checked_file(super()._load_json(path), str(path), SCHEMA)
 
     # Files and variables are checked as they load: settings.settle has nothing left to do.

@@ -186,9 +186,15 @@ def without(data: Mapping[str, Any], keys: Iterable[str]) -> dict[str, Any]:
 
 
 def folder_file(folder: Path) -> Path | None:
-    """The folder's settings file, where Invoke looks for it, in its order; None if it has none."""
+    """The folder's settings file, where Invoke looks for it, in its order; None if it has none (a
+    FIFO counts as one: loading it refuses it, rather than passing over it in silence)."""
     return next(
-        (path for suffix in ("yaml", "yml", "json", "py") if (path := folder / f"invoke.{suffix}").is_file()), None
+        (
+            path
+            for suffix in ("yaml", "yml", "json", "py")
+            if (path := folder / f"invoke.{suffix}").exists() and not path.is_dir()
+        ),
+        None,
     )
 
 

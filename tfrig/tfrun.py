@@ -357,7 +357,8 @@ def worker_command(
         f'n=0; while [ -n "$leader" ] && kill -0 -"$leader" 2>/dev/null; do '
         f"if [ -e {rc_file} ]; then n=$((n+1)); "
         f'[ $n -eq {LEFT_BEHIND_TICKS} ] && echo "tfrig: the script ended; stopping what it left running" '
-        f'&& kill -TERM -"$leader" 2>/dev/null; [ $n -ge {2 * LEFT_BEHIND_TICKS} ] && kill -KILL -"$leader" 2>/dev/null; fi; '
+        f'&& kill -TERM -"$leader" 2>/dev/null; '
+        f'[ $n -ge {2 * LEFT_BEHIND_TICKS} ] && kill -KILL -"$leader" 2>/dev/null; fi; '
         f"sleep 0.2; done; "
         # no exit code: the worker was stopped (TERM, else KILL) before it could write one
         f"rc=$(cat {rc_file} 2>/dev/null || echo 143); {exit_code_only('rc', 1)}; "

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import sys
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any, TextIO
 
 from invoke.exceptions import Exit
@@ -51,3 +52,18 @@ def table(headers: Sequence[str], rows: Sequence[Sequence[Any]], out: TextIO | N
             "  ".join(value.ljust(width) for value, width in zip(row, widths, strict=True)).rstrip(),
             file=out,
         )
+
+
+def refuse_special_file(path: Path, what: str, devices: bool = False) -> None:
+    """One line for a FIFO or socket (and a device unless `devices`) named where tfrig reads a file:
+    opening a FIFO no one writes to waits for good. A missing path is left to the caller."""
+    import stat
+
+    try:
+        mode = path.stat().st_mode
+    except OSError:
+        return
+    if stat.S_ISREG(mode) or stat.S_ISDIR(mode) or (devices and (stat.S_ISCHR(mode) or stat.S_ISBLK(mode))):
+        return
+    kind = "a FIFO" if stat.S_ISFIFO(mode) else "a socket" if stat.S_ISSOCK(mode) else "a device"
+    raise Exit(f"{what} {path} is {kind}, not a file; name a regular file.")

@@ -11,6 +11,7 @@ from typing import Any
 from invoke.exceptions import Exit
 
 from tfrig.hosts import targets
+from tfrig.ui import refuse_special_file
 
 
 def host_key_options(c: Any) -> list[tuple[str, str]]:
@@ -86,6 +87,7 @@ def _copy(
         local = Path(os.path.expanduser(source))
         if not local.exists():
             raise Exit(f"{source}: no such file or folder here.")
+        refuse_special_file(local, "the source", devices=False)
         remote = destination or local.name
         if dry:
             print(f"would copy {local} to {target.label}:{remote}")

@@ -25,6 +25,7 @@ from tfrig import state
 from tfrig.hosts import readahead
 from tfrig.hosts.targets import Target
 from tfrig.knowledge.facts import Fact, parse_probe, probe_script
+from tfrig.ui import refuse_special_file
 
 SCRIPTS = Path(__file__).parents[1] / "scripts"
 
@@ -307,6 +308,7 @@ def _new_connection(c: Any, target: Target) -> Any:
     connect_kwargs: dict[str, Any] = {}
     if key:
         connect_kwargs["key_filename"] = os.path.expanduser(key)
+        refuse_special_file(Path(connect_kwargs["key_filename"]), "the SSH key")
     # A VM tfrig made: its host keys, pinned from its guest attributes (tfrig.hosts.hostkeys).
     vm_keys: list[tuple[str, str]] = []
     if target.vm is not None and target.vm.get("zone") and _vm_key_source is not None:

@@ -22,6 +22,7 @@ from typing import Any
 from invoke.exceptions import Exit
 
 from tfrig import state
+from tfrig.ui import refuse_special_file
 
 POLICIES = ("strict", "accept-new")
 
@@ -77,6 +78,7 @@ def read_known_hosts(path: Path) -> tuple[list[KnownKey], list[KnownKey], list[s
     host certificates, which tfrig does not check). Bytes that aren't UTF-8 (a comment's) are
     read as OpenSSH reads them: they don't matter to host names or keys. An unreadable file is one
     line naming it."""
+    refuse_special_file(path, "the known-hosts file", devices=True)
     try:
         data = path.read_bytes()
     except FileNotFoundError:

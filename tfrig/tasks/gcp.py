@@ -50,7 +50,7 @@ from tfrig.gce.provision import (
 )
 from tfrig.hosts import targets
 from tfrig.tasks.taskdef import JSON_HELP, free_local_port, port_number, task, whole_number
-from tfrig.ui import confirm, info_stream, print_json, table
+from tfrig.ui import confirm, info_stream, print_json, refuse_special_file, table
 
 PROJECT_HELP = (
     "Google Cloud project (default gcp.project, GOOGLE_CLOUD_PROJECT, CLOUDSDK_CORE_PROJECT, gcloud's config)"
@@ -506,6 +506,7 @@ def ssh_config(c, name=None, remove=False, file=None):
     path = Path(os.path.expanduser(file or "~/.ssh/config"))
     if path.is_dir():
         raise Exit(f"--file {path} is a folder; name the ssh config file itself, e.g. {path / 'config'}.")
+    refuse_special_file(path, "--file")
     if file and not path.parent.is_dir():  # ~/.ssh is made when missing; a folder you named is not
         raise Exit(f"--file {path}: the folder {path.parent} does not exist; create it first.")
     block = None if remove else ssh_config_block(record, host_key_options(c))

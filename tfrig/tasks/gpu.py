@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from typing import TYPE_CHECKING, Any
 
 from invoke import Collection
@@ -85,7 +86,11 @@ def check(c, input=None, hosts=None, json=False):
 
     if input:
         try:
-            with open(input, "rb") as capture:  # at most CAPTURE_LIMIT: /dev/zero must not hang
+            # Opened without waiting for a writer (a FIFO no one writes to then reads as empty),
+            # read in blocking mode (a pipe on /dev/stdin), at most CAPTURE_LIMIT (/dev/zero).
+            fd = os.open(input, os.O_RDONLY | os.O_NONBLOCK)
+            os.set_blocking(fd, True)
+            with os.fdopen(fd, "rb") as capture:
                 data = capture.read(CAPTURE_LIMIT + 1)
         except OSError as exc:
             raise Exit(f"--input {input}: {exc.strerror}.") from None
