@@ -145,3 +145,25 @@ def test_an_unusable_key_file_is_named(tfrig, sshd_factory, tmp_path, ssh_env):
     not_a_key.mkdir()
     failed = check(tfrig, host, {**ssh_env, "INVOKE_TFRIG_SSH_KEY": str(not_a_key)})
     assert_one_line_refusal(failed, f"can't read {not_a_key}: Is a directory")
+
+
+def test_known_hosts_names_match_as_openssh_matches_them():
+    from tfrig.hosts.hostkeys import names_match
+
+    assert names_match("[127.0.0.1]:2222", "[127.0.0.1]:2222")
+    assert not names_match("[127.0.0.1]:2222", "1")  # brackets are not a character class
+    assert names_match("*.example.com,!bad.example.com", "gpu.example.com")
+    assert not names_match("*.example.com,!bad.example.com", "bad.example.com")
+    assert names_match("gpu-?", "gpu-1") and not names_match("gpu-?", "gpu-10")
+
+
+def test_names_hashed_by_ssh_keygen_match_their_host(tmp_path):
+    from tfrig.hosts.hostkeys import names_match, read_known_hosts
+
+    known = tmp_path / "known_hosts"
+    known.write_text(f"10.0.0.5 {other_key(tmp_path)}\n[10.0.0.5]:2222 {other_key(tmp_path, 'two')}\n")
+    subprocess.run(["ssh-keygen", "-q", "-H", "-f", str(known)], check=True, capture_output=True)
+    keys, _, _ = read_known_hosts(known)
+    assert all(key.names.startswith("|1|") for key in keys)
+    assert [names_match(key.names, "10.0.0.5") for key in keys] == [True, False]
+    assert [names_match(key.names, "[10.0.0.5]:2222") for key in keys] == [False, True]

@@ -14,17 +14,23 @@ from tfrig.hosts import targets
 from tfrig.ui import refuse_special_file
 
 
-def host_key_options(c: Any) -> list[tuple[str, str]]:
-    """OpenSSH options that check a VM's key against the keys tfrig pinned for it (and yours)."""
+def ssh_options(c: Any) -> list[tuple[str, str]]:
+    """OpenSSH options that check a VM's key against the keys tfrig pinned for it (and yours), and
+    end a session whose link stops answering, as tfrig's own connections do (tfrig.keepalive)."""
     from tfrig.hosts import hostkeys
+    from tfrig.settings import setting_seconds
 
     checking = "accept-new" if hostkeys.policy(c.config) == "accept-new" else "yes"
     files = f'"{hostkeys.pinned_file()}" ~/.ssh/known_hosts'
-    return [("StrictHostKeyChecking", checking), ("UserKnownHostsFile", files)]
+    options = [("StrictHostKeyChecking", checking), ("UserKnownHostsFile", files)]
+    keepalive = setting_seconds(c.config, "tfrig", "keepalive", 0, 3600, default=15)
+    if keepalive:  # ssh takes whole seconds
+        options += [("ServerAliveInterval", str(max(1, round(keepalive)))), ("ServerAliveCountMax", "3")]
+    return options
 
 
 def ssh_argv(c: Any, record: dict[str, Any], extra: list[str] | None = None) -> list[str]:
-    argv = ["ssh", *(f"-o{key}={value}" for key, value in host_key_options(c)), "-p", str(record.get("port") or 22)]
+    argv = ["ssh", *(f"-o{key}={value}" for key, value in ssh_options(c)), "-p", str(record.get("port") or 22)]
     if record.get("ssh_key"):
         argv += ["-i", record["ssh_key"]]
     return argv + (extra or []) + [f"{record.get('user')}@{record['address']}"]
@@ -33,7 +39,7 @@ def ssh_argv(c: Any, record: dict[str, Any], extra: list[str] | None = None) -> 
 BLOCK_START, BLOCK_END = "# >>> tfrig {name} >>>", "# <<< tfrig {name} <<<"
 
 
-def ssh_config_block(record: dict[str, Any], host_key_options: list[tuple[str, str]]) -> str:
+def ssh_config_block(record: dict[str, Any], options: list[tuple[str, str]]) -> str:
     lines = [
         BLOCK_START.format(name=record["name"]),
         f"Host {record['name']}",
@@ -43,7 +49,7 @@ def ssh_config_block(record: dict[str, Any], host_key_options: list[tuple[str, s
     ]
     if record.get("ssh_key"):
         lines.append(f"    IdentityFile {record['ssh_key']}")
-    lines += [f"    {key} {value}" for key, value in host_key_options]
+    lines += [f"    {key} {value}" for key, value in options]
     lines.append(BLOCK_END.format(name=record["name"]))
     return "\n".join(lines) + "\n"
 

@@ -8,8 +8,12 @@ polls through a client without the custom endpoint. The library's automatic retr
 
 from __future__ import annotations
 
+import contextlib
 import re
+import sys
+import threading
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -167,18 +171,22 @@ class Cloud:
         self, client: str, method: str, *, timeout: float = CALL_TIMEOUT, retry_timeouts: bool = True, **request: Any
     ) -> Any:
         """An API request, retried with backoff on rate limits, 5xx and (unless told) timeouts, at
-        most RETRIES times; then an ApiError whose message says it was retried."""
-        for attempt in range(RETRIES + 1):
-            try:
-                return self._call_once(client, method, timeout, **request)
-            except ApiError as exc:
-                exc.project = self.project
-                if not (exc.retryable or (retry_timeouts and exc.reason == "TIMEOUT")):
-                    raise
-                if attempt == RETRIES:
-                    exc.message = f"{exc.message} (still failing after {RETRIES + 1} tries)"
-                    raise
-                time.sleep(self.retry_delay * 2**attempt)
+        most RETRIES times; then an ApiError whose message says it was retried. Past PROGRESS_AFTER
+        seconds it says on stderr what it waits for (an operation's wait is its caller's to show)."""
+        tries: list[int] = [1]
+        with _progress(f"{client.removesuffix('Client')}.{method}", timeout, tries, quiet=method == "wait"):
+            for attempt in range(RETRIES + 1):
+                tries[0] = attempt + 1
+                try:
+                    return self._call_once(client, method, timeout, **request)
+                except ApiError as exc:
+                    exc.project = self.project
+                    if not (exc.retryable or (retry_timeouts and exc.reason == "TIMEOUT")):
+                        raise
+                    if attempt == RETRIES:
+                        exc.message = f"{exc.message} (still failing after {RETRIES + 1} tries)"
+                        raise
+                    time.sleep(self.retry_delay * 2**attempt)
         raise AssertionError("unreachable")
 
     def _call_once(self, client: str, method: str, timeout: float, **request: Any) -> Any:
@@ -341,6 +349,40 @@ class Cloud:
                 return OperationResult(name=operation, errors=_operation_errors(found))
             if time.monotonic() >= deadline:
                 raise ApiError(0, "TIMEOUT", f"operation {operation} in {zone} not done after {timeout:.0f} s")
+
+
+PROGRESS_AFTER = 5.0  # seconds of silence before a call says what it waits for
+PROGRESS_EVERY = 15.0
+
+
+@contextlib.contextmanager
+def _progress(what: str, timeout: float, tries: list[int], quiet: bool) -> Iterator[None]:
+    """While the block runs: past PROGRESS_AFTER s, then every PROGRESS_EVERY s, one line on stderr
+    saying what is awaited, for how long so far, and the try (`tries[0]`) of how many."""
+    if quiet:
+        yield
+        return
+    done = threading.Event()
+    began = time.monotonic()
+
+    def tell() -> None:
+        wait = PROGRESS_AFTER
+        while not done.wait(wait):
+            print(
+                f"waiting for the Compute API ({what}): {time.monotonic() - began:.0f} s so far, "
+                f"try {tries[0]} of {RETRIES + 1}, {timeout:.0f} s each",
+                file=sys.stderr,
+                flush=True,
+            )
+            wait = PROGRESS_EVERY
+
+    teller = threading.Thread(target=tell, daemon=True)
+    teller.start()
+    try:
+        yield
+    finally:
+        done.set()
+        teller.join()
 
 
 def _done(operation: Any) -> bool:

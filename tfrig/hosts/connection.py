@@ -5,7 +5,10 @@ runs on it. Imported only when a run connects somewhere, so Fabric and paramiko 
 from __future__ import annotations
 
 import base64
+import contextlib
 import logging
+import threading
+import time
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
@@ -56,9 +59,20 @@ class CheckedKeyPolicy(paramiko.MissingHostKeyPolicy):
         hostkeys.record(self.checking.record_in, hostname, key.get_name(), key.get_base64())
 
 
+class LinkStalled(Exception):
+    """The host stopped answering on an open SSH connection (keepalives unanswered); one line."""
+
+
 class ReadAheadConnection(Connection):
     def __init__(
-        self, host: str, *args: Any, config: Any, run_config: Any, vm_keys: list[tuple[str, str]], **kwargs: Any
+        self,
+        host: str,
+        *args: Any,
+        config: Any,
+        run_config: Any,
+        vm_keys: list[tuple[str, str]],
+        keepalive: float = 0,
+        **kwargs: Any,
     ) -> None:
         # The run's Config is Invoke's; Fabric reads the user's ssh config (Host aliases, User,
         # IdentityFile, UserKnownHostsFile) only into a Fabric Config.
@@ -109,7 +123,54 @@ class ReadAheadConnection(Connection):
         # Context attributes are config keys unless set with _set. Fabric keeps a copy of the
         # config; the chain is kept by the run's own.
         read_ahead: dict[str, tuple[int, Fact]] = {}  # command: (chain position that read it, fact)
-        self._set(run_config=run_config, read_ahead=read_ahead)
+        self._set(run_config=run_config, read_ahead=read_ahead, keepalive=keepalive, stalled=None)
+
+    # --- a link that stops answering ---------------------------------------------------------------
+    # OpenSSH's ServerAliveInterval/CountMax, which paramiko lacks (its set_keepalive sends without
+    # asking for a reply): every `keepalive` seconds a global request that wants a reply (an OpenSSH
+    # server answers an unknown one with a failure, which counts); none for three intervals closes
+    # the transport, and what was waiting on it ends in LinkStalled.
+
+    def open(self) -> Any:
+        result = super().open()
+        if self.keepalive and self.transport is not None:
+            threading.Thread(target=self._watch_link, args=(self.transport,), daemon=True).start()
+        return result
+
+    def _watch_link(self, transport: paramiko.Transport) -> None:
+        limit = 3 * self.keepalive
+
+        def ask(answered: threading.Event) -> None:
+            with contextlib.suppress(Exception):  # closed meanwhile: the loop ends
+                transport.global_request("keepalive@openssh.com", wait=True)
+            answered.set()
+
+        while transport.is_active():
+            answered = threading.Event()
+            threading.Thread(target=ask, args=(answered,), daemon=True).start()
+            if not answered.wait(limit):
+                self._set(stalled=f"the SSH connection to {self.host} stalled: no answer for {limit:g} s")
+                transport.close()
+                return
+            time.sleep(self.keepalive)
+
+    def _checked(self, call: Any, *args: Any, **kwargs: Any) -> Any:
+        """`call`, whose failure or cut-off result becomes LinkStalled where the link stalled."""
+        try:
+            result = call(*args, **kwargs)
+        except Exception:
+            if self.stalled:
+                raise LinkStalled(self.stalled) from None
+            raise
+        if self.stalled:
+            raise LinkStalled(self.stalled)
+        return result
+
+    def put(self, *args: Any, **kwargs: Any) -> Any:
+        return self._checked(super().put, *args, **kwargs)
+
+    def get(self, *args: Any, **kwargs: Any) -> Any:
+        return self._checked(super().get, *args, **kwargs)
 
     def keep_read_ahead(self, facts: Mapping[str, Fact], position: int) -> None:
         """Keep what the task at `position` of the chain read, for the tasks after it."""
@@ -133,11 +194,11 @@ class ReadAheadConnection(Connection):
 
     def run(self, command: str, **kwargs: Any) -> Any:
         self._forget(kwargs)
-        return super().run(command, **kwargs)
+        return self._checked(super().run, command, **kwargs)
 
     def sudo(self, command: str, **kwargs: Any) -> Any:
         self._forget(kwargs)
-        return super().sudo(command, **kwargs)
+        return self._checked(super().sudo, command, **kwargs)
 
     def shell(self, **kwargs: Any) -> Any:
         self.read_ahead.clear()

@@ -313,9 +313,10 @@ def _new_connection(c: Any, target: Target) -> Any:
     vm_keys: list[tuple[str, str]] = []
     if target.vm is not None and target.vm.get("zone") and _vm_key_source is not None:
         vm_keys = _vm_key_source(c, target.vm)
-    from tfrig.settings import setting_number
+    from tfrig.settings import setting_number, setting_seconds
 
     timeout = setting_number(c.config, "tfrig", "connect_timeout", 1, 3600, default=15)
+    keepalive = setting_seconds(c.config, "tfrig", "keepalive", 0, 3600, default=15)
     # paramiko waits 15 s for a banner by default; a port that answers and never speaks is down too
     connect_kwargs["banner_timeout"] = timeout
     assert target.host is not None  # the local target runs without a connection
@@ -328,7 +329,23 @@ def _new_connection(c: Any, target: Target) -> Any:
         connect_kwargs=connect_kwargs,
         run_config=c.config,
         vm_keys=vm_keys,
+        keepalive=keepalive,
     )
+
+
+def hold_tunnel(conn: Any, local: int, remote: int, opened: Callable[[], None]) -> None:
+    """Forward 127.0.0.1:`local` here to 127.0.0.1:`remote` on the host, calling `opened` once it
+    is up, until Ctrl-C (returns) or the SSH link ends or stalls (one line)."""
+    try:
+        with conn.forward_local(local_port=local, remote_port=remote, remote_host="127.0.0.1", local_host="127.0.0.1"):
+            opened()
+            while conn.transport is not None and conn.transport.is_active():
+                time.sleep(1)
+    except KeyboardInterrupt:
+        return
+    except Exception:  # Fabric's tunnel threads fail along with the link: the cause is said below
+        pass
+    raise Exit(f"the tunnel closed: {conn.stalled or 'the SSH connection ended'}; open it again.")
 
 
 def describe_error(exc: BaseException) -> str:
@@ -347,7 +364,7 @@ def describe_error(exc: BaseException) -> str:
         return f"can't connect: {exc.strerror or exc}"
     from tfrig.hosts import hostkeys
 
-    if isinstance(exc, hostkeys.HostKeyRefused):
+    if isinstance(exc, hostkeys.HostKeyRefused) or type(exc).__name__ == "LinkStalled":
         return str(exc)
     name = type(exc).__name__
     if name == "BadHostKeyException":  # paramiko's: the key differs from the one on record

@@ -14,6 +14,7 @@ A key that differs from the one on record is refused under both.
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -108,12 +109,11 @@ def names_match(names: str, host: str) -> bool:
     """Whether a known-hosts line's patterns name `host` (a host_name()): wildcards, a `!`
     negation that wins, hashed names (sshd(8), SSH_KNOWN_HOSTS FILE FORMAT)."""
     import base64
-    import fnmatch
     import hashlib
     import hmac
 
     matched = False
-    for pattern in names.lower().split(","):
+    for pattern in names.split(","):  # lowered below: a hashed name's base64 is case-sensitive
         negated = pattern.startswith("!")
         pattern = pattern.removeprefix("!")
         if pattern.startswith("|1|"):
@@ -122,8 +122,9 @@ def names_match(names: str, host: str) -> bool:
             except ValueError:
                 continue
             hit = hmac.compare_digest(hmac.new(salt, host.encode(), hashlib.sha1).digest(), digest)
-        else:
-            hit = fnmatch.fnmatchcase(host.lower(), pattern)
+        else:  # only * and ? are wildcards ([host]:port is literal)
+            wildcards = re.escape(pattern.lower()).replace(r"\*", ".*").replace(r"\?", ".")
+            hit = re.fullmatch(wildcards, host.lower()) is not None
         if hit and negated:
             return False
         matched = matched or hit

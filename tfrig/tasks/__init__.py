@@ -45,6 +45,9 @@ ns.configure(
             "hosts": "",
             "ssh_key": "",
             "connect_timeout": 15,
+            # Seconds between SSH keepalives; a link that answers none for three of them is closed
+            # and the task ends saying so (a stalled network never hangs a copy or a job's stream).
+            "keepalive": 15.0,
             # SSH host keys (tfrig.hosts.hostkeys): strict, or accept-new; and a known-hosts file of yours.
             "host_keys": "strict",
             "known_hosts": "",

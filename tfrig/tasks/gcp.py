@@ -25,7 +25,7 @@ from invoke.exceptions import Exit
 from tfrig import state, tfrun
 from tfrig.gce import idlestop
 from tfrig.gce import plan as gceplan
-from tfrig.gce.access import copy_files, host_key_options, replace_block, ssh_argv, ssh_config_block
+from tfrig.gce.access import copy_files, replace_block, ssh_argv, ssh_config_block, ssh_options
 from tfrig.gce.config import fresh_image_facts, image_source, local_user, owner, settings, ssh_key, vm_user
 from tfrig.gce.provision import (
     CreateFailed,
@@ -509,7 +509,7 @@ def ssh_config(c, name=None, remove=False, file=None):
     refuse_special_file(path, "--file")
     if file and not path.parent.is_dir():  # ~/.ssh is made when missing; a folder you named is not
         raise Exit(f"--file {path}: the folder {path.parent} does not exist; create it first.")
-    block = None if remove else ssh_config_block(record, host_key_options(c))
+    block = None if remove else ssh_config_block(record, ssh_options(c))
     # Read, changed and written under tfrig's lock: two runs at once each keep the other's block.
     with contextlib.nullcontext() if c.config.run.dry else state.exclusive():
         try:
@@ -540,7 +540,7 @@ def ssh_config(c, name=None, remove=False, file=None):
 )
 def tunnel(c, port, local_port=None, name=None):
     """Forward a local port to a port on the VM through SSH until Ctrl-C."""
-    from tfrig.hosts.host import connect
+    from tfrig.hosts.host import connect, hold_tunnel
 
     remote = port_number("port", port)
     local = port_number("local-port", local_port or port)
@@ -550,13 +550,13 @@ def tunnel(c, port, local_port=None, name=None):
         return
     free_local_port("local-port", local)
     conn = connect(c, targets.vm_target(record))
-    with conn.forward_local(local_port=local, remote_port=remote, remote_host="127.0.0.1", local_host="127.0.0.1"):
-        print(f"http://127.0.0.1:{local} -> {record['name']}:{remote} (Ctrl-C closes it)", flush=True)
-        try:
-            while True:
-                time.sleep(1)
-        except KeyboardInterrupt:
-            print("tunnel closed")
+    hold_tunnel(
+        conn,
+        local,
+        remote,
+        lambda: print(f"http://127.0.0.1:{local} -> {record['name']}:{remote} (Ctrl-C closes it)", flush=True),
+    )
+    print("tunnel closed")
 
 
 @task(

@@ -12,7 +12,7 @@ from invoke import Collection
 from invoke.exceptions import Exit
 
 from tfrig.hosts import readahead
-from tfrig.hosts.host import SCRIPTS, Host, shell_path
+from tfrig.hosts.host import SCRIPTS, Host, hold_tunnel, shell_path
 from tfrig.hosts.runner import on_targets
 from tfrig.settings import setting
 from tfrig.steps.tfenv import Environment, environment, environment_probes
@@ -442,17 +442,16 @@ def jupyter(
         else:
             print(f"JupyterLab: {url}")
         return
-    with conn.forward_local(local_port=local, remote_port=int(port), remote_host="127.0.0.1", local_host="127.0.0.1"):
+
+    def opened() -> None:
         _wait_for_listener(local)  # Fabric binds the tunnel's port in a thread of its own
         if json:
             print_json(result)
         else:
             print(f"JupyterLab: {url}  (SSH tunnel open; Ctrl-C closes it)", flush=True)
-        try:
-            while True:
-                time.sleep(1)
-        except KeyboardInterrupt:
-            print("tunnel closed; JupyterLab keeps running on the target", file=out)
+
+    hold_tunnel(conn, local, int(port), opened)
+    print("tunnel closed; JupyterLab keeps running on the target", file=out)
 
 
 @task(
