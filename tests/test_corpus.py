@@ -380,3 +380,45 @@ def test_every_flag_that_takes_a_value_has_a_bad_input_case():
                 if (task, flag) not in covered:
                     missing.append(f"{task} --{flag}")
     assert missing == []
+
+
+def _value_flags() -> list[tuple[str, str]]:
+    import inspect
+
+    from tfrig.tasks import ns
+
+    return [
+        (f"{name}.{task_name}", parameter.name.replace("_", "-"))
+        for name, collection in ns.collections.items()
+        for task_name, found in collection.tasks.items()
+        for parameter in list(inspect.signature(found.body).parameters.values())[1:]
+        if not isinstance(parameter.default, bool)
+    ]
+
+
+# A value with a newline, 100,000 characters long: what a pasted file or a broken script sends.
+HOSTILE_VALUE = "x\ny" + "z" * 100_000
+
+
+@pytest.mark.parametrize(("task", "flag"), _value_flags(), ids=[f"{t} --{f}" for t, f in _value_flags()])
+def test_a_hostile_value_in_any_flag_is_shown_escaped_and_cut(task, flag, tmp_path, refused_port):
+    """Under --dry: refused in one short line, or (text a flag passes on as it is) taken quietly;
+    never a second line, a whole 100,000-character echo or a traceback."""
+    env = {
+        "HOME": str(tmp_path),
+        "TFRIG_STATE_DIR": str(tmp_path / "state"),
+        "INVOKE_GCP_PROJECT": "corpus-project",
+        "INVOKE_GCP_ENDPOINT": f"http://127.0.0.1:{refused_port}",
+        "INVOKE_GCP_CREDENTIALS": "anonymous",
+        "INVOKE_TFRIG_CONNECT_TIMEOUT": "3",
+        "INVOKE_TF_NO_INDEX": "true",
+        "INVOKE_TF_FIND_LINKS": str(tmp_path / "no-wheels"),
+    }
+    outcome = run_cli("--dry", task, f"--{flag}", HOSTILE_VALUE, env=env, cwd=tmp_path, timeout=120)
+    assert "Traceback" not in outcome.text, outcome.text[-3000:]
+    lines = [line for line in outcome.err.splitlines() if line.strip()]
+    if outcome.code == 0:
+        assert lines == [] or all(len(line) < 1000 for line in lines), outcome.err[:2000]
+        return
+    assert len(lines) == 1, outcome.err[:2000]
+    assert len(lines[0]) < 600, lines[0][:1000]

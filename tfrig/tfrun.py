@@ -440,12 +440,15 @@ def _checked_script(folder: str | None, script: str, args: str | None) -> tuple[
         raise Exit(f"--folder {folder}: no such folder here.")
     if not script:
         raise Exit("--script is empty; name the program to run, e.g. --script train.py.")
-    path = (local / script).resolve()
     try:
+        path = (local / script).resolve()
         relative = path.relative_to(local).as_posix()
+        is_file = path.is_file()
     except ValueError:
         raise Exit(f"--script {script} is outside --folder {local}; the folder is what is sent to the hosts.") from None
-    if not path.is_file():
+    except OSError as exc:  # a name too long for the file system
+        raise Exit(f"--script {script}: {exc.strerror}.") from None
+    if not is_file:
         raise Exit(f"--script {script}: no such file in {local}.")
     spec, source = ignore_rules(local)
     if {".git", LOG_FOLDER} & set(relative.split("/")[:-1]):

@@ -3,12 +3,23 @@
 from __future__ import annotations
 
 import json
+import re
 import sys
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, TextIO
 
 from invoke.exceptions import Exit
+
+LONG_WORD = 200  # characters without a space: past this, a message shows a value cut
+
+
+def one_line(message: str) -> str:
+    """A message as the one line it must be: control characters escaped (a newline in a value
+    can't start a second line) and any run of over LONG_WORD characters without a space (a
+    100,000-character value) cut, saying how long it was."""
+    escaped = "".join(ch if ch.isprintable() else ch.encode("unicode_escape").decode("ascii") for ch in message)
+    return re.sub(rf"\S{{{LONG_WORD + 1},}}", lambda long: f"{long[0][:80]}... ({len(long[0])} characters)", escaped)
 
 
 def info_stream(json_out: bool) -> TextIO:

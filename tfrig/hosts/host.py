@@ -25,7 +25,7 @@ from tfrig import state
 from tfrig.hosts import readahead
 from tfrig.hosts.targets import Target
 from tfrig.knowledge.facts import Fact, parse_probe, probe_script
-from tfrig.ui import refuse_special_file
+from tfrig.ui import one_line, refuse_special_file
 
 SCRIPTS = Path(__file__).parents[1] / "scripts"
 
@@ -349,7 +349,11 @@ def hold_tunnel(conn: Any, local: int, remote: int, opened: Callable[[], None]) 
 
 
 def describe_error(exc: BaseException) -> str:
-    """One line for an error raised while working on a host."""
+    """One line for an error raised while working on a host (escaped and cut: tfrig.ui.one_line)."""
+    return one_line(_describe_error(exc))
+
+
+def _describe_error(exc: BaseException) -> str:
     if isinstance(exc, Exit):
         return str(exc.message or f"exited {exc.code}")
     if isinstance(exc, StepFailed):

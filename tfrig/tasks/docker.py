@@ -150,14 +150,19 @@ def toolkit(c, hosts=None, json=False):
 # --- the engine through the SDK -------------------------------------------------------------------
 
 
+def _engine_target(c: Any, hosts: str | None) -> targets.Target:
+    """The one target whose engine this task uses (checked under --dry too)."""
+    chosen = targets.resolve(c, hosts=hosts)
+    if len(chosen) > 1:
+        raise Exit("This docker task talks to one engine at a time; give one host.")
+    return chosen[0]
+
+
 def _engine(c: Any, hosts: str | None) -> Any:
     """The SDK client for this task's engine: local (or DOCKER_HOST), or a host's over ssh://."""
     from tfrig import engine
 
-    chosen = targets.resolve(c, hosts=hosts)
-    if len(chosen) > 1:
-        raise Exit("This docker task talks to one engine at a time; give one host.")
-    target = chosen[0]
+    target = _engine_target(c, hosts)
     if target.is_local:
         return engine.client()
     # Over tfrig's own connection: its key, and the host key checked as for every other task
@@ -215,6 +220,7 @@ def pull(c, version=None, gpu=False, jupyter=False, image=None, mirror=None, hos
     if c.config.run.dry:
         from tfrig.knowledge.images import mirrored
 
+        _engine_target(c, hosts)
         source = mirrored(wanted, mirror) if mirror else wanted
         print(f"would pull {source}" + (f" and tag it {wanted}" if mirror else ""), file=out)
         return
@@ -330,6 +336,7 @@ def run(
         }
         if gpu:
             request["device_requests"] = [{"Driver": "", "Count": -1, "Capabilities": [["gpu"]]}]
+        _engine_target(c, hosts)
         print("would create and start a container: " + _json_line(request), file=out)
         return
 

@@ -12,6 +12,7 @@ from invoke.exceptions import Exit
 from invoke.tasks import Task
 
 from tfrig.hosts.runner import current_task
+from tfrig.ui import one_line
 
 HOSTS_HELP = (
     "user@host:port, a VM tfrig made, or a glob of them; comma-separated "
@@ -107,7 +108,11 @@ class TfrigTask(Task):
         try:
             return super().__call__(*args, **kwargs)
         except ApiError as exc:  # a Compute API error no task step handled: one line, never a traceback
-            raise Exit(describe(exc)) from None
+            raise Exit(one_line(describe(exc))) from None
+        except Exit as exc:  # whatever value a message shows, it stays one line
+            if exc.message is None:
+                raise
+            raise Exit(one_line(str(exc.message)), code=exc.code) from None
         finally:
             current_task.reset(token)
 
