@@ -87,6 +87,12 @@ def test_the_state_folder_and_its_files_are_private(state_dir: Path):
         ("http://127.0.0.1:8888/lab?token=abcdef0123456789", "lab?token=***", "abcdef0123456789"),
         ("curl -u x https://user:pass@host/x password=hunter2 API_KEY=k-123", "password=***", "hunter2"),
         ("export API_KEY=k-123", "API_KEY=***", "k-123"),
+        # jupyter server list --json
+        ('{"base_url": "/", "token": "9f8e7d6c5b4a", "port": 8888}', '"token": "***"', "9f8e7d6c5b4a"),
+        ("pip install --index-url https://ghp_t0k3nvalue@pkgs.example/simple x", "https://***@pkgs", "ghp_t0k3nvalue"),
+        ("HF_TOKEN=hf_abcdef python train.py", "HF_TOKEN=***", "hf_abcdef"),
+        ("export WANDB_API_KEY='w4ndb k3y'", "WANDB_API_KEY=***", "w4ndb"),
+        ("AWS_SECRET_ACCESS_KEY=aws/s3cr3t+x", "AWS_SECRET_ACCESS_KEY=***", "aws/s3cr3t"),
     ],
 )
 def test_logs_never_hold_secrets(state_dir: Path, text: str, kept: str, secret: str):

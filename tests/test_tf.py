@@ -181,3 +181,39 @@ def test_versions_marks_what_fits(tfrig):
     assert [v for v, ok in fits.items() if ok] == []
     rows = json_of(tfrig("tf.versions", "--python", "3.10", "--driver", "470.82.01", "--json").out)
     assert [r["tensorflow"] for r in rows if r["fits"]][:2] == ["2.14.0", "2.13.0"]
+
+
+def test_an_index_credential_never_shows_in_the_process_list(tfrig, tmp_path):
+    """tf.install with an index URL that carries a password: while pip asks the index, nothing
+    in the process list holds the password, pip still sends it (from a private config file), and
+    the file is gone afterwards. The index here answers every page "not found" once it looked."""
+    import base64
+    import http.server
+    import threading
+
+    seen: dict[str, str] = {}
+
+    class Index(http.server.BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            if "ps" not in seen:  # pip is waiting on this answer: what does the process list show?
+                seen["ps"] = subprocess.run(["ps", "-ww", "-eo", "args"], capture_output=True, text=True).stdout
+                seen["auth"] = self.headers.get("Authorization", "")
+            self.send_error(404)
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Index)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        url = f"http://alice:s3cret-pw@127.0.0.1:{server.server_address[1]}/simple"
+        # Given in the environment, as a user keeps it out of their own command line.
+        installed = tfrig("tf.install", env={"HOME": str(tmp_path), "INVOKE_TF_INDEX_URL": url}, timeout=600)
+    finally:
+        server.shutdown()
+    assert installed.code != 0, installed.text  # the index has nothing
+    assert "ps" in seen, installed.text
+    assert "s3cret-pw" not in seen["ps"], [line for line in seen["ps"].splitlines() if "s3cret" in line]
+    assert base64.b64decode(seen["auth"].removeprefix("Basic ")) == b"alice:s3cret-pw"
+    assert not list((tmp_path / ".tfrig").glob("private-*"))
+    assert "s3cret-pw" not in installed.text

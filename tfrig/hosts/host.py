@@ -36,10 +36,17 @@ _print_lock = threading.Lock()
 
 _unwritable_log_said = threading.Event()
 # Secrets a command line or its output may carry: credentials in URLs (pip's --index-url
-# https://user:token@...), token= and password= values (Jupyter's URL).
+# https://user:token@..., and a token alone as the user, https://TOKEN@...), token= and password=
+# values (Jupyter's URL), the same keys in JSON (`jupyter server list --json`: "token": "..."),
+# and variables named for secrets (HF_TOKEN=..., AWS_SECRET_ACCESS_KEY=..., WANDB_API_KEY=...).
+_SECRET_NAME = (
+    r"[A-Za-z0-9_]*(?:token|password|passwd|secret|api[_-]?key|access[_-]?key|credentials?|auth)[A-Za-z0-9_]*"
+)
 _SECRETS = (
     (re.compile(r"(\b[a-z][a-z0-9+.-]*://[^/\s:@]*:)[^@\s/]+@", re.I), r"\1***@"),
-    (re.compile(r"\b((?:token|password|passwd|secret|api[_-]?key)=)[^&\s'\"]+", re.I), r"\1***"),
+    (re.compile(r"(\b[a-z][a-z0-9+.-]*://)[^/\s:@]+@", re.I), r"\1***@"),
+    (re.compile(rf"\b({_SECRET_NAME}=)(?:\"[^\"]*\"|'[^']*'|[^&\s'\"]+)", re.I), r"\1***"),
+    (re.compile(rf"(\"{_SECRET_NAME}\"\s*:\s*)\"[^\"]*\"", re.I), r'\1"***"'),
 )
 
 
@@ -170,6 +177,28 @@ class Host:
             connection.keep_read_ahead(read, now)
         return {name: facts[name] for name in commands}
 
+    def with_private_file(self, content: str, command: str, variable: str) -> str:
+        """`command` run with `variable` naming a new file of `content` that only the login user
+        can read, removed when it ends: a secret that would show in the host's process list as
+        an argument goes there instead. The file is written over SFTP (or here, directly)."""
+        import secrets
+
+        name = f".tfrig/private-{secrets.token_hex(8)}"
+        if self.dry:
+            return f"{variable}=~/{name} {command}"
+        if self.target.is_local:
+            path = state.private_dir(Path.home() / ".tfrig") / name.split("/", 1)[1]
+            with os.fdopen(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600), "w") as out:
+                out.write(content)
+            where = shlex.quote(str(path))
+        else:
+            import io
+
+            self._run(f'umask 077 && mkdir -p "$HOME/.tfrig" && : > "$HOME/{name}"', sudo=False)
+            self.c.put(io.BytesIO(content.encode()), name)  # relative to the SFTP session's home
+            where = f'"$HOME/{name}"'
+        return f"{variable}={where} {command}; rc=$?; rm -f {where}; exit $rc"
+
     def change(self, command: str, *, sudo: bool = False, what: str | None = None, progress: str | None = None) -> str:
         """Run a command that changes the host; under --dry print it instead. Returns stdout.
         A long one names itself in `progress`: it is shown running with its elapsed time."""
@@ -185,10 +214,10 @@ class Host:
             result = self._run(command, sudo=sudo)
         self.log("change", command, result.exited, result.stdout + result.stderr)
         if result.failed:
-            tail = "\n".join((result.stderr or result.stdout).strip().splitlines()[-5:])
+            tail = " | ".join((result.stderr or result.stdout).strip().splitlines()[-5:])
             raise StepFailed(
-                f"{what or command.splitlines()[0][:120]} failed (exit {result.exited}): {tail}\n"
-                f"Full log: {self._log_path}"
+                f"{what or command.splitlines()[0][:120]} failed (exit {result.exited}): {tail}; "
+                f"full log: {self._log_path}"
             )
         return str(result.stdout)
 

@@ -126,7 +126,7 @@ def install(
         if env.tensorflow == plan.tf and not missing_pip:
             host.say(f"already done: TensorFlow {plan.tf} in {env.kind} {env.path}")
             return {**result, "changed": False}
-        options = _pip_options(c, host, index_url, find_links, no_index)
+        sources = _pip_sources(c, host, index_url, find_links, no_index)
         if not env.exists:
             host.say(f"{'completing' if env.python_version else 'creating'} venv {env.path}")
             host.script(
@@ -142,7 +142,7 @@ def install(
             + (" (was " + env.tensorflow + ")" if env.tensorflow else "")
         )
         host.change(
-            f"{env.python} -m pip install {' '.join(options)} {' '.join(shlex.quote(r) for r in requirements)}",
+            _pip_install(host, env.python, requirements, sources),
             what=f"pip install {' '.join(requirements)}",
             progress=f"pip install {plan.requirement}",
         )
@@ -336,22 +336,39 @@ def _check_index_url(c: Any, index_url: str | None) -> None:
         checked_url("index-url", chosen, ("https", "http", "file"))
 
 
-def _pip_options(c: Any, host: Host, index_url: str | None, find_links: str | None, no_index: bool) -> list[str]:
-    """pip's options for where packages come from; a --find-links folder is checked there on the
-    target before pip runs (pip would only warn and go to the index)."""
+def _pip_sources(
+    c: Any, host: Host, index_url: str | None, find_links: str | None, no_index: bool
+) -> tuple[list[str], str | None]:
+    """pip's options for where packages come from, and an index URL that carries a credential
+    (kept out of the options: see _pip_install). A --find-links folder is checked there on the
+    target before anything changes (pip would only warn and go to the index)."""
+    from urllib.parse import urlsplit
+
     options = ["--disable-pip-version-check", "-q"]
     index_url = _setting(c, "index_url", index_url)
     find_links = _setting(c, "find_links", find_links)
     local_links = find_links and "://" not in find_links and host.target.assumed is None
     if local_links and not host.fact(f"test -e {shell_path(str(find_links))}").ok:
         raise Exit(f"[{host.label}] --find-links {find_links}: no such folder there.")
-    if index_url:
+    secret_index = index_url if index_url and urlsplit(str(index_url)).username else None
+    if index_url and not secret_index:
         options += ["--index-url", shlex.quote(index_url)]
     if find_links:
         options += ["--find-links", shell_path(find_links)]
     if no_index:
         options.append("--no-index")
-    return options
+    return options, secret_index
+
+
+def _pip_install(host: Host, python: str, packages: list[str], sources: tuple[list[str], str | None]) -> str:
+    """The pip install command. An index URL with a credential goes to pip in a private config
+    file (PIP_CONFIG_FILE), never as an argument, which anyone on the host can read in the
+    process list; pip reads that file with RawConfigParser, so a % in the URL stays as it is."""
+    options, secret_index = sources
+    command = f"{python} -m pip install {' '.join(options)} {' '.join(shlex.quote(p) for p in packages)}"
+    if secret_index:
+        return host.with_private_file(f"[global]\nindex-url = {secret_index}\n", command, "PIP_CONFIG_FILE")
+    return command
 
 
 def _running_servers(host: Host, env: Environment) -> list[dict[str, Any]]:
@@ -403,9 +420,8 @@ def jupyter(
         raise Exit(f"[{host.label}] no TensorFlow in {env.path}: run `inv tf.install` first.")
     if not host.fact(f"{env.python} -m jupyter lab --version").ok:
         host.say(f"installing jupyterlab into {env.path}")
-        sources = " ".join(_pip_options(c, host, index_url, find_links, no_index))
         host.change(
-            f"{env.python} -m pip install {sources} jupyterlab",
+            _pip_install(host, env.python, ["jupyterlab"], _pip_sources(c, host, index_url, find_links, no_index)),
             what="pip install jupyterlab",
         )
     servers = [s for s in _running_servers(host, env) if int(s.get("port", 0)) == int(port)]
