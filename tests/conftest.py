@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import signal
 import socket
 import subprocess
 import sys
@@ -60,9 +61,41 @@ def run_cli(*argv: str, env: dict[str, str] | None = None, cwd: Path | None = No
     return Outcome(proc.returncode, proc.stdout, proc.stderr)
 
 
+# A deadline for what a test waits on (a process, a port, a file): waits poll for the event and end
+# as soon as it comes, so a generous deadline costs nothing when all is well and holds on a loaded
+# 2-core machine, where fixed 10-15 s limits failed.
+DEADLINE = 180.0
+
+# Every process a test starts (start_cli, track): stopped when the test ends, pass or fail.
+_started: list[subprocess.Popen[Any]] = []
+
+
+def track(proc: subprocess.Popen[Any]) -> subprocess.Popen[Any]:
+    """`proc`, stopped (with its process group, if it leads one) when the test ends."""
+    _started.append(proc)
+    return proc
+
+
+@pytest.fixture(autouse=True)
+def _stop_started_processes() -> Iterator[None]:
+    yield
+    while _started:
+        proc = _started.pop()
+        if proc.poll() is not None:
+            continue
+        with contextlib.suppress(ProcessLookupError):
+            if os.getpgid(proc.pid) == proc.pid:
+                os.killpg(proc.pid, signal.SIGKILL)
+            else:
+                proc.kill()
+        with contextlib.suppress(Exception):
+            proc.communicate(timeout=DEADLINE)
+
+
 def start_cli(*argv: str, env: dict[str, str], stderr: int = subprocess.PIPE) -> subprocess.Popen[str]:
-    """Start `tfrig ARGV` as run_cli does (no stdin, no terminal), for a test that acts while it runs."""
-    return subprocess.Popen(
+    """Start `tfrig ARGV` as run_cli does (no stdin, no terminal), for a test that acts while it
+    runs; in a session of its own, so that it and whatever it started are stopped at the end."""
+    proc = subprocess.Popen(
         [sys.executable, "-m", "tfrig", *argv],
         stdin=subprocess.DEVNULL,
         stdout=subprocess.PIPE,
@@ -70,7 +103,10 @@ def start_cli(*argv: str, env: dict[str, str], stderr: int = subprocess.PIPE) ->
         text=True,
         env={**os.environ, **env},
         cwd=ROOT,
+        start_new_session=True,
     )
+    track(proc)
+    return proc
 
 
 @pytest.fixture
@@ -148,13 +184,13 @@ def registry(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     try:
         wait_for(
             lambda: urllib.request.urlopen(f"http://127.0.0.1:{port}/v2/").status == 200,
-            20,
+            DEADLINE,
             "registry",
         )
         yield f"127.0.0.1:{port}"
     finally:
         proc.terminate()
-        proc.wait(10)
+        proc.wait(DEADLINE)
 
 
 # --- SSH hosts -----------------------------------------------------------------------------------
@@ -199,7 +235,7 @@ class SshHost:
         networks = self.container.attrs["NetworkSettings"]["Networks"]
         return str(next(iter(networks.values()))["IPAddress"])
 
-    def wait_for_ssh(self, timeout: float = 30) -> None:
+    def wait_for_ssh(self, timeout: float = DEADLINE) -> None:
         def banner() -> bool:
             with socket.create_connection((self.address, self.port), timeout=1) as sock:
                 return sock.recv(4).startswith(b"SSH-")

@@ -31,21 +31,9 @@ def env(fake: FakeCompute, tmp_path: Path, ssh_key: Path, state_dir: Path) -> di
     return {**fake.client_env(tmp_path, ssh_key), "TFRIG_STATE_DIR": str(state_dir)}
 
 
-@pytest.fixture
-def started() -> Iterator[list[subprocess.Popen[str]]]:
-    """Every process a test starts, stopped when it ends, pass or fail."""
-    procs: list[subprocess.Popen[str]] = []
-    yield procs
-    for proc in procs:
-        if proc.poll() is None:
-            proc.kill()
-            proc.communicate()
-
-
-def start(started: list[subprocess.Popen[str]], env: dict[str, str], *argv: str) -> subprocess.Popen[str]:
-    proc = start_cli(*argv, env=env, stderr=subprocess.STDOUT)
-    started.append(proc)
-    return proc
+def start(env: dict[str, str], *argv: str) -> subprocess.Popen[str]:
+    """A tfrig run going on beside the test (stopped at its end, as every start_cli is)."""
+    return start_cli(*argv, env=env, stderr=subprocess.STDOUT)
 
 
 def read_until(proc: subprocess.Popen[str], text: str) -> str:
@@ -63,13 +51,13 @@ def vms_in(fake: FakeCompute) -> set[str]:
     return {name for vms in fake.instances.values() for name in vms}
 
 
-def test_two_creates_of_one_name_make_one_vm_and_keep_its_record(fake, env, started):
+def test_two_creates_of_one_name_make_one_vm_and_keep_its_record(fake, env):
     """The second waits for the first, then adopts its VM: the record is never dropped."""
     fake.pause = INSERT_CALL
     args = ("gcp.create", "--yes", "--no-ssh-wait", "--name", "tfrig-alice")
-    first = start(started, env, *args)
+    first = start(env, *args)
     assert fake.paused.wait(60), "the first create never sent its insert"
-    second = start(started, env, *args)
+    second = start(env, *args)
     try:
         read_until(second, "tfrig-alice: waiting for gcp.create (pid")
     finally:
@@ -84,11 +72,11 @@ def test_two_creates_of_one_name_make_one_vm_and_keep_its_record(fake, env, star
     assert [p for p in fake.paths("POST") if p.endswith("/instances")] == ["POST /zones/us-central1-a/instances"]
 
 
-def test_a_delete_waits_for_the_create_in_flight_then_deletes_what_it_made(fake, env, started):
+def test_a_delete_waits_for_the_create_in_flight_then_deletes_what_it_made(fake, env):
     fake.pause = INSERT_CALL
-    creating = start(started, env, "gcp.create", "--yes", "--no-ssh-wait", "--name", "tfrig-alice")
+    creating = start(env, "gcp.create", "--yes", "--no-ssh-wait", "--name", "tfrig-alice")
     assert fake.paused.wait(60), "the create never sent its insert"
-    deleting = start(started, env, "gcp.delete", "--yes", "--name", "tfrig-alice")
+    deleting = start(env, "gcp.delete", "--yes", "--name", "tfrig-alice")
     try:
         read_until(deleting, "tfrig-alice: waiting for gcp.create (pid")
     finally:
@@ -101,13 +89,13 @@ def test_a_delete_waits_for_the_create_in_flight_then_deletes_what_it_made(fake,
     assert vms_in(fake) == set() and state.vms() == {}
 
 
-def test_a_delete_that_waited_too_long_says_who_holds_the_vm(fake, env, started):
+def test_a_delete_that_waited_too_long_says_who_holds_the_vm(fake, env):
     fake.pause = INSERT_CALL
-    creating = start(started, env, "gcp.create", "--yes", "--no-ssh-wait", "--name", "tfrig-alice")
+    creating = start(env, "gcp.create", "--yes", "--no-ssh-wait", "--name", "tfrig-alice")
     try:
         assert fake.paused.wait(60), "the create never sent its insert"
         short = {**env, "INVOKE_GCP_OPERATION_TIMEOUT": "1", "INVOKE_GCP_RUNNING_TIMEOUT": "1"}
-        deleting = start(started, short, "gcp.delete", "--yes", "--name", "tfrig-alice")
+        deleting = start(short, "gcp.delete", "--yes", "--name", "tfrig-alice")
         out, _ = deleting.communicate(timeout=120)
     finally:
         fake.release.set()
@@ -120,7 +108,7 @@ def test_a_delete_that_waited_too_long_says_who_holds_the_vm(fake, env, started)
     assert vms_in(fake) == {"tfrig-alice"} and "tfrig-alice" in state.vms()
 
 
-def test_a_delete_after_a_create_cut_off_moments_ago_keeps_the_record(fake, env, started, tfrig):
+def test_a_delete_after_a_create_cut_off_moments_ago_keeps_the_record(fake, env, tfrig):
     """No run holds the VM (its create was killed), no VM is there yet, but its insert may land:
     tfrig can't say "nothing billed", so it keeps the record and says when to look again."""
     state.record_vm(
@@ -147,14 +135,14 @@ def blocked_on_a_lock(pid: int) -> bool:
     )
 
 
-def test_ssh_config_reads_and_writes_under_tfrigs_lock(env, started, tmp_path):
+def test_ssh_config_reads_and_writes_under_tfrigs_lock(env, tmp_path):
     """While another run holds the lock, ssh-config waits; what that run wrote meanwhile is kept."""
     config = tmp_path / ".ssh" / "config"
     config.parent.mkdir()
     config.write_text("Host work\n    HostName work.example\n")
     state.record_vm("tfrig-alice", address="127.0.0.9", user="alice", ssh_key="/k/id", port=22, zone="us-central1-a")
     with state.exclusive():
-        writing = start(started, env, "gcp.ssh-config", "--name", "tfrig-alice")
+        writing = start(env, "gcp.ssh-config", "--name", "tfrig-alice")
         deadline = time.monotonic() + 60
         while not blocked_on_a_lock(writing.pid):
             assert writing.poll() is None, writing.communicate()[0]
@@ -167,11 +155,11 @@ def test_ssh_config_reads_and_writes_under_tfrigs_lock(env, started, tmp_path):
     assert "Host other\n" in text and "Host work\n" in text and "Host tfrig-alice\n" in text
 
 
-def test_parallel_ssh_config_runs_keep_every_block(env, started, tmp_path):
+def test_parallel_ssh_config_runs_keep_every_block(env, tmp_path):
     names = [f"tfrig-vm{i}" for i in range(8)]
     for i, name in enumerate(names):
         state.record_vm(name, address=f"127.0.0.{i + 2}", user="alice", ssh_key="/k/id", port=22, zone="us-central1-a")
-    runs = [start(started, env, "gcp.ssh-config", "--name", name) for name in names]
+    runs = [start(env, "gcp.ssh-config", "--name", name) for name in names]
     for run in runs:
         out, _ = run.communicate(timeout=120)
         assert run.returncode == 0, out

@@ -93,15 +93,19 @@ def test_on_a_terminal_a_live_line_says_it_waits_for_unattended_upgrades(sshd_fa
     import sys
     import time
 
+    from tests.conftest import DEADLINE, track
+
     host = sshd_factory(boot_lock=25)
     main, child = pty.openpty()
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "tfrig", "driver.prepare", "--no-headers", "-H", host.spec()],
-        stdin=child,
-        stdout=child,
-        stderr=child,
-        env={**os.environ, **ssh_env, "COLUMNS": "200", "TERM": "xterm"},
-        cwd=Path(__file__).resolve().parents[1],
+    proc = track(
+        subprocess.Popen(
+            [sys.executable, "-m", "tfrig", "driver.prepare", "--no-headers", "-H", host.spec()],
+            stdin=child,
+            stdout=child,
+            stderr=child,
+            env={**os.environ, **ssh_env, "COLUMNS": "200", "TERM": "xterm"},
+            cwd=Path(__file__).resolve().parents[1],
+        )
     )
     os.close(child)
     screen = b""
@@ -114,7 +118,7 @@ def test_on_a_terminal_a_live_line_says_it_waits_for_unattended_upgrades(sshd_fa
         if not chunk:
             break
         screen += chunk
-    proc.wait(30)
+    proc.wait(DEADLINE)
     os.close(main)
     text = screen.decode(errors="replace")
     assert proc.returncode == 0, text

@@ -16,7 +16,7 @@ from typing import Any
 
 import pytest
 
-from tests.conftest import ROOT, free_port, json_of, start_cli
+from tests.conftest import DEADLINE, ROOT, free_port, json_of, start_cli, track
 from tests.fakegce import FakeCompute
 from tfrig import state
 
@@ -176,13 +176,15 @@ def test_create_install_verify_then_work_on_the_vm(tfrig, cloud, env, tmp_path):
         == 0
     )
     local = free_port()
-    tunnel = subprocess.Popen(
-        [sys.executable, "-m", "tfrig", "gcp.tunnel", "--port", "8000", "--local-port", str(local)],
-        cwd=ROOT,
-        env={**os.environ, **env},
-        stdin=subprocess.DEVNULL,
-        stdout=subprocess.PIPE,
-        text=True,
+    tunnel = track(
+        subprocess.Popen(
+            [sys.executable, "-m", "tfrig", "gcp.tunnel", "--port", "8000", "--local-port", str(local)],
+            cwd=ROOT,
+            env={**os.environ, **env},
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            text=True,
+        )
     )
     try:
         assert tunnel.stdout is not None and "Ctrl-C closes it" in tunnel.stdout.readline()
@@ -197,7 +199,7 @@ def test_create_install_verify_then_work_on_the_vm(tfrig, cloud, env, tmp_path):
             pytest.fail("nothing answered through the tunnel")
     finally:
         tunnel.send_signal(signal.SIGINT)
-        rest, _ = tunnel.communicate(timeout=10)
+        rest, _ = tunnel.communicate(timeout=DEADLINE)
     assert rest.strip() == "tunnel closed" and tunnel.returncode == 0  # Ctrl-C, said in one line
 
     down = tfrig("gcp.down", "--delete", "--yes", env=env)
@@ -236,14 +238,16 @@ def test_count_three_fans_out_and_one_dead_host_hides_nothing(tfrig, cloud, env)
 def test_interrupted_during_tf_install_then_resumed_does_nothing_twice(cloud, env, state_dir):
     command = [sys.executable, "-m", "tfrig", "gcp.create", "--yes", "tf.install", "--no-index"]
     run_env = {**os.environ, **env, "TFRIG_STATE_DIR": str(state_dir)}
-    first = subprocess.Popen(
-        command,
-        cwd=ROOT,
-        env=run_env,
-        stdin=subprocess.DEVNULL,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
+    first = track(
+        subprocess.Popen(
+            command,
+            cwd=ROOT,
+            env=run_env,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
     )
     # The point the test controls: pip is running on the VM.
     deadline = time.monotonic() + 300
@@ -256,7 +260,7 @@ def test_interrupted_during_tf_install_then_resumed_does_nothing_twice(cloud, en
         first.kill()
         pytest.fail("pip never started on the VM")
     first.send_signal(signal.SIGKILL)
-    first.communicate(timeout=30)
+    first.communicate(timeout=DEADLINE)
     vm.exec("pkill -f 'm [p]ip install'")
 
     second = subprocess.run(
@@ -321,20 +325,22 @@ def test_ctrl_c_in_exec_stops_the_remote_command_and_passes_its_exit_code_on(tfr
 
     assert tfrig("gcp.create", "--yes", "--name", "tfrig-exec", env=env).code == 0
     vm = cloud.vms["tfrig-exec"]
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "tfrig", "gcp.exec", "--name", "tfrig-exec", "--cmd", "echo started; sleep 297"],
-        stdin=subprocess.DEVNULL,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        env={**os.environ, **env, "TFRIG_STATE_DIR": str(state_dir)},
+    proc = track(
+        subprocess.Popen(
+            [sys.executable, "-m", "tfrig", "gcp.exec", "--name", "tfrig-exec", "--cmd", "echo started; sleep 297"],
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            env={**os.environ, **env, "TFRIG_STATE_DIR": str(state_dir)},
+        )
     )
-    deadline = time.monotonic() + 60
+    deadline = time.monotonic() + DEADLINE
     while vm.exec("pgrep -f '^sleep 297'")[0] != 0:
         assert time.monotonic() < deadline and proc.poll() is None, "the command never started there"
         time.sleep(0.2)
     proc.send_signal(signal.SIGINT)
-    out, err = proc.communicate(timeout=60)
+    out, err = proc.communicate(timeout=DEADLINE)
     assert proc.returncode == 130, out + err
     assert "Traceback" not in err and "started" in out
     assert err.strip() == "stopping the command on every host (Ctrl-C again to leave it running)"

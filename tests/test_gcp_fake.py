@@ -20,7 +20,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import json_of, start_cli
+from tests.conftest import DEADLINE, json_of, start_cli
 from tests.fakegce import PREFIX, FakeCompute
 from tfrig import state
 
@@ -482,11 +482,11 @@ def test_ctrl_c_during_the_create_leaves_no_vm(fake, gcp_env, state_dir):
     env = {**gcp_env, "TFRIG_STATE_DIR": str(state_dir)}
     proc = start_cli("gcp.create", "--yes", "--name", "tfrig-alice", "--no-ssh-wait", env=env, stderr=subprocess.STDOUT)
     try:
-        assert fake.paused.wait(30), "the create never reached the operation wait"
+        assert fake.paused.wait(DEADLINE), "the create never reached the operation wait"
         proc.send_signal(signal.SIGINT)
     finally:
         fake.release.set()
-    out, _ = proc.communicate(timeout=60)
+    out, _ = proc.communicate(timeout=DEADLINE)
     assert proc.returncode != 0
     assert "the half-created VM in us-central1-a was deleted; nothing is left billing" in out
     assert fake.instances.get("us-central1-a", {}) == {}

@@ -14,7 +14,7 @@ from typing import Any
 
 import pytest
 
-from tests.conftest import SYSTEMD_IMAGE, missing, wait_for
+from tests.conftest import DEADLINE, SYSTEMD_IMAGE, missing, track, wait_for
 from tfrig import tfrun
 from tfrig.gce import idlestop
 from tfrig.hosts.host import SCRIPTS
@@ -120,34 +120,36 @@ def test_a_busy_gpu_keeps_the_vm_and_restarts_the_window(agent_host):
 
 
 def test_an_open_ssh_session_keeps_the_vm(agent_host, ssh_key):
-    session = subprocess.Popen(
-        [
-            "ssh",
-            "-i",
-            str(ssh_key),
-            "-p",
-            str(agent_host.port),
-            "-o",
-            "StrictHostKeyChecking=no",
-            "-o",
-            "UserKnownHostsFile=/dev/null",
-            "-o",
-            "BatchMode=yes",
-            f"tfrig@{agent_host.address}",
-            "sleep 60",
-        ],
-        stdin=subprocess.DEVNULL,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
+    session = track(
+        subprocess.Popen(
+            [
+                "ssh",
+                "-i",
+                str(ssh_key),
+                "-p",
+                str(agent_host.port),
+                "-o",
+                "StrictHostKeyChecking=no",
+                "-o",
+                "UserKnownHostsFile=/dev/null",
+                "-o",
+                "BatchMode=yes",
+                f"tfrig@{agent_host.address}",
+                "sleep 60",
+            ],
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
     )
     try:
-        wait_for(lambda: "tfrig@notty" in agent_host.exec("ps -eo args")[1], 20, "the SSH session")
+        wait_for(lambda: "tfrig@notty" in agent_host.exec("ps -eo args")[1], DEADLINE, "the SSH session")
         _idle_since(agent_host, 400)
         assert _agent(agent_host) == (0, "busy: 1 SSH session(s) open\n")
         assert not _powered_off(agent_host)
     finally:
         session.kill()
-    wait_for(lambda: "tfrig@notty" not in agent_host.exec("ps -eo args")[1], 20, "the session to end")
+    wait_for(lambda: "tfrig@notty" not in agent_host.exec("ps -eo args")[1], DEADLINE, "the session to end")
     _idle_since(agent_host, 400)
     _agent(agent_host)
     assert _powered_off(agent_host)

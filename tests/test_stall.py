@@ -5,7 +5,6 @@ for, and the end is one line."""
 from __future__ import annotations
 
 import socket
-import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -13,17 +12,6 @@ import pytest
 
 from tests.conftest import start_cli
 from tests.stallproxy import StallProxy
-
-
-@pytest.fixture
-def started() -> Iterator[list[subprocess.Popen[str]]]:
-    """Every process a test starts, stopped when it ends, pass or fail."""
-    procs: list[subprocess.Popen[str]] = []
-    yield procs
-    for proc in procs:
-        if proc.poll() is None:
-            proc.kill()
-            proc.communicate()
 
 
 @pytest.fixture
@@ -57,10 +45,9 @@ def test_a_copy_over_a_link_that_stalls_ends_in_one_line(tfrig, behind_proxy, tm
     assert last_line(copied.err) == f"[{spec}] the SSH connection to 127.0.0.1 stalled: no answer for 1.5 s"
 
 
-def test_a_command_whose_link_stalls_ends_in_one_line(behind_proxy, started):
+def test_a_command_whose_link_stalls_ends_in_one_line(behind_proxy):
     proxy, spec, env = behind_proxy
     running = start_cli("gcp.exec", "--cmd", "echo started; sleep 120", "--name", spec, env=env)
-    started.append(running)
     assert running.stdout is not None
     seen = ""
     for line in running.stdout:
@@ -74,7 +61,7 @@ def test_a_command_whose_link_stalls_ends_in_one_line(behind_proxy, started):
     assert "the SSH connection to 127.0.0.1 stalled: no answer for 1.5 s" in last_line(err)
 
 
-def test_a_compute_api_that_never_answers_says_what_it_waits_for(started, tmp_path):
+def test_a_compute_api_that_never_answers_says_what_it_waits_for(tmp_path):
     """The endpoint takes the connection and says nothing: past a few seconds tfrig says so,
     and again while it waits; it does not sit silent through its timeouts and retries."""
     silent = socket.create_server(("127.0.0.1", 0))
@@ -86,7 +73,6 @@ def test_a_compute_api_that_never_answers_says_what_it_waits_for(started, tmp_pa
             "HOME": str(tmp_path),
         }
         listing = start_cli("gcp.list", "--project", "tfrig-test", env=env)
-        started.append(listing)
         assert listing.stderr is not None
         first = listing.stderr.readline()
         assert first.startswith("waiting for the Compute API (Instances.aggregated_list): "), first

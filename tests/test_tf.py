@@ -12,7 +12,7 @@ import urllib.request
 
 import pytest
 
-from tests.conftest import free_port, json_docs, json_of
+from tests.conftest import DEADLINE, free_port, json_docs, json_of, track
 from tfrig.tasks.tf import diagnose_no_gpu, read_verify
 
 # What TensorFlow 2.21 logged here (no NVIDIA driver), and what others report (compat.yaml sources).
@@ -123,25 +123,27 @@ def test_install_and_verify_over_ssh_then_jupyter_through_a_tunnel(tfrig, sshd_f
     assert commands[1].endswith("query, table, pci: read ahead by an earlier task")
 
     local_port = free_port()
-    jupyter = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "tfrig",
-            "tf.jupyter",
-            "-H",
-            host.spec(),
-            "--find-links",
-            "/wheelhouse",
-            "--no-index",
-            "--local-port",
-            str(local_port),
-        ],
-        stdin=subprocess.DEVNULL,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-        env={**os.environ, **ssh_env, "TFRIG_STATE_DIR": str(state_dir)},
+    jupyter = track(
+        subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "tfrig",
+                "tf.jupyter",
+                "-H",
+                host.spec(),
+                "--find-links",
+                "/wheelhouse",
+                "--no-index",
+                "--local-port",
+                str(local_port),
+            ],
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+            env={**os.environ, **ssh_env, "TFRIG_STATE_DIR": str(state_dir)},
+        )
     )
     try:
         assert jupyter.stdout is not None
@@ -161,7 +163,7 @@ def test_install_and_verify_over_ssh_then_jupyter_through_a_tunnel(tfrig, sshd_f
         assert " 00000000:22B8 " not in listening
     finally:
         jupyter.send_signal(signal.SIGINT)
-        jupyter.wait(15)
+        jupyter.wait(DEADLINE)
 
 
 def test_an_unknown_version_is_refused_before_touching_the_host(tfrig):

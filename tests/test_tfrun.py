@@ -17,7 +17,7 @@ from typing import Any
 import pytest
 from invoke.exceptions import Exit
 
-from tests.conftest import TF_VENV, start_cli, wait_for
+from tests.conftest import DEADLINE, TF_VENV, start_cli, wait_for
 from tfrig import tfrun
 from tfrig.hosts.targets import Target, vm_target
 
@@ -380,7 +380,7 @@ def test_ctrl_c_stops_every_worker_on_every_host(job_hosts, ssh_env, tmp_path, s
             break
         if line.rstrip().endswith("] started"):
             started.append(line)
-    assert len(started) == 2, proc.communicate(timeout=30)
+    assert len(started) == 2, proc.communicate(timeout=DEADLINE)
     assert all(_running(h, "sleeps.py") for h in hosts)
     proc.send_signal(signal.SIGINT)
     out, err = proc.communicate(timeout=60)
