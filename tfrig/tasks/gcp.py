@@ -356,25 +356,23 @@ def _holding(c: Any, name: str | None, action: str, out: Any) -> Iterator[dict[s
 def start(c, name=None, json=False):
     """Start a stopped VM (its address may change) and make it the run's target."""
     with _holding(c, name, "gcp.start", info_stream(json)) as record:
-        _start(c, record, json)
+        cloud = settings(c, record.get("project"), record.get("zone")).cloud()
+        if c.config.run.dry:
+            print(f"would start {record['name']} in {record['zone']}")
+            return
+        finish(c, cloud, record["zone"], cloud.start(record["zone"], record["name"]), f"starting {record['name']}")
+        timing = Timing.of(c.config)
+        vm = wait_running(cloud, record["zone"], record["name"], timing.running, timing.poll)
+        from tfrig.hosts import hostkeys
 
-
-def _start(c: Any, record: dict[str, Any], json: bool) -> None:
-    cloud = settings(c, record.get("project"), record.get("zone")).cloud()
-    if c.config.run.dry:
-        print(f"would start {record['name']} in {record['zone']}")
-        return
-    finish(c, cloud, record["zone"], cloud.start(record["zone"], record["name"]), f"starting {record['name']}")
-    timing = Timing.of(c.config)
-    vm = wait_running(cloud, record["zone"], record["name"], timing.running, timing.poll)
-    from tfrig.hosts import hostkeys
-
-    earlier = hostkeys.pinned(hostkeys.host_name(record.get("address") or "", record.get("port")))
-    if record.get("address") and record["address"] != vm.address:
-        hostkeys.unpin(hostkeys.vm_host_name(record))
-    record = state.record_vm(record["name"], address=vm.address, internal_address=vm.internal_address, status=vm.status)
-    if earlier:  # the same VM and disk, maybe at a new address: its keys move with it
-        hostkeys.pin(hostkeys.host_name(vm.address, record.get("port")), earlier)
+        earlier = hostkeys.pinned(hostkeys.host_name(record.get("address") or "", record.get("port")))
+        if record.get("address") and record["address"] != vm.address:
+            hostkeys.unpin(hostkeys.vm_host_name(record))
+        record = state.record_vm(
+            record["name"], address=vm.address, internal_address=vm.internal_address, status=vm.status
+        )
+        if earlier:  # the same VM and disk, maybe at a new address: its keys move with it
+            hostkeys.pin(hostkeys.host_name(vm.address, record.get("port")), earlier)
     targets.carry(c.config, [targets.vm_target(record)])
     if json:
         print_json(record)
