@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -33,6 +34,29 @@ def test_both_commands_list_every_namespace(command, tmp_path):
     out = subprocess.run([binary, *command[1:]], cwd=cwd, capture_output=True, text=True, check=True).stdout
     for namespace in ("docker.", "gcp.", "driver.", "gpu.", "conda.", "tf."):
         assert namespace in out
+
+
+@pytest.mark.parametrize(
+    ("variable", "value", "line"),
+    [
+        ("INVOKE_TFRIG_CONNECT_TIMEOUT", "soon", "tfrig.connect_timeout in INVOKE_TFRIG_CONNECT_TIMEOUT is 'soon'"),
+        ("INVOKE_TFRIG_KEEPALIVE", "often", "tfrig.keepalive in INVOKE_TFRIG_KEEPALIVE is 'often'"),
+        ("INVOKE_TFRIG_YES", "perhaps", "tfrig.yes in INVOKE_TFRIG_YES is 'perhaps'"),
+    ],
+)
+def test_inv_refuses_a_wrongly_typed_variable_in_one_line(variable, value, line):
+    """Invoke casts INVOKE_* itself before any task runs; loading the collection checks them first."""
+    inv = str(Path(sys.executable).with_name("inv"))
+    done = subprocess.run(
+        [inv, "gpu.check", "--input", "/dev/null"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        env={**os.environ, variable: value},
+        stdin=subprocess.DEVNULL,
+    )
+    assert done.returncode == 1 and "Traceback" not in done.stderr, done.stderr
+    assert done.stderr.strip().startswith(line), done.stderr
 
 
 def test_tfrig_reads_invoke_yaml_in_the_current_folder(tfrig, tmp_path):
@@ -255,3 +279,13 @@ def test_py3_tags_of_old_releases_are_still_right(tfrig):
 def test_json_output_is_only_json(tfrig):
     result = tfrig("tf.versions", "--json")
     assert json_of(result.out)[0]["tensorflow"] == "2.21.0"
+
+
+def test_python_m_tfrig_in_a_folder_never_imports_the_folders_modules(tfrig, tmp_path):
+    """A cloned folder with invoke.py or yaml.py at its top: `python -m tfrig` there would import
+    them in place of the libraries (Python puts the current folder first); it does not."""
+    for module in ("invoke", "yaml", "fabric"):
+        (tmp_path / f"{module}.py").write_text(f"open({str(tmp_path / (module + '.ran'))!r}, 'w').close()\n")
+    listed = tfrig("--dry", "docker.pull", cwd=tmp_path)
+    assert listed.code == 0, listed.text
+    assert sorted(path.name for path in tmp_path.glob("*.ran")) == []
