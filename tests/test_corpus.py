@@ -422,3 +422,55 @@ def test_a_hostile_value_in_any_flag_is_shown_escaped_and_cut(task, flag, tmp_pa
         return
     assert len(lines) == 1, outcome.err[:2000]
     assert len(lines[0]) < 600, lines[0][:1000]
+
+
+NAMESPACE_TASK = {
+    "tfrig": ["driver.status", "-H", "me@127.0.0.1:{refused}"],
+    "gcp": ["gcp.create", "--yes"],
+    "docker": ["docker.pull"],
+    "driver": ["driver.install"],
+    "gpu": ["gpu.setup"],
+    "conda": ["conda.create"],
+    "tf": ["tf.install"],
+}
+
+
+def _text_settings() -> list[str]:
+    from tfrig.tasks import ns
+
+    return [
+        f"{namespace}.{key}"
+        for namespace, keys in ns.configuration().items()
+        if namespace in NAMESPACE_TASK
+        for key, default in keys.items()
+        if isinstance(default, str)
+    ]
+
+
+@pytest.mark.parametrize("setting", _text_settings())
+@pytest.mark.parametrize("source", ["environment", "file"])
+def test_a_hostile_value_in_any_text_setting_is_shown_escaped_and_cut(setting, source, tmp_path, refused_port):
+    """The same value as a setting, from an INVOKE_* variable or the user's ~/.invoke.yaml, read
+    by a task of its namespace under --dry: one short last line or a quiet run, never a traceback."""
+    import json
+
+    namespace, key = setting.split(".")
+    env = {
+        "HOME": str(tmp_path),
+        "TFRIG_STATE_DIR": str(tmp_path / "state"),
+        "INVOKE_GCP_PROJECT": "corpus-project",
+        "INVOKE_GCP_ENDPOINT": f"http://127.0.0.1:{refused_port}",
+        "INVOKE_GCP_CREDENTIALS": "anonymous",
+        "INVOKE_TFRIG_CONNECT_TIMEOUT": "3",
+    }
+    if source == "environment":
+        env[f"INVOKE_{namespace}_{key}".upper()] = HOSTILE_VALUE
+    else:  # JSON is YAML: the value written exactly
+        (tmp_path / ".invoke.yaml").write_text(json.dumps({namespace: {key: HOSTILE_VALUE}}))
+    argv = [part.format(refused=refused_port) for part in NAMESPACE_TASK[namespace]]
+    outcome = run_cli("--dry", *argv, env=env, cwd=tmp_path, timeout=120)
+    assert "Traceback" not in outcome.text, outcome.text[-3000:]
+    lines = [line for line in outcome.err.splitlines() if line.strip()]
+    assert all(len(line) < 1000 for line in lines), [line[:200] for line in lines]
+    if outcome.code != 0:
+        assert lines and len(lines[-1]) < 600, outcome.text[-1000:]

@@ -118,7 +118,7 @@ class Cloud:
         self, project: str, endpoint: str | None = None, credentials: str | None = None, retry_delay: float = 1.0
     ) -> None:
         self.project = project
-        self.endpoint = endpoint or None
+        self.endpoint = _checked_endpoint(endpoint) if endpoint else None
         self.retry_delay = retry_delay
         self.credentials = self._credentials(credentials)
         self._clients: dict[str, Any] = {}
@@ -349,6 +349,23 @@ class Cloud:
                 return OperationResult(name=operation, errors=_operation_errors(found))
             if time.monotonic() >= deadline:
                 raise ApiError(0, "TIMEOUT", f"operation {operation} in {zone} not done after {timeout:.0f} s")
+
+
+def _checked_endpoint(endpoint: str) -> str:
+    """gcp.endpoint as the client takes it: an http(s) URL of a host (and port), else one line."""
+    from urllib.parse import urlsplit
+
+    try:
+        parts = urlsplit(endpoint)
+        port_ok = parts.port is None or parts.port > 0
+    except ValueError:  # a port that is not a number
+        port_ok = False
+    if parts.scheme not in ("http", "https") or not parts.hostname or not port_ok or not endpoint.isprintable():
+        raise Exit(
+            f"gcp.endpoint {endpoint[:80]!r}: give the API's URL, e.g. https://compute.googleapis.com "
+            "(http:// only for a test API with gcp.credentials: anonymous)."
+        )
+    return endpoint
 
 
 PROGRESS_AFTER = 5.0  # seconds of silence before a call says what it waits for
