@@ -1050,3 +1050,41 @@ def test_create_never_adopts_a_colleagues_vm_of_the_same_name(tfrig, fake, gcp_e
         "choose another --name."
     )
     assert fake.paths() == [LOOKUP]
+
+
+# --- organization policies (issue 23) -------------------------------------------------------------
+
+POLICY_MESSAGES = {
+    # The API's words (compute-image-tools#1834, gardener-extension-provider-gcp#415).
+    "compute.vmExternalIpAccess": (
+        "Constraint constraints/compute.vmExternalIpAccess violated for project 123456789. Add instance "
+        "projects/tfrig-test/zones/{zone}/instances/tfrig-alice to the constraint to use external IP with it."
+    ),
+    "compute.trustedImageProjects": "Constraint constraints/compute.trustedImageProjects violated for project 123456789.",
+    "compute.someNewConstraint": "Constraint constraints/compute.someNewConstraint violated for project 123456789.",
+}
+
+
+@pytest.mark.parametrize(
+    ("constraint", "advice"),
+    [
+        ("compute.vmExternalIpAccess", "allows no external IP on this VM"),
+        (
+            "compute.trustedImageProjects",
+            "does not allow boot images from project ubuntu-os-cloud: give --image from a project it allows",
+        ),
+        ("compute.someNewConstraint", "refuses this create: ask your organization's admin what it allows"),
+    ],
+)
+def test_an_organization_policy_is_named_with_what_to_do_and_no_other_zone_is_tried(
+    tfrig, fake, gcp_env, constraint, advice
+):
+    for zone in ZONES:
+        fake.scenario.insert_errors[zone] = (412, "conditionNotMet", POLICY_MESSAGES[constraint].format(zone=zone))
+    refused = create(tfrig, gcp_env)
+    assert refused.code == 1, refused.text
+    last = refused.err.strip().splitlines()[-1]
+    assert last.startswith(f"the organization policy constraints/{constraint} {advice}"), last
+    assert last.endswith("; tfrig tries no other zone for it.")
+    assert len([p for p in fake.paths("POST") if p.endswith("/instances")]) == 1
+    assert state.vms() == {} and not any(fake.instances.values())

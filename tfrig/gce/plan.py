@@ -481,6 +481,44 @@ def scope_of(reason: str, message: str) -> str:
     return error_scopes().get(reason, "all")
 
 
+# Organization policy constraints a create meets in company projects (Google's foundation
+# blueprint enforces them: terraform-example-foundation 1-org/envs/shared/org_policy.tf). The API
+# refuses with 412 conditionNotMet, its message naming the constraint; tfrig says what it means for
+# its VM and what to do ({project}: the project, {image_project}: the boot image's project).
+_CONSTRAINT = re.compile(r"constraints/([A-Za-z0-9_.]+)")
+_POLICY_ADVICE = {
+    "compute.vmExternalIpAccess": (
+        "allows no external IP on this VM, and tfrig reaches its VMs over SSH at their external IP: ask your "
+        "organization's admin to allow one for project {project} (tfrig can't yet create internal-only VMs)"
+    ),
+    "compute.requireOsLogin": (
+        "requires OS Login, and tfrig logs in with a key in the VM's metadata, turning OS Login off for its VM: "
+        "ask your organization's admin to exempt project {project} (tfrig has no OS Login mode yet)"
+    ),
+    "compute.requireShieldedVm": (
+        "requires Shielded VMs with Secure Boot, which tfrig does not turn on (the NVIDIA driver it builds is "
+        "not signed for it): ask your organization's admin to exempt project {project}"
+    ),
+    "compute.trustedImageProjects": (
+        "does not allow boot images from project {image_project}: give --image from a project it allows (ask "
+        "your admin which), e.g. an image in your own: --image projects/{project}/global/images/NAME"
+    ),
+}
+
+
+def policy_refusal(message: str, project: str, source_image: str) -> str | None:
+    """One line for an insert an organization policy refused (None if the message names none)."""
+    match = _CONSTRAINT.search(message)
+    if match is None:
+        return None
+    image_project = source_image.split("/")[1] if source_image.startswith("projects/") else "of the image"
+    advice = _POLICY_ADVICE.get(match[1], "refuses this create: ask your organization's admin what it allows")
+    return (
+        f"the organization policy constraints/{match[1]} {advice.format(project=project, image_project=image_project)}"
+        "; tfrig tries no other zone for it."
+    )
+
+
 class Failover:
     """The zones still worth trying, in order, as attempts fail."""
 

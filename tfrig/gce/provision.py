@@ -381,6 +381,10 @@ def create_one(
                 raise CreateFailed(
                     f"a VM named {name} appeared in {zone} meanwhile; run the command again to adopt it"
                 ) from None
+            refused = gceplan.policy_refusal(exc.message, cloud.project, request.source_image)
+            if refused:  # an organization policy: no zone would do
+                forget(name)
+                raise CreateFailed(refused) from None
             scope = failover.failed(zone, exc.reason, exc.message, exc.zones_available)
             print(f"  {name}: {zone}: {exc.reason} ({scope} blocked)", file=out, flush=True)
             continue
@@ -398,6 +402,10 @@ def create_one(
             failover.attempts.append(gceplan.Attempt(zone, "created"))
             return zone
         error = result.errors[0]
+        refused = gceplan.policy_refusal(error["message"], cloud.project, request.source_image)
+        if refused:
+            forget(name)
+            raise CreateFailed(refused)
         scope = failover.failed(zone, error["code"], error["message"], error["zones_available"])
         print(f"  {name}: {zone}: {error['code']} ({scope} blocked)", file=out, flush=True)
     forget(name)
