@@ -103,6 +103,12 @@ class FakeCompute:
                 "allowed": [{"IPProtocol": "tcp", "ports": ["22"]}],
             }
         ]
+        # The project's VPC networks, each with its subnets by region (the auto-mode `default`
+        # network has one named `default` in every region); a test removes `default` to play an
+        # organization that skips it. Subnets other projects share with this one (a shared VPC's),
+        # by full path.
+        self.networks: dict[str, dict[str, str]] = {"default": {"*": "default"}}
+        self.shared_subnets: set[str] = set()
         self.instances: dict[str, dict[str, dict[str, Any]]] = {}
         self.operations: dict[str, dict[str, Any]] = {}
         self.calls: list[tuple[str, str]] = []
@@ -209,7 +215,7 @@ class FakeCompute:
         )
         for interface in interfaces:
             interface["networkIP"] = internal
-            for config in interface.setdefault("accessConfigs", [{}]):
+            for config in interface.get("accessConfigs", []):  # no access config: no external IP
                 config["natIP"] = address
         instance["networkInterfaces"] = interfaces
         return instance
@@ -298,6 +304,12 @@ class FakeCompute:
                 for zone, vms in sorted(self.instances.items())
             }
             return 200, self._page({k: v for k, v in found.items() if v["instances"]}, query)
+        if method == "GET" and (m := re.fullmatch(r"/global/networks/([^/]+)", route)):
+            if m[1] not in self.networks:
+                return _error(
+                    404, "notFound", f"The resource 'projects/{self.project}/global/networks/{m[1]}' was not found"
+                )
+            return 200, {"name": m[1], "selfLink": f"{self.endpoint}{PREFIX}{self.project}/global/networks/{m[1]}"}
         if method == "GET" and route == "/global/firewalls":
             if self.scenario.firewalls_forbidden:
                 return _error(
@@ -378,6 +390,9 @@ class FakeCompute:
             status, reason, message, *hint = self.scenario.insert_errors[zone]
             return _error(status, reason, message, zones_available=hint[0] if hint else None)
         target = f"{self.endpoint}{PREFIX}{self.project}/zones/{zone}/instances/{name}"
+        missing = self._missing_network(zone, body)
+        if missing:
+            return _error(404, "notFound", f"The resource '{missing}' was not found")
         refused = self._refusal(zone, body)
         if refused:
             return refused
@@ -415,6 +430,28 @@ class FakeCompute:
 
     def _quotas(self, where: str) -> dict[str, list[float]]:
         return self.project_quotas if where == "global" else self.regional.setdefault(where, {})
+
+    def _missing_network(self, zone: str, body: dict[str, Any]) -> str | None:
+        """The network or subnetwork an insert names that doesn't exist, as the API names it."""
+        region = zone.rsplit("-", 1)[0]
+        for interface in body.get("networkInterfaces") or [{"network": "global/networks/default"}]:
+            subnet = interface.get("subnetwork", "")
+            if subnet.startswith("projects/") and not subnet.startswith(f"projects/{self.project}/"):
+                if subnet not in self.shared_subnets:
+                    return subnet
+                continue
+            network = interface.get("network", "").rsplit("/", 1)[-1] or "default"
+            if network not in self.networks:
+                return f"projects/{self.project}/global/networks/{network}"
+            if subnet:
+                parts = re.fullmatch(r".*regions/([^/]+)/subnetworks/([^/]+)", subnet)
+                if parts is None:
+                    return subnet
+                subnet_region, subnet_name = parts.groups()
+                subnets = self.networks[network]
+                if subnet_region != region or subnets.get(subnet_region, subnets.get("*")) != subnet_name:
+                    return f"projects/{self.project}/regions/{subnet_region}/subnetworks/{subnet_name}"
+        return None
 
     def _refusal(self, zone: str, body: dict[str, Any]) -> tuple[int, dict[str, Any]] | None:
         """What the API refuses in the request itself: a disk type the series doesn't take, a

@@ -1088,3 +1088,110 @@ def test_an_organization_policy_is_named_with_what_to_do_and_no_other_zone_is_tr
     assert last.endswith("; tfrig tries no other zone for it.")
     assert len([p for p in fake.paths("POST") if p.endswith("/instances")]) == 1
     assert state.vms() == {} and not any(fake.instances.values())
+
+
+# --- networks without external IPs (issue 23, part 2) ---------------------------------------------
+
+
+def test_a_vm_without_an_external_ip_on_a_named_network_and_subnet_is_reached_inside(tfrig, fake, gcp_env):
+    fake.networks["ml-vpc"] = {"us-central1": "gpu-subnet", "europe-west4": "gpu-subnet"}
+    env = {**gcp_env, "INVOKE_GCP_SSH_VIA": "internal"}
+    made = create(tfrig, env, "--network", "ml-vpc", "--subnet", "gpu-subnet", "--no-external-ip", "--tags", "ssh,gpu")
+    assert made.code == 0, made.text
+    (zone,) = [z for z, vms in fake.instances.items() if vms]
+    body = fake.instances[zone]["tfrig-alice"]
+    (interface,) = body["networkInterfaces"]
+    assert interface["network"] == "global/networks/ml-vpc"
+    assert interface["subnetwork"] == f"regions/{zone.rsplit('-', 1)[0]}/subnetworks/gpu-subnet"
+    assert "accessConfigs" not in interface and body["tags"] == {"items": ["ssh", "gpu"]}
+    record = state.vms()["tfrig-alice"]
+    assert record["ssh_via"] == "internal" and record["address"] is None
+    shown = tfrig("--dry", "gcp.ssh", env=env)
+    assert shown.out.strip().endswith(f"alice@{record['internal_address']}"), shown.text
+
+
+def test_no_external_ip_without_a_way_in_is_refused_before_any_call(tfrig, fake, gcp_env):
+    refused = create(tfrig, gcp_env, "--no-external-ip")
+    assert refused.code == 1
+    assert refused.err.strip().startswith("--no-external-ip: tfrig would have no address to reach the VM at")
+    assert "gcp.ssh_via: internal" in refused.err and fake.calls == []
+
+
+def test_a_project_without_the_default_network_names_network_not_a_firewall_rule(tfrig, fake, gcp_env):
+    del fake.networks["default"]
+    fake.firewalls = []
+    refused = tfrig("gcp.create", "--yes", "--name", "tfrig-alice", env=gcp_env)
+    assert refused.code == 1
+    assert refused.err.strip().splitlines()[-1] == (
+        "Project tfrig-test has no network named default (organizations often skip creating it): pass --network "
+        "NAME (and --subnet) of one it has; `gcloud compute networks list --project tfrig-test` shows them."
+    )
+    assert fake.paths("POST") == []
+
+
+def test_a_network_missing_at_the_insert_is_one_line_and_no_other_zone(tfrig, fake, gcp_env):
+    refused = create(tfrig, gcp_env, "--network", "no-such-vpc")
+    assert refused.code == 1
+    assert refused.err.strip().splitlines()[-1].startswith("Project tfrig-test has no network named no-such-vpc:")
+    assert len(fake.paths("POST")) == 1 and state.vms() == {}
+
+
+def test_a_subnet_a_region_lacks_blocks_that_region_only(tfrig, fake, gcp_env):
+    fake.networks["ml-vpc"] = {"europe-west4": "gpu-subnet"}
+    made = create(tfrig, gcp_env, "--network", "ml-vpc", "--subnet", "gpu-subnet")
+    assert made.code == 0, made.text
+    assert next(z for z, vms in fake.instances.items() if vms).startswith("europe-west4-")
+
+
+def test_a_shared_vpc_subnet_pins_its_region_and_carries_the_network(tfrig, fake, gcp_env):
+    shared = "projects/host-project/regions/europe-west4/subnetworks/shared-gpu"
+    fake.shared_subnets.add(shared)
+    planned = tfrig("--dry", "gcp.create", "--yes", "--subnet", shared, env=gcp_env)
+    assert "the network's firewall is in project host-project: not checked for SSH" in planned.out, planned.text
+    made = create(tfrig, gcp_env, "--subnet", shared)
+    assert made.code == 0, made.text
+    (zone,) = [z for z, vms in fake.instances.items() if vms]
+    assert zone.startswith("europe-west4-")
+    assert fake.instances[zone]["tfrig-alice"]["networkInterfaces"][0]["subnetwork"] == shared
+
+
+def test_a_firewall_that_opens_ssh_to_a_tag_admits_a_vm_with_that_tag(tfrig, fake, gcp_env):
+    fake.firewalls = [
+        {
+            "name": "ssh-to-tagged",
+            "network": "global/networks/default",
+            "direction": "INGRESS",
+            "sourceRanges": ["0.0.0.0/0"],
+            "targetTags": ["ssh"],
+            "allowed": [{"IPProtocol": "tcp", "ports": ["22"]}],
+        }
+    ]
+    untagged = tfrig("gcp.create", "--yes", "--name", "tfrig-alice", env=gcp_env)
+    assert untagged.code == 1 and "pass --tags to match one" in untagged.err
+    tagged = tfrig("gcp.create", "--yes", "--name", "tfrig-alice", "--tags", "ssh", "--no-ssh-wait", env=gcp_env)
+    assert tagged.code == 0, tagged.text
+
+
+@pytest.mark.parametrize(
+    ("args", "line"),
+    [
+        (["--network", "Bad Net"], "--network 'Bad Net': give a network's name"),
+        (
+            ["--subnet", "projects/x/regions/nowhere/sub"],
+            "--subnet 'projects/x/regions/nowhere/sub': give a subnet's name",
+        ),
+        (["--tags", "ok,Not-OK"], "--tags: 'Not-OK' is not a network tag"),
+        (
+            ["--network", "vpc", "--subnet", "projects/h/regions/europe-west4/subnetworks/s"],
+            "--subnet projects/...: the network is the subnet's",
+        ),
+        (
+            ["--zone", "us-central1-a", "--subnet", "projects/h/regions/europe-west4/subnetworks/s"],
+            "--zone us-central1-a is not in europe-west4",
+        ),
+    ],
+)
+def test_bad_network_flags_are_refused_before_any_call(tfrig, fake, gcp_env, args, line):
+    refused = create(tfrig, gcp_env, *args)
+    assert refused.code == 1 and refused.err.strip().startswith(line), refused.err
+    assert fake.calls == []

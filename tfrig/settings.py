@@ -52,6 +52,7 @@ CHOICES = {
     "docker.install_method": ("repo", "distro", "script"),
     "driver.method": ("run", "apt"),
     "driver.module": ("", "open", "proprietary"),
+    "gcp.ssh_via": ("external", "internal"),  # tfrig.gce.plan.SSH_VIA
 }
 # Text settings that name a file or folder: a number there is a mistake (a version may be 2.15).
 PATHS = frozenset({"tfrig.ssh_key", "tfrig.known_hosts", "tf.venv", "tf.find_links", "conda.prefix"})

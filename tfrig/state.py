@@ -156,6 +156,7 @@ _FIELD_RULES: dict[str, re.Pattern[str]] = {
     "address": re.compile(r"[0-9A-Za-z][0-9A-Za-z.:-]*"),  # an IP or host name, never an option
     "internal_address": re.compile(r"[0-9A-Za-z][0-9A-Za-z.:-]*"),
     "user": re.compile(r"[a-z0-9_][a-z0-9_.-]{0,31}"),
+    "ssh_via": re.compile(r"external|internal"),
 }
 _TEXT_FIELDS = {"status", "ssh_key", "machine_type", "gpu", "request_id", "created", "idle_stop"}
 _NUMBER_FIELDS = {"since"}

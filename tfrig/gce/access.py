@@ -33,7 +33,7 @@ def ssh_argv(c: Any, record: dict[str, Any], extra: list[str] | None = None) -> 
     argv = ["ssh", *(f"-o{key}={value}" for key, value in ssh_options(c)), "-p", str(record.get("port") or 22)]
     if record.get("ssh_key"):
         argv += ["-i", record["ssh_key"]]
-    return argv + (extra or []) + [f"{record.get('user')}@{record['address']}"]
+    return argv + (extra or []) + [f"{record.get('user')}@{targets.vm_address(record)}"]
 
 
 BLOCK_START, BLOCK_END = "# >>> tfrig {name} >>>", "# <<< tfrig {name} <<<"
@@ -43,7 +43,7 @@ def ssh_config_block(record: dict[str, Any], options: list[tuple[str, str]]) -> 
     lines = [
         BLOCK_START.format(name=record["name"]),
         f"Host {record['name']}",
-        f"    HostName {record['address']}",
+        f"    HostName {targets.vm_address(record)}",
         f"    User {record.get('user')}",
         f"    Port {record.get('port') or 22}",
     ]

@@ -232,8 +232,18 @@ class Cloud:
         metadata = {item.key: item.value for item in found.common_instance_metadata.items}
         return {q.metric: (q.limit, q.usage) for q in found.quotas}, metadata
 
-    def ssh_access(self, network: str = "default") -> str:
-        """Whether SSH from the internet reaches tfrig's VMs on `network` (tfrig.gce.plan.ssh_verdict)."""
+    def has_network(self, network: str) -> bool:
+        try:
+            self.call("NetworksClient", "get", project=self.project, network=network)
+        except ApiError as exc:
+            if exc.status == 404:
+                return False
+            raise
+        return True
+
+    def ssh_access(self, network: str = "default", tags: tuple[str, ...] = ()) -> tuple[str, bool]:
+        """Whether SSH from the internet reaches tfrig's VMs on `network` with `tags`
+        (tfrig.gce.plan.ssh_verdict), and whether any firewall rule names that network."""
         from tfrig.gce.plan import ssh_verdict
 
         rules = []
@@ -252,7 +262,8 @@ class Cloud:
                     "denied": [(d.I_p_protocol, list(d.ports)) for d in rule.denied],
                 }
             )
-        return ssh_verdict(rules, network)
+        named = any(rule["network"].rstrip("/").rsplit("/", 1)[-1] == network for rule in rules)
+        return ssh_verdict(rules, network, tags), named
 
     def vms(self, name: str | None = None, tfrig_only: bool = True) -> list[Vm]:
         """VMs across all zones: tfrig's by label, or any with a given name."""

@@ -151,6 +151,66 @@ def label_value(text: str) -> str:
     return value[:54] + "-" + hashlib.sha256(text.encode()).hexdigest()[:8]
 
 
+_NAME_PART = r"[a-z]([-a-z0-9]{0,61}[a-z0-9])?"
+_NETWORK_PATH = re.compile(rf"^projects/(?P<project>[^/\s]+)/global/networks/(?P<name>{_NAME_PART})$")
+_SUBNET_PATH = re.compile(
+    rf"^projects/(?P<project>[^/\s]+)/regions/(?P<region>[a-z]+-[a-z]+\d+)/subnetworks/(?P<name>{_NAME_PART})$"
+)
+SSH_VIA = ("external", "internal")
+
+
+@dataclass(frozen=True)
+class Network:
+    """Where a VM's one interface goes (the Instance resource's networkInterfaces[0] and tags)."""
+
+    name: str = "default"  # the VPC's name: its firewall rules are read by it
+    project: str | None = None  # the VPC's project, when another (a shared VPC's host project)
+    subnet: str | None = None  # a subnet's name in the create's region, or its full path
+    region: str | None = None  # the region of a subnet given by its full path: the create stays there
+    external_ip: bool = True
+    tags: tuple[str, ...] = ()
+
+    def interface(self, zone: str) -> dict[str, Any]:
+        interface: dict[str, Any] = {}
+        if self.subnet and self.subnet.startswith("projects/"):
+            interface["subnetwork"] = self.subnet  # its network is the subnet's (a shared VPC's)
+        else:
+            owner = f"projects/{self.project}/" if self.project else ""
+            interface["network"] = f"{owner}global/networks/{self.name}"
+            if self.subnet:
+                interface["subnetwork"] = f"regions/{region_of(zone)}/subnetworks/{self.subnet}"
+        if self.external_ip:
+            interface["accessConfigs"] = [{"name": "External NAT", "type": "ONE_TO_ONE_NAT"}]
+        return interface
+
+
+def network_choice(network: str, subnet: str, external_ip: bool, tags: str) -> Network:
+    """--network (a name, or projects/P/global/networks/N), --subnet (a name in the create's region,
+    or projects/HOST/regions/R/subnetworks/S for a shared VPC's), --no-external-ip, --tags a,b.
+    Names as Compute Engine takes them (RFC 1035 labels; network tags the same, 63 at most:
+    cloud.google.com/vpc/docs/add-remove-network-tags)."""
+    name, project = network or "default", None
+    if network and (path := _NETWORK_PATH.match(network)):
+        name, project = path["name"], path["project"]
+    elif network and not NAME.match(network):
+        raise Invalid(f"--network {network[:80]!r}: give a network's name, or projects/PROJECT/global/networks/NAME.")
+    region = None
+    if subnet and (path := _SUBNET_PATH.match(subnet)):
+        if network:
+            raise Invalid("--subnet projects/...: the network is the subnet's; leave out --network.")
+        name, project, region = "", path["project"], path["region"]
+    elif subnet and not NAME.match(subnet):
+        raise Invalid(
+            f"--subnet {subnet[:80]!r}: give a subnet's name (in the region tfrig creates in), or "
+            "projects/HOST/regions/REGION/subnetworks/NAME for a shared VPC's."
+        )
+    tag_list = tuple(tag.strip() for tag in tags.split(",") if tag.strip()) if tags else ()
+    for tag in tag_list:
+        if not NAME.match(tag):
+            raise Invalid(f"--tags: {tag[:80]!r} is not a network tag (lowercase letters, digits, -, 63 at most).")
+    return Network(name, project, subnet or None, region, external_ip, tag_list)
+
+
 def default_name(user: str) -> str:
     cleaned = re.sub(r"[^a-z0-9-]", "-", user.lower()).strip("-") or "user"
     return check_name(f"tfrig-{cleaned}"[:63].rstrip("-"))
@@ -414,11 +474,11 @@ def _port_range_has(port: int, item: str) -> bool:
     return int(low) <= port <= int(high or low)
 
 
-def ssh_verdict(rules: list[dict[str, Any]], network: str = "default") -> str:
-    """Whether ingress tcp:22 from the internet reaches a VM tfrig creates (no network tags, no
+def ssh_verdict(rules: list[dict[str, Any]], network: str = "default", tags: tuple[str, ...] = ()) -> str:
+    """Whether ingress tcp:22 from the internet reaches a VM tfrig creates (network tags `tags`, no
     service account) on `network`, as VPC firewall rules decide: enabled ingress rules that apply
-    to every instance (no targetTags or targetServiceAccounts), by priority (lower first), a deny
-    before an allow of equal priority, and the implied deny at the end.
+    to it (no targetTags, or one of its tags; no targetServiceAccounts), by priority (lower first),
+    a deny before an allow of equal priority, and the implied deny at the end.
 
     "open"; "from RANGES" (allowed only from some source ranges); or why it is closed."""
     applicable = [
@@ -427,7 +487,7 @@ def ssh_verdict(rules: list[dict[str, Any]], network: str = "default") -> str:
         if not r.get("disabled")
         and r.get("direction", "INGRESS") == "INGRESS"
         and r.get("network", "").rstrip("/").rsplit("/", 1)[-1] == network
-        and not r.get("target_tags")
+        and (not r.get("target_tags") or set(r["target_tags"]) & set(tags))
         and not r.get("target_service_accounts")
         and r.get("source_ranges")  # rules with only source tags admit other VMs, not you
     ]
@@ -447,7 +507,9 @@ def ssh_verdict(rules: list[dict[str, Any]], network: str = "default") -> str:
             some += [source for source in rule["source_ranges"] if source not in some]
     if some:
         return "from " + ", ".join(some)
-    return "no rule that applies to every VM admits it (rules with target tags don't: tfrig's VMs have none)"
+    if tags:
+        return f"no rule that applies to a VM tagged {', '.join(tags)} admits it"
+    return "no rule that applies to every VM admits it (rules with target tags don't: pass --tags to match one)"
 
 
 # --- failover -------------------------------------------------------------------------------------
@@ -475,9 +537,12 @@ _BAD_REQUEST_MESSAGES = ("features are not compatible", "is not supported for", 
 
 def scope_of(reason: str, message: str) -> str:
     """What a failed create blocks: zone, region, or all (gce-errors.yaml). A project-wide quota
-    (GPUS_ALL_REGIONS, CPUS_ALL_REGIONS, any *_ALL_REGIONS) stops the search."""
+    (GPUS_ALL_REGIONS, CPUS_ALL_REGIONS, any *_ALL_REGIONS) stops the search; a subnet that a
+    region lacks ("The resource '.../regions/R/subnetworks/S' was not found") blocks that region."""
     if "_ALL_REGIONS" in message or any(text in message for text in _BAD_REQUEST_MESSAGES):
         return "all"
+    if reason == "notFound" and "/subnetworks/" in message:
+        return "region"
     return error_scopes().get(reason, "all")
 
 
@@ -504,6 +569,17 @@ _POLICY_ADVICE = {
         "your admin which), e.g. an image in your own: --image projects/{project}/global/images/NAME"
     ),
 }
+
+
+def network_refusal(message: str, project: str) -> str | None:
+    """One line for an insert naming a network the project lacks (None for any other error)."""
+    match = re.search(r"global/networks/([a-z0-9-]+)' was not found", message)
+    if match is None:
+        return None
+    return (
+        f"Project {project} has no network named {match[1]}: pass --network NAME (and --subnet) of one it has; "
+        f"`gcloud compute networks list --project {project}` shows them."
+    )
 
 
 def policy_refusal(message: str, project: str, source_image: str) -> str | None:

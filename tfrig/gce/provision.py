@@ -34,6 +34,8 @@ class CreateRequest:
     on_termination: str
     metadata: dict[str, str]
     owner: str  # the owner label's value (tfrig.gce.config.owner)
+    network: gceplan.Network = field(default_factory=gceplan.Network)
+    ssh_via: str = "external"  # how tfrig reaches the VM: its external or its internal address
     zones: list[str] = field(default_factory=list)  # where to try, in order (the pre-flight's answer)
 
     @property
@@ -75,16 +77,13 @@ def instance_body(request: CreateRequest, name: str, zone: str) -> dict[str, Any
                 },
             }
         ],
-        "networkInterfaces": [
-            {
-                "network": "global/networks/default",
-                "accessConfigs": [{"name": "External NAT", "type": "ONE_TO_ONE_NAT"}],
-            }
-        ],
+        "networkInterfaces": [request.network.interface(zone)],
         "scheduling": scheduling,
         "labels": {"created-by": "tfrig", gceplan.OWNER_LABEL: request.owner},
         "metadata": {"items": [{"key": k, "value": v} for k, v in request.metadata.items()]},
     }
+    if request.network.tags:  # what firewall rules with target tags match
+        body["tags"] = {"items": list(request.network.tags)}
     if request.gpu.family == "n1":  # other families come with their GPUs attached
         body["guestAccelerators"] = [
             {"acceleratorType": f"zones/{zone}/acceleratorTypes/{request.gpu.name}", "acceleratorCount": request.gpus}
@@ -118,14 +117,17 @@ def record_created(
         import datetime
 
         fields["created"] = datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
+        fields["ssh_via"] = request.ssh_via
     return state.record_vm(vm.name, **fields)
 
 
-def wait_running(cloud: Any, zone: str, name: str, timeout: float, poll: float) -> Any:
+def wait_running(cloud: Any, zone: str, name: str, timeout: float, poll: float, external: bool = True) -> Any:
+    """The VM once RUNNING with an address to reach it at (its external one, unless `external` is
+    False: a VM reached at its internal address)."""
     deadline = time.monotonic() + timeout
     while True:
         vm = cloud.get_vm(zone, name)
-        if vm is not None and vm.status == "RUNNING" and vm.address:
+        if vm is not None and vm.status == "RUNNING" and (vm.address if external else vm.internal_address):
             return vm
         if time.monotonic() > deadline:
             raise Exit(
@@ -205,7 +207,7 @@ def forget(name: str) -> None:
     from tfrig.hosts import hostkeys
 
     record = state.find_vm(name)
-    if record and record.get("address"):
+    if record and targets.vm_address(record):
         hostkeys.unpin(hostkeys.vm_host_name(record))
     state.forget_vm(name)
 
@@ -232,7 +234,8 @@ def wait_ssh(c: Any, record: dict[str, Any], timeout: float, out: Any) -> None:
             conn.close()
         time.sleep(2)
     raise Exit(
-        f"{record['name']} runs but SSH to {record.get('user')}@{record['address']} did not answer in {timeout:.0f} s "
+        f"{record['name']} runs but SSH to {record.get('user')}@{targets.vm_address(record)} did not answer in "
+        f"{timeout:.0f} s "
         f"({last}); it is recorded: retry with `inv gcp.ssh --name {record['name']}`, or delete it with "
         f"`inv gcp.delete --name {record['name']} --yes`."
     )
@@ -314,7 +317,8 @@ def adopt(
         if vm.status != "RUNNING" and not dry:
             print(f"{vm_name} exists in {vm.zone} ({vm.status}); starting it", file=out)
             finish(c, cloud, vm.zone, cloud.start(vm.zone, vm_name), f"starting {vm_name}", timing.operation)
-            vm = wait_running(cloud, vm.zone, vm_name, timing.running, timing.poll)
+            external = (known or {}).get("ssh_via") != "internal"
+            vm = wait_running(cloud, vm.zone, vm_name, timing.running, timing.poll, external)
         print(f"{vm_name} exists in {vm.zone} (created by tfrig): using it", file=out)
         known = known or {}
         if dry:  # --dry writes nothing, not even tfrig's own state
@@ -346,12 +350,20 @@ def create_vms(
         except CreateFailed as failed:
             failed.made = [r["name"] for r in records]
             raise
-        state.record_vm(vm_name, project=cfg.project, zone=landed, status="PROVISIONING", user=user, ssh_key=str(key))
-        vm = wait_running(cloud, landed, vm_name, timing.running, timing.poll)
+        state.record_vm(
+            vm_name,
+            project=cfg.project,
+            zone=landed,
+            status="PROVISIONING",
+            user=user,
+            ssh_key=str(key),
+            ssh_via=request.ssh_via,
+        )
+        vm = wait_running(cloud, landed, vm_name, timing.running, timing.poll, request.ssh_via == "external")
         records.append(record_created(cfg, vm, key, user, request))
         print(
             f"created {vm_name} in {landed} ({request.machine_type}, {request.gpus} x {request.gpu.name}) "
-            f"at {vm.address}",
+            f"at {targets.vm_address(records[-1])}",
             file=out,
         )
         failover.queue.insert(0, landed)  # the next VM tries the zone that had room first
@@ -381,8 +393,10 @@ def create_one(
                 raise CreateFailed(
                     f"a VM named {name} appeared in {zone} meanwhile; run the command again to adopt it"
                 ) from None
-            refused = gceplan.policy_refusal(exc.message, cloud.project, request.source_image)
-            if refused:  # an organization policy: no zone would do
+            refused = gceplan.policy_refusal(exc.message, cloud.project, request.source_image) or (
+                gceplan.network_refusal(exc.message, cloud.project)
+            )
+            if refused:  # an organization policy, a network that isn't there: no zone would do
                 forget(name)
                 raise CreateFailed(refused) from None
             scope = failover.failed(zone, exc.reason, exc.message, exc.zones_available)
@@ -475,7 +489,7 @@ def preflight(cloud: Any, cfg: Settings, request: CreateRequest, vms: int, ssh_w
             file=out,
         )
     if ssh_wait:
-        check_ssh_firewall(cloud, out)
+        check_ssh_firewall(cloud, request.network, request.ssh_via, out)
     offered = cloud.accelerator_zones(request.gpu.name)
     regions_offered = sorted({gceplan.region_of(z) for z in offered})
     ranked = gceprice.order_regions(
@@ -503,13 +517,20 @@ def preflight(cloud: Any, cfg: Settings, request: CreateRequest, vms: int, ssh_w
     return usable
 
 
-def check_ssh_firewall(cloud: Any, out: Any) -> None:
-    """Refuse a create whose SSH wait would time out behind the firewall; a firewall tfrig may not
-    read (403: no compute.firewalls.list, common) is said in one line and the create goes on."""
+def check_ssh_firewall(cloud: Any, network: gceplan.Network, ssh_via: str, out: Any) -> None:
+    """Refuse a create whose SSH wait would time out behind the firewall, or that names a network
+    the project lacks; a firewall tfrig may not read (403: no compute.firewalls.list, common), or
+    can't (a shared VPC's, in its host project), is said in one line and the create goes on."""
     from tfrig.gce.cloud import ApiError
 
+    if ssh_via == "internal":
+        print("SSH goes to the VM's internal address (gcp.ssh_via internal): the firewall is not checked", file=out)
+        return
+    if network.project not in (None, cloud.project) or not network.name:
+        print(f"the network's firewall is in project {network.project}: not checked for SSH", file=out)
+        return
     try:
-        verdict = cloud.ssh_access()
+        verdict, named = cloud.ssh_access(network.name, network.tags)
     except ApiError as exc:
         if exc.status != 403:
             raise
@@ -518,10 +539,18 @@ def check_ssh_firewall(cloud: Any, out: Any) -> None:
     if verdict.startswith("from "):
         print(f"the firewall admits SSH only {verdict}; the SSH wait needs this machine's address among them", file=out)
     elif verdict != "open":
+        if not named and not cloud.has_network(network.name):
+            raise Exit(
+                f"Project {cloud.project} has no network named {network.name}"
+                + (" (organizations often skip creating it)" if network.name == "default" else "")
+                + f": pass --network NAME (and --subnet) of one it has; `gcloud compute networks list --project "
+                f"{cloud.project}` shows them."
+            )
+        tagging = f" --target-tags {','.join(network.tags)}" if network.tags else ""
         raise Exit(
-            f"The firewall of network default does not admit SSH (tcp:22) to tfrig's VMs: {verdict}. Create a "
-            "rule (`gcloud compute firewall-rules create allow-ssh --network default --allow tcp:22`), "
-            "or pass --no-ssh-wait."
+            f"The firewall of network {network.name} does not admit SSH (tcp:22) to tfrig's VMs: {verdict}. Create a "
+            f"rule (`gcloud compute firewall-rules create allow-ssh --network {network.name} --allow tcp:22"
+            f"{tagging}`), or pass --no-ssh-wait."
         )
 
 

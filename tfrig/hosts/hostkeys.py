@@ -145,7 +145,9 @@ def host_name(host: str, port: int | None) -> str:
 
 def vm_host_name(record: Mapping[str, Any]) -> str:
     """The known-hosts name of a VM tfrig made, from its state record."""
-    return host_name(record["address"], record.get("port"))
+    from tfrig.hosts.targets import vm_address
+
+    return host_name(vm_address(record) or "", record.get("port"))
 
 
 def record(path: Path, name: str, key_type: str, key_base64: str) -> None:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 import re
 import weakref
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -86,9 +87,17 @@ def parse_hosts(spec: str) -> list[Target]:
     return targets
 
 
+def vm_address(record: Mapping[str, Any]) -> str | None:
+    """Where tfrig reaches a VM it created: its external address, or its internal one where it was
+    created to be reached that way (gcp.ssh_via internal, a VM with no external IP)."""
+    if record.get("ssh_via") == "internal":
+        return record.get("internal_address")
+    return record.get("address")
+
+
 def vm_target(record: dict[str, Any]) -> Target:
     """The SSH target of a VM that tfrig created (a state record)."""
-    address = record.get("address")
+    address = vm_address(record)
     if not address:
         raise Exit(
             f"VM {record['name']} has no address recorded; start it with `inv gcp.start --name {record['name']}`."

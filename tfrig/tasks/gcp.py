@@ -76,6 +76,12 @@ CREATE_HELP = {
     "count": "make N VMs, named NAME-1..NAME-N, spread over zones if one can't hold them all",
     "ssh_wait": "wait until SSH answers (default yes; --no-ssh-wait for scripts that connect later)",
     "idle_stop": "power the VM off by itself once its GPUs, SSH and tf.run have been idle this long, e.g. 30m",
+    "network": "the VPC network: a name, or projects/P/global/networks/N (default gcp.network, else default)",
+    "subnet": "a subnet's name in the region tfrig creates in, or projects/HOST/regions/R/subnetworks/S "
+    "(a shared VPC's: the create stays in R)",
+    "external_ip": "give the VM an external IP (default yes; --no-external-ip where a policy forbids one: "
+    "then set gcp.ssh_via internal)",
+    "tags": "network tags, comma-separated (firewall rules may target them)",
     "project": PROJECT_HELP,
     "yes": "don't ask before creating (the price is still shown); tfrig.yes does the same",
     "json": JSON_HELP,
@@ -99,6 +105,10 @@ def create(
     count=1,
     ssh_wait=True,
     idle_stop=None,
+    network=None,
+    subnet=None,
+    external_ip=True,
+    tags=None,
     project=None,
     yes=False,
     json=False,
@@ -126,15 +136,26 @@ def create(
         gceplan.check_sold(chosen_machine, spot)
         source_image, image_metadata = image_source(c, image or gcp.image)
         gceplan.check_image(chosen_machine, source_image)
+        where = gceplan.network_choice(network or gcp.network, subnet or gcp.subnet, external_ip, tags or gcp.tags)
+        if where.region and zone and gceplan.region_of(zone) != where.region:
+            raise gceplan.Invalid(f"--zone {zone} is not in {where.region}, the region of --subnet {subnet}.")
     except gceplan.Invalid as invalid:
         raise Exit(str(invalid)) from None
+    from tfrig.settings import setting_text
+
+    ssh_via = setting_text(c.config, "gcp", "ssh_via")
+    if not where.external_ip and ssh_via == "external":
+        raise Exit(
+            "--no-external-ip: tfrig would have no address to reach the VM at over SSH; set gcp.ssh_via: internal "
+            "(INVOKE_GCP_SSH_VIA=internal) when this machine is inside the VPC or on a VPN to it."
+        )
     idle_seconds = idlestop.window_seconds(idle_stop, "idle-stop") if idle_stop else None
     if idle_stop and not ssh_wait:
         raise Exit(
             "--idle-stop installs its agent over SSH: leave out --no-ssh-wait, or set it later with gcp.idle-stop."
         )
     timing = Timing.of(c.config)  # a bad setting is refused before anything is made (the SSH key)
-    cfg = settings(c, project, zone, region)
+    cfg = settings(c, project, zone, region or (None if zone else where.region))
     user = vm_user()
     key, public_key = ssh_key(c, dry)
     cloud = cfg.cloud()
@@ -152,6 +173,8 @@ def create(
         # boot, so tfrig pins them instead of trusting the first key it meets (tfrig.hosts.hostkeys).
         metadata={"ssh-keys": f"{user}:{public_key}", "enable-guest-attributes": "TRUE", **image_metadata},
         owner=owner(cloud),
+        network=where,
+        ssh_via=ssh_via,
     )
     # Each VM is held from the lookup to its record, so that a second create of the name waits and
     # then adopts it, and a delete waits for the insert (tfrig.state.vm_operation).
@@ -204,7 +227,7 @@ def create(
     else:
         for record in records:
             print(
-                f"{record['name']}: {record['zone']}, {record['address']}; "
+                f"{record['name']}: {record['zone']}, {targets.vm_address(record)}; "
                 "next: inv gpu.setup tf.install (or later with --name)"
             )
 
@@ -362,22 +385,24 @@ def start(c, name=None, json=False):
             return
         finish(c, cloud, record["zone"], cloud.start(record["zone"], record["name"]), f"starting {record['name']}")
         timing = Timing.of(c.config)
-        vm = wait_running(cloud, record["zone"], record["name"], timing.running, timing.poll)
+        external = record.get("ssh_via") != "internal"
+        vm = wait_running(cloud, record["zone"], record["name"], timing.running, timing.poll, external)
         from tfrig.hosts import hostkeys
 
-        earlier = hostkeys.pinned(hostkeys.host_name(record.get("address") or "", record.get("port")))
-        if record.get("address") and record["address"] != vm.address:
-            hostkeys.unpin(hostkeys.vm_host_name(record))
+        before = targets.vm_address(record)
+        earlier = hostkeys.pinned(hostkeys.vm_host_name(record)) if before else []
         record = state.record_vm(
             record["name"], address=vm.address, internal_address=vm.internal_address, status=vm.status
         )
+        if before and before != targets.vm_address(record):  # a new address may have been another VM's
+            hostkeys.unpin(hostkeys.host_name(before, record.get("port")))
         if earlier:  # the same VM and disk, maybe at a new address: its keys move with it
-            hostkeys.pin(hostkeys.host_name(vm.address, record.get("port")), earlier)
+            hostkeys.pin(hostkeys.vm_host_name(record), earlier)
     targets.carry(c.config, [targets.vm_target(record)])
     if json:
         print_json(record)
     else:
-        print(f"started {record['name']} at {vm.address}")
+        print(f"started {record['name']} at {targets.vm_address(record)}")
 
 
 @task(help={"name": NAME_HELP, "json": JSON_HELP})
@@ -785,6 +810,12 @@ ns.configure(
             "image": "ubuntu-24.04",
             "dlvm_family": "common-cu129-ubuntu-2404-nvidia-580",
             "disk_gb": 100,
+            "network": "",
+            "subnet": "",
+            "tags": "",
+            # How tfrig reaches its VMs: external (their external IP) or internal (their VPC
+            # address, from a machine inside the VPC or on a VPN to it).
+            "ssh_via": "external",
             "retry_delay": 1.0,
             "poll_interval": 2.0,
             "running_timeout": 300,
