@@ -15,7 +15,8 @@ from packaging.version import Version
 
 from tfrig.knowledge.catalog import compat
 from tfrig.knowledge.facts import Fact
-from tfrig.knowledge.nvsmi import PCI_PROBE, VERSION_COMMAND, nvidia_on_pci
+from tfrig.knowledge.nvsmi import PCI_PROBE, nvidia_on_pci
+from tfrig.knowledge.smirun import VERSION_COMMAND
 
 SECURE_BOOT_EFIVAR = "/sys/firmware/efi/efivars/SecureBoot-8be4df61-93ca-11d2-aa0d-00e098032b8c"
 

@@ -14,6 +14,8 @@ from typing import Any
 
 from packaging.version import Version
 
+from tfrig.knowledge.smirun import SMI_SECONDS, SMI_TIMED_OUT, bounded
+
 # The fields tfrig queries, in this order; a CSV without a header is read only in this order.
 QUERY_FIELDS = (
     "index",
@@ -24,28 +26,9 @@ QUERY_FIELDS = (
     "memory.used",
     "compute_cap",
 )
-# A hung GPU or driver can leave nvidia-smi waiting in the kernel for good, where no signal ends
-# it (and `timeout` would wait on it too): it runs in the background, and after SMI_SECONDS the
-# probe answers without it, exit 124, which diagnose_failure reads as "the driver does not answer".
-SMI_SECONDS = 20
-SMI_TIMED_OUT = 124
-
-
-def bounded(command: str) -> str:
-    """`command` (an nvidia-smi run) as a shell command that ends within SMI_SECONDS either way."""
-    ticks = SMI_SECONDS * 10
-    return (
-        f'f=$(mktemp) || exit 125; {command} >"$f" 2>&1 </dev/null & p=$!; i=0; '
-        f"while kill -0 $p 2>/dev/null && [ $i -lt {ticks} ]; do sleep 0.1; i=$((i+1)); done; "
-        f'if kill -0 $p 2>/dev/null; then kill -9 $p 2>/dev/null; cat "$f"; rm -f "$f"; exit {SMI_TIMED_OUT}; fi; '
-        f'wait $p; r=$?; cat "$f"; rm -f "$f"; exit $r'
-    )
-
-
 QUERY_COMMAND = bounded(f"nvidia-smi --query-gpu={','.join(QUERY_FIELDS)} --format=csv,noheader,nounits")
 TABLE_COMMAND = bounded("nvidia-smi")
 LIST_COMMAND = bounded("nvidia-smi -L")
-VERSION_COMMAND = bounded("nvidia-smi --query-gpu=driver_version --format=csv,noheader")
 
 # Current TensorFlow wheels carry code for sm_60 and newer (compat.yaml
 # tensorflow_builds.official_build_compute_capabilities).

@@ -10,7 +10,7 @@ from invoke.exceptions import Exit
 
 from tfrig.hosts.host import Host
 from tfrig.hosts.runner import on_targets
-from tfrig.knowledge import nvsmi
+from tfrig.knowledge import smirun
 from tfrig.settings import setting
 from tfrig.tasks.taskdef import HOSTS_HELP, JSON_HELP, task
 
@@ -18,7 +18,7 @@ SCRIPT = "nvidia-driver.sh"
 
 STATUS_PROBES = {
     "module": "cat /sys/module/nvidia/version",
-    "smi": nvsmi.VERSION_COMMAND,
+    "smi": smirun.VERSION_COMMAND,
     "kernel": "uname -r",
     "dkms": "dkms status nvidia",
 }

@@ -22,7 +22,7 @@ from typing import Any
 from invoke import Collection
 from invoke.exceptions import Exit
 
-from tfrig import state, tfrun
+from tfrig import state
 from tfrig.gce import idlestop
 from tfrig.gce import plan as gceplan
 from tfrig.gce.access import copy_files, replace_block, ssh_argv, ssh_config_block, ssh_options
@@ -705,6 +705,7 @@ def exec_(c, cmd, name=None, json=False):
     """Run a command on the VM in the TensorFlow env, streaming its output; its exit code is passed on."""
     if not cmd.strip():
         raise Exit('Give the command to run: --cmd "python train.py".')
+    from tfrig import tfrun
     from tfrig.hosts.host import Host, shell_path
     from tfrig.hosts.runner import on_targets
     from tfrig.steps.tfenv import environment
