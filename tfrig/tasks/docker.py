@@ -214,14 +214,14 @@ def _pull(c: Any, engine_client: Any, image: str, mirror: str | None, out: Any) 
 )
 def pull(c, version=None, gpu=False, jupyter=False, image=None, mirror=None, hosts=None, json=False):
     """Pull a TensorFlow image by intent (version, GPU, Jupyter), optionally through a mirror."""
+    from tfrig.knowledge.images import mirrored
+
     wanted = _tf_image(c, image, version, gpu, jupyter)
     mirror = _setting(c, "mirror", mirror) or None
+    source = mirrored(wanted, mirror) if mirror else wanted  # a bad --mirror: one line before any engine
     out = info_stream(json)
     if c.config.run.dry:
-        from tfrig.knowledge.images import mirrored
-
         _engine_target(c, hosts)
-        source = mirrored(wanted, mirror) if mirror else wanted
         print(f"would pull {source}" + (f" and tag it {wanted}" if mirror else ""), file=out)
         return
     engine_client = _engine(c, hosts)
