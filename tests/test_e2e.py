@@ -423,3 +423,20 @@ def test_create_with_idle_stop_on_a_vm_booted_by_systemd_sets_the_agent(tfrig, c
     assert vm.exec("cat /etc/tfrig/idle-stop.conf")[1].startswith("IDLE_SECONDS=1800\nGPU_THRESHOLD=10")
     listed = tfrig("gcp.list", "--json", env=env)
     assert [(r["name"], r["idle_stop"]) for r in json_of(listed.out)] == [("tfrig-alice", "30m")]
+
+
+def test_a_vm_without_an_external_ip_is_reached_at_its_internal_address(tfrig, cloud, env):
+    """As from a machine inside the VPC: no access config, so no external IP; its host keys are
+    pinned and SSH goes to its address on the network the VMs share, for every later task."""
+    inside = {**env, "INVOKE_GCP_SSH_VIA": "internal"}
+    made = tfrig("gcp.create", "--yes", "--no-external-ip", "driver.status", env=inside)
+    assert made.code == 0, made.text
+    vm = cloud.vms["tfrig-alice"]
+    internal = vm.internal_address()
+    assert f"created tfrig-alice in us-central1-a (n1-standard-4, 1 x nvidia-tesla-t4) at {internal}" in made.out
+    assert "target: tfrig-alice (driver.status)" in made.out
+    record = state.vms()["tfrig-alice"]
+    assert record["address"] is None and record["internal_address"] == internal
+    ran = tfrig("gcp.exec", "--cmd", "echo reached", env=inside)
+    assert ran.code == 0 and "reached" in ran.out, ran.text
+    assert tfrig("gcp.delete", "--yes", env=inside).code == 0
