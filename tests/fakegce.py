@@ -109,6 +109,7 @@ class FakeCompute:
         # by full path.
         self.networks: dict[str, dict[str, str]] = {"default": {"*": "default"}}
         self.shared_subnets: set[str] = set()
+        self.routers: dict[str, list[dict[str, Any]]] = {}  # region -> Cloud Routers (REST JSON)
         self.instances: dict[str, dict[str, dict[str, Any]]] = {}
         self.operations: dict[str, dict[str, Any]] = {}
         self.calls: list[tuple[str, str]] = []
@@ -304,6 +305,8 @@ class FakeCompute:
                 for zone, vms in sorted(self.instances.items())
             }
             return 200, self._page({k: v for k, v in found.items() if v["instances"]}, query)
+        if method == "GET" and (m := re.fullmatch(r"/regions/([^/]+)/routers", route)):
+            return 200, {"items": self.routers.get(m[1], [])}
         if method == "GET" and (m := re.fullmatch(r"/global/networks/([^/]+)", route)):
             if m[1] not in self.networks:
                 return _error(

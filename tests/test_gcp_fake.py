@@ -17,6 +17,7 @@ import time
 import urllib.parse
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -1195,3 +1196,44 @@ def test_bad_network_flags_are_refused_before_any_call(tfrig, fake, gcp_env, arg
     refused = create(tfrig, gcp_env, *args)
     assert refused.code == 1 and refused.err.strip().startswith(line), refused.err
     assert fake.calls == []
+
+
+def nat_router(network: str, mode: str, subnets: list[str] | None = None) -> dict[str, Any]:
+    nat: dict[str, Any] = {"name": "nat", "sourceSubnetworkIpRangesToNat": mode}
+    if subnets:
+        nat["subnetworks"] = [{"name": f"regions/europe-west4/subnetworks/{s}"} for s in subnets]
+    return {"name": "router", "network": f"global/networks/{network}", "nats": [nat]}
+
+
+@pytest.mark.parametrize(
+    ("routers", "missing"),
+    [
+        ({}, "us-central1, europe-west4"),
+        ({"europe-west4": [nat_router("ml-vpc", "ALL_SUBNETWORKS_ALL_IP_RANGES")]}, "us-central1"),
+        ({"europe-west4": [nat_router("ml-vpc", "LIST_OF_SUBNETWORKS", ["gpu-subnet"])]}, "us-central1"),
+        ({"europe-west4": [nat_router("ml-vpc", "LIST_OF_SUBNETWORKS", ["other"])]}, "us-central1, europe-west4"),
+        ({"europe-west4": [nat_router("default", "ALL_SUBNETWORKS_ALL_IP_RANGES")]}, "us-central1, europe-west4"),
+    ],
+)
+def test_without_an_external_ip_a_region_without_cloud_nat_is_said_with_the_mirrors(
+    tfrig, fake, gcp_env, routers, missing
+):
+    fake.networks["ml-vpc"] = {"us-central1": "gpu-subnet", "europe-west4": "gpu-subnet"}
+    fake.routers = {"us-central1": [], **routers}
+    env = {**gcp_env, "INVOKE_GCP_SSH_VIA": "internal"}
+    planned = tfrig("--dry", "gcp.create", "--network", "ml-vpc", "--subnet", "gpu-subnet", "--no-external-ip", env=env)
+    assert planned.code == 0, planned.text
+    note = next(line for line in planned.out.splitlines() if line.startswith("no Cloud NAT"))
+    assert note.startswith(f"no Cloud NAT for network ml-vpc in {missing}: ")
+    assert "driver.download_base, tf.find_links and docker.mirror" in note
+
+
+def test_with_cloud_nat_everywhere_nothing_is_said(tfrig, fake, gcp_env):
+    fake.networks["ml-vpc"] = {"us-central1": "gpu-subnet", "europe-west4": "gpu-subnet"}
+    fake.routers = {r: [nat_router("ml-vpc", "ALL_SUBNETWORKS_ALL_IP_RANGES")] for r in ("us-central1", "europe-west4")}
+    env = {**gcp_env, "INVOKE_GCP_SSH_VIA": "internal"}
+    planned = tfrig("--dry", "gcp.create", "--network", "ml-vpc", "--subnet", "gpu-subnet", "--no-external-ip", env=env)
+    assert planned.code == 0 and "Cloud NAT" not in planned.out, planned.text
+    read = len([p for p in fake.paths() if p.endswith("/routers")])
+    routed = tfrig("--dry", "gcp.create", env=gcp_env)  # with an external IP: no router is read
+    assert routed.code == 0 and len([p for p in fake.paths() if p.endswith("/routers")]) == read

@@ -232,6 +232,20 @@ class Cloud:
         metadata = {item.key: item.value for item in found.common_instance_metadata.items}
         return {q.metric: (q.limit, q.usage) for q in found.quotas}, metadata
 
+    def has_nat(self, region: str, network: str, subnet: str) -> bool:
+        """Whether a Cloud Router in `region` gives `subnet` of `network` NAT (a Router's `nats`:
+        sourceSubnetworkIpRangesToNat ALL_SUBNETWORKS_*, or LIST_OF_SUBNETWORKS naming it)."""
+        for router in self.call("RoutersClient", "list", project=self.project, region=region):
+            if _last(router.network) != network:
+                continue
+            for nat in router.nats:
+                mode = nat.source_subnetwork_ip_ranges_to_nat
+                if mode.startswith("ALL_SUBNETWORKS"):
+                    return True
+                if mode == "LIST_OF_SUBNETWORKS" and any(_last(item.name) == subnet for item in nat.subnetworks):
+                    return True
+        return False
+
     def has_network(self, network: str) -> bool:
         try:
             self.call("NetworksClient", "get", project=self.project, network=network)

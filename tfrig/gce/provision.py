@@ -510,6 +510,8 @@ def preflight(cloud: Any, cfg: Settings, request: CreateRequest, vms: int, ssh_w
     if check.unknown:
         print(f"quota not listed by the API, so not checked: {', '.join(check.unknown)}; trying anyway", file=out)
     usable = [z for z in zones if gceplan.region_of(z) in check.regions]
+    if not request.network.external_ip:
+        check_nat(cloud, request.network, list(dict.fromkeys(gceplan.region_of(z) for z in usable)), out)
     skipped = sorted({q.where for q in check.short})
     if skipped:
         shorts = sorted({q.metric for q in check.short})
@@ -551,6 +553,31 @@ def check_ssh_firewall(cloud: Any, network: gceplan.Network, ssh_via: str, out: 
             f"The firewall of network {network.name} does not admit SSH (tcp:22) to tfrig's VMs: {verdict}. Create a "
             f"rule (`gcloud compute firewall-rules create allow-ssh --network {network.name} --allow tcp:22"
             f"{tagging}`), or pass --no-ssh-wait."
+        )
+
+
+def check_nat(cloud: Any, network: gceplan.Network, regions: list[str], out: Any) -> None:
+    """A VM with no external IP reaches the internet only through Cloud NAT: say where there is
+    none, and what then fails and what to point elsewhere. A note, not a refusal: mirrors or a
+    proxy may serve it."""
+    from tfrig.gce.cloud import ApiError
+
+    if network.project not in (None, cloud.project) or not network.name:
+        print(f"Cloud NAT of the network in project {network.project} not checked", file=out)
+        return
+    subnet = network.subnet or network.name  # an auto-mode network's subnets carry its name
+    try:
+        missing = [region for region in regions if not cloud.has_nat(region, network.name, subnet)]
+    except ApiError as exc:
+        print(f"couldn't check Cloud NAT ({exc.reason}); going on", file=out)
+        return
+    if missing:
+        print(
+            f"no Cloud NAT for network {network.name} in {', '.join(missing)}: a VM there without an external IP "
+            "can't reach the internet, so the NVIDIA driver download, pip and Docker Hub fail; point "
+            "driver.download_base, tf.find_links and docker.mirror at what it reaches (Private Google Access "
+            "reaches storage.googleapis.com), or add NAT (`gcloud compute routers nats create`)",
+            file=out,
         )
 
 
