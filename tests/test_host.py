@@ -113,3 +113,24 @@ def test_hosts_may_name_vms_from_the_state_and_globs_of_them():
     ]
     with pytest.raises(Exit, match="'nope-\\*' matches no VM in tfrig's state"):
         targets.parse_hosts("nope-*")
+
+
+@pytest.mark.slow
+def test_a_private_file_reaches_a_host_over_sftp_readable_by_its_user_only_and_is_removed(
+    sshd_factory, ssh_key, known_hosts
+):
+    """What an index URL with a password travels in (tf.install, tf.jupyter): written over SFTP,
+    never on a command line; 0600; gone once the command ends, failed or not."""
+    from tfrig.hosts.host import connect
+
+    remote = sshd_factory()
+    config = Config(overrides={"tfrig": {"ssh_key": str(ssh_key), "known_hosts": str(known_hosts)}})
+    target = targets.parse_hosts(remote.spec())[0]
+    host = Host(connect(Context(config), target), target)
+    shown = host.change(
+        host.with_private_file("index-url = https://u:pw@x/simple\n", 'stat -c %a "$CONF"; cat "$CONF"', "CONF")
+    )
+    assert shown.splitlines() == ["600", "index-url = https://u:pw@x/simple"]
+    with pytest.raises(StepFailed):
+        host.change(host.with_private_file("secret\n", "exit 3", "CONF"))
+    assert remote.exec("ls -A /home/tfrig/.tfrig | grep -c private")[1].strip() == "0"

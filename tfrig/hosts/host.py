@@ -178,9 +178,9 @@ class Host:
         return {name: facts[name] for name in commands}
 
     def with_private_file(self, content: str, command: str, variable: str) -> str:
-        """`command` run with `variable` naming a new file of `content` that only the login user
-        can read, removed when it ends: a secret that would show in the host's process list as
-        an argument goes there instead. The file is written over SFTP (or here, directly)."""
+        """`command` run with `variable` (exported) naming a new file of `content` that only the
+        login user can read, removed when the shell ends: a secret that would show in the host's
+        process list as an argument goes there instead. Written over SFTP (or here, directly)."""
         import secrets
 
         name = f".tfrig/private-{secrets.token_hex(8)}"
@@ -197,7 +197,9 @@ class Host:
             self._run(f'umask 077 && mkdir -p "$HOME/.tfrig" && : > "$HOME/{name}"', sudo=False)
             self.c.put(io.BytesIO(content.encode()), name)  # relative to the SFTP session's home
             where = f'"$HOME/{name}"'
-        return f"{variable}={where} {command}; rc=$?; rm -f {where}; exit $rc"
+        # Removed however the shell ends: the command's own `exit`, a failure, a dropped connection.
+        removal = shlex.quote(f"rm -f {where}")
+        return f"trap {removal} EXIT; trap 'exit 129' HUP INT TERM; export {variable}={where}; {command}"
 
     def change(self, command: str, *, sudo: bool = False, what: str | None = None, progress: str | None = None) -> str:
         """Run a command that changes the host; under --dry print it instead. Returns stdout.
