@@ -10,6 +10,7 @@ they differ (sudo -E, a test), the config under $HOME is named with -F, as tfrig
 
 from __future__ import annotations
 
+import functools
 import os
 import pwd
 import shutil
@@ -54,9 +55,11 @@ def _options(ssh: str, host: str, config: list[str]) -> dict[str, list[str]]:
     return options
 
 
+@functools.cache
 def resolved(host: str) -> str | None:
     """The host's settings from the user's ssh config as a paramiko config text (one `Host *`
-    block), or None where ssh is not installed (paramiko then reads the files itself)."""
+    block), or None where ssh is not installed (paramiko then reads the files itself). Read once
+    per host and run: the SSH wait and each task connect again, and ssh -G runs twice each time."""
     ssh = shutil.which("ssh")
     if ssh is None:
         return None
