@@ -8,10 +8,11 @@ import subprocess
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
-from tests.conftest import start_cli
+from tests.conftest import DEADLINE, start_cli
 from tests.fakegce import FakeCompute
 from tfrig import state
 
@@ -51,19 +52,27 @@ def vms_in(fake: FakeCompute) -> set[str]:
     return {name for vms in fake.instances.values() for name in vms}
 
 
-def test_two_creates_of_one_name_make_one_vm_and_keep_its_record(fake, env):
-    """The second waits for the first, then adopts its VM: the record is never dropped."""
+def beside_a_create_in_flight(fake: FakeCompute, env: dict[str, str], *argv: str) -> tuple[Any, str, Any, str]:
+    """A create of tfrig-alice held at its insert, and `argv` started beside it and seen waiting
+    for it; then the insert goes on. Both runs, ended, with their output."""
     fake.pause = INSERT_CALL
-    args = ("gcp.create", "--yes", "--no-ssh-wait", "--name", "tfrig-alice")
-    first = start(env, *args)
-    assert fake.paused.wait(60), "the first create never sent its insert"
-    second = start(env, *args)
+    creating = start(env, "gcp.create", "--yes", "--no-ssh-wait", "--name", "tfrig-alice")
+    assert fake.paused.wait(DEADLINE), "the create never sent its insert"
+    other = start(env, *argv)
     try:
-        read_until(second, "tfrig-alice: waiting for gcp.create (pid")
+        read_until(other, "tfrig-alice: waiting for gcp.create (pid")
     finally:
         fake.release.set()
-    first_out, _ = first.communicate(timeout=120)
-    second_out, _ = second.communicate(timeout=120)
+    created, _ = creating.communicate(timeout=DEADLINE)
+    other_out, _ = other.communicate(timeout=DEADLINE)
+    return creating, created, other, other_out
+
+
+def test_two_creates_of_one_name_make_one_vm_and_keep_its_record(fake, env):
+    """The second waits for the first, then adopts its VM: the record is never dropped."""
+    first, first_out, second, second_out = beside_a_create_in_flight(
+        fake, env, "gcp.create", "--yes", "--no-ssh-wait", "--name", "tfrig-alice"
+    )
     assert first.returncode == 0, first_out
     assert second.returncode == 0, second_out
     assert "exists in us-central1-a (created by tfrig): using it" in second_out
@@ -73,16 +82,9 @@ def test_two_creates_of_one_name_make_one_vm_and_keep_its_record(fake, env):
 
 
 def test_a_delete_waits_for_the_create_in_flight_then_deletes_what_it_made(fake, env):
-    fake.pause = INSERT_CALL
-    creating = start(env, "gcp.create", "--yes", "--no-ssh-wait", "--name", "tfrig-alice")
-    assert fake.paused.wait(60), "the create never sent its insert"
-    deleting = start(env, "gcp.delete", "--yes", "--name", "tfrig-alice")
-    try:
-        read_until(deleting, "tfrig-alice: waiting for gcp.create (pid")
-    finally:
-        fake.release.set()
-    created, _ = creating.communicate(timeout=120)
-    deleted, _ = deleting.communicate(timeout=120)
+    creating, created, deleting, deleted = beside_a_create_in_flight(
+        fake, env, "gcp.delete", "--yes", "--name", "tfrig-alice"
+    )
     assert creating.returncode == 0, created
     assert deleting.returncode == 0, deleted
     assert "deleted tfrig-alice (us-central1-a): nothing of it is billed any more" in deleted
@@ -93,10 +95,10 @@ def test_a_delete_that_waited_too_long_says_who_holds_the_vm(fake, env):
     fake.pause = INSERT_CALL
     creating = start(env, "gcp.create", "--yes", "--no-ssh-wait", "--name", "tfrig-alice")
     try:
-        assert fake.paused.wait(60), "the create never sent its insert"
+        assert fake.paused.wait(DEADLINE), "the create never sent its insert"
         short = {**env, "INVOKE_GCP_OPERATION_TIMEOUT": "1", "INVOKE_GCP_RUNNING_TIMEOUT": "1"}
         deleting = start(short, "gcp.delete", "--yes", "--name", "tfrig-alice")
-        out, _ = deleting.communicate(timeout=120)
+        out, _ = deleting.communicate(timeout=DEADLINE)
     finally:
         fake.release.set()
     assert deleting.returncode == 1, out
@@ -104,7 +106,7 @@ def test_a_delete_that_waited_too_long_says_who_holds_the_vm(fake, env):
     assert last.startswith("tfrig-alice: gcp.create (pid ") and last.endswith(
         "still works on it after 2 s; run this again once it has ended."
     ), out
-    assert creating.communicate(timeout=120)[0] and creating.returncode == 0
+    assert creating.communicate(timeout=DEADLINE)[0] and creating.returncode == 0
     assert vms_in(fake) == {"tfrig-alice"} and "tfrig-alice" in state.vms()
 
 
@@ -143,13 +145,13 @@ def test_ssh_config_reads_and_writes_under_tfrigs_lock(env, tmp_path):
     state.record_vm("tfrig-alice", address="127.0.0.9", user="alice", ssh_key="/k/id", port=22, zone="us-central1-a")
     with state.exclusive():
         writing = start(env, "gcp.ssh-config", "--name", "tfrig-alice")
-        deadline = time.monotonic() + 60
+        deadline = time.monotonic() + DEADLINE
         while not blocked_on_a_lock(writing.pid):
             assert writing.poll() is None, writing.communicate()[0]
             assert time.monotonic() < deadline, "ssh-config never waited for the lock"
             time.sleep(0.05)
         config.write_text(config.read_text() + "Host other\n    HostName other.example\n")
-    out, _ = writing.communicate(timeout=60)
+    out, _ = writing.communicate(timeout=DEADLINE)
     assert writing.returncode == 0, out
     text = config.read_text()
     assert "Host other\n" in text and "Host work\n" in text and "Host tfrig-alice\n" in text
@@ -161,7 +163,7 @@ def test_parallel_ssh_config_runs_keep_every_block(env, tmp_path):
         state.record_vm(name, address=f"127.0.0.{i + 2}", user="alice", ssh_key="/k/id", port=22, zone="us-central1-a")
     runs = [start(env, "gcp.ssh-config", "--name", name) for name in names]
     for run in runs:
-        out, _ = run.communicate(timeout=120)
+        out, _ = run.communicate(timeout=DEADLINE)
         assert run.returncode == 0, out
     text = (tmp_path / ".ssh" / "config").read_text()
     assert [name for name in names if f"Host {name}\n" not in text] == []

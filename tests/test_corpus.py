@@ -279,6 +279,23 @@ def captures(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return folder
 
 
+def corpus_env(home: Path, state_dir: Path, refused_port: int) -> dict[str, str]:
+    """Where a case runs: its own home and state, and a Compute API endpoint that refuses."""
+    return {
+        "HOME": str(home),
+        "TFRIG_STATE_DIR": str(state_dir),
+        "INVOKE_TFRIG_CONNECT_TIMEOUT": "3",
+        "INVOKE_GCP_PROJECT": "corpus-project",
+        "INVOKE_GCP_ENDPOINT": f"http://127.0.0.1:{refused_port}",
+        "INVOKE_GCP_CREDENTIALS": "anonymous",
+    }
+
+
+def no_pip_source(tmp_path: Path) -> dict[str, str]:
+    """pip can fetch nothing, were a refusal missed."""
+    return {"INVOKE_TF_FIND_LINKS": str(tmp_path / "no-wheels"), "INVOKE_TF_NO_INDEX": "true"}
+
+
 def fingerprint(folder: Path) -> dict[str, str]:
     """What a case may not change: every file under `folder` (the state, a HOME) and its content."""
     return {
@@ -308,16 +325,7 @@ def test_bad_input_is_one_line_with_no_change(argv, needle, tmp_path, captures, 
     argv = [part.format(**fill) for part in argv]
     home, state_dir = tmp_path / "home", tmp_path / "state"
     home.mkdir()
-    env = {
-        "HOME": str(home),
-        "TFRIG_STATE_DIR": str(state_dir),
-        "INVOKE_TFRIG_CONNECT_TIMEOUT": "3",
-        "INVOKE_TF_FIND_LINKS": str(tmp_path / "no-wheels"),  # pip can't fetch, were a refusal missed
-        "INVOKE_TF_NO_INDEX": "true",
-        "INVOKE_GCP_PROJECT": "corpus-project",
-        "INVOKE_GCP_ENDPOINT": "http://127.0.0.1:{refused}".format(**fill),
-        "INVOKE_GCP_CREDENTIALS": "anonymous",
-    }
+    env = {**corpus_env(home, state_dir, refused_port), **no_pip_source(tmp_path)}
     with pytest.MonkeyPatch.context() as patch:
         patch.setenv("TFRIG_STATE_DIR", str(state_dir))
         state.record_vm("tfrig-alice", address="127.0.0.1", port=refused_port, user="alice", zone="us-central1-a")
@@ -412,16 +420,7 @@ HOSTILE_VALUE = "x\ny" + "z" * 100_000
 def test_a_hostile_value_in_any_flag_is_shown_escaped_and_cut(task, flag, tmp_path, refused_port):
     """Under --dry: refused in one short line, or (text a flag passes on as it is) taken quietly;
     never a second line, a whole 100,000-character echo or a traceback."""
-    env = {
-        "HOME": str(tmp_path),
-        "TFRIG_STATE_DIR": str(tmp_path / "state"),
-        "INVOKE_GCP_PROJECT": "corpus-project",
-        "INVOKE_GCP_ENDPOINT": f"http://127.0.0.1:{refused_port}",
-        "INVOKE_GCP_CREDENTIALS": "anonymous",
-        "INVOKE_TFRIG_CONNECT_TIMEOUT": "3",
-        "INVOKE_TF_NO_INDEX": "true",
-        "INVOKE_TF_FIND_LINKS": str(tmp_path / "no-wheels"),
-    }
+    env = {**corpus_env(tmp_path, tmp_path / "state", refused_port), **no_pip_source(tmp_path)}
     outcome = run_cli("--dry", task, f"--{flag}", HOSTILE_VALUE, env=env, cwd=tmp_path, timeout=120)
     assert "Traceback" not in outcome.text, outcome.text[-3000:]
     lines = [line for line in outcome.err.splitlines() if line.strip()]
@@ -463,14 +462,7 @@ def test_a_hostile_value_in_any_text_setting_is_shown_escaped_and_cut(setting, s
     import json
 
     namespace, key = setting.split(".")
-    env = {
-        "HOME": str(tmp_path),
-        "TFRIG_STATE_DIR": str(tmp_path / "state"),
-        "INVOKE_GCP_PROJECT": "corpus-project",
-        "INVOKE_GCP_ENDPOINT": f"http://127.0.0.1:{refused_port}",
-        "INVOKE_GCP_CREDENTIALS": "anonymous",
-        "INVOKE_TFRIG_CONNECT_TIMEOUT": "3",
-    }
+    env = corpus_env(tmp_path, tmp_path / "state", refused_port)  # tf's own settings are the ones given here
     if source == "environment":
         env[f"INVOKE_{namespace}_{key}".upper()] = HOSTILE_VALUE
     else:  # JSON is YAML: the value written exactly

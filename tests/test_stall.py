@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import start_cli
+from tests.conftest import DEADLINE, start_cli
 from tests.stallproxy import StallProxy
 
 
@@ -40,7 +40,7 @@ def test_a_copy_over_a_link_that_stalls_ends_in_one_line(tfrig, behind_proxy, tm
     big = tmp_path / "weights.bin"
     big.write_bytes(b"\0" * (32 * 2**20))
     proxy.stall_after_upload = proxy.uploaded + 2 * 2**20  # a few MB in, the link stops
-    copied = tfrig("gcp.put", str(big), "--name", spec, env=env, timeout=120)
+    copied = tfrig("gcp.put", str(big), "--name", spec, env=env, timeout=DEADLINE)
     assert copied.code == 1, copied.text
     assert last_line(copied.err) == f"[{spec}] the SSH connection to 127.0.0.1 stalled: no answer for 1.5 s"
 
@@ -56,7 +56,7 @@ def test_a_command_whose_link_stalls_ends_in_one_line(behind_proxy):
             break
     assert "started" in seen, seen
     proxy.stall()
-    out, err = running.communicate(timeout=60)
+    out, err = running.communicate(timeout=DEADLINE)
     assert running.returncode == 1, seen + out + err
     assert "the SSH connection to 127.0.0.1 stalled: no answer for 1.5 s" in last_line(err)
 
