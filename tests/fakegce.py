@@ -110,6 +110,14 @@ class FakeCompute:
         self.networks: dict[str, dict[str, str]] = {"default": {"*": "default"}}
         self.shared_subnets: set[str] = set()
         self.routers: dict[str, list[dict[str, Any]]] = {}  # region -> Cloud Routers (REST JSON)
+        # Organization policy constraints in force on the project, refused as the API refuses them
+        # (412 conditionNotMet naming the constraint): boolean ones by name -> True;
+        # compute.trustedImageProjects -> the image projects it allows, as the policy lists them
+        # ("projects/debian-cloud").
+        self.policies: dict[str, Any] = {}
+        # The service accounts the caller may attach to a VM (iam.serviceAccounts.actAs on them);
+        # None: all of them. "default" is the project's default compute service account.
+        self.act_as: set[str] | None = None
         self.instances: dict[str, dict[str, dict[str, Any]]] = {}
         self.operations: dict[str, dict[str, Any]] = {}
         self.calls: list[tuple[str, str]] = []
@@ -346,7 +354,11 @@ class FakeCompute:
             )
         vm = vms[name]
         if method == "GET" and verb == "getGuestAttributes":
+            if self.policies.get("compute.disableGuestAttributesAccess"):
+                return self._policy_error("compute.disableGuestAttributesAccess")
             return self._guest_attributes(vm, query.get("queryPath", [""])[0])
+        if method == "GET" and verb == "serialPort":
+            return self._serial_port(vm)
         if method == "GET":
             return 200, vm
         action = "delete" if method == "DELETE" else verb if method == "POST" and verb in ("stop", "start") else None
@@ -381,6 +393,63 @@ class FakeCompute:
             return _error(404, "notFound", f"The resource '{path}' of type 'Guest Attribute' was not found.")
         return 200, {"kind": "compute#guestAttributes", "queryPath": path, "queryValue": {"items": items}}
 
+    def _serial_port(self, vm: dict[str, Any]) -> tuple[int, dict[str, Any]]:
+        """instances.getSerialPortOutput: what the VM printed on its first serial port. Ubuntu's
+        images run cloud-init, whose keys_to_console prints the SSH host keys between these markers
+        (canonical/cloud-init tools/write-ssh-key-fingerprints); Debian's run no cloud-init and
+        print none."""
+        image = ((vm.get("disks") or [{}])[0].get("initializeParams") or {}).get("sourceImage", "")
+        lines = ["[    0.000000] Linux version 6.8.0-1015-gcp (buildd@lcy02-amd64-079)", "Booting..."]
+        if "ubuntu" in image:
+            lines.append("[   12.345678] cloud-init[812]: Cloud-init v. 24.4.1 running 'modules:config'")
+            keys = self.vm_host_keys(vm["name"]) if self.vm_host_keys and vm["name"] in self.vms else []
+            if keys:
+                lines.append("-----BEGIN SSH HOST KEY KEYS-----")
+                lines += [f"{kind} {value} root@{vm['name']}" for kind, value in keys]
+                lines.append("-----END SSH HOST KEY KEYS-----")
+        else:
+            lines.append("google_guest_agent[601]: GCE Agent Started (version 20240701.00)")
+        contents = "\n".join(lines) + "\n"
+        return 200, {"kind": "compute#serialPortOutput", "contents": contents, "start": "0", "next": str(len(contents))}
+
+    def _policy_error(self, constraint: str, detail: str = "") -> tuple[int, dict[str, Any]]:
+        """The API's refusal for a constraint in force (compute-image-tools#1834 and packer#7846 show
+        its form: "Constraint constraints/NAME violated for project NUMBER. DETAIL")."""
+        message = f"Constraint constraints/{constraint} violated for project 123456789.{' ' + detail if detail else ''}"
+        return _error(412, "conditionNotMet", message)
+
+    def _policy_refusal(self, zone: str, body: dict[str, Any]) -> tuple[int, dict[str, Any]] | None:
+        """An insert the organization policies in force refuse, as the API refuses it."""
+        interfaces = body.get("networkInterfaces") or [{"accessConfigs": [{}]}]
+        if self.policies.get("compute.vmExternalIpAccess") and any(i.get("accessConfigs") for i in interfaces):
+            return self._policy_error(
+                "compute.vmExternalIpAccess",
+                f"Add instance projects/{self.project}/zones/{zone}/instances/{body.get('name')} to the constraint "
+                "to use external IP with it.",
+            )
+        metadata = {item["key"]: item["value"] for item in (body.get("metadata") or {}).get("items", [])}
+        if self.policies.get("compute.requireOsLogin") and metadata.get("enable-oslogin", "").upper() == "FALSE":
+            return self._policy_error("compute.requireOsLogin")
+        shielded = body.get("shieldedInstanceConfig") or {}
+        if self.policies.get("compute.requireShieldedVm") and not shielded.get("enableSecureBoot"):
+            return self._policy_error(
+                "compute.requireShieldedVm", "Secure Boot is not enabled in the 'shielded_instance_config' field."
+            )
+        image = ((body.get("disks") or [{}])[0].get("initializeParams") or {}).get("sourceImage", "")
+        image_project = image.split("/")[1] if image.startswith("projects/") else ""
+        allowed = self.policies.get("compute.trustedImageProjects")
+        if allowed is not None and f"projects/{image_project}" not in allowed:
+            return self._policy_error("compute.trustedImageProjects")
+        for account in body.get("serviceAccounts") or []:
+            if self.act_as is not None and account.get("email") not in self.act_as:
+                email = account.get("email")
+                return _error(
+                    403,
+                    "forbidden",
+                    f"Required 'iam.serviceAccounts.actAs' permission for 'projects/{self.project}/serviceAccounts/{email}'",
+                )
+        return None
+
     def _insert(self, zone: str, body: dict[str, Any]) -> tuple[int, dict[str, Any]]:
         name = body.get("name", "")
         if any(name in vms for vms in self.instances.values()):
@@ -396,7 +465,7 @@ class FakeCompute:
         missing = self._missing_network(zone, body)
         if missing:
             return _error(404, "notFound", f"The resource '{missing}' was not found")
-        refused = self._refusal(zone, body)
+        refused = self._refusal(zone, body) or self._policy_refusal(zone, body)
         if refused:
             return refused
         draws = self._quota_draws(zone, body)

@@ -35,6 +35,8 @@ CORPUS: list[tuple[list[str], str]] = [
     (["gcp.create", "--network", "My VPC"], "--network 'My VPC': give a network's name"),
     (["gcp.create", "--subnet", "a/b"], "--subnet 'a/b': give a subnet's name"),
     (["gcp.create", "--tags", "ssh,-bad"], "--tags: '-bad' is not a network tag"),
+    (["gcp.create", "--service-account", "me"], "--service-account 'me': give a service account's email"),
+    (["gcp.create", "--scopes", "all"], "--scopes: 'all' is not a scope"),
     (["gcp.tunnel", "--port", "abc"], "--port 'abc': give a whole number from 1 to 65535"),
     (["gcp.tunnel", "--port", "0"], "--port 0: out of range"),
     (["gcp.tunnel", "--port", "70000"], "--port 70000: out of range"),

@@ -1055,40 +1055,123 @@ def test_create_never_adopts_a_colleagues_vm_of_the_same_name(tfrig, fake, gcp_e
 
 # --- organization policies (issue 23) -------------------------------------------------------------
 
-POLICY_MESSAGES = {
-    # The API's words (compute-image-tools#1834, gardener-extension-provider-gcp#415).
+# Each constraint in force on the fake, what tfrig then says, and the create that works under it.
+POLICIES = {
     "compute.vmExternalIpAccess": (
-        "Constraint constraints/compute.vmExternalIpAccess violated for project 123456789. Add instance "
-        "projects/tfrig-test/zones/{zone}/instances/tfrig-alice to the constraint to use external IP with it."
+        True,
+        "allows no external IP on VMs in project tfrig-test: pass --no-external-ip and set gcp.ssh_via: internal",
+        ["--no-external-ip"],
     ),
-    "compute.trustedImageProjects": "Constraint constraints/compute.trustedImageProjects violated for project 123456789.",
-    "compute.someNewConstraint": "Constraint constraints/compute.someNewConstraint violated for project 123456789.",
+    "compute.requireShieldedVm": (
+        True,
+        "requires Shielded VMs with Secure Boot: pass --secure-boot (or set gcp.secure_boot: true)",
+        ["--secure-boot"],
+    ),
+    "compute.trustedImageProjects": (
+        ["projects/debian-cloud"],
+        "does not allow boot images from project ubuntu-os-cloud: give --image from a project it allows (ask your "
+        "admin which): --image debian-12 (in debian-cloud), an image in your own project "
+        "(--image projects/tfrig-test/global/images/NAME)",
+        ["--image", "debian-12"],
+    ),
 }
 
 
-@pytest.mark.parametrize(
-    ("constraint", "advice"),
-    [
-        ("compute.vmExternalIpAccess", "allows no external IP on this VM"),
-        (
-            "compute.trustedImageProjects",
-            "does not allow boot images from project ubuntu-os-cloud: give --image from a project it allows",
-        ),
-        ("compute.someNewConstraint", "refuses this create: ask your organization's admin what it allows"),
-    ],
-)
-def test_an_organization_policy_is_named_with_what_to_do_and_no_other_zone_is_tried(
-    tfrig, fake, gcp_env, constraint, advice
+@pytest.mark.parametrize("constraint", sorted(POLICIES))
+def test_an_organization_policy_is_named_with_what_to_do_and_the_create_it_allows_works(
+    tfrig, fake, gcp_env, constraint
 ):
-    for zone in ZONES:
-        fake.scenario.insert_errors[zone] = (412, "conditionNotMet", POLICY_MESSAGES[constraint].format(zone=zone))
-    refused = create(tfrig, gcp_env)
+    value, advice, allowed = POLICIES[constraint]
+    fake.policies[constraint] = value
+    env = {**gcp_env, "INVOKE_GCP_SSH_VIA": "internal"}
+    refused = create(tfrig, env)
     assert refused.code == 1, refused.text
     last = refused.err.strip().splitlines()[-1]
     assert last.startswith(f"the organization policy constraints/{constraint} {advice}"), last
     assert last.endswith("; tfrig tries no other zone for it.")
     assert len([p for p in fake.paths("POST") if p.endswith("/instances")]) == 1
     assert state.vms() == {} and not any(fake.instances.values())
+
+    made = create(tfrig, env, *allowed)
+    assert made.code == 0, made.text
+    assert [vm for vms in fake.instances.values() for vm in vms] == ["tfrig-alice"]
+
+
+def test_an_unknown_constraint_is_named_and_no_other_zone_is_tried(tfrig, fake, gcp_env):
+    message = "Constraint constraints/compute.someNewConstraint violated for project 123456789."
+    for zone in ZONES:
+        fake.scenario.insert_errors[zone] = (412, "conditionNotMet", message)
+    refused = create(tfrig, gcp_env)
+    assert refused.code == 1
+    assert refused.err.strip().splitlines()[-1] == (
+        "the organization policy constraints/compute.someNewConstraint refuses this create: ask your organization's "
+        "admin what it allows; tfrig tries no other zone for it."
+    )
+    assert len([p for p in fake.paths("POST") if p.endswith("/instances")]) == 1 and state.vms() == {}
+
+
+# --- Shielded VMs and service accounts (issue 23, parts 4 and 5) ------------------------------------
+
+
+def test_secure_boot_and_the_default_service_account_are_in_the_insert(tfrig, fake, gcp_env):
+    assert create(tfrig, gcp_env, "--secure-boot").code == 0
+    (body,) = [vm for vms in fake.instances.values() for vm in vms.values()]
+    assert body["shieldedInstanceConfig"] == {
+        "enableSecureBoot": True,
+        "enableVtpm": True,
+        "enableIntegrityMonitoring": True,
+    }
+    # gcloud's default: the project's default compute service account, named "default" in the API.
+    assert body["serviceAccounts"] == [
+        {"email": "default", "scopes": ["https://www.googleapis.com/auth/cloud-platform"]}
+    ]
+
+
+def test_a_named_service_account_with_scopes_and_none(tfrig, fake, gcp_env):
+    email = "trainer@tfrig-test.iam.gserviceaccount.com"
+    assert create(tfrig, gcp_env, "--service-account", email, "--scopes", "storage-ro,logging-write").code == 0
+    (body,) = [vm for vms in fake.instances.values() for vm in vms.values()]
+    assert body["serviceAccounts"] == [
+        {
+            "email": email,
+            "scopes": [
+                "https://www.googleapis.com/auth/devstorage.read_only",
+                "https://www.googleapis.com/auth/logging.write",
+            ],
+        }
+    ]
+    assert tfrig("gcp.delete", "--name", "tfrig-alice", "--yes", env=gcp_env).code == 0
+    env = {**gcp_env, "INVOKE_GCP_SERVICE_ACCOUNT": "none"}
+    assert create(tfrig, env).code == 0
+    (body,) = [vm for vms in fake.instances.values() for vm in vms.values()]
+    assert "serviceAccounts" not in body
+
+
+@pytest.mark.parametrize(
+    ("args", "said"),
+    [
+        (["--service-account", "not an email"], "--service-account 'not an email': give a service account's email"),
+        (["--scopes", "everything"], "--scopes: 'everything' is not a scope: give https://www.googleapis.com/auth/"),
+        (["--service-account", "none", "--scopes", "cloud-platform"], "--scopes: a VM with --service-account none"),
+    ],
+)
+def test_a_bad_service_account_or_scope_is_refused_before_any_call(tfrig, fake, gcp_env, args, said):
+    refused = create(tfrig, gcp_env, *args)
+    assert refused.code == 1 and refused.err.strip().splitlines()[-1].startswith(said), refused.err
+    assert fake.calls == []
+
+
+def test_a_service_account_the_user_may_not_attach_is_one_line_and_no_other_zone(tfrig, fake, gcp_env):
+    fake.act_as = {"trainer@tfrig-test.iam.gserviceaccount.com"}
+    refused = create(tfrig, gcp_env)
+    assert refused.code == 1
+    assert refused.err.strip().splitlines()[-1] == (
+        "your account may not attach the project's default compute service account to a VM (it needs "
+        "iam.serviceAccounts.actAs on it: the role roles/iam.serviceAccountUser): ask for that role, or pass "
+        "--service-account none (nothing on the VM can then call Google APIs as the VM)."
+    )
+    assert len([p for p in fake.paths("POST") if p.endswith("/instances")]) == 1 and state.vms() == {}
+    assert create(tfrig, gcp_env, "--service-account", "trainer@tfrig-test.iam.gserviceaccount.com").code == 0
 
 
 # --- networks without external IPs (issue 23, part 2) ---------------------------------------------

@@ -553,22 +553,24 @@ def scope_of(reason: str, message: str) -> str:
 _CONSTRAINT = re.compile(r"constraints/([A-Za-z0-9_.]+)")
 _POLICY_ADVICE = {
     "compute.vmExternalIpAccess": (
-        "allows no external IP on this VM, and tfrig reaches its VMs over SSH at their external IP: ask your "
-        "organization's admin to allow one for project {project} (tfrig can't yet create internal-only VMs)"
+        "allows no external IP on VMs in project {project}: pass --no-external-ip and set gcp.ssh_via: internal "
+        "(from a machine inside the VPC or on a VPN to it)"
     ),
     "compute.requireOsLogin": (
         "requires OS Login, and tfrig logs in with a key in the VM's metadata, turning OS Login off for its VM: "
         "ask your organization's admin to exempt project {project} (tfrig has no OS Login mode yet)"
     ),
     "compute.requireShieldedVm": (
-        "requires Shielded VMs with Secure Boot, which tfrig does not turn on (the NVIDIA driver it builds is "
-        "not signed for it): ask your organization's admin to exempt project {project}"
+        "requires Shielded VMs with Secure Boot: pass --secure-boot (or set gcp.secure_boot: true); the NVIDIA "
+        "driver must then be a signed one, as on an image that carries it"
     ),
     "compute.trustedImageProjects": (
-        "does not allow boot images from project {image_project}: give --image from a project it allows (ask "
-        "your admin which), e.g. an image in your own: --image projects/{project}/global/images/NAME"
+        "does not allow boot images from project {image_project}: give --image from a project it allows (ask your "
+        "admin which): {choices}"
     ),
 }
+# Google's public image projects, and a stock image of each (cloud.google.com/compute/docs/images/os-details).
+_STOCK_IMAGES = {"ubuntu-os-cloud": "ubuntu-24.04", "debian-cloud": "debian-12"}
 
 
 def network_refusal(message: str, project: str) -> str | None:
@@ -588,11 +590,68 @@ def policy_refusal(message: str, project: str, source_image: str) -> str | None:
     if match is None:
         return None
     image_project = source_image.split("/")[1] if source_image.startswith("projects/") else "of the image"
+    choices = [f"--image {image} (in {where})" for where, image in _STOCK_IMAGES.items() if where != image_project] + [
+        f"an image in your own project (--image projects/{project}/global/images/NAME)"
+    ]
     advice = _POLICY_ADVICE.get(match[1], "refuses this create: ask your organization's admin what it allows")
+    shown = advice.format(project=project, image_project=image_project, choices=", ".join(choices))
+    return f"the organization policy constraints/{match[1]} {shown}; tfrig tries no other zone for it."
+
+
+def service_account_refusal(message: str, accounts: list[dict[str, Any]]) -> str | None:
+    """One line for an insert refused because the caller may not attach the VM's service account
+    (the API: "Required 'iam.serviceAccounts.actAs' permission for '.../serviceAccounts/EMAIL'")."""
+    if "iam.serviceAccounts.actAs" not in message:
+        return None
+    email = accounts[0]["email"] if accounts else "the service account"
+    shown = "the project's default compute service account" if email == "default" else email
     return (
-        f"the organization policy constraints/{match[1]} {advice.format(project=project, image_project=image_project)}"
-        "; tfrig tries no other zone for it."
+        f"your account may not attach {shown} to a VM (it needs iam.serviceAccounts.actAs on it: the role "
+        "roles/iam.serviceAccountUser): ask for that role, or pass --service-account none (nothing on the VM can "
+        "then call Google APIs as the VM)."
     )
+
+
+# Scope aliases as gcloud expands them (googlecloudsdk/command_lib/compute/constants.py, SCOPES).
+_SCOPE_ALIASES = {
+    "cloud-platform": "https://www.googleapis.com/auth/cloud-platform",
+    "storage-ro": "https://www.googleapis.com/auth/devstorage.read_only",
+    "storage-rw": "https://www.googleapis.com/auth/devstorage.read_write",
+    "storage-full": "https://www.googleapis.com/auth/devstorage.full_control",
+    "logging-write": "https://www.googleapis.com/auth/logging.write",
+    "monitoring-write": "https://www.googleapis.com/auth/monitoring.write",
+}
+_SCOPE_URL = re.compile(r"^https://www\.googleapis\.com/auth/[a-z0-9._-]+$")
+_EMAIL = re.compile(r"^[a-z0-9][a-z0-9._+-]{0,63}@[a-z0-9-]+(\.[a-z0-9-]+)+$")
+
+
+def service_accounts(account: str, scopes: str) -> list[dict[str, Any]]:
+    """The Instance resource's serviceAccounts for --service-account (an email, `default`: the
+    project's default compute service account, which the API takes by that name as gcloud sends
+    it (api_lib/compute/instance_utils.py, CreateServiceAccountMessages), or `none`) and --scopes
+    (comma-separated aliases or URLs; default cloud-platform, access then decided by IAM roles)."""
+    account = (account or "default").strip()
+    if account == "none":
+        if scopes:
+            raise Invalid("--scopes: a VM with --service-account none has no scopes; leave out --scopes.")
+        return []
+    if account != "default" and not _EMAIL.match(account.lower()):
+        raise Invalid(f"--service-account {account[:80]!r}: give a service account's email, default or none.")
+    urls = []
+    for scope in (s.strip() for s in (scopes or "cloud-platform").split(",")):
+        url = _SCOPE_ALIASES.get(scope, scope)
+        if not _SCOPE_URL.match(url):
+            raise Invalid(
+                f"--scopes: {scope[:80]!r} is not a scope: give https://www.googleapis.com/auth/... or one of "
+                f"{', '.join(_SCOPE_ALIASES)}."
+            )
+        urls.append(url)
+    return [{"email": account, "scopes": sorted(set(urls))}]
+
+
+# Shielded VM options (the Instance resource's shieldedInstanceConfig; compute_v1
+# ShieldedInstanceConfig): all three on, as constraints/compute.requireShieldedVm wants Secure Boot.
+SHIELDED = {"enableSecureBoot": True, "enableVtpm": True, "enableIntegrityMonitoring": True}
 
 
 class Failover:

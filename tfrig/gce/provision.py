@@ -36,6 +36,8 @@ class CreateRequest:
     owner: str  # the owner label's value (tfrig.gce.config.owner)
     network: gceplan.Network = field(default_factory=gceplan.Network)
     ssh_via: str = "external"  # how tfrig reaches the VM: its external or its internal address
+    service_accounts: list[dict[str, Any]] = field(default_factory=list)  # gceplan.service_accounts
+    secure_boot: bool = False  # a Shielded VM with Secure Boot (gceplan.SHIELDED)
     zones: list[str] = field(default_factory=list)  # where to try, in order (the pre-flight's answer)
 
     @property
@@ -82,6 +84,10 @@ def instance_body(request: CreateRequest, name: str, zone: str) -> dict[str, Any
         "labels": {"created-by": "tfrig", gceplan.OWNER_LABEL: request.owner},
         "metadata": {"items": [{"key": k, "value": v} for k, v in request.metadata.items()]},
     }
+    if request.service_accounts:
+        body["serviceAccounts"] = request.service_accounts
+    if request.secure_boot:
+        body["shieldedInstanceConfig"] = dict(gceplan.SHIELDED)
     if request.network.tags:  # what firewall rules with target tags match
         body["tags"] = {"items": list(request.network.tags)}
     if request.gpu.family == "n1":  # other families come with their GPUs attached
@@ -393,10 +399,12 @@ def create_one(
                 raise CreateFailed(
                     f"a VM named {name} appeared in {zone} meanwhile; run the command again to adopt it"
                 ) from None
-            refused = gceplan.policy_refusal(exc.message, cloud.project, request.source_image) or (
-                gceplan.network_refusal(exc.message, cloud.project)
+            refused = (
+                gceplan.policy_refusal(exc.message, cloud.project, request.source_image)
+                or gceplan.network_refusal(exc.message, cloud.project)
+                or gceplan.service_account_refusal(exc.message, request.service_accounts)
             )
-            if refused:  # an organization policy, a network that isn't there: no zone would do
+            if refused:  # an organization policy, a network that isn't there, actAs: no zone would do
                 forget(name)
                 raise CreateFailed(refused) from None
             scope = failover.failed(zone, exc.reason, exc.message, exc.zones_available)

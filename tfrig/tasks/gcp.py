@@ -82,6 +82,11 @@ CREATE_HELP = {
     "external_ip": "give the VM an external IP (default yes; --no-external-ip where a policy forbids one: "
     "then set gcp.ssh_via internal)",
     "tags": "network tags, comma-separated (firewall rules may target them)",
+    "service_account": "the VM's service account: an email, default (the project's default compute one; "
+    "default gcp.service_account) or none",
+    "scopes": "its OAuth scopes, comma-separated: cloud-platform (default: IAM roles decide), storage-ro, ...",
+    "secure_boot": "a Shielded VM with Secure Boot, vTPM and integrity monitoring (default gcp.secure_boot); "
+    "the NVIDIA driver must then be signed",
     "project": PROJECT_HELP,
     "yes": "don't ask before creating (the price is still shown); tfrig.yes does the same",
     "json": JSON_HELP,
@@ -109,6 +114,9 @@ def create(
     subnet=None,
     external_ip=True,
     tags=None,
+    service_account=None,
+    scopes=None,
+    secure_boot=False,
     project=None,
     yes=False,
     json=False,
@@ -139,6 +147,8 @@ def create(
         where = gceplan.network_choice(network or gcp.network, subnet or gcp.subnet, external_ip, tags or gcp.tags)
         if where.region and zone and gceplan.region_of(zone) != where.region:
             raise gceplan.Invalid(f"--zone {zone} is not in {where.region}, the region of --subnet {subnet}.")
+        account = service_account or gcp.service_account
+        accounts = gceplan.service_accounts(account, scopes if scopes or account == "none" else gcp.scopes)
     except gceplan.Invalid as invalid:
         raise Exit(str(invalid)) from None
     from tfrig.settings import setting_text
@@ -175,6 +185,8 @@ def create(
         owner=owner(cloud),
         network=where,
         ssh_via=ssh_via,
+        service_accounts=accounts,
+        secure_boot=bool(secure_boot or gcp.secure_boot),
     )
     # Each VM is held from the lookup to its record, so that a second create of the name waits and
     # then adopts it, and a delete waits for the insert (tfrig.state.vm_operation).
@@ -814,6 +826,9 @@ ns.configure(
             "network": "",
             "subnet": "",
             "tags": "",
+            "service_account": "default",  # the VM's: an email, default or none
+            "scopes": "cloud-platform",
+            "secure_boot": False,
             # How tfrig reaches its VMs: external (their external IP) or internal (their VPC
             # address, from a machine inside the VPC or on a VPN to it).
             "ssh_via": "external",
