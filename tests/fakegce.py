@@ -132,6 +132,7 @@ class FakeCompute:
         # guest attributes `hostkeys/` (only when the metadata enables guest attributes).
         self.vm_host_keys: Callable[[str], list[tuple[str, str]]] | None = None
         self.vms: dict[str, Any] = {}  # real VMs a vm_factory made, by name
+        self.console: dict[str, str] = {}  # what a VM printed on its serial console, instead of a boot's
         # A real VM's address on the network the VMs share (its networkIP), else 10.128.0.N
         # (the default VPC's range in us-central1), N the last part of its loopback address.
         self.vm_internal_address: Callable[[str], str] | None = None
@@ -409,7 +410,7 @@ class FakeCompute:
                 lines.append("-----END SSH HOST KEY KEYS-----")
         else:
             lines.append("google_guest_agent[601]: GCE Agent Started (version 20240701.00)")
-        contents = "\n".join(lines) + "\n"
+        contents = self.console.get(vm["name"], "\n".join(lines) + "\n")
         return 200, {"kind": "compute#serialPortOutput", "contents": contents, "start": "0", "next": str(len(contents))}
 
     def _policy_error(self, constraint: str, detail: str = "") -> tuple[int, dict[str, Any]]:

@@ -303,10 +303,11 @@ def test_a_vm_whose_keys_never_appear_is_refused_unless_accept_new(tfrig, cloud,
     quick = {**env, "INVOKE_GCP_SSH_TIMEOUT": "2"}
     refused = tfrig("gcp.create", "--yes", "--name", "tfrig-silent", env=quick)
     assert refused.code != 0 and "Traceback" not in refused.text
-    assert refused.err.strip().endswith(
-        "its guest agent published no SSH host keys (guest attributes hostkeys/), so its key can't be checked; "
-        "it is recorded: set tfrig.host_keys: accept-new to trust its first key, or delete it with "
-        "`inv gcp.delete --name tfrig-silent --yes`."
+    assert refused.err.strip().splitlines()[-1] == (
+        "tfrig-silent runs and is billed, but its guest agent published no SSH host keys (guest attributes "
+        "hostkeys/) and its serial console showed none, so its key can't be checked; it is recorded: set "
+        "tfrig.host_keys: accept-new to trust its first key, or delete it with `inv gcp.delete --name tfrig-silent "
+        "--yes`."
     )
     trusted = tfrig(
         "gcp.create",
@@ -318,6 +319,32 @@ def test_a_vm_whose_keys_never_appear_is_refused_unless_accept_new(tfrig, cloud,
     )
     assert trusted.code == 0, trusted.text
     assert "trusting the key it shows first (tfrig.host_keys: accept-new)" in trusted.text
+
+
+def test_with_guest_attributes_off_by_policy_the_keys_come_from_the_serial_console(tfrig, cloud, env, state_dir):
+    cloud.policies["compute.disableGuestAttributesAccess"] = True
+    created = tfrig("gcp.create", "--yes", "--name", "tfrig-console", "driver.status", env=env)
+    assert created.code == 0, created.text
+    assert "tfrig-console: guest attributes are off in project tfrig-test (an organization policy)" in created.out
+    assert "tfrig-console: SSH host keys from its serial console (printed by cloud-init)" in created.out
+    pinned = (state_dir / "known_hosts").read_text().splitlines()
+    assert sorted(pinned) == sorted(cloud.vms["tfrig-console"].host_keys())  # before any connection
+    assert "GET /zones/us-central1-a/instances/tfrig-console/serialPort" in cloud.paths()
+
+
+def test_with_guest_attributes_off_and_no_keys_on_the_console_the_vm_is_named_and_kept(tfrig, cloud, env):
+    cloud.policies["compute.disableGuestAttributesAccess"] = True
+    quick = {**env, "INVOKE_GCP_SSH_TIMEOUT": "3"}
+    refused = tfrig("gcp.create", "--yes", "--name", "tfrig-debian", "--image", "debian-12", env=quick)
+    assert refused.code != 0 and "Traceback" not in refused.text
+    assert refused.err.strip().splitlines()[-1] == (
+        "tfrig-debian runs and is billed, but project tfrig-test's organization policy turns guest attributes off "
+        "(constraints/compute.disableGuestAttributesAccess) and its serial console showed none (Ubuntu's images "
+        "print them there through cloud-init), so its key can't be checked; it is recorded: create it from an "
+        "Ubuntu image (--image ubuntu-24.04), set tfrig.host_keys: accept-new to trust its first key, or delete it "
+        "with `inv gcp.delete --name tfrig-debian --yes`."
+    )
+    assert state.find_vm("tfrig-debian") is not None
 
 
 def test_ctrl_c_in_exec_stops_the_remote_command_and_passes_its_exit_code_on(tfrig, cloud, env, state_dir):

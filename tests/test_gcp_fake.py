@@ -990,6 +990,35 @@ def test_host_keys_are_read_from_guest_attributes_as_gcloud_reads_them(fake):
     assert cloud.host_keys("us-central1-a", "tfrig-keys") == []  # the API's 404 while nothing is published
 
 
+def test_host_keys_on_the_serial_console_are_read_from_the_last_whole_block_and_must_parse(fake, tmp_path):
+    """cloud-init's keys_to_console block (tools/write-ssh-key-fingerprints), perhaps behind a
+    logger prefix; a key a console cut short, an unknown type and an earlier boot's block are left out."""
+    from tfrig.gce.cloud import Cloud
+
+    keys = {}
+    for kind, name in (("ed25519", "ed"), ("ecdsa", "ec"), ("rsa", "rsa"), ("ed25519", "old")):
+        subprocess.run(["ssh-keygen", "-q", "-t", kind, "-N", "", "-f", str(tmp_path / name)], check=True)
+        keys[name] = (tmp_path / f"{name}.pub").read_text().split()[:2]
+    ed, ec, rsa, old = keys["ed"], keys["ec"], keys["rsa"], keys["old"]
+    fake.add_instance("us-central1-a", "tfrig-console", labels={"created-by": "tfrig"})
+    fake.console["tfrig-console"] = (
+        f"-----BEGIN SSH HOST KEY KEYS-----\n{' '.join(old)} root@old\n-----END SSH HOST KEY KEYS-----\n"
+        "[   10.1] cloud-init[812]: Cloud-init v. 24.4.1 running 'modules:final'\n"
+        "-----BEGIN SSH HOST KEY KEYS-----\n"
+        f"<14>Dec  7 12:00:01 ec2: {' '.join(ed)} root@vm\n"
+        f"{ec[0]} {ec[1][:60]}\n"  # cut by the console: not a key
+        f"{rsa[0]} {rsa[1]} root@vm\n"
+        f"ssh-dss {ed[1]} root@vm\n"
+        "-----END SSH HOST KEY KEYS-----\n"
+        "-----BEGIN SSH HOST KEY KEYS-----\nssh-ed25519 AAAA\n"  # a block the boot hasn't finished
+    )
+    cloud = Cloud(fake.project, fake.endpoint, "anonymous", retry_delay=0.01)
+    found = cloud.serial_host_keys("us-central1-a", "tfrig-console")
+    assert found.keys == [tuple(ed), tuple(rsa)] and found.cloud_init
+    fake.console["tfrig-console"] = "google_guest_agent[601]: GCE Agent Started\n"
+    assert cloud.serial_host_keys("us-central1-a", "tfrig-console").keys == []
+
+
 # --- colleagues in one project (issue 25) ---------------------------------------------------------
 
 

@@ -95,6 +95,15 @@ class OperationResult:
         return "; ".join(f"{e['code']}: {e['message']}" for e in self.errors)
 
 
+@dataclass
+class ConsoleKeys:
+    """What a VM's serial console says of its SSH host keys (Cloud.serial_host_keys)."""
+
+    keys: list[tuple[str, str]]
+    cloud_init: bool  # cloud-init ran (it prints the keys late in the boot)
+    unreadable: str = ""  # the API's answer where the console could not be read
+
+
 class ApiError(Exception):
     """An API call failed; `reason` is GCE's error reason, `status` the HTTP status."""
 
@@ -331,6 +340,39 @@ class Cloud:
             except (binascii.Error, ValueError):
                 continue
         return keys
+
+    def serial_host_keys(self, zone: str, name: str) -> ConsoleKeys:
+        """The SSH host keys the VM printed on its serial console at boot (instances.
+        getSerialPortOutput, port 1): cloud-init's keys_to_console prints them between
+        "-----BEGIN SSH HOST KEY KEYS-----" and "-----END SSH HOST KEY KEYS-----"
+        (canonical/cloud-init tools/write-ssh-key-fingerprints), which Ubuntu's images run; Debian's
+        run no cloud-init. The last whole block counts (the latest boot); each key must parse as a
+        key of its type (a console may wrap or cut a line). Where the console can't be read (an
+        error answer), no keys and the reason."""
+        import base64
+        import binascii
+
+        import paramiko
+
+        request = {"project": self.project, "zone": zone, "instance": name, "port": 1}
+        try:
+            contents = str(self.call("InstancesClient", "get_serial_port_output", request=request).contents)
+        except ApiError as exc:
+            if exc.status in (400, 403, 404, 412):
+                return ConsoleKeys([], cloud_init=False, unreadable=exc.message)
+            raise
+        blocks = re.findall(r"-----BEGIN SSH HOST KEY KEYS-----(.*?)-----END SSH HOST KEY KEYS-----", contents, re.S)
+        keys = []
+        for line in blocks[-1].splitlines() if blocks else []:
+            found = re.search(r"(?:^|\s)(\S+) ([A-Za-z0-9+/]+={0,2})(?:\s|$)", line)
+            if found is None or found[1] not in HOST_KEY_TYPES:
+                continue
+            try:
+                paramiko.PKey.from_type_string(found[1], base64.b64decode(found[2], validate=True))
+            except (binascii.Error, ValueError, paramiko.SSHException, TypeError):
+                continue
+            keys.append((found[1], found[2]))
+        return ConsoleKeys(keys, cloud_init="cloud-init" in contents.lower())
 
     # --- changes ----------------------------------------------------------------------------------
 

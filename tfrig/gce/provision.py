@@ -156,42 +156,89 @@ def finish(c: Any, cloud: Any, zone: str, operation: str, what: str, timeout: fl
         raise Exit(f"{what} failed: {result.message}")
 
 
+# How long tfrig waits for an image without cloud-init to show host keys on its console once
+# guest attributes are known to be off (a boot prints the console's first lines within seconds).
+CONSOLE_GRACE = 60.0
+# Guest attributes empty this long (an agent that publishes nothing): the serial console is read too.
+GUEST_ATTRIBUTES_GRACE = 30.0
+
+
 def pin_host_keys(
     c: Any, cloud: Any, record: dict[str, Any], deadline: float, poll: float, out: Any, earlier: Any = ()
 ) -> list[tuple[str, str]]:
     """Pin the VM's SSH host keys in tfrig's known-hosts file from its guest attributes, as
     `gcloud compute ssh` does, so the first connection checks the key rather than trusting it
-    (under --dry they are only returned). `earlier`: keys pinned for this VM before (a restarted
-    VM keeps its disk and its keys)."""
+    (under --dry they are only returned). Where an organization policy turns guest attributes off
+    (the API answers 412) or they stay empty, the keys its boot printed on the serial console.
+    `earlier`: keys pinned for this VM before (a restarted VM keeps its disk and its keys)."""
+    from tfrig.gce.cloud import ApiError, ConsoleKeys
     from tfrig.hosts import hostkeys
 
-    name = hostkeys.vm_host_name(record)
+    name, vm = hostkeys.vm_host_name(record), record["name"]
+    started = time.monotonic()
+    guest_off = False  # the API answered 412: an organization policy turns guest attributes off
+    console = ConsoleKeys([], cloud_init=False)
     while True:
-        keys = cloud.host_keys(record["zone"], record["name"]) or list(earlier)
+        keys: list[tuple[str, str]] = []
+        if not guest_off:
+            try:
+                keys = cloud.host_keys(record["zone"], vm)
+            except ApiError as exc:
+                if exc.status != 412:
+                    raise
+                guest_off = True
+                print(
+                    f"{vm}: guest attributes are off in project {cloud.project} (an organization policy); reading "
+                    "the SSH host keys its boot printed on the serial console",
+                    file=out,
+                    flush=True,
+                )
+        waited = time.monotonic() - started
+        if not keys and (guest_off or waited > GUEST_ATTRIBUTES_GRACE or time.monotonic() > deadline):
+            console = cloud.serial_host_keys(record["zone"], vm)
+            keys = console.keys
+            if keys:
+                print(f"{vm}: SSH host keys from its serial console (printed by cloud-init)", file=out, flush=True)
+        keys = keys or list(earlier)
         if keys:
             if not c.config.run.dry:
                 hostkeys.pin(name, keys)
             return keys
-        if time.monotonic() > deadline:
+        no_cloud_init = guest_off and not console.cloud_init and waited > CONSOLE_GRACE
+        if time.monotonic() > deadline or no_cloud_init:
             break
         time.sleep(poll)
     if hostkeys.policy(c.config) == "accept-new":
         print(
-            f"{record['name']}: its guest agent published no SSH host keys; trusting the key it shows first "
-            "(tfrig.host_keys: accept-new)",
+            f"{vm}: no SSH host keys published; trusting the key it shows first (tfrig.host_keys: accept-new)",
             file=out,
         )
         return []
+    if guest_off:
+        unread = f"its serial console could not be read ({console.unreadable})" if console.unreadable else ""
+        why = (
+            f"project {cloud.project}'s organization policy turns guest attributes off "
+            "(constraints/compute.disableGuestAttributesAccess) and "
+            + (unread or "its serial console showed none (Ubuntu's images print them there through cloud-init)")
+        )
+        choices = (
+            "create it from an Ubuntu image (--image ubuntu-24.04), set tfrig.host_keys: accept-new to trust its "
+            "first key,"
+        )
+    else:
+        why = (
+            "its guest agent published no SSH host keys (guest attributes hostkeys/) and its serial console showed none"
+        )
+        choices = "set tfrig.host_keys: accept-new to trust its first key,"
     raise Exit(
-        f"{record['name']} runs, but its guest agent published no SSH host keys (guest attributes hostkeys/), so "
-        f"its key can't be checked; it is recorded: set tfrig.host_keys: accept-new to trust its first key, or "
-        f"delete it with `inv gcp.delete --name {record['name']} --yes`."
+        f"{vm} runs and is billed, but {why}, so its key can't be checked; it is recorded: {choices} or delete it "
+        f"with `inv gcp.delete --name {vm} --yes`."
     )
 
 
 def vm_host_keys(c: Any, record: dict[str, Any]) -> list[tuple[str, str]]:
     """A VM's pinned host keys; if none are pinned (a VM made with --no-ssh-wait), one read of its
-    guest attributes, pinned if there, with no waiting."""
+    guest attributes, else of its serial console, pinned if there, with no waiting."""
     from tfrig.gce.cloud import ApiError
     from tfrig.hosts import hostkeys
 
@@ -200,7 +247,13 @@ def vm_host_keys(c: Any, record: dict[str, Any]) -> list[tuple[str, str]]:
         return keys
     try:
         cloud = settings(c, record.get("project"), record.get("zone")).cloud()
-        found: list[tuple[str, str]] = cloud.host_keys(record["zone"], record["name"])
+        try:
+            found: list[tuple[str, str]] = cloud.host_keys(record["zone"], record["name"])
+        except ApiError as exc:
+            if exc.status != 412:  # 412: guest attributes off by policy
+                raise
+            found = []
+        found = found or cloud.serial_host_keys(record["zone"], record["name"]).keys
     except (Exit, ApiError):  # no project or credentials here: the known-hosts files decide
         return []
     if found and not c.config.run.dry:
