@@ -133,6 +133,15 @@ class FakeCompute:
         self.vm_host_keys: Callable[[str], list[tuple[str, str]]] | None = None
         self.vms: dict[str, Any] = {}  # real VMs a vm_factory made, by name
         self.console: dict[str, str] = {}  # what a VM printed on its serial console, instead of a boot's
+        # The OS Login API (oslogin.googleapis.com v1, served here too): each account's POSIX user
+        # (where a test names it; else as Google derives it), the keys imported for each POSIX user
+        # with their expiry (microseconds), and who has roles/compute.osAdminLogin (sudo; None: all).
+        # `oslogin_sync(vm)` makes a real OS Login VM take the keys now, as its sshd asks the
+        # metadata server for them at each login.
+        self.oslogin_users: dict[str, str] = {}
+        self.oslogin_keys: dict[str, dict[str, int]] = {}
+        self.oslogin_admins: set[str] | None = None
+        self.oslogin_sync: Callable[[str], None] | None = None
         # A real VM's address on the network the VMs share (its networkIP), else 10.128.0.N
         # (the default VPC's range in us-central1), N the last part of its loopback address.
         self.vm_internal_address: Callable[[str], str] | None = None
@@ -180,6 +189,7 @@ class FakeCompute:
         """The settings that point tfrig at this fake as user alice, quick to retry and poll."""
         return {
             "INVOKE_GCP_ENDPOINT": self.endpoint,
+            "INVOKE_GCP_OSLOGIN_ENDPOINT": self.endpoint,
             "INVOKE_GCP_CREDENTIALS": "anonymous",
             "INVOKE_GCP_PROJECT": self.project,
             "INVOKE_GCP_RETRY_DELAY": "0.01",
@@ -280,7 +290,70 @@ class FakeCompute:
                 return _error(503, "backendError", "The service is currently unavailable.")
             if self.scenario.every_call:
                 return _error(*self.scenario.every_call)
-            return self._route(method, route, query, body or {})
+            if method == "POST" and (m := re.fullmatch(r"/v1/users/([^/:]+):importSshPublicKey", parsed.path)):
+                status, answer = self._import_ssh_key(urllib.parse.unquote(m[1]), query, body or {})
+            else:
+                return self._route(method, route, query, body or {})
+        sync = self.oslogin_sync
+        if status == 200 and sync is not None:
+            for name in self.oslogin_vms():
+                sync(name)
+        return status, answer
+
+    # --- OS Login -------------------------------------------------------------------------------
+
+    def posix_user(self, account: str) -> str:
+        """An account's POSIX user: a service account's is sa_<its unique id>, a user's its email
+        with what a user name can't hold made _ (cloud.google.com/compute/docs/oslogin)."""
+        if account in self.oslogin_users:
+            return self.oslogin_users[account]
+        if account.endswith(".gserviceaccount.com"):
+            return "sa_" + str(int.from_bytes(account.encode()[:8], "big") % 10**21)
+        return re.sub(r"[^a-z0-9_]", "_", account.lower())[:32]
+
+    def oslogin_on(self, vm: dict[str, Any]) -> bool:
+        """Whether a VM logs in through OS Login: its metadata's enable-oslogin, else the project's."""
+        metadata = {item["key"]: item["value"] for item in (vm.get("metadata") or {}).get("items", [])}
+        return {**self.project_metadata, **metadata}.get("enable-oslogin", "").upper() == "TRUE"
+
+    def oslogin_vms(self) -> list[str]:
+        return [n for vms in self.instances.values() for n, vm in vms.items() if n in self.vms and self.oslogin_on(vm)]
+
+    def keys_of(self, user: str) -> list[str]:
+        """The keys an OS Login VM takes for `user` now: those imported for it, not expired."""
+        now = time.time() * 1_000_000
+        return [key for key, expires in self.oslogin_keys.get(user, {}).items() if not expires or expires > now]
+
+    def _import_ssh_key(
+        self, account: str, query: dict[str, list[str]], body: dict[str, Any]
+    ) -> tuple[int, dict[str, Any]]:
+        """users.importSshPublicKey (REST: POST /v1/{parent=users/*}:importSshPublicKey, the key
+        in the body, projectId in the query): the login profile with the POSIX account."""
+        if "@" not in account:
+            return _error(400, "badRequest", f"Invalid user: {account}")
+        if query.get("projectId", [""])[0] != self.project:
+            return _error(403, "forbidden", f"The caller does not have permission on project {query.get('projectId')}")
+        key = str(body.get("key", "")).strip()
+        if not key:
+            return _error(400, "badRequest", "Invalid SSH public key")
+        user = self.posix_user(account)
+        self.oslogin_keys.setdefault(user, {})[key] = int(body.get("expirationTimeUsec") or 0)
+        profile = {
+            "name": f"users/{account}",
+            "posixAccounts": [
+                {
+                    "primary": True,
+                    "username": user,
+                    "uid": "1001",
+                    "gid": "1001",
+                    "homeDirectory": f"/home/{user}",
+                    "shell": "/bin/bash",
+                    "accountId": self.project,
+                    "operatingSystemType": "LINUX",
+                }
+            ],
+        }
+        return 200, {"loginProfile": profile}
 
     def _route(
         self, method: str, route: str, query: dict[str, list[str]], body: dict[str, Any]

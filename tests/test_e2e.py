@@ -5,6 +5,7 @@ with the user from the ssh-keys metadata made as Google's guest agent makes it."
 from __future__ import annotations
 
 import os
+import shlex
 import signal
 import subprocess
 import sys
@@ -54,16 +55,41 @@ def cloud(
         options = dict(vm_options)
         mounts = {str(wheelhouse): "/wheelhouse", **vm_mounts, **options.pop("volumes_extra", {})}
         host = sshd_factory(volumes_extra=mounts, pin=False, **options)
+        vms[name] = host
+        if api.oslogin_on(body):
+            # Its sshd takes only the keys imported through OS Login, per POSIX user (a real one asks
+            # the metadata server for them); ssh-keys metadata counts for nothing there.
+            code, output = host.exec(
+                "mkdir -p /etc/ssh/oslogin && echo 'AuthorizedKeysFile /etc/ssh/oslogin/%u' "
+                "> /etc/ssh/sshd_config.d/00-oslogin.conf && kill -HUP 1"
+            )
+            assert code == 0, output
+            host.wait_for_ssh()
+            oslogin_sync(name)
+            return host.address
         keys = next(item["value"] for item in body["metadata"]["items"] if item["key"] == "ssh-keys")
         user = keys.split(":", 1)[0]
         code, output = host.exec(
             f"useradd -m -s /bin/bash -p '*' {user} && echo '{user} ALL=(ALL) NOPASSWD:ALL' > /etc/sudoers.d/{user}"
         )
         assert code == 0, output
-        vms[name] = host
         return host.address
 
+    def oslogin_sync(name: str) -> None:
+        """The OS Login users and their unexpired keys on the VM now; sudo (google-sudoers) only
+        for accounts with roles/compute.osAdminLogin."""
+        admins = None if api.oslogin_admins is None else {api.posix_user(a) for a in api.oslogin_admins}
+        for user in api.oslogin_keys:
+            keys = "".join(key + "\n" for key in api.keys_of(user))
+            groups = "-G google-sudoers " if admins is None or user in admins else ""
+            code, output = vms[name].exec(
+                f"id -u {user} >/dev/null 2>&1 || useradd -m -s /bin/bash -p '*' {groups}{user}; "
+                f"printf %s {shlex.quote(keys)} > /etc/ssh/oslogin/{user}"
+            )
+            assert code == 0, output
+
     api.vm_factory = make_vm
+    api.oslogin_sync = oslogin_sync
     # Its address on the network the VMs share, as a VPC's internal address.
     api.vm_internal_address = lambda name: vms[name].internal_address()
     api.vm_host_keys = lambda name: [tuple(line.split()[1:3]) for line in vms[name].host_keys()]
@@ -345,6 +371,61 @@ def test_with_guest_attributes_off_and_no_keys_on_the_console_the_vm_is_named_an
         "with `inv gcp.delete --name tfrig-debian --yes`."
     )
     assert state.find_vm("tfrig-debian") is not None
+
+
+def company_project(cloud: FakeCompute, env: dict[str, str], account: str) -> dict[str, str]:
+    """A project under Google's foundation policies: OS Login required (and on), no external IPs,
+    guest attributes off, Shielded VMs; the user's gcloud account; tfrig reaching VMs inside the VPC."""
+    cloud.project_metadata["enable-oslogin"] = "TRUE"
+    cloud.policies.update(
+        {
+            "compute.requireOsLogin": True,
+            "compute.vmExternalIpAccess": True,
+            "compute.disableGuestAttributesAccess": True,
+            "compute.requireShieldedVm": True,
+        }
+    )
+    folder = Path(env["HOME"]) / ".config" / "gcloud"
+    (folder / "configurations").mkdir(parents=True, exist_ok=True)
+    (folder / "active_config").write_text("work\n")
+    (folder / "configurations" / "config_work").write_text(f"[core]\naccount = {account}\n")
+    return {**env, "INVOKE_GCP_SSH_VIA": "internal", "INVOKE_GCP_SECURE_BOOT": "true"}
+
+
+def test_a_company_project_create_install_verify_through_os_login_inside_the_vpc(tfrig, cloud, env):
+    company = company_project(cloud, env, "alice@example.com")
+    result = tfrig("gcp.create", "--yes", "--no-external-ip", "tf.install", "--no-index", "tf.verify", env=company)
+    assert result.code == 0, result.text
+    assert "logging in as alice_example_com" in result.out
+    assert "[tfrig-alice] TensorFlow 2.21.0 installed" in result.out
+    assert "[tfrig-alice] matmul on /job:localhost/replica:0/task:0/device:CPU:0: correct" in result.out
+    vm = cloud.vms["tfrig-alice"]
+    assert vm.exec("test -x /home/alice_example_com/tf-venv/bin/python")[0] == 0
+    record = state.vms()["tfrig-alice"]
+    assert record["address"] is None and record["user"] == "alice_example_com"
+    # The VM takes only the keys imported through OS Login: once its key expires, a later run imports
+    # it again before connecting.
+    cloud.oslogin_keys["alice_example_com"].clear()
+    cloud.oslogin_sync("tfrig-alice")
+    refused = tfrig("gcp.exec", "--cmd", "id -un", env=company)  # tfrig's record still says a day
+    assert refused.code != 0 and "Traceback" not in refused.text
+    state.record_vm("tfrig-alice", oslogin_expires=int(time.time()) + 60)
+    ran = tfrig("gcp.exec", "--cmd", "id -un", env=company)
+    assert ran.code == 0 and "alice_example_com" in ran.out, ran.text
+
+
+def test_os_login_without_the_admin_role_is_refused_with_the_role_to_ask_for(tfrig, cloud, env):
+    company = company_project(cloud, env, "bob@example.com")
+    cloud.oslogin_admins = set()  # roles/compute.osLogin only: no sudo
+    refused = tfrig("gcp.create", "--yes", "--name", "tfrig-bob", "--no-external-ip", env=company)
+    assert refused.code != 0 and "Traceback" not in refused.text
+    assert refused.err.strip().splitlines()[-1] == (
+        "tfrig-bob runs and is billed, and tfrig logs in as bob_example_com through OS Login, but sudo is refused "
+        "there: OS Login gives sudo only with roles/compute.osAdminLogin (on the project or the VM), which the "
+        "driver and Docker installs need: ask for it; it is recorded: or delete it with "
+        "`inv gcp.delete --name tfrig-bob --yes`."
+    )
+    assert state.find_vm("tfrig-bob") is not None
 
 
 def test_ctrl_c_in_exec_stops_the_remote_command_and_passes_its_exit_code_on(tfrig, cloud, env, state_dir):

@@ -309,11 +309,14 @@ def test_a_zone_without_the_gpu_is_refused_after_the_lookup(tfrig, fake, gcp_env
     assert fake.paths("POST") == []
 
 
-def test_os_login_is_turned_off_for_the_vm_with_a_note(tfrig, fake, gcp_env):
+def test_metadata_mode_turns_os_login_off_for_the_vm_with_a_note(tfrig, fake, gcp_env):
     fake.project_metadata["enable-oslogin"] = "TRUE"
-    result = create(tfrig, gcp_env)
+    result = create(tfrig, {**gcp_env, "INVOKE_GCP_SSH_MODE": "metadata"})
     assert result.code == 0, result.text
-    assert "OS Login is on in project tfrig-test: tfrig sets enable-oslogin=FALSE on its VMs" in result.out
+    assert (
+        "OS Login is on in project tfrig-test and gcp.ssh_mode is metadata: tfrig sets enable-oslogin=FALSE on its VMs"
+        in result.out
+    )
     body = fake.instances["us-central1-a"]["tfrig-alice"]
     metadata = {item["key"]: item["value"] for item in body["metadata"]["items"]}
     assert metadata["enable-oslogin"] == "FALSE"
@@ -468,7 +471,12 @@ def test_credentials_problems_are_one_line(tfrig, fake, gcp_env, tmp_path):
         "is plain http, which would carry your Google token in clear text: use an https endpoint, "
         "or gcp.credentials: anonymous for a test API."
     )
-    no_adc = tfrig("gcp.zones", env={**real, "INVOKE_GCP_ENDPOINT": "https://127.0.0.1:9"})
+    https = {**real, "INVOKE_GCP_ENDPOINT": "https://127.0.0.1:9"}
+    oslogin_clear = tfrig("gcp.zones", env=https)  # the OS Login endpoint is the fake's, plain http
+    assert oslogin_clear.code == 1 and oslogin_clear.err.strip().startswith(
+        f"gcp.oslogin_endpoint {fake.endpoint!r} is plain http, which would carry your Google token in clear text"
+    )
+    no_adc = tfrig("gcp.zones", env={**https, "INVOKE_GCP_OSLOGIN_ENDPOINT": ""})
     assert no_adc.code == 1
     assert no_adc.err.strip() == (
         "No Google Cloud credentials: run `gcloud auth application-default login`, or set "
@@ -1201,6 +1209,93 @@ def test_a_service_account_the_user_may_not_attach_is_one_line_and_no_other_zone
     )
     assert len([p for p in fake.paths("POST") if p.endswith("/instances")]) == 1 and state.vms() == {}
     assert create(tfrig, gcp_env, "--service-account", "trainer@tfrig-test.iam.gserviceaccount.com").code == 0
+
+
+# --- OS Login (issue 23, part 1) ------------------------------------------------------------------
+
+
+def test_auto_takes_os_login_where_the_project_turns_it_on_and_never_turns_it_off(tfrig, fake, gcp_env, tmp_path):
+    gcloud_config(tmp_path, "[core]\naccount = Alice.Smith@example.com\n")
+    fake.project_metadata["enable-oslogin"] = "TRUE"
+    made = create(tfrig, gcp_env)
+    assert made.code == 0, made.text
+    assert (
+        "OS Login: your SSH key is in Alice.Smith@example.com's profile for 24 h; logging in as alice_smith_example_com"
+        in made.out
+    )
+    (body,) = [vm for vms in fake.instances.values() for vm in vms.values()]
+    metadata = {item["key"]: item["value"] for item in body["metadata"]["items"]}
+    assert metadata["enable-oslogin"] == "TRUE" and "ssh-keys" not in metadata
+    public = Path(gcp_env["INVOKE_TFRIG_SSH_KEY"] + ".pub").read_text().strip()
+    assert list(fake.oslogin_keys["alice_smith_example_com"]) == [public]
+    record = state.vms()["tfrig-alice"]
+    assert record["user"] == "alice_smith_example_com" and record["ssh_mode"] == "oslogin"
+    assert record["oslogin_account"] == "Alice.Smith@example.com"
+    assert 23 * 3600 < record["oslogin_expires"] - time.time() <= 24 * 3600
+
+
+def test_metadata_mode_turns_os_login_off_on_its_vm_and_a_policy_that_forbids_it_says_what_to_set(
+    tfrig, fake, gcp_env, tmp_path
+):
+    gcloud_config(tmp_path, "[core]\naccount = alice@example.com\n")
+    fake.project_metadata["enable-oslogin"] = "TRUE"
+    fake.policies["compute.requireOsLogin"] = True
+    env = {**gcp_env, "INVOKE_GCP_SSH_MODE": "metadata"}
+    refused = create(tfrig, env)
+    assert refused.code == 1
+    assert refused.err.strip().splitlines()[-1] == (
+        "the organization policy constraints/compute.requireOsLogin requires OS Login, and gcp.ssh_mode: metadata "
+        "turns it off on tfrig's VMs: set gcp.ssh_mode to auto or oslogin (INVOKE_GCP_SSH_MODE=oslogin); tfrig "
+        "tries no other zone for it."
+    )
+    assert state.vms() == {} and fake.oslogin_keys == {}
+
+
+def test_auto_under_a_policy_requiring_os_login_creates_through_it_at_once(tfrig, fake, gcp_env, tmp_path):
+    gcloud_config(tmp_path, "[core]\naccount = alice@example.com\n")
+    fake.policies["compute.requireOsLogin"] = True
+    fake.project_metadata["enable-oslogin"] = "TRUE"  # as the policy sets it on the projects it makes
+    made = create(tfrig, gcp_env)
+    assert made.code == 0, made.text
+    assert len([p for p in fake.paths("POST") if p.endswith("/instances")]) == 1
+    assert state.vms()["tfrig-alice"]["ssh_mode"] == "oslogin"
+
+
+def test_os_login_with_two_factor_is_refused_before_anything_is_made(tfrig, fake, gcp_env, tmp_path):
+    gcloud_config(tmp_path, "[core]\naccount = alice@example.com\n")
+    fake.project_metadata.update({"enable-oslogin": "TRUE", "enable-oslogin-2fa": "TRUE"})
+    refused = create(tfrig, gcp_env)
+    assert refused.code == 1
+    assert (
+        refused.err.strip()
+        .splitlines()[-1]
+        .startswith(
+            "OS Login in project tfrig-test asks for two-factor login (enable-oslogin-2fa), which a script can't answer"
+        )
+    )
+    assert fake.paths("POST") == [] and fake.oslogin_keys == {}
+
+
+def test_os_login_without_an_account_to_log_in_as_is_one_line(tfrig, fake, gcp_env):
+    refused = create(tfrig, {**gcp_env, "INVOKE_GCP_SSH_MODE": "oslogin"})
+    assert refused.code == 1
+    assert (
+        refused.err.strip()
+        .splitlines()[-1]
+        .startswith(
+            "OS Login logs in as your Google account, and tfrig can't tell which: run `gcloud config set account EMAIL`"
+        )
+    )
+    assert fake.paths("POST") == []
+
+
+def test_dry_os_login_imports_nothing(tfrig, fake, gcp_env, tmp_path):
+    gcloud_config(tmp_path, "[core]\naccount = alice@example.com\n")
+    shown = tfrig("--dry", "gcp.create", "--name", "tfrig-alice", env={**gcp_env, "INVOKE_GCP_SSH_MODE": "oslogin"})
+    assert shown.code == 0, shown.text
+    assert "would import your SSH key into the OS Login profile of alice@example.com for 24 h" in shown.text
+    assert '"value": "TRUE"' in shown.out and "ssh-keys" not in shown.out
+    assert fake.oslogin_keys == {} and fake.paths("POST") == []
 
 
 # --- networks without external IPs (issue 23, part 2) ---------------------------------------------

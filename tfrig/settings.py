@@ -31,6 +31,7 @@ FALSE_WORDS = ("false", "no", "off", "0")
 SENSITIVE = frozenset(
     {
         "gcp.endpoint",
+        "gcp.oslogin_endpoint",
         "driver.download_base",
         "driver.installer_url",
         "driver.sha256",
@@ -53,6 +54,7 @@ CHOICES = {
     "driver.method": ("run", "apt"),
     "driver.module": ("", "open", "proprietary"),
     "gcp.ssh_via": ("external", "internal"),  # tfrig.gce.plan.SSH_VIA
+    "gcp.ssh_mode": ("auto", "metadata", "oslogin"),  # tfrig.gce.provision.choose_login
 }
 # Text settings that name a file or folder: a number there is a mistake (a version may be 2.15).
 PATHS = frozenset({"tfrig.ssh_key", "tfrig.known_hosts", "tf.venv", "tf.find_links", "conda.prefix"})

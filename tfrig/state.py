@@ -157,9 +157,11 @@ _FIELD_RULES: dict[str, re.Pattern[str]] = {
     "internal_address": re.compile(r"[0-9A-Za-z][0-9A-Za-z.:-]*"),
     "user": re.compile(r"[a-z0-9_][a-z0-9_.-]{0,31}"),
     "ssh_via": re.compile(r"external|internal"),
+    "ssh_mode": re.compile(r"metadata|oslogin"),
+    "oslogin_account": re.compile(r"[A-Za-z0-9][A-Za-z0-9._+-]*@[A-Za-z0-9.-]+"),
 }
 _TEXT_FIELDS = {"status", "ssh_key", "machine_type", "gpu", "request_id", "created", "idle_stop"}
-_NUMBER_FIELDS = {"since"}
+_NUMBER_FIELDS = {"since", "oslogin_expires"}
 
 
 def shown_key(key: str) -> str:

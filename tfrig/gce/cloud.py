@@ -15,7 +15,8 @@ import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from typing import Any
+from types import ModuleType
+from typing import Any, cast
 
 from invoke.exceptions import Exit
 
@@ -124,11 +125,20 @@ def _last(url: str) -> str:
 
 class Cloud:
     def __init__(
-        self, project: str, endpoint: str | None = None, credentials: str | None = None, retry_delay: float = 1.0
+        self,
+        project: str,
+        endpoint: str | None = None,
+        credentials: str | None = None,
+        retry_delay: float = 1.0,
+        oslogin_endpoint: str | None = None,
     ) -> None:
         self.project = project
         self.endpoint = _checked_endpoint(endpoint) if endpoint else None
+        self.oslogin_endpoint = (
+            _checked_endpoint(oslogin_endpoint, "gcp.oslogin_endpoint") if oslogin_endpoint else None
+        )
         self.retry_delay = retry_delay
+        self.anonymous = credentials == "anonymous"
         self.credentials = self._credentials(credentials)
         self._clients: dict[str, Any] = {}
 
@@ -141,12 +151,13 @@ class Cloud:
             from google.auth.credentials import AnonymousCredentials
 
             return AnonymousCredentials()
-        if self.endpoint and self.endpoint.lower().startswith("http://"):
-            # A bearer token in clear text is anyone's on the way: real credentials go over https only.
-            raise Exit(
-                f"gcp.endpoint {self.endpoint[:80]!r} is plain http, which would carry your Google token in clear "
-                "text: use an https endpoint, or gcp.credentials: anonymous for a test API."
-            )
+        for setting, endpoint in (("gcp.endpoint", self.endpoint), ("gcp.oslogin_endpoint", self.oslogin_endpoint)):
+            if endpoint and endpoint.lower().startswith("http://"):
+                # A bearer token in clear text is anyone's on the way: real credentials go over https only.
+                raise Exit(
+                    f"{setting} {endpoint[:80]!r} is plain http, which would carry your Google token in clear "
+                    "text: use an https endpoint, or gcp.credentials: anonymous for a test API."
+                )
         import google.auth
         from google.auth.exceptions import DefaultCredentialsError
 
@@ -170,10 +181,24 @@ class Cloud:
 
     def client(self, name: str) -> Any:
         if name not in self._clients:
-            from google.cloud import compute_v1
+            if name == "OsLoginServiceClient":
+                from google.cloud import oslogin_v1
 
-            options = {"api_endpoint": self.endpoint} if self.endpoint else None
-            self._clients[name] = getattr(compute_v1, name)(credentials=self.credentials, client_options=options)
+                if self.anonymous and not self.oslogin_endpoint:
+                    raise Exit(
+                        "gcp.credentials: anonymous works only with explicit endpoints: set gcp.oslogin_endpoint too "
+                        "(a private or test OS Login API)."
+                    )
+                endpoint, module = self.oslogin_endpoint, cast(ModuleType, oslogin_v1)
+            else:
+                from google.cloud import compute_v1
+
+                endpoint, module = self.endpoint, cast(ModuleType, compute_v1)
+            options = {"api_endpoint": endpoint} if endpoint else None
+            # REST, as compute_v1 is: one transport, the same proxies and errors, no gRPC channel.
+            self._clients[name] = getattr(module, name)(
+                credentials=self.credentials, client_options=options, transport="rest"
+            )
         return self._clients[name]
 
     def call(
@@ -376,6 +401,24 @@ class Cloud:
 
     # --- changes ----------------------------------------------------------------------------------
 
+    def import_ssh_key(self, account: str, public_key: str, seconds: int) -> str:
+        """Add `public_key` to `account`'s OS Login profile for `seconds` (the OS Login API's
+        users.importSshPublicKey, with the project, as gcloud and Airflow's ComputeEngineSSHHook
+        do); the POSIX user to log in as: the profile's primary account, else its first. A service
+        account's is sa_<its unique id>, a user's is derived from the email."""
+        expires = int((time.time() + seconds) * 1_000_000)
+        request = {
+            "parent": f"users/{account}",
+            "ssh_public_key": {"key": public_key, "expiration_time_usec": expires},
+            "project_id": self.project,
+        }
+        found = self.call("OsLoginServiceClient", "import_ssh_public_key", request=request)
+        accounts = list(found.login_profile.posix_accounts)
+        chosen = next((a for a in accounts if a.primary), accounts[0] if accounts else None)
+        if chosen is None or not chosen.username:
+            raise ApiError(200, "noPosixAccount", f"the OS Login profile of {account} has no POSIX account")
+        return str(chosen.username)
+
     def insert(self, zone: str, body: Any, request_id: str) -> str:
         """Insert; the same `request_id` (a UUID) again returns the first insert's operation if that
         one landed, never a second VM (InsertInstanceRequest.request_id)."""
@@ -418,8 +461,8 @@ class Cloud:
                 raise ApiError(0, "TIMEOUT", f"operation {operation} in {zone} not done after {timeout:.0f} s")
 
 
-def _checked_endpoint(endpoint: str) -> str:
-    """gcp.endpoint as the client takes it: an http(s) URL of a host (and port), else one line."""
+def _checked_endpoint(endpoint: str, setting: str = "gcp.endpoint") -> str:
+    """An endpoint setting as the client takes it: an http(s) URL of a host (and port), else one line."""
     from urllib.parse import urlsplit
 
     try:
@@ -429,7 +472,7 @@ def _checked_endpoint(endpoint: str) -> str:
         port_ok = False
     if parts.scheme not in ("http", "https") or not parts.hostname or not port_ok or not endpoint.isprintable():
         raise Exit(
-            f"gcp.endpoint {endpoint[:80]!r}: give the API's URL, e.g. https://compute.googleapis.com "
+            f"{setting} {endpoint[:80]!r}: give the API's URL, e.g. https://compute.googleapis.com "
             "(http:// only for a test API with gcp.credentials: anonymous)."
         )
     return endpoint

@@ -55,11 +55,18 @@ class Settings:
     endpoint: str | None
     credentials: str | None
     retry_delay: float
+    oslogin_endpoint: str | None = None
 
     def cloud(self) -> Any:
         from tfrig.gce.cloud import Cloud
 
-        return Cloud(self.project, self.endpoint, self.credentials, retry_delay=self.retry_delay)
+        return Cloud(
+            self.project,
+            self.endpoint,
+            self.credentials,
+            retry_delay=self.retry_delay,
+            oslogin_endpoint=self.oslogin_endpoint,
+        )
 
 
 def settings(c: Any, project: str | None = None, zone: str | None = None, region: str | None = None) -> Settings:
@@ -108,6 +115,7 @@ def settings(c: Any, project: str | None = None, zone: str | None = None, region
         endpoint=gcp.endpoint or None,
         credentials=gcp.credentials or None,
         retry_delay=float(gcp.retry_delay),
+        oslogin_endpoint=gcp.oslogin_endpoint or None,
     )
 
 

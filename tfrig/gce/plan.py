@@ -557,8 +557,8 @@ _POLICY_ADVICE = {
         "(from a machine inside the VPC or on a VPN to it)"
     ),
     "compute.requireOsLogin": (
-        "requires OS Login, and tfrig logs in with a key in the VM's metadata, turning OS Login off for its VM: "
-        "ask your organization's admin to exempt project {project} (tfrig has no OS Login mode yet)"
+        "requires OS Login, and gcp.ssh_mode: metadata turns it off on tfrig's VMs: set gcp.ssh_mode to auto or "
+        "oslogin (INVOKE_GCP_SSH_MODE=oslogin)"
     ),
     "compute.requireShieldedVm": (
         "requires Shielded VMs with Secure Boot: pass --secure-boot (or set gcp.secure_boot: true); the NVIDIA "

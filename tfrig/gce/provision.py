@@ -20,6 +20,30 @@ from tfrig.gce import plan as gceplan
 from tfrig.gce.config import Settings, settings
 from tfrig.hosts import targets
 
+# An SSH key imported into an OS Login profile lives this long; tfrig imports it again before it
+# connects when less than OSLOGIN_RENEW is left (Airflow's ComputeEngineSSHHook imports one per
+# connection, for 300 s).
+OSLOGIN_KEY_SECONDS = 24 * 3600
+OSLOGIN_RENEW = 3600
+
+
+@dataclass
+class Login:
+    """How tfrig logs in to the VMs of a create: its key in their metadata, or through OS Login
+    (the key imported into the account's profile, logging in as its POSIX user)."""
+
+    setting: str  # gcp.ssh_mode: auto | metadata | oslogin
+    public_key: str
+    user: str  # the metadata mode's user; the POSIX user once OS Login is used
+    mode: str = "metadata"
+    account: str = ""
+    expires: int = 0
+
+    def record_fields(self) -> dict[str, Any]:
+        if self.mode != "oslogin":
+            return {"ssh_mode": "metadata"}
+        return {"ssh_mode": "oslogin", "oslogin_account": self.account, "oslogin_expires": self.expires}
+
 
 @dataclass
 class CreateRequest:
@@ -37,6 +61,7 @@ class CreateRequest:
     network: gceplan.Network = field(default_factory=gceplan.Network)
     ssh_via: str = "external"  # how tfrig reaches the VM: its external or its internal address
     service_accounts: list[dict[str, Any]] = field(default_factory=list)  # gceplan.service_accounts
+    login: Login | None = None  # None: the key in metadata, as `metadata` says (tests' plain bodies)
     secure_boot: bool = False  # a Shielded VM with Secure Boot (gceplan.SHIELDED)
     zones: list[str] = field(default_factory=list)  # where to try, in order (the pre-flight's answer)
 
@@ -124,6 +149,8 @@ def record_created(
 
         fields["created"] = datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
         fields["ssh_via"] = request.ssh_via
+        if request.login:
+            fields.update(request.login.record_fields())
     return state.record_vm(vm.name, **fields)
 
 
@@ -236,12 +263,14 @@ def pin_host_keys(
     )
 
 
-def vm_host_keys(c: Any, record: dict[str, Any]) -> list[tuple[str, str]]:
-    """A VM's pinned host keys; if none are pinned (a VM made with --no-ssh-wait), one read of its
-    guest attributes, else of its serial console, pinned if there, with no waiting."""
+def vm_access(c: Any, record: dict[str, Any]) -> list[tuple[str, str]]:
+    """Before tfrig connects to a VM: its OS Login key renewed where it expires soon, and its
+    pinned host keys; if none are pinned (a VM made with --no-ssh-wait), one read of its guest
+    attributes, else of its serial console, pinned if there, with no waiting."""
     from tfrig.gce.cloud import ApiError
     from tfrig.hosts import hostkeys
 
+    renew_oslogin_key(c, record)
     keys = hostkeys.pinned(hostkeys.vm_host_name(record))
     if keys:
         return keys
@@ -272,7 +301,8 @@ def forget(name: str) -> None:
 
 
 def wait_ssh(c: Any, record: dict[str, Any], timeout: float, out: Any) -> None:
-    """Wait until SSH on the VM runs a command (the key may take a while to land)."""
+    """Wait until SSH on the VM runs a command (the key may take a while to land); through OS Login,
+    also that sudo works, which tfrig's installs need."""
     from tfrig.hosts.host import connect
 
     target = targets.vm_target(record)
@@ -280,9 +310,11 @@ def wait_ssh(c: Any, record: dict[str, Any], timeout: float, out: Any) -> None:
     last = ""
     while time.monotonic() < deadline:
         conn = connect(c, target)
+        answered = sudo = False
         try:
-            if conn.run("true", hide=True, warn=True, in_stream=False, dry=False).ok:
-                return
+            answered = conn.run("true", hide=True, warn=True, in_stream=False, dry=False).ok
+            if answered and record.get("ssh_mode") == "oslogin":
+                sudo = conn.run("sudo -n true", hide=True, warn=True, in_stream=False, dry=False).ok
         except Exception as exc:  # not up yet: refused, reset, auth not ready
             if type(exc).__name__ in ("HostKeyRefused", "BadHostKeyException"):  # final: never retried
                 from tfrig.hosts.host import describe_error
@@ -291,11 +323,26 @@ def wait_ssh(c: Any, record: dict[str, Any], timeout: float, out: Any) -> None:
             last = f"{type(exc).__name__}: {exc}"
         finally:
             conn.close()
+        if answered:
+            if record.get("ssh_mode") == "oslogin" and not sudo:
+                raise Exit(oslogin_sudo_refusal(record))
+            return
         time.sleep(2)
     raise Exit(
         f"{record['name']} runs but SSH to {record.get('user')}@{targets.vm_address(record)} did not answer in "
         f"{timeout:.0f} s "
         f"({last}); it is recorded: retry with `inv gcp.ssh --name {record['name']}`, or delete it with "
+        f"`inv gcp.delete --name {record['name']} --yes`."
+    )
+
+
+def oslogin_sudo_refusal(record: dict[str, Any]) -> str:
+    """One line where OS Login lets the user in but sudo is refused (the guest agent gives sudo only
+    to accounts with roles/compute.osAdminLogin: cloud.google.com/compute/docs/oslogin/set-up-oslogin)."""
+    return (
+        f"{record['name']} runs and is billed, and tfrig logs in as {record.get('user')} through OS Login, but sudo is "
+        f"refused there: OS Login gives sudo only with roles/compute.osAdminLogin (on the project or the VM), which "
+        f"the driver and Docker installs need: ask for it; it is recorded: or delete it with "
         f"`inv gcp.delete --name {record['name']} --yes`."
     )
 
@@ -409,6 +456,7 @@ def create_vms(
         except CreateFailed as failed:
             failed.made = [r["name"] for r in records]
             raise
+        user = request.login.user if request.login else user  # OS Login's POSIX user, once imported
         state.record_vm(
             vm_name,
             project=cfg.project,
@@ -417,6 +465,7 @@ def create_vms(
             user=user,
             ssh_key=str(key),
             ssh_via=request.ssh_via,
+            **(request.login.record_fields() if request.login else {}),
         )
         vm = wait_running(cloud, landed, vm_name, timing.running, timing.poll, request.ssh_via == "external")
         records.append(record_created(cfg, vm, key, user, request))
@@ -534,21 +583,16 @@ def price_line(request: CreateRequest, vms: int, zone: str) -> str:
     )
 
 
-def preflight(cloud: Any, cfg: Settings, request: CreateRequest, vms: int, ssh_wait: bool, out: Any) -> list[str]:
+def preflight(
+    cloud: Any, cfg: Settings, request: CreateRequest, vms: int, ssh_wait: bool, out: Any, dry: bool = False
+) -> list[str]:
     """Everything checked before any insert: SSH will work, the GPU is offered, the quota covers
     it; the zones to try, in order."""
     from tfrig.gce import prices as gceprice
 
     project_quotas, metadata = cloud.project_info()
-    if metadata.get("enable-oslogin", "").upper() == "TRUE":
-        # With OS Login on, the guest agent ignores ssh-keys metadata; an instance's own
-        # enable-oslogin=FALSE overrides the project's (an organization policy can still force it).
-        request.metadata["enable-oslogin"] = "FALSE"
-        print(
-            f"OS Login is on in project {cfg.project}: tfrig sets enable-oslogin=FALSE on its VMs so that the key "
-            "it adds works (if an organization policy forces OS Login, SSH will be refused and tfrig says so)",
-            file=out,
-        )
+    if request.login:
+        choose_login(cloud, request, metadata, out, dry)
     if ssh_wait:
         check_ssh_firewall(cloud, request.network, request.ssh_via, out)
     offered = cloud.accelerator_zones(request.gpu.name)
@@ -578,6 +622,101 @@ def preflight(cloud: Any, cfg: Settings, request: CreateRequest, vms: int, ssh_w
         shorts = sorted({q.metric for q in check.short})
         print(f"skipping {', '.join(skipped)}: not enough {', '.join(shorts)} quota", file=out)
     return usable
+
+
+def choose_login(cloud: Any, request: CreateRequest, project_metadata: dict[str, str], out: Any, dry: bool) -> None:
+    """Metadata keys or OS Login for the create, as gcp.ssh_mode says: `auto` takes OS Login where
+    the project turns it on, and never turns it off (constraints/compute.requireOsLogin turns it on
+    in the projects it makes and refuses turning it off, so auto meets no refusal: Compute Engine's
+    OS Login docs, manage-oslogin-in-an-org); `metadata` turns it off on tfrig's VMs (an instance's
+    enable-oslogin=FALSE overrides the project's), which that policy refuses."""
+    assert request.login is not None
+    login = request.login
+    project_on = project_metadata.get("enable-oslogin", "").upper() == "TRUE"
+    if login.setting == "oslogin" or (login.setting == "auto" and project_on):
+        if project_metadata.get("enable-oslogin-2fa", "").upper() == "TRUE":
+            raise Exit(
+                f"OS Login in project {cloud.project} asks for two-factor login (enable-oslogin-2fa), which a script "
+                "can't answer: ask your admin for a project without it, or set gcp.ssh_mode: metadata where no policy "
+                "requires OS Login."
+            )
+        use_oslogin(cloud, login, request.metadata, out, dry)
+        return
+    request.metadata["ssh-keys"] = f"{login.user}:{login.public_key}"
+    if project_on:
+        request.metadata["enable-oslogin"] = "FALSE"
+        print(
+            f"OS Login is on in project {cloud.project} and gcp.ssh_mode is metadata: tfrig sets enable-oslogin=FALSE "
+            "on its VMs so that the key it adds works",
+            file=out,
+        )
+
+
+def use_oslogin(cloud: Any, login: Login, metadata: dict[str, str], out: Any, dry: bool) -> None:
+    """Log in through OS Login: the VM gets enable-oslogin=TRUE and no ssh-keys, and the key goes
+    into the account's OS Login profile for OSLOGIN_KEY_SECONDS (not under --dry)."""
+    from tfrig.gce.cloud import ApiError
+    from tfrig.gce.config import gcloud_config
+
+    login.account = cloud.account() or gcloud_config().get("account") or ""
+    if not login.account:
+        raise Exit(
+            "OS Login logs in as your Google account, and tfrig can't tell which: run `gcloud config set account "
+            "EMAIL`, or use a service account's credentials."
+        )
+    metadata.pop("ssh-keys", None)
+    metadata["enable-oslogin"] = "TRUE"
+    login.mode = "oslogin"
+    hours = OSLOGIN_KEY_SECONDS // 3600
+    if dry:
+        print(f"would import your SSH key into the OS Login profile of {login.account} for {hours} h", file=out)
+        return
+    try:
+        login.user = cloud.import_ssh_key(login.account, login.public_key, OSLOGIN_KEY_SECONDS)
+    except ApiError as exc:
+        raise Exit(oslogin_refusal(exc, login.account, cloud.project)) from None
+    login.expires = int(time.time()) + OSLOGIN_KEY_SECONDS
+    print(f"OS Login: your SSH key is in {login.account}'s profile for {hours} h; logging in as {login.user}", file=out)
+
+
+def oslogin_refusal(exc: Any, account: str, project: str) -> str:
+    """One line for an OS Login API call that failed."""
+    if exc.reason in ("SERVICE_DISABLED", "accessNotConfigured") or "has not been used" in exc.message:
+        return (
+            f"The OS Login API is not enabled in project {project}: enable it with `gcloud services enable "
+            f"oslogin.googleapis.com --project {project}`, or set gcp.ssh_mode: metadata where no policy requires "
+            "OS Login."
+        )
+    if exc.status in (401, 403):
+        return (
+            f"OS Login refused to take an SSH key for {account} ({exc.message}): the account needs "
+            f"roles/compute.osAdminLogin in project {project} (sudo needs that one, not roles/compute.osLogin)."
+        )
+    return f"OS Login could not take an SSH key for {account}: {exc.message}"
+
+
+def renew_oslogin_key(c: Any, record: dict[str, Any]) -> dict[str, Any]:
+    """An OS Login VM's record with its key imported again where less than OSLOGIN_RENEW is left
+    (the profile's POSIX user may change too); other records as they are. Not under --dry."""
+    from tfrig.gce.cloud import ApiError
+
+    if record.get("ssh_mode") != "oslogin" or c.config.run.dry:
+        return record
+    if float(record.get("oslogin_expires") or 0) - time.time() > OSLOGIN_RENEW:
+        return record
+    public = Path(str(record.get("ssh_key") or "")).with_name(Path(str(record.get("ssh_key"))).name + ".pub")
+    try:
+        public_key = public.read_text().strip()
+    except OSError as exc:
+        raise Exit(f"{record['name']}: can't read {public} to renew its OS Login key: {exc.strerror}.") from None
+    cloud = settings(c, record.get("project"), record.get("zone")).cloud()
+    account = str(record.get("oslogin_account") or "")
+    try:
+        user = cloud.import_ssh_key(account, public_key, OSLOGIN_KEY_SECONDS)
+    except ApiError as exc:
+        raise Exit(oslogin_refusal(exc, account, cloud.project)) from None
+    expires = int(time.time()) + OSLOGIN_KEY_SECONDS
+    return state.record_vm(record["name"], user=user, oslogin_expires=expires)
 
 
 def check_ssh_firewall(cloud: Any, network: gceplan.Network, ssh_via: str, out: Any) -> None:

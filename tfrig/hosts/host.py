@@ -293,16 +293,16 @@ def shell_path(path: str) -> str:
     return shlex.quote(path)
 
 
-# Where a VM's host keys come from (pinned, else its guest attributes): the Compute Engine layer
-# knows, and the root collection hands its lookup down here (use_vm_key_source), so this layer never
-# imports the one above it.
-VmKeySource = Callable[[Any, dict[str, Any]], list[tuple[str, str]]]
-_vm_key_source: VmKeySource | None = None
+# Before connecting to a VM tfrig made: its login made ready (an OS Login key renewed) and its host
+# keys (pinned, else from Compute Engine). The Compute Engine layer knows how, and the root
+# collection hands its function down here (use_vm_access), so this layer never imports the one above it.
+VmAccess = Callable[[Any, dict[str, Any]], list[tuple[str, str]]]
+_vm_access: VmAccess | None = None
 
 
-def use_vm_key_source(source: VmKeySource) -> None:
-    global _vm_key_source
-    _vm_key_source = source
+def use_vm_access(access: VmAccess) -> None:
+    global _vm_access
+    _vm_access = access
 
 
 # One SSH connection per host for a whole `inv` run, so a chain of tasks handshakes once per host.
@@ -342,8 +342,8 @@ def _new_connection(c: Any, target: Target) -> Any:
         refuse_special_file(Path(connect_kwargs["key_filename"]), "the SSH key")
     # A VM tfrig made: its host keys, pinned from its guest attributes (tfrig.hosts.hostkeys).
     vm_keys: list[tuple[str, str]] = []
-    if target.vm is not None and target.vm.get("zone") and _vm_key_source is not None:
-        vm_keys = _vm_key_source(c, target.vm)
+    if target.vm is not None and target.vm.get("zone") and _vm_access is not None:
+        vm_keys = _vm_access(c, target.vm)
     from tfrig.settings import setting_number, setting_seconds
 
     timeout = setting_number(c.config, "tfrig", "connect_timeout", 1, 3600, default=15)

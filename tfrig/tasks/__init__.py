@@ -12,8 +12,8 @@ from tfrig.hosts import host
 from tfrig.tasks import conda, docker, driver, gcp, gpu, tf
 from tfrig.tasks.taskdef import task
 
-# Connecting to a VM tfrig made, the hosts layer asks Compute Engine for its host keys.
-host.use_vm_key_source(provision.vm_host_keys)
+# Connecting to a VM tfrig made, the hosts layer asks Compute Engine for its login and host keys.
+host.use_vm_access(provision.vm_access)
 
 
 @task(help={"revoke": "take back an earlier allow"})

@@ -30,6 +30,7 @@ from tfrig.gce.config import fresh_image_facts, image_source, local_user, owner,
 from tfrig.gce.provision import (
     CreateFailed,
     CreateRequest,
+    Login,
     Timing,
     adopt,
     cost_since_start,
@@ -44,6 +45,7 @@ from tfrig.gce.provision import (
     preflight,
     price_line,
     reconcile,
+    renew_oslogin_key,
     rounded,
     wait_running,
     wait_ssh,
@@ -181,12 +183,14 @@ def create(
         on_termination=termination,
         # enable-guest-attributes: the guest agent publishes the VM's SSH host keys there at first
         # boot, so tfrig pins them instead of trusting the first key it meets (tfrig.hosts.hostkeys).
-        metadata={"ssh-keys": f"{user}:{public_key}", "enable-guest-attributes": "TRUE", **image_metadata},
+        # The login (ssh-keys, or OS Login's enable-oslogin) is the pre-flight's (choose_login).
+        metadata={"enable-guest-attributes": "TRUE", **image_metadata},
         owner=owner(cloud),
         network=where,
         ssh_via=ssh_via,
         service_accounts=accounts,
         secure_boot=bool(secure_boot or gcp.secure_boot),
+        login=Login(setting_text(c.config, "gcp", "ssh_mode"), public_key, user),
     )
     # Each VM is held from the lookup to its record, so that a second create of the name waits and
     # then adopts it, and a delete waits for the insert (tfrig.state.vm_operation).
@@ -197,7 +201,7 @@ def create(
         records, to_create = adopt(c, cloud, cfg, names, key, user, request.owner, timing, out)
 
         if to_create:
-            zones = request.zones = preflight(cloud, cfg, request, len(to_create), ssh_wait, out)
+            zones = request.zones = preflight(cloud, cfg, request, len(to_create), ssh_wait, out, dry)
             price = price_line(request, len(to_create), zones[0])
             print(price, file=out)
             if dry:
@@ -520,7 +524,7 @@ def quota(c, gpu=None, region=None, project=None, json=False):
 @task(help={"name": NAME_HELP})
 def ssh(c, name=None):
     """Open a shell on the VM."""
-    record = _record_or_exit(name, c)
+    record = renew_oslogin_key(c, _record_or_exit(name, c))
     argv = ssh_argv(c, record)
     if c.config.run.dry:
         print("would run: " + shlex.join(argv))
@@ -537,7 +541,7 @@ def ssh(c, name=None):
 )
 def ssh_config(c, name=None, remove=False, file=None):
     """Write (or update) a managed `Host NAME` block in ~/.ssh/config, so plain `ssh NAME` works."""
-    record = _record_or_exit(name, c)
+    record = renew_oslogin_key(c, _record_or_exit(name, c))
     path = Path(os.path.expanduser(file or "~/.ssh/config"))
     if path.is_dir():
         raise Exit(f"--file {path} is a folder; name the ssh config file itself, e.g. {path / 'config'}.")
@@ -564,6 +568,11 @@ def ssh_config(c, name=None, remove=False, file=None):
         f"{'removed' if remove else 'wrote'} Host {record['name']} in {path}"
         + ("" if remove else f": `ssh {record['name']}`")
     )
+    if record.get("ssh_mode") == "oslogin" and not remove:
+        print(
+            f"{record['name']} logs in through OS Login with a key that expires in a day: any tfrig command on it "
+            "(or this one again) renews it"
+        )
 
 
 @task(
@@ -826,6 +835,10 @@ ns.configure(
             "network": "",
             "subnet": "",
             "tags": "",
+            # How tfrig logs in: auto (OS Login where the project or a policy asks for it, else a key
+            # in the VM's metadata), metadata, or oslogin.
+            "ssh_mode": "auto",
+            "oslogin_endpoint": "",
             "service_account": "default",  # the VM's: an email, default or none
             "scopes": "cloud-platform",
             "secure_boot": False,
