@@ -373,10 +373,23 @@ def test_with_guest_attributes_off_and_no_keys_on_the_console_the_vm_is_named_an
     assert state.find_vm("tfrig-debian") is not None
 
 
+GCLOUD_STAND_IN = ROOT / "tests" / "testbed" / "bin"
+
+
 def company_project(cloud: FakeCompute, env: dict[str, str], account: str) -> dict[str, str]:
     """A project under Google's foundation policies: OS Login required (and on), no external IPs,
-    guest attributes off, Shielded VMs; the user's gcloud account; tfrig reaching VMs inside the VPC."""
+    guest attributes off, Shielded VMs; SSH only from IAP's range; the user's gcloud account; tfrig
+    reaching its VMs through IAP (the gcloud stand-in on PATH, its calls logged)."""
     cloud.project_metadata["enable-oslogin"] = "TRUE"
+    cloud.firewalls = [
+        {
+            "name": "allow-ssh-from-iap",
+            "network": "global/networks/default",
+            "direction": "INGRESS",
+            "sourceRanges": ["35.235.240.0/20"],
+            "allowed": [{"IPProtocol": "tcp", "ports": ["22"]}],
+        }
+    ]
     cloud.policies.update(
         {
             "compute.requireOsLogin": True,
@@ -389,10 +402,17 @@ def company_project(cloud: FakeCompute, env: dict[str, str], account: str) -> di
     (folder / "configurations").mkdir(parents=True, exist_ok=True)
     (folder / "active_config").write_text("work\n")
     (folder / "configurations" / "config_work").write_text(f"[core]\naccount = {account}\n")
-    return {**env, "INVOKE_GCP_SSH_VIA": "internal", "INVOKE_GCP_SECURE_BOOT": "true"}
+    return {
+        **env,
+        "INVOKE_GCP_SSH_VIA": "iap",
+        "INVOKE_GCP_SECURE_BOOT": "true",
+        "PATH": f"{GCLOUD_STAND_IN}:{os.environ['PATH']}",
+        "CLOUDSDK_API_ENDPOINT_OVERRIDES_COMPUTE": f"{cloud.endpoint}/compute/v1/",
+        "TFRIG_TEST_GCLOUD_LOG": str(Path(env["HOME"]) / "gcloud.log"),
+    }
 
 
-def test_a_company_project_create_install_verify_through_os_login_inside_the_vpc(tfrig, cloud, env):
+def test_a_company_project_create_install_verify_through_os_login_and_iap(tfrig, cloud, env):
     company = company_project(cloud, env, "alice@example.com")
     result = tfrig("gcp.create", "--yes", "--no-external-ip", "tf.install", "--no-index", "tf.verify", env=company)
     assert result.code == 0, result.text
@@ -402,7 +422,12 @@ def test_a_company_project_create_install_verify_through_os_login_inside_the_vpc
     vm = cloud.vms["tfrig-alice"]
     assert vm.exec("test -x /home/alice_example_com/tf-venv/bin/python")[0] == 0
     record = state.vms()["tfrig-alice"]
-    assert record["address"] is None and record["user"] == "alice_example_com"
+    assert record["address"] is None and record["user"] == "alice_example_com" and record["ssh_via"] == "iap"
+    tunnels = Path(company["TFRIG_TEST_GCLOUD_LOG"]).read_text().splitlines()
+    assert tunnels and set(tunnels) == {
+        "compute start-iap-tunnel tfrig-alice 22 --listen-on-stdin --zone=us-central1-a --project=tfrig-test "
+        "--verbosity=warning"
+    }
     # The VM takes only the keys imported through OS Login: once its key expires, a later run imports
     # it again before connecting.
     cloud.oslogin_keys["alice_example_com"].clear()
@@ -412,6 +437,39 @@ def test_a_company_project_create_install_verify_through_os_login_inside_the_vpc
     state.record_vm("tfrig-alice", oslogin_expires=int(time.time()) + 60)
     ran = tfrig("gcp.exec", "--cmd", "id -un", env=company)
     assert ran.code == 0 and "alice_example_com" in ran.out, ran.text
+    # gcp.ssh and ~/.ssh/config go the same way.
+    shown = tfrig("--dry", "gcp.ssh", env=company)
+    assert "-oProxyCommand=gcloud compute start-iap-tunnel tfrig-alice 22 --listen-on-stdin" in shown.out
+    assert shown.out.strip().endswith(f"alice_example_com@{record['internal_address']}")
+
+
+def test_iap_without_its_firewall_rule_is_refused_before_the_create(tfrig, cloud, env):
+    company = company_project(cloud, env, "alice@example.com")
+    cloud.firewalls = []
+    refused = tfrig("gcp.create", "--yes", "--no-external-ip", env=company)
+    assert refused.code == 1
+    assert (
+        refused.err.strip()
+        .splitlines()[-1]
+        .startswith(
+            "The firewall of network default does not admit SSH through IAP (tcp:22 from 35.235.240.0/20) to tfrig's "
+            "VMs: no rule that applies to every VM admits IAP's range 35.235.240.0/20"
+        )
+    )
+    assert inserts(cloud) == [] and cloud.oslogin_keys == {}
+
+
+def test_iap_without_gcloud_is_one_line_before_anything_changes(tfrig, cloud, env, tmp_path):
+    (tmp_path / "no-gcloud").mkdir()
+    company = {**company_project(cloud, env, "alice@example.com"), "PATH": str(tmp_path / "no-gcloud")}
+    refused = tfrig("gcp.create", "--yes", "--no-external-ip", env=company)
+    assert refused.code == 1
+    assert (
+        refused.err.strip()
+        .splitlines()[-1]
+        .startswith("gcp.ssh_via: iap runs `gcloud compute start-iap-tunnel`, and gcloud is not on PATH")
+    )
+    assert cloud.calls == []
 
 
 def test_os_login_without_the_admin_role_is_refused_with_the_role_to_ask_for(tfrig, cloud, env):

@@ -372,3 +372,33 @@ def test_unknown_errors_stop_instead_of_retrying_blindly():
     failover.next_zone()
     assert failover.failed("us-central1-a", "IAM_PERMISSION_DENIED", "denied") == "all"
     assert failover.next_zone() is None
+
+
+def _rule(name: str, sources: list[str], priority: int = 1000, deny: bool = False, tags: list[str] | None = None):
+    action = "denied" if deny else "allowed"
+    return {
+        "name": name,
+        "network": "global/networks/default",
+        "priority": priority,
+        "source_ranges": sources,
+        "target_tags": tags or [],
+        action: [("tcp", ["22"])],
+    }
+
+
+@pytest.mark.parametrize(
+    ("rules", "tags", "verdict"),
+    [
+        ([_rule("any", ["0.0.0.0/0"])], (), "open"),
+        ([_rule("iap", ["35.235.240.0/20"])], (), "open"),
+        # Only part of IAP's range: IAP's forwarders come from all of it.
+        ([_rule("part", ["35.235.240.0/24"])], (), "no rule that applies to every VM admits IAP's range"),
+        ([_rule("iap", ["35.235.240.0/20"]), _rule("no", ["0.0.0.0/0"], 900, deny=True)], (), "the deny rule no"),
+        ([_rule("iap", ["35.235.240.0/20"], tags=["ssh"])], ("gpu",), "no rule that applies to a VM tagged gpu"),
+        ([_rule("iap", ["35.235.240.0/20"], tags=["ssh"])], ("ssh",), "open"),
+    ],
+)
+def test_iap_verdict_wants_the_whole_iap_range_on_port_22(rules, tags, verdict):
+    from tfrig.gce.plan import iap_verdict
+
+    assert iap_verdict(rules, "default", tags).startswith(verdict)

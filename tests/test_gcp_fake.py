@@ -1096,7 +1096,8 @@ def test_create_never_adopts_a_colleagues_vm_of_the_same_name(tfrig, fake, gcp_e
 POLICIES = {
     "compute.vmExternalIpAccess": (
         True,
-        "allows no external IP on VMs in project tfrig-test: pass --no-external-ip and set gcp.ssh_via: internal",
+        "allows no external IP on VMs in project tfrig-test: pass --no-external-ip and set gcp.ssh_via: iap (SSH "
+        "through IAP's tunnel) or internal",
         ["--no-external-ip"],
     ),
     "compute.requireShieldedVm": (
@@ -1322,7 +1323,7 @@ def test_no_external_ip_without_a_way_in_is_refused_before_any_call(tfrig, fake,
     refused = create(tfrig, gcp_env, "--no-external-ip")
     assert refused.code == 1
     assert refused.err.strip().startswith("--no-external-ip: tfrig would have no address to reach the VM at")
-    assert "gcp.ssh_via: internal" in refused.err and fake.calls == []
+    assert "set gcp.ssh_via: iap" in refused.err and "or internal when" in refused.err and fake.calls == []
 
 
 def test_a_project_without_the_default_network_names_network_not_a_firewall_rule(tfrig, fake, gcp_env):

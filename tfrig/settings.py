@@ -53,7 +53,7 @@ CHOICES = {
     "docker.install_method": ("repo", "distro", "script"),
     "driver.method": ("run", "apt"),
     "driver.module": ("", "open", "proprietary"),
-    "gcp.ssh_via": ("external", "internal"),  # tfrig.gce.plan.SSH_VIA
+    "gcp.ssh_via": ("external", "internal", "iap"),  # tfrig.gce.plan.SSH_VIA
     "gcp.ssh_mode": ("auto", "metadata", "oslogin"),  # tfrig.gce.provision.choose_login
 }
 # Text settings that name a file or folder: a number there is a mistake (a version may be 2.15).

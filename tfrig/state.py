@@ -156,7 +156,7 @@ _FIELD_RULES: dict[str, re.Pattern[str]] = {
     "address": re.compile(r"[0-9A-Za-z][0-9A-Za-z.:-]*"),  # an IP or host name, never an option
     "internal_address": re.compile(r"[0-9A-Za-z][0-9A-Za-z.:-]*"),
     "user": re.compile(r"[a-z0-9_][a-z0-9_.-]{0,31}"),
-    "ssh_via": re.compile(r"external|internal"),
+    "ssh_via": re.compile(r"external|internal|iap"),
     "ssh_mode": re.compile(r"metadata|oslogin"),
     "oslogin_account": re.compile(r"[A-Za-z0-9][A-Za-z0-9._+-]*@[A-Za-z0-9.-]+"),
 }

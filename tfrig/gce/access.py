@@ -30,13 +30,20 @@ def ssh_options(c: Any) -> list[tuple[str, str]]:
 
 
 def ssh_argv(c: Any, record: dict[str, Any], extra: list[str] | None = None) -> list[str]:
-    argv = ["ssh", *(f"-o{key}={value}" for key, value in ssh_options(c)), "-p", str(record.get("port") or 22)]
+    options = ssh_options(c) + vm_options(record)
+    argv = ["ssh", *(f"-o{key}={value}" for key, value in options), "-p", str(record.get("port") or 22)]
     if record.get("ssh_key"):
         argv += ["-i", record["ssh_key"]]
     return argv + (extra or []) + [f"{record.get('user')}@{targets.vm_address(record)}"]
 
 
 BLOCK_START, BLOCK_END = "# >>> tfrig {name} >>>", "# <<< tfrig {name} <<<"
+
+
+def vm_options(record: dict[str, Any]) -> list[tuple[str, str]]:
+    """The OpenSSH options a VM's own way in needs: IAP's tunnel as its ProxyCommand."""
+    proxy = targets.iap_command(record)
+    return [("ProxyCommand", proxy)] if proxy else []
 
 
 def ssh_config_block(record: dict[str, Any], options: list[tuple[str, str]]) -> str:
@@ -49,7 +56,7 @@ def ssh_config_block(record: dict[str, Any], options: list[tuple[str, str]]) -> 
     ]
     if record.get("ssh_key"):
         lines.append(f"    IdentityFile {record['ssh_key']}")
-    lines += [f"    {key} {value}" for key, value in options]
+    lines += [f"    {key} {value}" for key, value in options + vm_options(record)]
     lines.append(BLOCK_END.format(name=record["name"]))
     return "\n".join(lines) + "\n"
 

@@ -289,10 +289,11 @@ class Cloud:
             raise
         return True
 
-    def ssh_access(self, network: str = "default", tags: tuple[str, ...] = ()) -> tuple[str, bool]:
-        """Whether SSH from the internet reaches tfrig's VMs on `network` with `tags`
-        (tfrig.gce.plan.ssh_verdict), and whether any firewall rule names that network."""
-        from tfrig.gce.plan import ssh_verdict
+    def ssh_access(self, network: str = "default", tags: tuple[str, ...] = (), iap: bool = False) -> tuple[str, bool]:
+        """Whether SSH from the internet (or, with `iap`, from IAP's range) reaches tfrig's VMs on
+        `network` with `tags` (tfrig.gce.plan.ssh_verdict, iap_verdict), and whether any firewall
+        rule names that network."""
+        from tfrig.gce.plan import iap_verdict, ssh_verdict
 
         rules = []
         for rule in self.call("FirewallsClient", "list", project=self.project):
@@ -311,7 +312,7 @@ class Cloud:
                 }
             )
         named = any(rule["network"].rstrip("/").rsplit("/", 1)[-1] == network for rule in rules)
-        return ssh_verdict(rules, network, tags), named
+        return (iap_verdict if iap else ssh_verdict)(rules, network, tags), named
 
     def vms(self, name: str | None = None, tfrig_only: bool = True) -> list[Vm]:
         """VMs across all zones: tfrig's by label, or any with a given name."""

@@ -156,7 +156,10 @@ _NETWORK_PATH = re.compile(rf"^projects/(?P<project>[^/\s]+)/global/networks/(?P
 _SUBNET_PATH = re.compile(
     rf"^projects/(?P<project>[^/\s]+)/regions/(?P<region>[a-z]+-[a-z]+\d+)/subnetworks/(?P<name>{_NAME_PART})$"
 )
-SSH_VIA = ("external", "internal")
+SSH_VIA = ("external", "internal", "iap")
+# Where IAP's TCP forwarding connects from: a VM reached through IAP needs ingress from it on port 22
+# (cloud.google.com/iap/docs/using-tcp-forwarding, "Create a firewall rule").
+IAP_RANGE = "35.235.240.0/20"
 
 
 @dataclass(frozen=True)
@@ -474,13 +477,10 @@ def _port_range_has(port: int, item: str) -> bool:
     return int(low) <= port <= int(high or low)
 
 
-def ssh_verdict(rules: list[dict[str, Any]], network: str = "default", tags: tuple[str, ...] = ()) -> str:
-    """Whether ingress tcp:22 from the internet reaches a VM tfrig creates (network tags `tags`, no
-    service account) on `network`, as VPC firewall rules decide: enabled ingress rules that apply
-    to it (no targetTags, or one of its tags; no targetServiceAccounts), by priority (lower first),
-    a deny before an allow of equal priority, and the implied deny at the end.
-
-    "open"; "from RANGES" (allowed only from some source ranges); or why it is closed."""
+def _applicable(rules: list[dict[str, Any]], network: str, tags: tuple[str, ...]) -> list[dict[str, Any]]:
+    """Enabled ingress rules of `network` that apply to a VM tfrig creates (no targetTags, or one of
+    its tags; no targetServiceAccounts) with source ranges, by priority (lower first), a deny
+    before an allow of equal priority."""
     applicable = [
         r
         for r in rules
@@ -491,9 +491,23 @@ def ssh_verdict(rules: list[dict[str, Any]], network: str = "default", tags: tup
         and not r.get("target_service_accounts")
         and r.get("source_ranges")  # rules with only source tags admit other VMs, not you
     ]
-    ordered = sorted(applicable, key=lambda r: (int(r.get("priority", 1000)), 0 if r.get("denied") else 1))
+    return sorted(applicable, key=lambda r: (int(r.get("priority", 1000)), 0 if r.get("denied") else 1))
+
+
+def _closed(tags: tuple[str, ...], what: str = "it") -> str:
+    if tags:
+        return f"no rule that applies to a VM tagged {', '.join(tags)} admits {what}"
+    return f"no rule that applies to every VM admits {what} (rules with target tags don't: pass --tags to match one)"
+
+
+def ssh_verdict(rules: list[dict[str, Any]], network: str = "default", tags: tuple[str, ...] = ()) -> str:
+    """Whether ingress tcp:22 from the internet reaches a VM tfrig creates (network tags `tags`, no
+    service account) on `network`, as VPC firewall rules decide: the rules that apply to it
+    (_applicable) in order, and the implied deny at the end.
+
+    "open"; "from RANGES" (allowed only from some source ranges); or why it is closed."""
     some: list[str] = []
-    for rule in ordered:
+    for rule in _applicable(rules, network, tags):
         everywhere = any(source in ("0.0.0.0/0", "::/0") for source in rule["source_ranges"])
         if rule.get("denied") and _covers_ssh(rule["denied"]):
             if everywhere:
@@ -507,9 +521,31 @@ def ssh_verdict(rules: list[dict[str, Any]], network: str = "default", tags: tup
             some += [source for source in rule["source_ranges"] if source not in some]
     if some:
         return "from " + ", ".join(some)
-    if tags:
-        return f"no rule that applies to a VM tagged {', '.join(tags)} admits it"
-    return "no rule that applies to every VM admits it (rules with target tags don't: pass --tags to match one)"
+    return _closed(tags)
+
+
+def iap_verdict(rules: list[dict[str, Any]], network: str = "default", tags: tuple[str, ...] = ()) -> str:
+    """Whether ingress tcp:22 from IAP's range (IAP_RANGE) reaches a VM tfrig creates: the first
+    rule that applies and whose source ranges hold the whole range decides. "open", or why not."""
+    import ipaddress
+
+    iap = ipaddress.ip_network(IAP_RANGE)
+
+    def holds(source: str) -> bool:
+        try:
+            wide = ipaddress.ip_network(source, strict=False)
+        except ValueError:
+            return False
+        return wide.version == iap.version and iap.subnet_of(wide)  # type: ignore[arg-type]
+
+    for rule in _applicable(rules, network, tags):
+        if not any(holds(source) for source in rule["source_ranges"]):
+            continue
+        if rule.get("denied") and _covers_ssh(rule["denied"]):
+            return f"the deny rule {rule.get('name')} (priority {rule.get('priority', 1000)}) blocks it"
+        if rule.get("allowed") and _covers_ssh(rule["allowed"]):
+            return "open"
+    return _closed(tags, f"IAP's range {IAP_RANGE}")
 
 
 # --- failover -------------------------------------------------------------------------------------
@@ -553,8 +589,8 @@ def scope_of(reason: str, message: str) -> str:
 _CONSTRAINT = re.compile(r"constraints/([A-Za-z0-9_.]+)")
 _POLICY_ADVICE = {
     "compute.vmExternalIpAccess": (
-        "allows no external IP on VMs in project {project}: pass --no-external-ip and set gcp.ssh_via: internal "
-        "(from a machine inside the VPC or on a VPN to it)"
+        "allows no external IP on VMs in project {project}: pass --no-external-ip and set gcp.ssh_via: iap (SSH "
+        "through IAP's tunnel) or internal (from a machine inside the VPC or on a VPN to it)"
     ),
     "compute.requireOsLogin": (
         "requires OS Login, and gcp.ssh_mode: metadata turns it off on tfrig's VMs: set gcp.ssh_mode to auto or "

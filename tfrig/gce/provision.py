@@ -423,7 +423,7 @@ def adopt(
         if vm.status != "RUNNING" and not dry:
             print(f"{vm_name} exists in {vm.zone} ({vm.status}); starting it", file=out)
             finish(c, cloud, vm.zone, cloud.start(vm.zone, vm_name), f"starting {vm_name}", timing.operation)
-            external = (known or {}).get("ssh_via") != "internal"
+            external = (known or {}).get("ssh_via", "external") == "external"
             vm = wait_running(cloud, vm.zone, vm_name, timing.running, timing.poll, external)
         print(f"{vm_name} exists in {vm.zone} (created by tfrig): using it", file=out)
         known = known or {}
@@ -448,6 +448,8 @@ def create_vms(
     says, each recorded before its insert and running when returned. CreateFailed when no zone can
     take one (the ones made so far stay, recorded)."""
     state.check_writable()  # before anything bills: what is created must be recorded
+    if request.login:
+        import_login_key(cloud, request.login, out)
     failover = gceplan.Failover(request.zones)
     records: list[dict[str, Any]] = []
     for vm_name in names:
@@ -591,8 +593,6 @@ def preflight(
     from tfrig.gce import prices as gceprice
 
     project_quotas, metadata = cloud.project_info()
-    if request.login:
-        choose_login(cloud, request, metadata, out, dry)
     if ssh_wait:
         check_ssh_firewall(cloud, request.network, request.ssh_via, out)
     offered = cloud.accelerator_zones(request.gpu.name)
@@ -621,6 +621,8 @@ def preflight(
     if skipped:
         shorts = sorted({q.metric for q in check.short})
         print(f"skipping {', '.join(skipped)}: not enough {', '.join(shorts)} quota", file=out)
+    if request.login:
+        choose_login(cloud, request, metadata, out, dry)
     return usable
 
 
@@ -653,9 +655,8 @@ def choose_login(cloud: Any, request: CreateRequest, project_metadata: dict[str,
 
 
 def use_oslogin(cloud: Any, login: Login, metadata: dict[str, str], out: Any, dry: bool) -> None:
-    """Log in through OS Login: the VM gets enable-oslogin=TRUE and no ssh-keys, and the key goes
-    into the account's OS Login profile for OSLOGIN_KEY_SECONDS (not under --dry)."""
-    from tfrig.gce.cloud import ApiError
+    """Log in through OS Login: the VM gets enable-oslogin=TRUE and no ssh-keys; the key goes into
+    the account's profile once the create goes ahead (import_login_key)."""
     from tfrig.gce.config import gcloud_config
 
     login.account = cloud.account() or gcloud_config().get("account") or ""
@@ -667,15 +668,24 @@ def use_oslogin(cloud: Any, login: Login, metadata: dict[str, str], out: Any, dr
     metadata.pop("ssh-keys", None)
     metadata["enable-oslogin"] = "TRUE"
     login.mode = "oslogin"
-    hours = OSLOGIN_KEY_SECONDS // 3600
     if dry:
+        hours = OSLOGIN_KEY_SECONDS // 3600
         print(f"would import your SSH key into the OS Login profile of {login.account} for {hours} h", file=out)
+
+
+def import_login_key(cloud: Any, login: Login, out: Any) -> None:
+    """Through OS Login, the key imported into the account's profile for OSLOGIN_KEY_SECONDS, and
+    the POSIX user the profile gives to log in as."""
+    from tfrig.gce.cloud import ApiError
+
+    if login.mode != "oslogin":
         return
     try:
         login.user = cloud.import_ssh_key(login.account, login.public_key, OSLOGIN_KEY_SECONDS)
     except ApiError as exc:
         raise Exit(oslogin_refusal(exc, login.account, cloud.project)) from None
     login.expires = int(time.time()) + OSLOGIN_KEY_SECONDS
+    hours = OSLOGIN_KEY_SECONDS // 3600
     print(f"OS Login: your SSH key is in {login.account}'s profile for {hours} h; logging in as {login.user}", file=out)
 
 
@@ -732,7 +742,7 @@ def check_ssh_firewall(cloud: Any, network: gceplan.Network, ssh_via: str, out: 
         print(f"the network's firewall is in project {network.project}: not checked for SSH", file=out)
         return
     try:
-        verdict, named = cloud.ssh_access(network.name, network.tags)
+        verdict, named = cloud.ssh_access(network.name, network.tags, iap=ssh_via == "iap")
     except ApiError as exc:
         if exc.status != 403:
             raise
@@ -749,6 +759,13 @@ def check_ssh_firewall(cloud: Any, network: gceplan.Network, ssh_via: str, out: 
                 f"{cloud.project}` shows them."
             )
         tagging = f" --target-tags {','.join(network.tags)}" if network.tags else ""
+        if ssh_via == "iap":
+            raise Exit(
+                f"The firewall of network {network.name} does not admit SSH through IAP (tcp:22 from "
+                f"{gceplan.IAP_RANGE}) to tfrig's VMs: {verdict}. Create a rule (`gcloud compute firewall-rules "
+                f"create allow-ssh-from-iap --network {network.name} --allow tcp:22 --source-ranges "
+                f"{gceplan.IAP_RANGE}{tagging}`), or pass --no-ssh-wait."
+            )
         raise Exit(
             f"The firewall of network {network.name} does not admit SSH (tcp:22) to tfrig's VMs: {verdict}. Create a "
             f"rule (`gcloud compute firewall-rules create allow-ssh --network {network.name} --allow tcp:22"

@@ -361,6 +361,8 @@ def _new_connection(c: Any, target: Target) -> Any:
         run_config=c.config,
         vm_keys=vm_keys,
         keepalive=keepalive,
+        # Fabric runs a string gateway as paramiko's ProxyCommand (fabric.Connection, "gateway").
+        gateway=target.proxy_command,
     )
 
 

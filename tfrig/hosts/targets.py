@@ -35,6 +35,8 @@ class Target:
     user: str | None = None
     port: int | None = None
     key_filename: str | None = None
+    # A command whose stdin and stdout reach the host's SSH port (OpenSSH's ProxyCommand): IAP's tunnel.
+    proxy_command: str | None = None
     vm: dict[str, Any] | None = field(default=None, compare=False)
     # A VM that --dry would create: no host to ask, so its facts are assumed (name -> (rc, output)).
     assumed: dict[str, tuple[int, str]] | None = field(default=None, compare=False)
@@ -89,10 +91,31 @@ def parse_hosts(spec: str) -> list[Target]:
 
 def vm_address(record: Mapping[str, Any]) -> str | None:
     """Where tfrig reaches a VM it created: its external address, or its internal one where it was
-    created to be reached that way (gcp.ssh_via internal, a VM with no external IP)."""
-    if record.get("ssh_via") == "internal":
+    created to be reached that way (gcp.ssh_via internal, a VM with no external IP; through IAP the
+    internal address names the host, its keys pinned under it, and the tunnel reaches it)."""
+    if record.get("ssh_via") in ("internal", "iap"):
         return record.get("internal_address")
     return record.get("address")
+
+
+def iap_command(record: Mapping[str, Any]) -> str | None:
+    """For a VM reached through IAP (gcp.ssh_via iap), the ProxyCommand that carries SSH there:
+    `gcloud compute start-iap-tunnel NAME 22 --listen-on-stdin --zone Z --project P`, as Airflow's
+    ComputeEngineSSHHook does; one line if gcloud is not on PATH. None for any other VM."""
+    import shutil
+
+    if record.get("ssh_via") != "iap":
+        return None
+    if shutil.which("gcloud") is None:
+        raise Exit(
+            f"{record['name']} is reached through IAP (gcp.ssh_via iap), which runs `gcloud compute "
+            "start-iap-tunnel`, and gcloud is not on PATH: install the Google Cloud CLI "
+            "(cloud.google.com/sdk/docs/install), or set gcp.ssh_via: internal from inside the VPC."
+        )
+    return (
+        f"gcloud compute start-iap-tunnel {record['name']} {record.get('port') or 22} --listen-on-stdin "
+        f"--zone={record['zone']} --project={record['project']} --verbosity=warning"
+    )
 
 
 def vm_target(record: dict[str, Any]) -> Target:
@@ -108,6 +131,7 @@ def vm_target(record: dict[str, Any]) -> Target:
         user=record.get("user"),
         port=record.get("port"),
         key_filename=record.get("ssh_key"),
+        proxy_command=iap_command(record),
         vm=record,
     )
 

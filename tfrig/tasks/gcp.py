@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import os
 import shlex
+import shutil
 import signal
 import sys
 import threading
@@ -82,7 +83,7 @@ CREATE_HELP = {
     "subnet": "a subnet's name in the region tfrig creates in, or projects/HOST/regions/R/subnetworks/S "
     "(a shared VPC's: the create stays in R)",
     "external_ip": "give the VM an external IP (default yes; --no-external-ip where a policy forbids one: "
-    "then set gcp.ssh_via internal)",
+    "then set gcp.ssh_via internal or iap)",
     "tags": "network tags, comma-separated (firewall rules may target them)",
     "service_account": "the VM's service account: an email, default (the project's default compute one; "
     "default gcp.service_account) or none",
@@ -158,8 +159,14 @@ def create(
     ssh_via = setting_text(c.config, "gcp", "ssh_via")
     if not where.external_ip and ssh_via == "external":
         raise Exit(
-            "--no-external-ip: tfrig would have no address to reach the VM at over SSH; set gcp.ssh_via: internal "
-            "(INVOKE_GCP_SSH_VIA=internal) when this machine is inside the VPC or on a VPN to it."
+            "--no-external-ip: tfrig would have no address to reach the VM at over SSH; set gcp.ssh_via: iap (SSH "
+            "through IAP's tunnel, INVOKE_GCP_SSH_VIA=iap), or internal when this machine is inside the VPC or on a "
+            "VPN to it."
+        )
+    if ssh_via == "iap" and ssh_wait and not shutil.which("gcloud"):
+        raise Exit(
+            "gcp.ssh_via: iap runs `gcloud compute start-iap-tunnel`, and gcloud is not on PATH: install the Google "
+            "Cloud CLI (cloud.google.com/sdk/docs/install), or set gcp.ssh_via: internal from inside the VPC."
         )
     idle_seconds = idlestop.window_seconds(idle_stop, "idle-stop") if idle_stop else None
     if idle_stop and not ssh_wait:
@@ -401,7 +408,7 @@ def start(c, name=None, json=False):
             return
         finish(c, cloud, record["zone"], cloud.start(record["zone"], record["name"]), f"starting {record['name']}")
         timing = Timing.of(c.config)
-        external = record.get("ssh_via") != "internal"
+        external = record.get("ssh_via", "external") == "external"
         vm = wait_running(cloud, record["zone"], record["name"], timing.running, timing.poll, external)
         from tfrig.hosts import hostkeys
 
