@@ -4,6 +4,13 @@ It serves the paths tfrig uses, keeps VMs and operations in memory, logs every c
 scenarios: stockouts per zone (the operation ends DONE with ZONE_RESOURCE_POOL_EXHAUSTED, with or
 without a zonesAvailable hint), errors at insert time, 503s on the first calls, a fixed latency per
 call. A `vm_factory` can make VMs real (an sshd container on a loopback address).
+
+It refuses what the real API refuses in a company's project: organization policies in force
+(`policies`: 412 conditionNotMet naming the constraint, guest attributes refused), a service account
+the caller may not act as, a network that isn't there. On the same port it serves the other APIs
+tfrig calls, each at its own endpoint setting: OS Login (import a key, read a profile; an OS Login
+VM takes only the keys imported for its POSIX user), Resource Manager's testIamPermissions and the
+Org Policy API's getEffectivePolicy. It also serves each VM's serial console as its image prints it.
 """
 
 from __future__ import annotations
@@ -142,6 +149,10 @@ class FakeCompute:
         self.oslogin_keys: dict[str, dict[str, int]] = {}
         self.oslogin_admins: set[str] | None = None
         self.oslogin_sync: Callable[[str], None] | None = None
+        # Resource Manager's testIamPermissions: what the caller holds on the project (None: all);
+        # the Org Policy API answers 403 when `orgpolicy_forbidden` (no orgpolicy.policy.get).
+        self.granted: set[str] | None = None
+        self.orgpolicy_forbidden = False
         # A real VM's address on the network the VMs share (its networkIP), else 10.128.0.N
         # (the default VPC's range in us-central1), N the last part of its loopback address.
         self.vm_internal_address: Callable[[str], str] | None = None
@@ -190,6 +201,8 @@ class FakeCompute:
         return {
             "INVOKE_GCP_ENDPOINT": self.endpoint,
             "INVOKE_GCP_OSLOGIN_ENDPOINT": self.endpoint,
+            "INVOKE_GCP_RESOURCEMANAGER_ENDPOINT": self.endpoint,
+            "INVOKE_GCP_ORGPOLICY_ENDPOINT": self.endpoint,
             "INVOKE_GCP_CREDENTIALS": "anonymous",
             "INVOKE_GCP_PROJECT": self.project,
             "INVOKE_GCP_RETRY_DELAY": "0.01",
@@ -292,6 +305,16 @@ class FakeCompute:
                 return _error(*self.scenario.every_call)
             if method == "POST" and (m := re.fullmatch(r"/v1/users/([^/:]+):importSshPublicKey", parsed.path)):
                 status, answer = self._import_ssh_key(urllib.parse.unquote(m[1]), query, body or {})
+            elif method == "GET" and (m := re.fullmatch(r"/v1/users/([^/:]+)/loginProfile", parsed.path)):
+                return self._login_profile(urllib.parse.unquote(m[1]))
+            elif method == "POST" and parsed.path == f"/v3/projects/{self.project}:testIamPermissions":
+                wanted = (body or {}).get("permissions", [])
+                held = [p for p in wanted if self.granted is None or p in self.granted]
+                return 200, {"permissions": held}
+            elif method == "GET" and (
+                m := re.fullmatch(rf"/v2/projects/{self.project}/policies/([^/:]+):getEffectivePolicy", parsed.path)
+            ):
+                return self._effective_policy(m[1])
             else:
                 return self._route(method, route, query, body or {})
         sync = self.oslogin_sync
@@ -323,6 +346,32 @@ class FakeCompute:
         """The keys an OS Login VM takes for `user` now: those imported for it, not expired."""
         now = time.time() * 1_000_000
         return [key for key, expires in self.oslogin_keys.get(user, {}).items() if not expires or expires > now]
+
+    def _effective_policy(self, constraint: str) -> tuple[int, dict[str, Any]]:
+        """Org Policy v2 getEffectivePolicy for the project, from `policies`: a boolean constraint
+        enforced; vmExternalIpAccess (a list constraint) denying all; trustedImageProjects allowing
+        its list; a constraint not set has no rules (nothing enforced)."""
+        if self.orgpolicy_forbidden:
+            return _error(
+                403, "forbidden", f"Permission 'orgpolicy.policy.get' denied on resource 'projects/{self.project}'"
+            )
+        name = f"projects/{self.project}/policies/{constraint}"
+        value = self.policies.get(constraint)
+        if value is None:
+            return 200, {"name": name, "spec": {}}
+        if constraint == "compute.trustedImageProjects":
+            rule: dict[str, Any] = {"values": {"allowedValues": list(value)}}
+        elif constraint == "compute.vmExternalIpAccess":
+            rule = {"denyAll": True}
+        else:
+            rule = {"enforce": bool(value)}
+        return 200, {"name": name, "spec": {"rules": [rule]}}
+
+    def _login_profile(self, account: str) -> tuple[int, dict[str, Any]]:
+        """users.getLoginProfile: the POSIX account once a key was imported, else none yet."""
+        user = self.posix_user(account)
+        accounts = [{"primary": True, "username": user}] if user in self.oslogin_keys else []
+        return 200, {"name": f"users/{account}", "posixAccounts": accounts}
 
     def _import_ssh_key(
         self, account: str, query: dict[str, list[str]], body: dict[str, Any]

@@ -134,6 +134,7 @@ CORPUS: list[tuple[list[str], str]] = [
     (["gcp.quota", "--region", "mars-1a-b"], "mars-1a-b"),
     (["gcp.quota", "--project", "UPPER-case"], "'UPPER-case' is not a Google Cloud project ID"),
     (["gcp.list", "--project", "a"], "'a' is not a Google Cloud project ID"),
+    (["gcp.check", "--project", "Mine!"], "'Mine!' is not a Google Cloud project ID"),
     (["gcp.ssh", "--name", "nope"], "No VM named nope in tfrig's state"),
     (["gcp.tunnel", "8888", "--name", "nope"], "No VM named nope in tfrig's state"),
     (["gcp.put", "{tmp}/missing"], "/missing: no such file or folder here"),

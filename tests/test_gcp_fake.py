@@ -1299,6 +1299,114 @@ def test_dry_os_login_imports_nothing(tfrig, fake, gcp_env, tmp_path):
     assert fake.oslogin_keys == {} and fake.paths("POST") == []
 
 
+# --- gcp.check (issue 23, part 8) ------------------------------------------------------------------
+
+
+def test_check_in_a_personal_project_passes_every_check(tfrig, fake, gcp_env):
+    result = tfrig("gcp.check", "--json", env=gcp_env)
+    assert result.code == 0, result.text
+    checks = json_of(result.out)
+    assert [c["name"] for c in checks] == [
+        "credentials",
+        "compute_api",
+        "permissions",
+        "policies",
+        "login",
+        "firewall",
+    ]
+    assert all(c["ok"] for c in checks) and all({"name", "ok", "detail", "fix"} <= set(c) for c in checks)
+    # Nothing changed: the one POST is testIamPermissions, a read.
+    assert fake.paths("POST") == ["POST /v3/projects/tfrig-test:testIamPermissions"] and fake.oslogin_keys == {}
+
+
+def test_check_names_each_policy_in_force_against_the_settings_and_exits_non_zero(tfrig, fake, gcp_env):
+    fake.project_metadata["enable-oslogin"] = "TRUE"
+    fake.policies.update(
+        {
+            "compute.requireOsLogin": True,
+            "compute.vmExternalIpAccess": True,
+            "compute.disableGuestAttributesAccess": True,
+            "compute.requireShieldedVm": True,
+            "compute.trustedImageProjects": ["projects/debian-cloud"],
+        }
+    )
+    fake.granted = {"compute.instances.create", "compute.instances.list"}
+    env = {**gcp_env, "INVOKE_GCP_SSH_MODE": "metadata"}
+    result = tfrig("gcp.check", env=env)
+    assert result.code == 1
+    lines = result.out.splitlines()
+    assert "FAIL  permissions: missing compute.instances.setMetadata, compute.instances.delete" in "\n".join(lines)
+    assert any(
+        line.startswith("FAIL  policy requireOsLogin: OS Login is required: gcp.ssh_mode metadata") for line in lines
+    )
+    assert any(line.startswith("FAIL  policy vmExternalIpAccess: no external IPs") for line in lines)
+    assert any(line.startswith("ok    policy disableGuestAttributesAccess: guest attributes are off") for line in lines)
+    assert any(
+        line.startswith("FAIL  policy requireShieldedVm") and "fix: set gcp.secure_boot: true" in line for line in lines
+    )
+    assert any(
+        line.startswith("FAIL  policy trustedImageProjects: boot images only from projects/debian-cloud")
+        for line in lines
+    )
+    assert "FAIL  login: OS Login needs your account's email; fix: `gcloud config set account EMAIL`" in lines
+    assert result.err.strip().splitlines()[-1] == (
+        "6 checks would stop gcp.create: permissions, policy requireOsLogin, policy vmExternalIpAccess, "
+        "policy requireShieldedVm, policy trustedImageProjects, login."
+    )
+
+    # Settings that meet them (OS Login, no external IP through IAP, Secure Boot, a Debian image):
+    fake.granted = None
+    fake.firewalls.append(
+        {
+            "name": "allow-ssh-from-iap",
+            "network": "global/networks/default",
+            "direction": "INGRESS",
+            "sourceRanges": ["35.235.240.0/20"],
+            "allowed": [{"IPProtocol": "tcp", "ports": ["22"]}],
+        }
+    )
+    meeting = {
+        **gcp_env,
+        "INVOKE_GCP_EXTERNAL_IP": "false",
+        "INVOKE_GCP_SSH_VIA": "iap",
+        "INVOKE_GCP_SECURE_BOOT": "true",
+        "INVOKE_GCP_IMAGE": "debian-12",
+        "PATH": f"{Path(__file__).parent / 'testbed' / 'bin'}:{os.environ['PATH']}",
+    }
+    gcloud_config(Path(gcp_env["HOME"]), "[core]\naccount = alice@example.com\n")
+    ok = tfrig("gcp.check", "--json", env=meeting)
+    checks = {c["name"]: c for c in json_of(ok.out)}
+    assert ok.code == 1  # Debian prints no host keys for the serial console: the one left
+    assert [n for n, c in checks.items() if not c["ok"]] == ["policy disableGuestAttributesAccess"]
+    assert checks["login"]["detail"].startswith("OS Login as alice@example.com: no POSIX account yet")
+    assert checks["firewall"]["detail"] == "SSH (tcp:22) from IAP's range 35.235.240.0/20 on default: open"
+
+
+def test_check_says_unreadable_policies_instead_of_guessing(tfrig, fake, gcp_env):
+    fake.orgpolicy_forbidden = True
+    result = tfrig("gcp.check", "--json", env=gcp_env)
+    assert result.code == 0, result.text
+    (policies,) = [c for c in json_of(result.out) if c["name"] == "policies"]
+    assert not policies["ok"] and not policies["blocking"]
+    assert policies["detail"].startswith(
+        "the organization policies could not be read (Permission 'orgpolicy.policy.get'"
+    )
+
+
+def test_check_without_the_compute_api_stops_there_with_the_fix(tfrig, fake, gcp_env):
+    fake.scenario.every_call = (
+        403,
+        "accessNotConfigured",
+        "Compute Engine API has not been used in project tfrig-test before or it is disabled.",
+        "SERVICE_DISABLED",
+    )
+    result = tfrig("gcp.check", "--json", env=gcp_env)
+    assert result.code == 1
+    checks = json_of(result.out)
+    assert [c["name"] for c in checks] == ["credentials", "compute_api"]
+    assert checks[1]["fix"].startswith("The Compute Engine API is not enabled in project tfrig-test")
+
+
 # --- networks without external IPs (issue 23, part 2) ---------------------------------------------
 
 

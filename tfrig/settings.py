@@ -32,6 +32,8 @@ SENSITIVE = frozenset(
     {
         "gcp.endpoint",
         "gcp.oslogin_endpoint",
+        "gcp.resourcemanager_endpoint",
+        "gcp.orgpolicy_endpoint",
         "driver.download_base",
         "driver.installer_url",
         "driver.sha256",

@@ -15,8 +15,7 @@ import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from types import ModuleType
-from typing import Any, cast
+from typing import Any
 
 from invoke.exceptions import Exit
 
@@ -96,6 +95,25 @@ class OperationResult:
         return "; ".join(f"{e['code']}: {e['message']}" for e in self.errors)
 
 
+# The other Google APIs tfrig calls, by the client name it uses: (module, class, API name); each
+# has its endpoint setting gcp.<API name>_endpoint.
+_OTHER_APIS = {
+    "OsLoginServiceClient": ("google.cloud.oslogin_v1", "OsLoginServiceClient", "oslogin"),
+    "ResourceManagerClient": ("google.cloud.resourcemanager_v3", "ProjectsClient", "resourcemanager"),
+    "OrgPolicyClient": ("google.cloud.orgpolicy_v2", "OrgPolicyClient", "orgpolicy"),
+}
+
+
+@dataclass
+class Policy:
+    """An organization policy in force (Cloud.effective_policy): a boolean constraint's enforce; a
+    list constraint's denyAll or allowed values (empty: all allowed)."""
+
+    enforced: bool = False
+    deny_all: bool = False
+    allowed: list[str] = field(default_factory=list)
+
+
 @dataclass
 class ConsoleKeys:
     """What a VM's serial console says of its SSH host keys (Cloud.serial_host_keys)."""
@@ -130,13 +148,14 @@ class Cloud:
         endpoint: str | None = None,
         credentials: str | None = None,
         retry_delay: float = 1.0,
-        oslogin_endpoint: str | None = None,
+        endpoints: dict[str, str | None] | None = None,
     ) -> None:
         self.project = project
         self.endpoint = _checked_endpoint(endpoint) if endpoint else None
-        self.oslogin_endpoint = (
-            _checked_endpoint(oslogin_endpoint, "gcp.oslogin_endpoint") if oslogin_endpoint else None
-        )
+        # The other APIs' endpoints by name (oslogin, resourcemanager, orgpolicy: gcp.NAME_endpoint).
+        self.endpoints = {
+            api: _checked_endpoint(url, f"gcp.{api}_endpoint") for api, url in (endpoints or {}).items() if url
+        }
         self.retry_delay = retry_delay
         self.anonymous = credentials == "anonymous"
         self.credentials = self._credentials(credentials)
@@ -151,7 +170,10 @@ class Cloud:
             from google.auth.credentials import AnonymousCredentials
 
             return AnonymousCredentials()
-        for setting, endpoint in (("gcp.endpoint", self.endpoint), ("gcp.oslogin_endpoint", self.oslogin_endpoint)):
+        named = [("gcp.endpoint", self.endpoint)] + [
+            (f"gcp.{api}_endpoint", url) for api, url in self.endpoints.items()
+        ]
+        for setting, endpoint in named:
             if endpoint and endpoint.lower().startswith("http://"):
                 # A bearer token in clear text is anyone's on the way: real credentials go over https only.
                 raise Exit(
@@ -180,23 +202,24 @@ class Cloud:
         return None
 
     def client(self, name: str) -> Any:
+        """A client of the Compute API (compute_v1's client class `name`) or of one of _OTHER_APIS."""
         if name not in self._clients:
-            if name == "OsLoginServiceClient":
-                from google.cloud import oslogin_v1
+            import importlib
 
-                if self.anonymous and not self.oslogin_endpoint:
+            if name in _OTHER_APIS:
+                module_name, class_name, api = _OTHER_APIS[name]
+                endpoint = self.endpoints.get(api)
+                if self.anonymous and not endpoint:
                     raise Exit(
-                        "gcp.credentials: anonymous works only with explicit endpoints: set gcp.oslogin_endpoint too "
-                        "(a private or test OS Login API)."
+                        f"gcp.credentials: anonymous works only with explicit endpoints: set gcp.{api}_endpoint too "
+                        "(a private or test API)."
                     )
-                endpoint, module = self.oslogin_endpoint, cast(ModuleType, oslogin_v1)
             else:
-                from google.cloud import compute_v1
-
-                endpoint, module = self.endpoint, cast(ModuleType, compute_v1)
+                module_name, class_name, endpoint = "google.cloud.compute_v1", name, self.endpoint
+            module = importlib.import_module(module_name)
             options = {"api_endpoint": endpoint} if endpoint else None
             # REST, as compute_v1 is: one transport, the same proxies and errors, no gRPC channel.
-            self._clients[name] = getattr(module, name)(
+            self._clients[name] = getattr(module, class_name)(
                 credentials=self.credentials, client_options=options, transport="rest"
             )
         return self._clients[name]
@@ -399,6 +422,34 @@ class Cloud:
                 continue
             keys.append((found[1], found[2]))
         return ConsoleKeys(keys, cloud_init="cloud-init" in contents.lower())
+
+    def granted(self, permissions: list[str]) -> list[str]:
+        """Which of `permissions` the caller has on the project (Resource Manager v3
+        projects.testIamPermissions; it needs no permission of its own)."""
+        request = {"resource": f"projects/{self.project}", "permissions": permissions}
+        return list(self.call("ResourceManagerClient", "test_iam_permissions", request=request).permissions)
+
+    def effective_policy(self, constraint: str) -> Policy:
+        """The organization policy in force on the project for `constraint` (Org Policy v2
+        getEffectivePolicy): its rules' enforce, allowAll/denyAll and allowed values, merged."""
+        name = f"projects/{self.project}/policies/{constraint}"
+        found = self.call("OrgPolicyClient", "get_effective_policy", request={"name": name})
+        policy = Policy()
+        for rule in found.spec.rules:
+            policy.enforced = policy.enforced or bool(rule.enforce)
+            policy.deny_all = policy.deny_all or bool(rule.deny_all)
+            if rule.values:
+                policy.allowed += list(rule.values.allowed_values)
+        return policy
+
+    def login_profile_user(self, account: str) -> str | None:
+        """The POSIX user of `account`'s OS Login profile in this project, if it has one yet (a read:
+        OS Login API users.getLoginProfile)."""
+        request = {"name": f"users/{account}", "project_id": self.project}
+        found = self.call("OsLoginServiceClient", "get_login_profile", request=request)
+        accounts = list(found.posix_accounts)
+        chosen = next((a for a in accounts if a.primary), accounts[0] if accounts else None)
+        return str(chosen.username) if chosen is not None else None
 
     # --- changes ----------------------------------------------------------------------------------
 

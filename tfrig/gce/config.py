@@ -55,7 +55,7 @@ class Settings:
     endpoint: str | None
     credentials: str | None
     retry_delay: float
-    oslogin_endpoint: str | None = None
+    endpoints: dict[str, str | None] | None = None  # the other APIs' (tfrig.gce.cloud._OTHER_APIS)
 
     def cloud(self) -> Any:
         from tfrig.gce.cloud import Cloud
@@ -65,7 +65,7 @@ class Settings:
             self.endpoint,
             self.credentials,
             retry_delay=self.retry_delay,
-            oslogin_endpoint=self.oslogin_endpoint,
+            endpoints=self.endpoints,
         )
 
 
@@ -115,7 +115,7 @@ def settings(c: Any, project: str | None = None, zone: str | None = None, region
         endpoint=gcp.endpoint or None,
         credentials=gcp.credentials or None,
         retry_delay=float(gcp.retry_delay),
-        oslogin_endpoint=gcp.oslogin_endpoint or None,
+        endpoints={api: gcp.get(f"{api}_endpoint") or None for api in ("oslogin", "resourcemanager", "orgpolicy")},
     )
 
 

@@ -147,7 +147,9 @@ def create(
         gceplan.check_sold(chosen_machine, spot)
         source_image, image_metadata = image_source(c, image or gcp.image)
         gceplan.check_image(chosen_machine, source_image)
-        where = gceplan.network_choice(network or gcp.network, subnet or gcp.subnet, external_ip, tags or gcp.tags)
+        where = gceplan.network_choice(
+            network or gcp.network, subnet or gcp.subnet, external_ip and bool(gcp.external_ip), tags or gcp.tags
+        )
         if where.region and zone and gceplan.region_of(zone) != where.region:
             raise gceplan.Invalid(f"--zone {zone} is not in {where.region}, the region of --subnet {subnet}.")
         account = service_account or gcp.service_account
@@ -528,6 +530,27 @@ def quota(c, gpu=None, region=None, project=None, json=False):
     )
 
 
+@task(help={"project": PROJECT_HELP, "json": JSON_HELP})
+def check(c, project=None, json=False):
+    """What a create in the project needs, checked before anything is spent: credentials, the
+    Compute API, permissions, organization policies against your settings, OS Login, the SSH route.
+    Exits non-zero when a check fails that would stop gcp.create."""
+    from tfrig.gce import checks
+
+    found = checks.run(c, settings(c, project))
+    if json:
+        print_json([check.as_dict() for check in found])
+    else:
+        for item in found:
+            mark = "ok  " if item.ok else ("FAIL" if item.blocking else "note")
+            print(f"{mark}  {item.name}: {item.detail}" + (f"; fix: {item.fix}" if item.fix and not item.ok else ""))
+    failing = [item.name for item in found if not item.ok and item.blocking]
+    if failing:
+        raise Exit(
+            f"{len(failing)} check{'s' if len(failing) > 1 else ''} would stop gcp.create: {', '.join(failing)}."
+        )
+
+
 @task(help={"name": NAME_HELP})
 def ssh(c, name=None):
     """Open a shell on the VM."""
@@ -820,7 +843,7 @@ def get(c, source, destination=None, name=None, force=False):
     copy_files(c, _vm_hosts(c, name), source, destination, upload=False, force=force)
 
 
-ns = Collection("gcp", create, start, stop, delete, down, zones, quota, ssh, tunnel, put, get)
+ns = Collection("gcp", create, check, start, stop, delete, down, zones, quota, ssh, tunnel, put, get)
 ns.add_task(exec_, name="exec")
 ns.add_task(list_, name="list")
 ns.add_task(ssh_config, name="ssh-config")
@@ -842,10 +865,14 @@ ns.configure(
             "network": "",
             "subnet": "",
             "tags": "",
+            "external_ip": True,  # false: as --no-external-ip, where a policy forbids them
             # How tfrig logs in: auto (OS Login where the project or a policy asks for it, else a key
             # in the VM's metadata), metadata, or oslogin.
             "ssh_mode": "auto",
+            # The other Google APIs' endpoints (a private or test API), as gcp.endpoint is the Compute API's.
             "oslogin_endpoint": "",
+            "resourcemanager_endpoint": "",
+            "orgpolicy_endpoint": "",
             "service_account": "default",  # the VM's: an email, default or none
             "scopes": "cloud-platform",
             "secure_boot": False,
