@@ -28,6 +28,14 @@ from pathlib import Path
 from typing import Any
 
 PREFIX = "/compute/v1/projects/"
+# The rule IAP's TCP forwarding needs on the default network (cloud.google.com/iap/docs/using-tcp-forwarding).
+IAP_SSH_RULE = {
+    "name": "allow-ssh-from-iap",
+    "network": "global/networks/default",
+    "direction": "INGRESS",
+    "sourceRanges": ["35.235.240.0/20"],
+    "allowed": [{"IPProtocol": "tcp", "ports": ["22"]}],
+}
 
 # The fake's own statement of Compute Engine's rules, each from its source, written apart from
 # tfrig's catalog so that a wrong belief there fails here.

@@ -18,7 +18,7 @@ from typing import Any
 import pytest
 
 from tests.conftest import DEADLINE, ROOT, free_port, json_of, start_cli, track
-from tests.fakegce import FakeCompute
+from tests.fakegce import IAP_SSH_RULE, FakeCompute
 from tfrig import state
 
 pytestmark = pytest.mark.slow
@@ -381,15 +381,7 @@ def company_project(cloud: FakeCompute, env: dict[str, str], account: str) -> di
     guest attributes off, Shielded VMs; SSH only from IAP's range; the user's gcloud account; tfrig
     reaching its VMs through IAP (the gcloud stand-in on PATH, its calls logged)."""
     cloud.project_metadata["enable-oslogin"] = "TRUE"
-    cloud.firewalls = [
-        {
-            "name": "allow-ssh-from-iap",
-            "network": "global/networks/default",
-            "direction": "INGRESS",
-            "sourceRanges": ["35.235.240.0/20"],
-            "allowed": [{"IPProtocol": "tcp", "ports": ["22"]}],
-        }
-    ]
+    cloud.firewalls = [dict(IAP_SSH_RULE)]
     cloud.policies.update(
         {
             "compute.requireOsLogin": True,

@@ -22,7 +22,7 @@ from typing import Any
 import pytest
 
 from tests.conftest import DEADLINE, json_of, start_cli
-from tests.fakegce import PREFIX, FakeCompute
+from tests.fakegce import IAP_SSH_RULE, PREFIX, FakeCompute
 from tfrig import state
 
 ZONES = ["europe-west4-a", "europe-west4-b", "us-central1-a"]
@@ -1356,15 +1356,7 @@ def test_check_names_each_policy_in_force_against_the_settings_and_exits_non_zer
 
     # Settings that meet them (OS Login, no external IP through IAP, Secure Boot, a Debian image):
     fake.granted = None
-    fake.firewalls.append(
-        {
-            "name": "allow-ssh-from-iap",
-            "network": "global/networks/default",
-            "direction": "INGRESS",
-            "sourceRanges": ["35.235.240.0/20"],
-            "allowed": [{"IPProtocol": "tcp", "ports": ["22"]}],
-        }
-    )
+    fake.firewalls.append(dict(IAP_SSH_RULE))
     meeting = {
         **gcp_env,
         "INVOKE_GCP_EXTERNAL_IP": "false",
