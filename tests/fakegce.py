@@ -124,6 +124,10 @@ class FakeCompute:
         # by full path.
         self.networks: dict[str, dict[str, str]] = {"default": {"*": "default"}}
         self.shared_subnets: set[str] = set()
+        # Firewall policies over the project's networks (REST JSON, as getEffectiveFirewalls lists
+        # them: name, type HIERARCHY or NETWORK, rules with action, priority, match.srcIpRanges,
+        # match.layer4Configs, targetResources).
+        self.firewall_policies: list[dict[str, Any]] = []
         self.routers: dict[str, list[dict[str, Any]]] = {}  # region -> Cloud Routers (REST JSON)
         # Organization policy constraints in force on the project, refused as the API refuses them
         # (412 conditionNotMet naming the constraint): boolean ones by name -> True;
@@ -446,6 +450,17 @@ class FakeCompute:
             return 200, self._page({k: v for k, v in found.items() if v["instances"]}, query)
         if method == "GET" and (m := re.fullmatch(r"/regions/([^/]+)/routers", route)):
             return 200, {"items": self.routers.get(m[1], [])}
+        if method == "GET" and (m := re.fullmatch(r"/global/networks/([^/]+)/getEffectiveFirewalls", route)):
+            if self.scenario.firewalls_forbidden:
+                return _error(
+                    403, "forbidden", f"Required 'compute.networks.getEffectiveFirewalls' permission for '{m[1]}'"
+                )
+            if m[1] not in self.networks:
+                return _error(
+                    404, "notFound", f"The resource 'projects/{self.project}/global/networks/{m[1]}' was not found"
+                )
+            mine = [r for r in self.firewalls if r.get("network", "").rsplit("/", 1)[-1] == m[1]]
+            return 200, {"firewalls": mine, "firewallPolicys": self.firewall_policies}
         if method == "GET" and (m := re.fullmatch(r"/global/networks/([^/]+)", route)):
             if m[1] not in self.networks:
                 return _error(

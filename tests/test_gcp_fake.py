@@ -367,6 +367,50 @@ def test_a_firewall_closed_to_ssh_is_explained_before_creating(tfrig, fake, gcp_
     assert fake.paths("POST") == []
 
 
+def policy(name: str, kind: str, action: str, sources: list[str], priority: int = 100) -> dict[str, Any]:
+    """A firewall policy over the network with one ingress rule for tcp:22 (REST JSON)."""
+    return {
+        "name": name,
+        "shortName": name,
+        "type": kind,
+        "rules": [
+            {
+                "action": action,
+                "direction": "INGRESS",
+                "priority": priority,
+                "match": {"srcIpRanges": sources, "layer4Configs": [{"ipProtocol": "tcp", "ports": ["22"]}]},
+            }
+        ],
+    }
+
+
+def test_a_hierarchical_firewall_policy_decides_before_the_vpc_rules(tfrig, fake, gcp_env):
+    """The organization's deny wins over the VPC's allow; goto_next hands the decision to the VPC."""
+    fake.firewall_policies = [policy("org-baseline", "HIERARCHY", "deny", ["0.0.0.0/0"])]
+    refused = tfrig("gcp.create", "--yes", env=gcp_env)
+    assert refused.code == 1
+    assert (
+        "does not admit SSH (tcp:22) to tfrig's VMs: the firewall policy rule org-baseline's rule 100 blocks it"
+        in refused.err
+    )
+    assert "GET /global/networks/default/getEffectiveFirewalls" in fake.paths() and fake.paths("POST") == []
+    fake.firewall_policies = [policy("org-baseline", "HIERARCHY", "goto_next", ["0.0.0.0/0"])]
+    assert create(tfrig, gcp_env).code == 0
+
+
+def test_a_firewall_policy_that_admits_iap_is_enough_for_ssh_through_iap(tfrig, fake, gcp_env):
+    fake.firewalls = []
+    fake.firewall_policies = [policy("org-iap", "HIERARCHY", "allow", ["35.235.240.0/20"])]
+    env = {
+        **gcp_env,
+        "INVOKE_GCP_SSH_VIA": "iap",
+        "PATH": f"{Path(__file__).parent / 'testbed' / 'bin'}:{os.environ['PATH']}",
+    }
+    checks = {c["name"]: c for c in json_of(tfrig("gcp.check", "--json", env=env).out)}
+    assert checks["firewall"]["ok"], checks["firewall"]
+    assert create(tfrig, env, "--no-external-ip").code == 0
+
+
 def test_a_firewall_tfrig_may_not_read_is_one_line_and_the_create_goes_on(tfrig, fake, gcp_env):
     fake.scenario.firewalls_forbidden = True
     result = tfrig("--dry", "gcp.create", "--yes", "--name", "tfrig-alice", env=gcp_env)

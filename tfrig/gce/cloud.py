@@ -314,28 +314,44 @@ class Cloud:
 
     def ssh_access(self, network: str = "default", tags: tuple[str, ...] = (), iap: bool = False) -> tuple[str, bool]:
         """Whether SSH from the internet (or, with `iap`, from IAP's range) reaches tfrig's VMs on
-        `network` with `tags` (tfrig.gce.plan.ssh_verdict, iap_verdict), and whether any firewall
-        rule names that network."""
-        from tfrig.gce.plan import iap_verdict, ssh_verdict
+        `network` with `tags`, and whether any firewall rule names that network. The network's
+        effective firewalls (networks.getEffectiveFirewalls: its VPC rules and the firewall
+        policies over it) decide (tfrig.gce.plan.effective_verdict); where those may not be read
+        (compute.networks.getEffectiveFirewalls not granted) or the network isn't there, its VPC
+        rules alone (firewalls.list)."""
+        from tfrig.gce.plan import effective_verdict
 
-        rules = []
-        for rule in self.call("FirewallsClient", "list", project=self.project):
-            rules.append(
+        policies: list[dict[str, Any]] = []
+        try:
+            found = self.call("NetworksClient", "get_effective_firewalls", project=self.project, network=network)
+            rules = [_firewall(rule) for rule in found.firewalls]
+            policies = [
                 {
-                    "name": rule.name,
-                    "network": rule.network,
-                    "disabled": rule.disabled,
-                    "direction": rule.direction or "INGRESS",
-                    "priority": rule.priority if "priority" in rule else 1000,
-                    "source_ranges": list(rule.source_ranges),
-                    "target_tags": list(rule.target_tags),
-                    "target_service_accounts": list(rule.target_service_accounts),
-                    "allowed": [(a.I_p_protocol, list(a.ports)) for a in rule.allowed],
-                    "denied": [(d.I_p_protocol, list(d.ports)) for d in rule.denied],
+                    "name": policy.short_name or policy.display_name or policy.name,
+                    "type": policy.type_,
+                    "rules": [
+                        {
+                            "action": rule.action,
+                            "direction": rule.direction or "INGRESS",
+                            "disabled": rule.disabled,
+                            "priority": rule.priority,
+                            "src_ranges": list(rule.match.src_ip_ranges),
+                            "layer4": [(c.ip_protocol, list(c.ports)) for c in rule.match.layer4_configs],
+                            "target_resources": list(rule.target_resources),
+                            "target_service_accounts": list(rule.target_service_accounts),
+                            "target_secure_tags": list(rule.target_secure_tags),
+                        }
+                        for rule in policy.rules
+                    ],
                 }
-            )
+                for policy in found.firewall_policys
+            ]
+        except ApiError as exc:
+            if exc.status not in (403, 404):
+                raise
+            rules = [_firewall(rule) for rule in self.call("FirewallsClient", "list", project=self.project)]
         named = any(rule["network"].rstrip("/").rsplit("/", 1)[-1] == network for rule in rules)
-        return (iap_verdict if iap else ssh_verdict)(rules, network, tags), named
+        return effective_verdict(policies, rules, network, tags, iap), named
 
     def vms(self, name: str | None = None, tfrig_only: bool = True) -> list[Vm]:
         """VMs across all zones: tfrig's by label, or any with a given name."""
@@ -511,6 +527,22 @@ class Cloud:
                 return OperationResult(name=operation, errors=_operation_errors(found))
             if time.monotonic() >= deadline:
                 raise ApiError(0, "TIMEOUT", f"operation {operation} in {zone} not done after {timeout:.0f} s")
+
+
+def _firewall(rule: Any) -> dict[str, Any]:
+    """A VPC firewall rule as tfrig.gce.plan's verdicts read it."""
+    return {
+        "name": rule.name,
+        "network": rule.network,
+        "disabled": rule.disabled,
+        "direction": rule.direction or "INGRESS",
+        "priority": rule.priority if "priority" in rule else 1000,
+        "source_ranges": list(rule.source_ranges),
+        "target_tags": list(rule.target_tags),
+        "target_service_accounts": list(rule.target_service_accounts),
+        "allowed": [(a.I_p_protocol, list(a.ports)) for a in rule.allowed],
+        "denied": [(d.I_p_protocol, list(d.ports)) for d in rule.denied],
+    }
 
 
 def _checked_endpoint(endpoint: str, setting: str = "gcp.endpoint") -> str:

@@ -527,25 +527,86 @@ def ssh_verdict(rules: list[dict[str, Any]], network: str = "default", tags: tup
 def iap_verdict(rules: list[dict[str, Any]], network: str = "default", tags: tuple[str, ...] = ()) -> str:
     """Whether ingress tcp:22 from IAP's range (IAP_RANGE) reaches a VM tfrig creates: the first
     rule that applies and whose source ranges hold the whole range decides. "open", or why not."""
-    import ipaddress
-
-    iap = ipaddress.ip_network(IAP_RANGE)
-
-    def holds(source: str) -> bool:
-        try:
-            wide = ipaddress.ip_network(source, strict=False)
-        except ValueError:
-            return False
-        return wide.version == iap.version and iap.subnet_of(wide)  # type: ignore[arg-type]
-
     for rule in _applicable(rules, network, tags):
-        if not any(holds(source) for source in rule["source_ranges"]):
+        if not any(_holds(source, IAP_RANGE) for source in rule["source_ranges"]):
             continue
         if rule.get("denied") and _covers_ssh(rule["denied"]):
             return f"the deny rule {rule.get('name')} (priority {rule.get('priority', 1000)}) blocks it"
         if rule.get("allowed") and _covers_ssh(rule["allowed"]):
             return "open"
     return _closed(tags, f"IAP's range {IAP_RANGE}")
+
+
+def _holds(source: str, wanted: str) -> bool:
+    """Whether the range `source` holds all of `wanted` (0.0.0.0/0 holds every IPv4 range)."""
+    import ipaddress
+
+    try:
+        wide, narrow = ipaddress.ip_network(source, strict=False), ipaddress.ip_network(wanted)
+    except ValueError:
+        return False
+    return wide.version == narrow.version and narrow.subnet_of(wide)  # type: ignore[arg-type]
+
+
+def _policy_decision(policy: dict[str, Any], network: str, iap: bool) -> tuple[str, list[str]] | None:
+    """What one firewall policy decides for ingress tcp:22 to a VM tfrig creates (no secure tags,
+    no service account targeted): ("allow" | "deny", rule name), ("from", ranges) where it allows
+    only some sources, or None where it passes (goto_next, or no rule that applies). Its rules go by
+    priority, lower first (cloud.google.com/firewall/docs/firewall-policies-rule-details)."""
+    some: list[str] = []
+    rules = [
+        r
+        for r in policy.get("rules", [])
+        if not r.get("disabled")
+        and r.get("direction", "INGRESS") == "INGRESS"
+        and _covers_ssh(r.get("layer4", []))
+        and (
+            not r.get("target_resources")
+            or any(t.rstrip("/").endswith(f"/networks/{network}") for t in r["target_resources"])
+        )
+        and not r.get("target_service_accounts")
+        and not r.get("target_secure_tags")
+    ]
+    for rule in sorted(rules, key=lambda r: int(r.get("priority", 0))):
+        sources = rule.get("src_ranges", [])
+        whole = any(_holds(source, IAP_RANGE if iap else "0.0.0.0/0") for source in sources)
+        label = f"{policy.get('name')}'s rule {rule.get('priority')}"
+        if rule.get("action") == "deny" and whole:
+            return "deny", [label]
+        if rule.get("action") == "allow":
+            if whole:
+                return "allow", [label]
+            if not iap:
+                some += [source for source in sources if source not in some]
+        if rule.get("action") == "goto_next" and whole:
+            break
+    return ("from", some) if some else None
+
+
+def effective_verdict(
+    policies: list[dict[str, Any]], rules: list[dict[str, Any]], network: str, tags: tuple[str, ...], iap: bool
+) -> str:
+    """Whether ingress tcp:22 (from the internet, or from IAP's range) reaches a VM tfrig creates, as
+    networks.getEffectiveFirewalls' answer decides it, in the default order: hierarchical firewall
+    policies (organization, then folders), the VPC's rules, then network firewall policies
+    (cloud.google.com/firewall/docs/firewall-policies-overview, "Policy and rule evaluation order")."""
+    vpc = (iap_verdict if iap else ssh_verdict)(rules, network, tags)
+    for stage in ("HIERARCHY", "VPC", "NETWORK"):
+        if stage == "VPC":
+            if vpc == "open" or vpc.startswith(("from ", "the deny rule")):
+                return vpc
+            continue
+        for policy in [p for p in policies if p.get("type", "").startswith(stage)]:
+            decided = _policy_decision(policy, network, iap)
+            if decided is None:
+                continue
+            action, said = decided
+            if action == "allow":
+                return "open"
+            if action == "deny":
+                return f"the firewall policy rule {said[0]} blocks it"
+            return "from " + ", ".join(said)
+    return vpc
 
 
 # --- failover -------------------------------------------------------------------------------------
