@@ -105,6 +105,9 @@ class FakeCompute:
         self.project = project
         self.scenario = Scenario()
         self.offers: dict[str, dict[str, int]] = {}  # zone -> {gpu: max cards}
+        # machine type -> the zones that have it, where a test narrows it (else every zone offering
+        # GPUs has every type); an insert elsewhere is refused as the API refuses it.
+        self.machine_zones: dict[str, set[str]] = {}
         self.regional: dict[str, dict[str, list[float]]] = {}
         # A real project lists these (and many more); a test deletes one to play "not listed".
         self.project_quotas: dict[str, list[float]] = {"GPUS_ALL_REGIONS": [8, 0], "CPUS_ALL_REGIONS": [64, 0]}
@@ -441,6 +444,15 @@ class FakeCompute:
                 for zone, gpus in sorted(self.offers.items())
             }
             return 200, self._page(accelerators, query)
+        if method == "GET" and route == "/aggregated/machineTypes":
+            wanted = re.search(r'name = "([^"]+)"', query.get("filter", [""])[0])
+            name = wanted[1] if wanted else ""
+            listed = {
+                f"zones/{zone}": {"machineTypes": [{"name": name, "zone": zone}]}
+                for zone in sorted(self.offers)
+                if name and zone in self.machine_zones.get(name, {zone})
+            }
+            return 200, self._page(listed, query)
         if method == "GET" and route == "/aggregated/instances":
             wanted = re.search(r'name = "([^"]+)"', query.get("filter", [""])[0])
             found = {
@@ -680,6 +692,13 @@ class FakeCompute:
             if not re.fullmatch(r"[a-z][a-z0-9_-]{0,62}", key) or not re.fullmatch(r"[a-z0-9_-]{0,63}", value):
                 return _error(400, "invalid", f"Invalid value for field 'resource.labels': '{key}: {value}'.")
         machine = body.get("machineType", "").rsplit("/", 1)[-1]
+        if machine in self.machine_zones and zone not in self.machine_zones[machine]:
+            return _error(
+                400,
+                "invalid",
+                f"Invalid value for field 'resource.machineType': '{body.get('machineType')}'. Machine type with "
+                f"name '{machine}' does not exist in zone '{zone}'.",
+            )
         params = (body.get("disks") or [{}])[0].get("initializeParams", {})
         disk = (params.get("diskType") or "pd-standard").rsplit("/", 1)[-1]
         if disk not in DISK_TYPES.get(series(machine), {disk}):

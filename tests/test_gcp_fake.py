@@ -520,7 +520,15 @@ def test_credentials_problems_are_one_line(tfrig, fake, gcp_env, tmp_path):
     assert oslogin_clear.code == 1 and oslogin_clear.err.strip().startswith(
         f"gcp.oslogin_endpoint {fake.endpoint!r} is plain http, which would carry your Google token in clear text"
     )
-    no_adc = tfrig("gcp.zones", env={**https, "INVOKE_GCP_OSLOGIN_ENDPOINT": ""})
+    no_adc = tfrig(
+        "gcp.zones",
+        env={
+            **https,
+            "INVOKE_GCP_OSLOGIN_ENDPOINT": "",
+            "INVOKE_GCP_RESOURCEMANAGER_ENDPOINT": "",
+            "INVOKE_GCP_ORGPOLICY_ENDPOINT": "",
+        },
+    )
     assert no_adc.code == 1
     assert no_adc.err.strip() == (
         "No Google Cloud credentials: run `gcloud auth application-default login`, or set "
@@ -1589,3 +1597,31 @@ def test_with_cloud_nat_everywhere_nothing_is_said(tfrig, fake, gcp_env):
     read = len([p for p in fake.paths() if p.endswith("/routers")])
     routed = tfrig("--dry", "gcp.create", env=gcp_env)  # with an external IP: no router is read
     assert routed.code == 0 and len([p for p in fake.paths() if p.endswith("/routers")]) == read
+
+
+# --- zones that have the machine type (issue 24, part 3) -------------------------------------------
+
+
+def test_a_machine_type_absent_from_some_of_its_gpus_zones_is_never_inserted_there(tfrig, fake, gcp_env):
+    fake.offer("nvidia-l4", ZONES)
+    fake.machine_zones["g2-standard-4"] = {"europe-west4-b"}
+    made = create(tfrig, gcp_env, "--gpu", "nvidia-l4")
+    assert made.code == 0, made.text
+    inserts = [p for p in fake.paths("POST") if p.endswith("/instances")]
+    assert inserts == ["POST /zones/europe-west4-b/instances"]
+    assert "GET /aggregated/machineTypes" in fake.paths()
+
+
+def test_machine_type_missing_in_a_zone_moves_on_to_the_next_zone(tfrig, fake, gcp_env):
+    fake.offer("nvidia-l4", ZONES)
+    zone = "us-central1-a"  # first for this request (cheapest)
+    fake.scenario.insert_errors[zone] = (
+        400,
+        "invalid",
+        f"Invalid value for field 'resource.machineType': 'zones/{zone}/machineTypes/g2-standard-4'. Machine type "
+        f"with name 'g2-standard-4' does not exist in zone '{zone}'.",
+    )
+    made = create(tfrig, gcp_env, "--gpu", "nvidia-l4")
+    assert made.code == 0, made.text
+    inserts = [p for p in fake.paths("POST") if p.endswith("/instances")]
+    assert inserts[0] == f"POST /zones/{zone}/instances" and len(inserts) == 2 and zone not in inserts[1]

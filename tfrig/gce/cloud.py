@@ -279,6 +279,12 @@ class Cloud:
                     offered[_last(scope)] = int(accelerator.maximum_cards_per_instance or 0)
         return offered
 
+    def machine_type_zones(self, machine_type: str) -> set[str]:
+        """Zones that offer `machine_type` (machineTypes.aggregatedList, filtered by name)."""
+        request = {"project": self.project, "filter": f'name = "{machine_type}"'}
+        pages = self.call("MachineTypesClient", "aggregated_list", request=request)
+        return {_last(scope) for scope, scoped in pages if any(m.name == machine_type for m in scoped.machine_types)}
+
     def region_quotas(self, region: str) -> dict[str, tuple[float, float]]:
         found = self.call("RegionsClient", "get", project=self.project, region=region)
         return {q.metric: (q.limit, q.usage) for q in found.quotas}

@@ -640,6 +640,11 @@ def scope_of(reason: str, message: str) -> str:
         return "all"
     if reason == "notFound" and "/subnetworks/" in message:
         return "region"
+    # "Invalid value for field 'resource.machineType': '...'. Machine type with name 'X' does not
+    # exist in zone 'Z'." (the form gcloud matches, command_lib/compute/instances/create): that zone
+    # lacks the machine type, another may have it.
+    if "does not exist in zone" in message and "Machine type with name" in message:
+        return "zone"
     return error_scopes().get(reason, "all")
 
 

@@ -596,6 +596,11 @@ def preflight(
     if ssh_wait:
         check_ssh_firewall(cloud, request.network, request.ssh_via, out)
     offered = cloud.accelerator_zones(request.gpu.name)
+    if request.gpu.family != "n1":
+        # Where the GPU comes with the machine type (A2, A3, A4, G2, ...), the type decides: a zone
+        # can list the GPU for another type of its family (A3 Edge's H100 zones have no a3-highgpu).
+        having = cloud.machine_type_zones(request.machine_type)
+        offered = {zone: cards for zone, cards in offered.items() if zone in having}
     regions_offered = sorted({gceplan.region_of(z) for z in offered})
     ranked = gceprice.order_regions(
         regions_offered, request.machine_type, request.gpu.name, request.gpus, request.spot, gceprice.home()
