@@ -464,6 +464,29 @@ def test_iap_without_gcloud_is_one_line_before_anything_changes(tfrig, cloud, en
     assert cloud.calls == []
 
 
+def test_a_company_project_gpu_setup_through_os_login_and_iap(tfrig, cloud, env, vm_options, nvidia_site):
+    """The driver installed where OS Login is required and there are no external IPs, through IAP,
+    with sudo from OS Login's admin role. (No Shielded VM here: the stand-in has no Secure Boot, and
+    tfrig's .run driver is not signed for one. TensorFlow with CUDA wheels is not installed: the
+    test bed's wheelhouse has the CPU ones.)"""
+    nvidia_site.add("580.159.04")
+    vm_options.update(
+        gpu="t4",
+        restart_policy={"Name": "always"},
+        volumes_extra={str(nvidia_site.headers_source): "/etc/apt/sources.list.d/tfrig-kernel-headers.list"},
+    )
+    company = company_project(cloud, env, "alice@example.com")
+    del cloud.policies["compute.requireShieldedVm"]
+    company = {**company, "INVOKE_GCP_SECURE_BOOT": "false", "INVOKE_DRIVER_DOWNLOAD_BASE": nvidia_site.base_url}
+    result = tfrig("gcp.create", "--yes", "--no-external-ip", "gpu.setup", env=company)
+    assert result.code == 0, result.text
+    assert "logging in as alice_example_com" in result.out
+    assert "[tfrig-alice] GPU ready: Tesla T4, driver 580.159.04" in result.out
+    assert cloud.vms["tfrig-alice"].exec("test -e /usr/bin/nvidia-smi")[0] == 0
+    tunnels = Path(company["TFRIG_TEST_GCLOUD_LOG"]).read_text().splitlines()
+    assert tunnels and all(line.startswith("compute start-iap-tunnel tfrig-alice 22") for line in tunnels)
+
+
 def test_os_login_without_the_admin_role_is_refused_with_the_role_to_ask_for(tfrig, cloud, env):
     company = company_project(cloud, env, "bob@example.com")
     cloud.oslogin_admins = set()  # roles/compute.osLogin only: no sudo

@@ -59,7 +59,7 @@ class CreateRequest:
     metadata: dict[str, str]
     owner: str  # the owner label's value (tfrig.gce.config.owner)
     network: gceplan.Network = field(default_factory=gceplan.Network)
-    ssh_via: str = "external"  # how tfrig reaches the VM: its external or its internal address
+    ssh_via: str = "external"  # how tfrig reaches the VM: its external or internal address, or through IAP
     service_accounts: list[dict[str, Any]] = field(default_factory=list)  # gceplan.service_accounts
     login: Login | None = None  # None: the key in metadata, as `metadata` says (tests' plain bodies)
     secure_boot: bool = False  # a Shielded VM with Secure Boot (gceplan.SHIELDED)

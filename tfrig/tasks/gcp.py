@@ -866,8 +866,8 @@ ns.configure(
             "subnet": "",
             "tags": "",
             "external_ip": True,  # false: as --no-external-ip, where a policy forbids them
-            # How tfrig logs in: auto (OS Login where the project or a policy asks for it, else a key
-            # in the VM's metadata), metadata, or oslogin.
+            # How tfrig logs in: auto (OS Login where the project turns it on, else a key in the VM's
+            # metadata; never turns it off), metadata, or oslogin.
             "ssh_mode": "auto",
             # The other Google APIs' endpoints (a private or test API), as gcp.endpoint is the Compute API's.
             "oslogin_endpoint": "",
