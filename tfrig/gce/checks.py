@@ -152,14 +152,14 @@ def _policies(c: Any, cloud: Any) -> tuple[dict[str, Any], list[Check]]:
         )
     ip_policy = found["compute.vmExternalIpAccess"]
     if ip_policy.deny_all or ip_policy.allowed:
-        external = bool(gcp.external_ip)
+        problems = ["gcp.external_ip is on"] if gcp.external_ip else []
+        if gcp.ssh_via == "external":
+            problems.append("gcp.ssh_via external needs one")
         checks.append(
             Check(
                 "policy vmExternalIpAccess",
-                not external and gcp.ssh_via != "external",
-                "no external IPs"
-                + (": gcp.external_ip is on" if external else "")
-                + (": gcp.ssh_via external has no address to reach" if gcp.ssh_via == "external" else ""),
+                not problems,
+                "no external IPs" + (f" ({' and '.join(problems)})" if problems else f", reached by {gcp.ssh_via}"),
                 fix="set gcp.external_ip: false and gcp.ssh_via: iap (or internal, inside the VPC)",
             )
         )
