@@ -5,14 +5,15 @@ line, each with a fix where it fails; `blocking` marks what would stop gcp.creat
 
 from __future__ import annotations
 
-import shutil
 from dataclasses import asdict, dataclass
 from typing import Any
 
 from invoke.exceptions import Exit
 
 from tfrig.gce import plan as gceplan
-from tfrig.gce.config import Settings, gcloud_config, image_source
+from tfrig.gce.config import Settings, image_source
+from tfrig.gce.config import account as account_of
+from tfrig.hosts import targets
 
 
 @dataclass
@@ -60,7 +61,7 @@ def run(c: Any, cfg: Settings) -> list[Check]:
         cloud = cfg.cloud()
     except Exit as exc:
         return [Check("credentials", False, "none usable", fix=str(exc))]
-    account = cloud.account() or gcloud_config().get("account")
+    account = account_of(cloud)
     whose = "anonymous (a test API)" if cloud.anonymous else f"as {account or 'an account tfrig cannot name'}"
     quota_project = getattr(cloud.credentials, "quota_project_id", None)
     if quota_project and quota_project != cfg.project:
@@ -224,7 +225,7 @@ def _oslogin(
     try:
         user = cloud.login_profile_user(account)
     except ApiError as exc:
-        if exc.reason in ("SERVICE_DISABLED", "accessNotConfigured") or "has not been used" in exc.message:
+        if exc.service_disabled:
             return [
                 Check(
                     "login",
@@ -245,7 +246,7 @@ def _ssh_route(c: Any, cloud: Any) -> list[Check]:
     network = gceplan.network_choice(gcp.network, gcp.subnet, bool(gcp.external_ip), gcp.tags)
     via = gcp.ssh_via
     checks = []
-    if via == "iap" and not shutil.which("gcloud"):
+    if via == "iap" and not targets.has_gcloud():
         checks.append(
             Check(
                 "ssh_route",

@@ -133,6 +133,11 @@ class ApiError(Exception):
         self.project = ""  # set by the Cloud that made the call
 
     @property
+    def service_disabled(self) -> bool:
+        """The API is not enabled in the project (its ErrorInfo reason, or its words)."""
+        return self.reason in ("SERVICE_DISABLED", "accessNotConfigured") or "API has not been used" in self.message
+
+    @property
     def retryable(self) -> bool:
         return self.status == 429 or self.status >= 500 or self.reason in _RETRYABLE_REASONS
 
@@ -469,9 +474,7 @@ class Cloud:
         OS Login API users.getLoginProfile)."""
         request = {"name": f"users/{account}", "project_id": self.project}
         found = self.call("OsLoginServiceClient", "get_login_profile", request=request)
-        accounts = list(found.posix_accounts)
-        chosen = next((a for a in accounts if a.primary), accounts[0] if accounts else None)
-        return str(chosen.username) if chosen is not None else None
+        return _posix_user(found.posix_accounts)
 
     # --- changes ----------------------------------------------------------------------------------
 
@@ -487,11 +490,10 @@ class Cloud:
             "project_id": self.project,
         }
         found = self.call("OsLoginServiceClient", "import_ssh_public_key", request=request)
-        accounts = list(found.login_profile.posix_accounts)
-        chosen = next((a for a in accounts if a.primary), accounts[0] if accounts else None)
-        if chosen is None or not chosen.username:
+        user = _posix_user(found.login_profile.posix_accounts)
+        if not user:
             raise ApiError(200, "noPosixAccount", f"the OS Login profile of {account} has no POSIX account")
-        return str(chosen.username)
+        return user
 
     def insert(self, zone: str, body: Any, request_id: str) -> str:
         """Insert; the same `request_id` (a UUID) again returns the first insert's operation if that
@@ -533,6 +535,13 @@ class Cloud:
                 return OperationResult(name=operation, errors=_operation_errors(found))
             if time.monotonic() >= deadline:
                 raise ApiError(0, "TIMEOUT", f"operation {operation} in {zone} not done after {timeout:.0f} s")
+
+
+def _posix_user(accounts: Any) -> str | None:
+    """The POSIX user of an OS Login profile's accounts: the primary one's, else the first's."""
+    listed = list(accounts)
+    chosen = next((a for a in listed if a.primary), listed[0] if listed else None)
+    return str(chosen.username) if chosen is not None and chosen.username else None
 
 
 def _firewall(rule: Any) -> dict[str, Any]:
@@ -677,7 +686,7 @@ def _zones_hint(text: str) -> list[str]:
 def describe(exc: ApiError) -> str:
     """One line for an API error a task can't handle itself: what it means and what to do."""
     text, project = exc.message, exc.project or "(unknown)"
-    if exc.reason in ("SERVICE_DISABLED", "accessNotConfigured") or "API has not been used" in text:
+    if exc.service_disabled:
         return (
             f"The Compute Engine API is not enabled in project {project}: enable it with "
             f"`gcloud services enable compute.googleapis.com --project {project}` and retry in a minute."

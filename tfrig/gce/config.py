@@ -119,13 +119,17 @@ def settings(c: Any, project: str | None = None, zone: str | None = None, region
     )
 
 
+def account(cloud: Any) -> str | None:
+    """The Google account tfrig acts as: the credentials' own, else gcloud's configured account."""
+    return cloud.account() or gcloud_config().get("account")
+
+
 def owner(cloud: Any) -> str:
-    """The value of the owner label on the VMs this user creates: the credentials' account, else
-    gcloud's configured account, else user@host here."""
+    """The value of the owner label on the VMs this user creates: the account (`account`), else
+    user@host here."""
     import socket
 
-    account = cloud.account() or gcloud_config().get("account") or f"{local_user()}@{socket.gethostname()}"
-    return gceplan.label_value(account)
+    return gceplan.label_value(account(cloud) or f"{local_user()}@{socket.gethostname()}")
 
 
 def local_user() -> str:

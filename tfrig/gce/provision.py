@@ -662,9 +662,9 @@ def choose_login(cloud: Any, request: CreateRequest, project_metadata: dict[str,
 def use_oslogin(cloud: Any, login: Login, metadata: dict[str, str], out: Any, dry: bool) -> None:
     """Log in through OS Login: the VM gets enable-oslogin=TRUE and no ssh-keys; the key goes into
     the account's profile once the create goes ahead (import_login_key)."""
-    from tfrig.gce.config import gcloud_config
+    from tfrig.gce.config import account
 
-    login.account = cloud.account() or gcloud_config().get("account") or ""
+    login.account = account(cloud) or ""
     if not login.account:
         raise Exit(
             "OS Login logs in as your Google account, and tfrig can't tell which: run `gcloud config set account "
@@ -696,7 +696,7 @@ def import_login_key(cloud: Any, login: Login, out: Any) -> None:
 
 def oslogin_refusal(exc: Any, account: str, project: str) -> str:
     """One line for an OS Login API call that failed."""
-    if exc.reason in ("SERVICE_DISABLED", "accessNotConfigured") or "has not been used" in exc.message:
+    if exc.service_disabled:
         return (
             f"The OS Login API is not enabled in project {project}: enable it with `gcloud services enable "
             f"oslogin.googleapis.com --project {project}`, or set gcp.ssh_mode: metadata where no policy requires "
@@ -719,7 +719,8 @@ def renew_oslogin_key(c: Any, record: dict[str, Any]) -> dict[str, Any]:
         return record
     if float(record.get("oslogin_expires") or 0) - time.time() > OSLOGIN_RENEW:
         return record
-    public = Path(str(record.get("ssh_key") or "")).with_name(Path(str(record.get("ssh_key"))).name + ".pub")
+    key = Path(str(record.get("ssh_key") or ""))
+    public = key.with_name(key.name + ".pub")
     try:
         public_key = public.read_text().strip()
     except OSError as exc:

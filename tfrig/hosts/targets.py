@@ -98,20 +98,26 @@ def vm_address(record: Mapping[str, Any]) -> str | None:
     return record.get("address")
 
 
+def has_gcloud() -> bool:
+    import shutil
+
+    return shutil.which("gcloud") is not None
+
+
+GCLOUD_MISSING = (
+    "runs `gcloud compute start-iap-tunnel`, and gcloud is not on PATH: install the Google Cloud CLI "
+    "(cloud.google.com/sdk/docs/install), or set gcp.ssh_via: internal from inside the VPC."
+)
+
+
 def iap_command(record: Mapping[str, Any]) -> str | None:
     """For a VM reached through IAP (gcp.ssh_via iap), the ProxyCommand that carries SSH there:
     `gcloud compute start-iap-tunnel NAME 22 --listen-on-stdin --zone Z --project P`, as Airflow's
     ComputeEngineSSHHook does; one line if gcloud is not on PATH. None for any other VM."""
-    import shutil
-
     if record.get("ssh_via") != "iap":
         return None
-    if shutil.which("gcloud") is None:
-        raise Exit(
-            f"{record['name']} is reached through IAP (gcp.ssh_via iap), which runs `gcloud compute "
-            "start-iap-tunnel`, and gcloud is not on PATH: install the Google Cloud CLI "
-            "(cloud.google.com/sdk/docs/install), or set gcp.ssh_via: internal from inside the VPC."
-        )
+    if not has_gcloud():
+        raise Exit(f"{record['name']} is reached through IAP (gcp.ssh_via iap), which {GCLOUD_MISSING}")
     return (
         f"gcloud compute start-iap-tunnel {record['name']} {record.get('port') or 22} --listen-on-stdin "
         f"--zone={record['zone']} --project={record['project']} --verbosity=warning"

@@ -10,7 +10,6 @@ from __future__ import annotations
 import contextlib
 import os
 import shlex
-import shutil
 import signal
 import sys
 import threading
@@ -165,11 +164,8 @@ def create(
             "through IAP's tunnel, INVOKE_GCP_SSH_VIA=iap), or internal when this machine is inside the VPC or on a "
             "VPN to it."
         )
-    if ssh_via == "iap" and ssh_wait and not shutil.which("gcloud"):
-        raise Exit(
-            "gcp.ssh_via: iap runs `gcloud compute start-iap-tunnel`, and gcloud is not on PATH: install the Google "
-            "Cloud CLI (cloud.google.com/sdk/docs/install), or set gcp.ssh_via: internal from inside the VPC."
-        )
+    if ssh_via == "iap" and ssh_wait and not targets.has_gcloud():
+        raise Exit(f"gcp.ssh_via: iap {targets.GCLOUD_MISSING}")
     idle_seconds = idlestop.window_seconds(idle_stop, "idle-stop") if idle_stop else None
     if idle_stop and not ssh_wait:
         raise Exit(
