@@ -27,6 +27,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from tests import fakebilling
+
 PREFIX = "/compute/v1/projects/"
 # The rule IAP's TCP forwarding needs on the default network (cloud.google.com/iap/docs/using-tcp-forwarding).
 IAP_SSH_RULE = {
@@ -168,6 +170,10 @@ class FakeCompute:
         # the Org Policy API answers 403 when `orgpolicy_forbidden` (no orgpolicy.policy.get).
         self.granted: set[str] | None = None
         self.orgpolicy_forbidden = False
+        # The Cloud Billing Catalog API's Compute Engine SKUs (tests/fakebilling.py); an error
+        # (status, reason, message) in `billing_error` answers every catalog request.
+        self.skus: list[dict[str, Any]] = fakebilling.skus()
+        self.billing_error: tuple[int, str, str] | None = None
         # A real VM's address on the network the VMs share (its networkIP), else 10.128.0.N
         # (the default VPC's range in us-central1), N the last part of its loopback address.
         self.vm_internal_address: Callable[[str], str] | None = None
@@ -218,6 +224,7 @@ class FakeCompute:
             "INVOKE_GCP_OSLOGIN_ENDPOINT": self.endpoint,
             "INVOKE_GCP_RESOURCEMANAGER_ENDPOINT": self.endpoint,
             "INVOKE_GCP_ORGPOLICY_ENDPOINT": self.endpoint,
+            "INVOKE_GCP_BILLING_ENDPOINT": self.endpoint,
             "INVOKE_GCP_CREDENTIALS": "anonymous",
             "INVOKE_GCP_PROJECT": self.project,
             "INVOKE_GCP_RETRY_DELAY": "0.01",
@@ -322,6 +329,8 @@ class FakeCompute:
                 status, answer = self._import_ssh_key(urllib.parse.unquote(m[1]), query, body or {})
             elif method == "GET" and (m := re.fullmatch(r"/v1/users/([^/:]+)/loginProfile", parsed.path)):
                 return self._login_profile(urllib.parse.unquote(m[1]))
+            elif method == "GET" and parsed.path == "/v1/services/6F81-5844-456A/skus":
+                return self._skus(query)
             elif method == "POST" and parsed.path == f"/v3/projects/{self.project}:testIamPermissions":
                 wanted = (body or {}).get("permissions", [])
                 held = [p for p in wanted if self.granted is None or p in self.granted]
@@ -337,6 +346,16 @@ class FakeCompute:
             for name in self.oslogin_vms():
                 sync(name)
         return status, answer
+
+    def _skus(self, query: dict[str, list[str]]) -> tuple[int, dict[str, Any]]:
+        if self.billing_error:
+            return _error(*self.billing_error)
+        # The real API pages at most 5000 SKUs; this one at 40, so that paging is exercised.
+        size = min(int(query.get("pageSize", ["5000"])[0] or 5000), 40)
+        start = int(query.get("pageToken", ["0"])[0] or 0)
+        answer: dict[str, Any] = {"skus": self.skus[start : start + size]}
+        answer["nextPageToken"] = str(start + size) if start + size < len(self.skus) else ""
+        return 200, answer
 
     # --- OS Login -------------------------------------------------------------------------------
 

@@ -109,15 +109,40 @@ def test_candidate_zones():
         gceplan.candidate_zones(OFFERED, 1, None, "us-west1")
 
 
-def test_regions_go_cheapest_first_then_nearest_and_a_configured_zone_only_goes_first():
+def _book(monkeypatch, n1_gpus, n1=None):
+    """Prices as a book says (the Billing API's or the table's), for this test."""
+    host = n1 or {
+        r: [0.031611, 0.004237, 0.01115, 0.001494]
+        for r in ("asia-east1", "europe-west4", "us-central1", "us-east1", "us-west2", "europe-north1")
+    }
+    book = gceprice.PriceBook(source="billing-api", as_of="2026-12-07", n1=host, n1_gpus={T4.name: n1_gpus})
+    monkeypatch.setattr(gceprice, "_book", book)
+    return book
+
+
+def test_regions_go_cheapest_first_then_nearest_and_a_configured_zone_only_goes_first(monkeypatch):
+    _book(
+        monkeypatch,
+        {"us-central1": [0.35, 0.14], "us-east1": [0.35, 0.14], "europe-west4": [0.37, 0.2], "asia-east1": [0.4, 0.05]},
+    )
     regions = ["asia-east1", "europe-west4", "us-central1", "us-east1"]
     from_europe = gceprice.order_regions(regions, "n1-standard-4", T4.name, 1, False, "europe")
     assert from_europe == ["us-central1", "us-east1", "europe-west4", "asia-east1"]
-    # Same price (two regions at the table's "other regions" factor): the nearer one first.
-    same = ["us-west2", "europe-north1"]
-    assert gceprice.region_factor("us-west2") == gceprice.region_factor("europe-north1")
-    assert gceprice.order_regions(same, "n1-standard-4", T4.name, 1, False, "europe") == ["europe-north1", "us-west2"]
-    assert gceprice.order_regions(same, "n1-standard-4", T4.name, 1, False, "americas") == ["us-west2", "europe-north1"]
+    # Spot is priced on its own: asia-east1's Spot T4 is the cheapest there.
+    assert gceprice.order_regions(regions, "n1-standard-4", T4.name, 1, True, "europe")[0] == "asia-east1"
+    # Same price: the nearer one first; a region the book doesn't price after those it does.
+    _book(monkeypatch, {"us-west2": [0.35, 0.14], "europe-north1": [0.35, 0.14]})
+    same = ["us-west2", "europe-north1", "asia-east1"]
+    assert gceprice.order_regions(same, "n1-standard-4", T4.name, 1, False, "europe") == [
+        "europe-north1",
+        "us-west2",
+        "asia-east1",
+    ]
+    assert gceprice.order_regions(same, "n1-standard-4", T4.name, 1, False, "americas") == [
+        "us-west2",
+        "europe-north1",
+        "asia-east1",
+    ]
     assert gceprice.home(-5 * 3600) == "americas" and gceprice.home(9 * 3600) == "asia" and gceprice.home(0) == "europe"
     ordered = gceplan.candidate_zones(OFFERED, 1, None, None, from_europe)
     assert ordered == ["us-central1-a", "us-central1-b", "europe-west4-a", "asia-east1-c"]
@@ -131,15 +156,28 @@ def test_regions_go_cheapest_first_then_nearest_and_a_configured_zone_only_goes_
     assert gceplan.candidate_zones(OFFERED, 1, None, None, from_europe, first="asia-east1")[0] == "asia-east1-c"
 
 
-def test_the_hourly_price_from_the_table():
+def test_the_hourly_price_is_composed_from_the_book(monkeypatch):
+    _book(monkeypatch, {"us-central1": [0.35, 0.14]})
     t4 = gceprice.hourly("n1-standard-4", T4.name, 1, False, "us-central1")
-    assert t4 is not None and round(t4, 2) == 0.54  # 4 vCPUs, 15 GB, one T4
+    assert t4 is not None and round(t4, 6) == round(4 * 0.031611 + 15 * 0.004237 + 0.35, 6)  # 4 vCPUs, 15 GiB, one T4
     spot = gceprice.hourly("n1-standard-4", T4.name, 1, True, "us-central1")
-    assert spot is not None and spot < t4
-    europe = gceprice.hourly("n1-standard-4", T4.name, 1, False, "europe-west4")
-    assert europe is not None and europe > t4
-    assert gceprice.hourly("a4-highgpu-8g", "nvidia-b200", 8, True, "us-central1") is None
-    assert gceprice.money(None) == "price unknown (not in tfrig's table)" and gceprice.money(0.544) == "about $0.54/h"
+    assert spot is not None and round(spot, 6) == round(4 * 0.01115 + 15 * 0.001494 + 0.14, 6)
+    assert gceprice.hourly("n1-standard-4", T4.name, 1, False, "europe-west4") is None  # no T4 price there
+    assert gceprice.hourly("n1-standard-4", T4.name, 1, False, "us-central1", flex=True) is None
+    assert gceprice.money(None) == "price unknown" and gceprice.money(0.544) == "about $0.54/h"
+
+
+def test_the_shipped_table_is_dated_and_prices_spot_by_region():
+    table = gceprice.table()
+    assert re.fullmatch(r"\d{4}-\d{2}-\d{2}", table.as_of) and table.label == f"table {table.as_of}"
+    on_demand = table.hourly("n1-standard-4", T4.name, 1, "on-demand", "us-central1")
+    assert on_demand is not None and round(on_demand, 2) == 0.54
+    # Spot H100 is far cheaper in europe-north1 than in us-central1 (the 2026-07-30 export).
+    north, central = (
+        table.hourly("a3-highgpu-8g", "nvidia-h100-80gb", 8, "spot", r) for r in ("europe-north1", "us-central1")
+    )
+    assert north is not None and central is not None and north < central / 3
+    assert table.hourly("a4x-highgpu-4g", "nvidia-gb200", 4, "on-demand", "us-central1") is None
 
 
 def demand(gpu=T4, gpus=1, machine="n1-standard-4", disk=100, spot=False, vms=1):

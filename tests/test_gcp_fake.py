@@ -21,14 +21,18 @@ from typing import Any
 
 import pytest
 
+from tests import fakebilling
 from tests.conftest import DEADLINE, json_of, start_cli
 from tests.fakegce import IAP_SSH_RULE, PREFIX, FakeCompute
 from tfrig import state
 
 ZONES = ["europe-west4-a", "europe-west4-b", "us-central1-a"]
 LOOKUP = "GET /aggregated/instances"
+# The Billing Catalog's SKUs, page by page (the fake pages them by 40), once a day.
+SKU_PAGES = ["GET /v1/services/6F81-5844-456A/skus"] * -(-len(fakebilling.skus()) // 40)
 PREFLIGHT = [
     "GET /",
+    *SKU_PAGES,
     "GET /aggregated/acceleratorTypes",
     "GET /aggregated/acceleratorTypes",
     "GET /regions/us-central1",
@@ -527,6 +531,7 @@ def test_credentials_problems_are_one_line(tfrig, fake, gcp_env, tmp_path):
             "INVOKE_GCP_OSLOGIN_ENDPOINT": "",
             "INVOKE_GCP_RESOURCEMANAGER_ENDPOINT": "",
             "INVOKE_GCP_ORGPOLICY_ENDPOINT": "",
+            "INVOKE_GCP_BILLING_ENDPOINT": "",
         },
     )
     assert no_adc.code == 1
@@ -960,7 +965,7 @@ def test_the_price_shows_before_the_spend_and_nothing_is_created_unasked(tfrig, 
     dry = tfrig("--dry", "gcp.create", "--name", "tfrig-alice", "--count", "2", "--spot", env=gcp_env)
     assert dry.code == 0, dry.text
     assert (
-        "create 2 VMs (n1-standard-4 + 1 x nvidia-tesla-t4, Spot) in us-central1-a first: about $0.18/h each" in dry.out
+        "create 2 VMs (n1-standard-4 + 1 x nvidia-tesla-t4, Spot) in us-central1-a first: about $0.21/h each" in dry.out
     )
     assert fake.paths("POST") == []
     told = tfrig("gcp.create", "--name", "tfrig-alice", "--no-ssh-wait", env={**gcp_env, "INVOKE_TFRIG_YES": "1"})

@@ -34,6 +34,7 @@ SENSITIVE = frozenset(
         "gcp.oslogin_endpoint",
         "gcp.resourcemanager_endpoint",
         "gcp.orgpolicy_endpoint",
+        "gcp.billing_endpoint",
         "driver.download_base",
         "driver.installer_url",
         "driver.sha256",

@@ -101,6 +101,7 @@ _OTHER_APIS = {
     "OsLoginServiceClient": ("google.cloud.oslogin_v1", "OsLoginServiceClient", "oslogin"),
     "ResourceManagerClient": ("google.cloud.resourcemanager_v3", "ProjectsClient", "resourcemanager"),
     "OrgPolicyClient": ("google.cloud.orgpolicy_v2", "OrgPolicyClient", "orgpolicy"),
+    "CloudCatalogClient": ("google.cloud.billing_v1", "CloudCatalogClient", "billing"),
 }
 
 
@@ -157,7 +158,7 @@ class Cloud:
     ) -> None:
         self.project = project
         self.endpoint = _checked_endpoint(endpoint) if endpoint else None
-        # The other APIs' endpoints by name (oslogin, resourcemanager, orgpolicy: gcp.NAME_endpoint).
+        # The other APIs' endpoints by name (oslogin, resourcemanager, orgpolicy, billing: gcp.NAME_endpoint).
         self.endpoints = {
             api: _checked_endpoint(url, f"gcp.{api}_endpoint") for api, url in (endpoints or {}).items() if url
         }
@@ -276,12 +277,17 @@ class Cloud:
 
     def accelerator_zones(self, gpu: str) -> dict[str, int]:
         """Zones that offer `gpu`, with the most cards one VM can have there."""
+        return self.accelerator_zones_all().get(gpu, {})
+
+    def accelerator_zones_all(self) -> dict[str, dict[str, int]]:
+        """Every accelerator type: the zones that offer it, with the most cards one VM can have there."""
         pages = self.call("AcceleratorTypesClient", "aggregated_list", project=self.project)
-        offered = {}
+        offered: dict[str, dict[str, int]] = {}
         for scope, scoped in pages:
             for accelerator in scoped.accelerator_types:
-                if accelerator.name == gpu:
-                    offered[_last(scope)] = int(accelerator.maximum_cards_per_instance or 0)
+                offered.setdefault(accelerator.name, {})[_last(scope)] = int(
+                    accelerator.maximum_cards_per_instance or 0
+                )
         return offered
 
     def machine_type_zones(self, machine_type: str) -> set[str]:

@@ -115,7 +115,9 @@ def settings(c: Any, project: str | None = None, zone: str | None = None, region
         endpoint=gcp.endpoint or None,
         credentials=gcp.credentials or None,
         retry_delay=float(gcp.retry_delay),
-        endpoints={api: gcp.get(f"{api}_endpoint") or None for api in ("oslogin", "resourcemanager", "orgpolicy")},
+        endpoints={
+            api: gcp.get(f"{api}_endpoint") or None for api in ("oslogin", "resourcemanager", "orgpolicy", "billing")
+        },
     )
 
 

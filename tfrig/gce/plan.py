@@ -32,6 +32,7 @@ PCI_DEVICE_IDS = {
     "nvidia-h100-mega-80gb": "0x2330",
     "nvidia-h200-141gb": "0x2335",
     "nvidia-b200": "0x2901",
+    "nvidia-rtx-pro-6000": "0x2bb5",  # RTX PRO 6000 Blackwell Server Edition (public PCI id tables)
 }
 
 
@@ -50,6 +51,7 @@ class GpuType:
     quota_metric: str
     preemptible_metric: str
     retired: str | None = None
+    note: str = ""  # what a user should know before choosing it
 
 
 def _value(item: Any) -> Any:
@@ -75,6 +77,7 @@ def gpu_types() -> dict[str, GpuType]:
                 _value(row.get("preemptible_quota_metric") or f"PREEMPTIBLE_{_value(row['quota_metric'])}")
             ),
             retired=status if "END OF SUPPORT" in status else None,
+            note=str(row.get("note", "")),
         )
     return found
 
@@ -309,17 +312,32 @@ def family(machine: str) -> Family:
     return Family(key, row["boot_disk"], tuple(row["disks"]), row["arch"], row.get("cpu_quota"))
 
 
-def vcpus(machine: str) -> int:
-    """A machine type's vCPUs: in the name for N1 and G2 (n1-standard-8), else from the catalog."""
-    table = compat()["gce_gpus"]["vcpus"]
+def shape(machine: str) -> tuple[int, float, int]:
+    """A machine type's vCPUs, memory (GiB) and bundled Local SSD (GiB): from the catalog, else
+    from the name for N1 (3.75, 6.5 or 0.9 GiB per vCPU) and G2 (4 GiB per vCPU)."""
+    table = compat()["gce_gpus"]["shapes"]
     if machine in table:
-        return int(table[machine])
-    return int(machine.rsplit("-", 1)[1])
+        cpus, memory, local_ssd = table[machine]
+        return int(cpus), float(memory), int(local_ssd)
+    series, kind, count = machine.split("-")
+    per_cpu = {"g2": {"standard": 4.0}, "n1": {"standard": 3.75, "highmem": 6.5, "highcpu": 0.9}}[series][kind]
+    return int(count), int(count) * per_cpu, 0
+
+
+def vcpus(machine: str) -> int:
+    return shape(machine)[0]
+
+
+def sold_only(machine: str) -> str | None:
+    """How a machine type is sold where not on demand: spot (Spot or Flex-start),
+    spot-or-reservation, reservation; None: on demand too."""
+    how = _value(compat()["gce_gpus"]["sold_only"].get(machine))
+    return None if how is None else str(how)
 
 
 def check_sold(machine: str, spot: bool) -> None:
     """Refuse a machine type Compute Engine doesn't sell the way it is asked for, before any call."""
-    how = _value(compat()["gce_gpus"]["sold_only"].get(machine))
+    how = sold_only(machine)
     if how == "reservation":
         raise Invalid(
             f"--machine-type {machine} is sold only through a reservation, which tfrig does not make; "

@@ -1,13 +1,21 @@
-"""What a GPU VM costs per hour, from the dated price table in compat.yaml (gce_prices), and the
-order in which regions are worth trying: cheapest for the request first, then nearest. Pure: no
-API calls; the table's source, date and how far it was checked are written beside it."""
+"""What a GPU VM costs per hour, and the order in which regions are worth trying: cheapest for the
+request first, then nearest. Pure: no API calls.
+
+Prices come from a PriceBook: the Cloud Billing Catalog API's, cached a day in the state folder, or,
+where the API can't be reached, the dated table tfrig/data/gce-prices.yaml that the same code wrote
+(tfrig.gce.billing.load picks the book for the run); every price shown (gcp.create, gcp.list,
+gcp.down, gcp.gpus) comes from it.
+"""
 
 from __future__ import annotations
 
 import time
+from dataclasses import dataclass, field
+from functools import cache
+from pathlib import Path
 from typing import Any
 
-from tfrig.knowledge.catalog import compat
+MODELS = ("on-demand", "spot", "flex-start")
 
 # Where a region is, by the prefix of its name, and the UTC offsets (hours) of the people nearest it.
 _CONTINENTS = {
@@ -17,34 +25,89 @@ _CONTINENTS = {
 }
 
 
-def _table() -> dict[str, Any]:
-    return dict(compat()["gce_prices"])
+@dataclass
+class PriceBook:
+    """USD per hour: machines[machine][region] = [on demand, Spot, Flex-start] for the whole VM
+    with its GPUs; n1[region] = [vCPU, GiB, Spot vCPU, Spot GiB]; n1_gpus[gpu][region] = [on
+    demand, Spot] per GPU. None where it isn't sold that way (or isn't priced)."""
+
+    source: str  # billing-api or table
+    as_of: str  # YYYY-MM-DD
+    machines: dict[str, dict[str, list[float | None]]] = field(default_factory=dict)
+    n1: dict[str, list[float | None]] = field(default_factory=dict)
+    n1_gpus: dict[str, dict[str, list[float | None]]] = field(default_factory=dict)
+    note: str = ""  # why the table stands in for the API, where it does
+
+    def tables(self) -> dict[str, Any]:
+        return {"machines": self.machines, "n1": self.n1, "n1_gpus": self.n1_gpus}
+
+    @property
+    def label(self) -> str:
+        """billing-api, or table YYYY-MM-DD (the price_source of gcp.gpus --json)."""
+        return "billing-api" if self.source == "billing-api" else f"table {self.as_of}"
+
+    def hourly(self, machine: str, gpu: str, gpus: int, model: str, region: str) -> float | None:
+        column = MODELS.index(model)
+        if machine in self.machines:
+            row = self.machines[machine].get(region)
+            return row[column] if row else None
+        if not machine.startswith("n1-") or column > 1:
+            return None
+        host, card = self.n1.get(region), self.n1_gpus.get(gpu, {}).get(region)
+        if host is None or card is None:
+            return None
+        from tfrig.gce.plan import shape
+
+        cpus, memory, _ = shape(machine)
+        cpu_rate, memory_rate, gpu_rate = host[2 * column], host[2 * column + 1], card[column]
+        if cpu_rate is None or memory_rate is None or gpu_rate is None:
+            return None
+        return cpus * cpu_rate + memory * memory_rate + gpus * gpu_rate
 
 
-def region_factor(region: str) -> float:
-    table = _table()
-    return float(table["region_factor"].get(region, table["other_regions_factor"]))
+@cache
+def table() -> PriceBook:
+    """The dated table shipped with tfrig."""
+    import yaml
+
+    data = yaml.safe_load((Path(__file__).resolve().parent.parent / "data" / "gce-prices.yaml").read_text())
+    return PriceBook(
+        source="table", as_of=str(data["as_of"]), machines=data["machines"], n1=data["n1"], n1_gpus=data["n1_gpus"]
+    )
 
 
-def hourly(machine: str, gpu: str, gpus: int, spot: bool, region: str) -> float | None:
-    """About what one VM costs per hour in `region` (USD), or None when the table has no price."""
-    table = _table()
-    column = 1 if spot else 0
-    if machine in table["machine_types"]:
-        base = float(table["machine_types"][machine][column])
-    elif machine.startswith("n1-") and gpu in table["n1_gpus"]:
-        cpus = int(machine.rsplit("-", 1)[1])
-        memory = {"standard": 3.75, "highmem": 6.5, "highcpu": 0.9}[machine.split("-")[1]] * cpus
-        n1 = table["n1"]
-        cpu_price, memory_price = (n1["spot_vcpu"], n1["spot_memory_gb"]) if spot else (n1["vcpu"], n1["memory_gb"])
-        base = cpus * cpu_price + memory * memory_price + gpus * float(table["n1_gpus"][gpu][column])
-    else:
-        return None
-    return base * region_factor(region)
+_book: PriceBook | None = None
+
+
+def current() -> PriceBook:
+    """The book this run uses: the one chosen (`use`), else the table."""
+    return _book or table()
+
+
+def chosen() -> PriceBook | None:
+    return _book
+
+
+def use(book: PriceBook) -> PriceBook:
+    """Make `book` the one this run prices with (tfrig.gce.billing.load chooses it)."""
+    global _book
+    _book = book
+    return book
+
+
+def hourly(machine: str, gpu: str, gpus: int, spot: bool, region: str, flex: bool = False) -> float | None:
+    """About what one VM costs per hour in `region` (USD), or None when the book has no price."""
+    model = "flex-start" if flex else "spot" if spot else "on-demand"
+    return current().hourly(machine, gpu, gpus, model, region)
 
 
 def as_of() -> str:
-    return str(_table()["as_of"])
+    """Where the prices come from, for the price line: "Billing API, 2026-12-07" or "table of
+    2026-07-30 (the Billing API: ...)"."""
+    book = current()
+    if book.source == "billing-api":
+        return f"Cloud Billing API, {book.as_of}"
+    return f"tfrig's table of {book.as_of}" + (f"; {book.note}" if book.note else "")
 
 
 def home(utc_offset_seconds: int | None = None) -> str:
@@ -72,4 +135,57 @@ def order_regions(regions: list[str], machine: str, gpu: str, gpus: int, spot: b
 
 
 def money(amount: float | None) -> str:
-    return "price unknown (not in tfrig's table)" if amount is None else f"about ${amount:.2f}/h"
+    return "price unknown" if amount is None else f"about ${amount:.2f}/h"
+
+
+def offers(
+    book: PriceBook, zones_of: dict[tuple[str, str, int], list[str]], spot_first: bool = False
+) -> list[dict[str, Any]]:
+    """One row per GPU type, machine type and region where that machine type is offered
+    (`zones_of[(gpu, machine, count)]`: its zones), with the book's hourly prices (None where it
+    is not sold that way), cheapest first (Spot's price first with `spot_first`)."""
+    from tfrig.gce.plan import sold_only
+
+    rows = []
+    for (gpu, machine, count), zones in zones_of.items():
+        by_region: dict[str, list[str]] = {}
+        for zone in sorted(zones):
+            by_region.setdefault(zone.rsplit("-", 1)[0], []).append(zone)
+        how = sold_only(machine)
+        for region, region_zones in sorted(by_region.items()):
+            priced = {model: book.hourly(machine, gpu, count, model, region) for model in MODELS}
+            if how is not None:  # sold only as Spot (and Flex-start) or through a reservation
+                priced["on-demand"] = None
+                if how == "reservation":
+                    priced["spot"] = priced["flex-start"] = None
+            rows.append(
+                {
+                    "gpu": gpu,
+                    "count": count,
+                    "machine_type": machine,
+                    "region": region,
+                    "zones": region_zones,
+                    "on_demand_usd_hour": _cents(priced["on-demand"]),
+                    "spot_usd_hour": _cents(priced["spot"]),
+                    "flex_start_usd_hour": _cents(priced["flex-start"]),
+                    "sold": how or "on demand, Spot",
+                    "price_source": book.label,
+                }
+            )
+    first, second = ("spot_usd_hour", "on_demand_usd_hour") if spot_first else ("on_demand_usd_hour", "spot_usd_hour")
+
+    def key(row: dict[str, Any]) -> tuple[float, float, str, int, str]:
+        none = float("inf")
+        return (
+            row[first] if row[first] is not None else none,
+            row[second] if row[second] is not None else none,
+            row["gpu"],
+            row["count"],
+            row["region"],
+        )
+
+    return sorted(rows, key=key)
+
+
+def _cents(price: float | None) -> float | None:
+    return None if price is None else round(price, 4)

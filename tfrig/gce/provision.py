@@ -16,6 +16,7 @@ from typing import Any
 from invoke.exceptions import Exit
 
 from tfrig import state
+from tfrig.gce import billing
 from tfrig.gce import plan as gceplan
 from tfrig.gce.config import Settings, settings
 from tfrig.hosts import targets
@@ -593,6 +594,7 @@ def preflight(
     from tfrig.gce import prices as gceprice
 
     project_quotas, metadata = cloud.project_info()
+    billing.load(cloud)
     if ssh_wait:
         check_ssh_firewall(cloud, request.network, request.ssh_via, out)
     offered = cloud.accelerator_zones(request.gpu.name)

@@ -23,7 +23,7 @@ from invoke import Collection
 from invoke.exceptions import Exit
 
 from tfrig import state
-from tfrig.gce import idlestop
+from tfrig.gce import billing, idlestop
 from tfrig.gce import plan as gceplan
 from tfrig.gce.access import copy_files, replace_block, ssh_argv, ssh_config_block, ssh_options
 from tfrig.gce.config import fresh_image_facts, image_source, local_user, owner, settings, ssh_key, vm_user
@@ -209,6 +209,8 @@ def create(
             zones = request.zones = preflight(cloud, cfg, request, len(to_create), ssh_wait, out, dry)
             price = price_line(request, len(to_create), zones[0])
             print(price, file=out)
+            if request.gpu.note:
+                print(f"note: {request.gpu.note}", file=out)
             if dry:
                 import json as json_module
 
@@ -330,6 +332,10 @@ def list_(c, project=None, json=False):
         live = {vm.name: vm for vm in cloud.vms()}
         me = owner(cloud)
         answered = True
+        if any(vm.gpu for vm in live.values()):
+            from tfrig.gce import prices as gceprice
+
+            billing.load(cloud)
     except Exit:
         if project:
             raise
@@ -482,6 +488,77 @@ def zones(c, gpu=None, region=None, project=None, json=False):
         print(f"{gpu_type.name} is offered in no zone{' of ' + region if region else ''} for project {cfg.project}.")
     else:
         table(["zone", "region", "max per VM"], [(r["zone"], r["region"], r["max_per_vm"]) for r in rows])
+
+
+@task(
+    help={
+        "gpu": "only this GPU type (default: all that Compute Engine still sells)",
+        "spot": "cheapest Spot price first",
+        "region": "only this region",
+        "project": PROJECT_HELP,
+        "json": JSON_HELP,
+    }
+)
+def gpus(c, gpu=None, spot=False, region=None, project=None, json=False):
+    """What GPUs are sold where, at what price: each GPU type, the machine types that carry it,
+    the regions and zones that have them, per hour on demand, Spot and Flex-start, cheapest first."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from tfrig.gce import prices as gceprice
+
+    chosen = [_gpu_type(c, gpu)] if gpu else [g for g in gceplan.gpu_types().values() if not g.retired]
+    cfg = settings(c, project, region=region)
+    cloud = cfg.cloud()
+    book = billing.load(cloud)
+    offered = cloud.accelerator_zones_all()
+    # The machine types each GPU comes with (N1: the one gcp.create picks for each count); where
+    # the GPU comes with the machine type, the zones that have that type.
+    wanted: list[tuple[gceplan.GpuType, str, int]] = []
+    for g in chosen:
+        pairs = (
+            [(gceplan.machine_type(g, n, None), n) for n in g.counts] if g.family == "n1" else g.machine_types.items()
+        )
+        wanted += [(g, machine, count) for machine, count in pairs]
+    with_type = sorted({machine for g, machine, _ in wanted if g.family != "n1"})
+    with ThreadPoolExecutor(max_workers=8) as pool:
+        having = dict(zip(with_type, pool.map(cloud.machine_type_zones, with_type), strict=True))
+    zones_of: dict[tuple[str, str, int], list[str]] = {}
+    for g, machine, count in wanted:
+        zones = [z for z, cards in offered.get(g.name, {}).items() if cards >= count]
+        if machine in having:
+            zones = [z for z in zones if z in having[machine]]
+        zones = [z for z in zones if not region or gceplan.region_of(z) == region]
+        if zones:
+            zones_of[(g.name, machine, count)] = zones
+    rows = gceprice.offers(book, zones_of, spot_first=spot)
+    if json:
+        print_json(rows)
+        return
+    if not rows:
+        print(f"No {gpu or 'GPU'} is offered{' in ' + region if region else ''} to project {cfg.project}.")
+        return
+
+    def money(amount: float | None) -> str:
+        return "" if amount is None else f"${amount:.2f}"
+
+    table(
+        ["gpu", "count", "machine type", "region", "zones", "on demand /h", "Spot /h", "Flex-start /h"],
+        [
+            (
+                r["gpu"],
+                r["count"],
+                r["machine_type"],
+                r["region"],
+                " ".join(z.rsplit("-", 1)[1] for z in r["zones"]),
+                money(r["on_demand_usd_hour"]),
+                money(r["spot_usd_hour"]),
+                money(r["flex_start_usd_hour"]),
+            )
+            for r in rows
+        ],
+    )
+    notes = {gceplan.gpu_types()[r["gpu"]].note for r in rows} - {""}
+    print(f"prices: {gceprice.as_of()}; blank: not sold that way there, or not priced", *sorted(notes), sep="\n")
 
 
 @task(
@@ -674,6 +751,7 @@ def down(c, delete=False, all_users=False, yes=False, project=None, json=False):
         return
     from tfrig.gce import prices as gceprice
 
+    billing.load(cloud)
     table(
         ["name", "zone", "status", "gpu", "per hour", "owner"],
         [
@@ -839,7 +917,7 @@ def get(c, source, destination=None, name=None, force=False):
     copy_files(c, _vm_hosts(c, name), source, destination, upload=False, force=force)
 
 
-ns = Collection("gcp", create, check, start, stop, delete, down, zones, quota, ssh, tunnel, put, get)
+ns = Collection("gcp", create, check, start, stop, delete, down, zones, gpus, quota, ssh, tunnel, put, get)
 ns.add_task(exec_, name="exec")
 ns.add_task(list_, name="list")
 ns.add_task(ssh_config, name="ssh-config")
@@ -869,6 +947,7 @@ ns.configure(
             "oslogin_endpoint": "",
             "resourcemanager_endpoint": "",
             "orgpolicy_endpoint": "",
+            "billing_endpoint": "",  # the Cloud Billing Catalog API's, for prices
             "service_account": "default",  # the VM's: an email, default or none
             "scopes": "cloud-platform",
             "secure_boot": False,
