@@ -66,8 +66,15 @@ GPU_METRICS = {
     "nvidia-tesla-a100": "NVIDIA_A100_GPUS",
     "nvidia-h100-80gb": "NVIDIA_H100_GPUS",
     "nvidia-b200": "NVIDIA_B200_GPUS",
+    "nvidia-gb200": "NVIDIA_GB200_GPUS",
 }
-ATTACHED = {"g2": "nvidia-l4", "a2": "nvidia-tesla-a100", "a3": "nvidia-h100-80gb", "a4": "nvidia-b200"}
+ATTACHED = {
+    "g2": "nvidia-l4",
+    "a2": "nvidia-tesla-a100",
+    "a3": "nvidia-h100-80gb",
+    "a4": "nvidia-b200",
+    "a4x": "nvidia-gb200",
+}
 CPU_METRICS = {"n1": "CPUS", "a2": "A2_CPUS", "g2": "G2_CPUS"}  # compute/resource-usage
 
 
@@ -100,6 +107,8 @@ class Scenario:
     # Every call answered with this error: (status, reason, message, ErrorInfo reason or "").
     every_call: tuple[int, str, str, str] | None = None
     firewalls_forbidden: bool = False  # firewalls.list needs compute.firewalls.list, often not granted
+    # A Flex-start VM waits PENDING this long for capacity (None: none comes), then runs.
+    flex_queue_seconds: float | None = 0.0
 
 
 class FakeCompute:
@@ -143,6 +152,8 @@ class FakeCompute:
         # None: all of them. "default" is the project's default compute service account.
         self.act_as: set[str] | None = None
         self.instances: dict[str, dict[str, dict[str, Any]]] = {}
+        # Reservations (REST JSON) by project (this one and others that share theirs) and zone.
+        self.reservations: dict[str, dict[str, list[dict[str, Any]]]] = {}
         self.operations: dict[str, dict[str, Any]] = {}
         self.calls: list[tuple[str, str]] = []
         self.request_ids: dict[str, str] = {}  # an insert's requestId: its operation
@@ -181,6 +192,7 @@ class FakeCompute:
         self.page_size = 2
         self._done_at: dict[str, float] = {}
         self._draws: dict[str, list[tuple[str, str, float]]] = {}  # a VM's quota usage, given back on delete
+        self._pending_until: dict[str, float] = {}  # a queued Flex-start VM: when its capacity comes
         self._ids = itertools.count(1000)
         self._addresses = itertools.cycle(range(2, 20))  # below the test hosts' 127.0.0.20 and up
         self._lock = threading.Lock()
@@ -209,6 +221,39 @@ class FakeCompute:
             quotas.setdefault("IN_USE_ADDRESSES", [8, 0])
             quotas.setdefault("SSD_TOTAL_GB", [2048, 0])
             quotas.setdefault("HYPERDISK_BALANCED_TOTAL_GB", [2048, 0])
+
+    def reserve(
+        self,
+        zone: str,
+        name: str,
+        machine: str,
+        count: int,
+        in_use: int = 0,
+        dense: bool = False,
+        project: str | None = None,
+    ) -> dict[str, Any]:
+        """A reservation of `count` VMs of `machine` in `zone` (of `project`, shared with this one)."""
+        properties: dict[str, Any] = {"machineType": machine}
+        if machine.startswith("n1-"):
+            properties["guestAccelerators"] = [{"acceleratorType": "nvidia-tesla-t4", "acceleratorCount": 1}]
+        reservation = {
+            "kind": "compute#reservation",
+            "name": name,
+            "zone": f"{self.endpoint}{PREFIX}{project or self.project}/zones/{zone}",
+            "specificReservation": {"count": str(count), "inUseCount": str(in_use), "instanceProperties": properties},
+            "specificReservationRequired": True,
+            "status": "READY",
+            **({"deploymentType": "DENSE"} if dense else {}),
+        }
+        self.reservations.setdefault(project or self.project, {}).setdefault(zone, []).append(reservation)
+        return reservation
+
+    def preempt(self, zone: str, name: str) -> None:
+        """Compute Engine takes a Spot VM back: TERMINATED, with its compute.instances.preempted
+        operation (what `gcloud compute operations list` shows for a preemption)."""
+        vm = self.instances[zone][name]
+        vm["status"] = "TERMINATED"
+        self._operation(zone, "compute.instances.preempted", vm["selfLink"])
 
     def add_instance(
         self, zone: str, name: str, labels: dict[str, str] | None = None, address: str = "127.0.0.5"
@@ -339,6 +384,12 @@ class FakeCompute:
                 m := re.fullmatch(rf"/v2/projects/{self.project}/policies/([^/:]+):getEffectivePolicy", parsed.path)
             ):
                 return self._effective_policy(m[1])
+            elif method == "GET" and (m := re.fullmatch(PREFIX + r"([^/]+)/aggregated/reservations", parsed.path)):
+                if m[1] not in self.reservations:
+                    return _error(
+                        403, "forbidden", f"Required 'compute.reservations.list' permission for 'projects/{m[1]}'"
+                    )
+                return 200, self._reservations_of(m[1], query)
             else:
                 return self._route(method, route, query, body or {})
         sync = self.oslogin_sync
@@ -472,6 +523,16 @@ class FakeCompute:
                 if name and zone in self.machine_zones.get(name, {zone})
             }
             return 200, self._page(listed, query)
+        if method == "GET" and route == "/aggregated/reservations":
+            return 200, self._reservations_of(self.project, query)
+        if method == "GET" and route == "/aggregated/operations":
+            wanted = re.search(r'operationType = "([^"]+)"', query.get("filter", [""])[0])
+            by_zone: dict[str, Any] = {}
+            for op in self.operations.values():
+                if not wanted or op["operationType"] == wanted[1]:
+                    where = op["zone"].rsplit("/", 1)[-1]
+                    by_zone.setdefault(f"zones/{where}", {"operations": []})["operations"].append(op)
+            return 200, self._page(by_zone, query)
         if method == "GET" and route == "/aggregated/instances":
             wanted = re.search(r'name = "([^"]+)"', query.get("filter", [""])[0])
             found = {
@@ -536,6 +597,9 @@ class FakeCompute:
             return self._guest_attributes(vm, query.get("queryPath", [""])[0])
         if method == "GET" and verb == "serialPort":
             return self._serial_port(vm)
+        if name in self._pending_until and time.monotonic() >= self._pending_until[name]:
+            del self._pending_until[name]
+            vm["status"], vm["lastStartTimestamp"] = "RUNNING", _now()
         if method == "GET":
             return 200, vm
         action = "delete" if method == "DELETE" else verb if method == "POST" and verb in ("stop", "start") else None
@@ -544,6 +608,10 @@ class FakeCompute:
             return 200, self._operation(zone, action, vm["selfLink"], {"errors": [{"code": code, "message": message}]})
         if method == "DELETE":
             del vms[name]
+            self._pending_until.pop(name, None)
+            if (vm.get("reservationAffinity") or {}).get("consumeReservationType") == "SPECIFIC_RESERVATION":
+                specific = self._reservation_of(zone, vm)["specificReservation"]
+                specific["inUseCount"] = str(int(specific["inUseCount"]) - 1)
             for where, metric, amount in self._draws.pop(name, []):
                 self._quotas(where)[metric][1] -= amount
             if self.vm_cleanup:
@@ -555,6 +623,73 @@ class FakeCompute:
                 vm["lastStartTimestamp"] = _now()
             return 200, self._operation(zone, verb, vm["selfLink"])
         return _error(400, "badRequest", f"unsupported {method} {route}")
+
+    def _reservations_of(self, project: str, query: dict[str, list[str]]) -> dict[str, Any]:
+        wanted = re.search(r'name = "([^"]+)"', query.get("filter", [""])[0])
+        listed = {
+            f"zones/{zone}": {"reservations": [r for r in found if not wanted or r["name"] == wanted[1]]}
+            for zone, found in sorted(self.reservations.get(project, {}).items())
+        }
+        return self._page({k: v for k, v in listed.items() if v["reservations"]}, query)
+
+    def _reservation_refusal(self, zone: str, body: dict[str, Any]) -> tuple[int, dict[str, Any]] | None:
+        """A VM naming a reservation lands only in it: the same zone and machine type, room left;
+        a dense one only with provisioningModel RESERVATION_BOUND, which nothing else takes
+        (gcloud's --provisioning-model help). (Messages: stand-ins of the real ones' form.)"""
+        affinity = body.get("reservationAffinity") or {}
+        bound = (body.get("scheduling") or {}).get("provisioningModel") == "RESERVATION_BOUND"
+        if affinity.get("consumeReservationType") != "SPECIFIC_RESERVATION":
+            if bound:
+                return _error(400, "invalid", "RESERVATION_BOUND requires a specific reservation.")
+            return None
+        value = (affinity.get("values") or [""])[0]
+        owner, _, name = value.rpartition("/reservations/")
+        project = owner.removeprefix("projects/") if owner else self.project
+        found = [r for r in self.reservations.get(project, {}).get(zone, []) if r["name"] == name]
+        if not found:
+            return _error(
+                400,
+                "invalid",
+                f"Invalid value for field 'resource.reservationAffinity': Reservation '{value}' "
+                f"does not exist in zone '{zone}'.",
+            )
+        reservation = found[0]
+        specific = reservation["specificReservation"]
+        machine = body.get("machineType", "").rsplit("/", 1)[-1]
+        if specific["instanceProperties"]["machineType"] != machine:
+            return _error(400, "invalid", f"The VM's properties do not match reservation '{name}'.")
+        if int(specific["inUseCount"]) >= int(specific["count"]):
+            return _error(400, "invalid", f"Reservation '{name}' has no unused capacity.")
+        if (reservation.get("deploymentType") == "DENSE") != bound:
+            return _error(
+                400,
+                "invalid",
+                "RESERVATION_BOUND is required for, and only allowed with, a dense or calendar-mode reservation.",
+            )
+        return None
+
+    def _reservation_of(self, zone: str, body: dict[str, Any]) -> dict[str, Any]:
+        owner, _, name = body["reservationAffinity"]["values"][0].rpartition("/reservations/")
+        project = owner.removeprefix("projects/") if owner else self.project
+        return next(r for r in self.reservations[project][zone] if r["name"] == name)
+
+    def _flex_refusal(self, body: dict[str, Any]) -> tuple[int, dict[str, Any]] | None:
+        """Flex-start's rules (about-flex-start-vms): at most 7 days' run, a termination action, no
+        reservation, accelerator-optimized machine types but A4X and G4."""
+        scheduling = body.get("scheduling") or {}
+        if scheduling.get("provisioningModel") != "FLEX_START":
+            return None
+        machine = body.get("machineType", "").rsplit("/", 1)[-1]
+        seconds = int((scheduling.get("maxRunDuration") or {}).get("seconds") or 0)
+        if machine.split("-")[0] in ("n1", "g4", "a4x"):
+            return _error(400, "invalid", f"Machine type {machine} does not support the FLEX_START provisioning model.")
+        if not 0 < seconds <= 7 * 86400 or not scheduling.get("instanceTerminationAction"):
+            return _error(
+                400, "invalid", "FLEX_START needs a maxRunDuration of at most 7 days and a termination action."
+            )
+        if (body.get("reservationAffinity") or {}).get("consumeReservationType") != "NO_RESERVATION":
+            return _error(400, "invalid", "FLEX_START instances must not consume reservations (NO_RESERVATION).")
+        return None
 
     def _guest_attributes(self, vm: dict[str, Any], path: str) -> tuple[int, dict[str, Any]]:
         """instances.getGuestAttributes: the guest agent publishes a VM's host keys under
@@ -642,10 +777,17 @@ class FakeCompute:
         missing = self._missing_network(zone, body)
         if missing:
             return _error(404, "notFound", f"The resource '{missing}' was not found")
-        refused = self._refusal(zone, body) or self._policy_refusal(zone, body)
+        refused = (
+            self._refusal(zone, body)
+            or self._policy_refusal(zone, body)
+            or self._flex_refusal(body)
+            or self._reservation_refusal(zone, body)
+        )
         if refused:
             return refused
-        draws = self._quota_draws(zone, body)
+        reserved = (body.get("reservationAffinity") or {}).get("consumeReservationType") == "SPECIFIC_RESERVATION"
+        # A reservation's quota was drawn when it was made; its VMs draw none.
+        draws = [] if reserved else self._quota_draws(zone, body)
         for where, metric, amount in draws:
             limit, usage = self._quotas(where).get(metric, [float("inf"), 0])
             if usage + amount > limit:
@@ -670,7 +812,15 @@ class FakeCompute:
             return 200, self._operation(zone, "insert", target, {"errors": [error]})
         # Loopback only: nothing a test does may reach another address range, even by mistake.
         address = self.vm_factory(name, zone, body) if self.vm_factory else f"127.0.0.{next(self._addresses)}"
-        self.instances.setdefault(zone, {})[name] = self._instance(zone, body, address)
+        instance = self.instances.setdefault(zone, {})[name] = self._instance(zone, body, address)
+        if (body.get("scheduling") or {}).get("provisioningModel") == "FLEX_START":
+            queue = self.scenario.flex_queue_seconds
+            instance["status"] = "PENDING"
+            self._pending_until[name] = float("inf") if queue is None else time.monotonic() + queue
+        if reserved:
+            self._reservation_of(zone, body)["specificReservation"]["inUseCount"] = str(
+                int(self._reservation_of(zone, body)["specificReservation"]["inUseCount"]) + 1
+            )
         for where, metric, amount in draws:
             if metric in self._quotas(where):
                 self._quotas(where)[metric][1] += amount
@@ -724,8 +874,10 @@ class FakeCompute:
             return _error(
                 400, "UNSUPPORTED_OPERATION", f"[{disk}, {machine}] features are not compatible for creating instance."
             )
-        spot = (body.get("scheduling") or {}).get("provisioningModel") == "SPOT"
-        if machine in RESERVATION_ONLY or (machine in SPOT_ONLY and not spot):
+        model = (body.get("scheduling") or {}).get("provisioningModel")
+        reserved = (body.get("reservationAffinity") or {}).get("consumeReservationType") == "SPECIFIC_RESERVATION"
+        spot = model in ("SPOT", "FLEX_START")
+        if (machine in RESERVATION_ONLY and not reserved) or (machine in SPOT_ONLY and not (spot or reserved)):
             how = "a reservation" if machine in RESERVATION_ONLY else "the Spot or Flex-start provisioning models"
             return _error(400, "UNSUPPORTED_OPERATION", f"Machine type {machine} is available only with {how}.")
         return None
@@ -736,7 +888,8 @@ class FakeCompute:
         quota (cloud.google.com/compute/docs/instances/create-use-spot)."""
         region = zone.rsplit("-", 1)[0]
         machine = body.get("machineType", "").rsplit("/", 1)[-1]
-        spot = (body.get("scheduling") or {}).get("provisioningModel") == "SPOT"
+        # Flex-start VMs draw the preemptible quota as Spot VMs do (about-flex-start-vms).
+        spot = (body.get("scheduling") or {}).get("provisioningModel") in ("SPOT", "FLEX_START")
         quotas = self._quotas(region)
 
         def chosen(metric: str) -> str:
@@ -745,7 +898,11 @@ class FakeCompute:
 
         accelerators = body.get("guestAccelerators") or []
         gpus = sum(int(a.get("acceleratorCount", 0)) for a in accelerators)
-        gpu = accelerators[0]["acceleratorType"].rsplit("/", 1)[-1] if accelerators else ATTACHED.get(machine[:2])
+        gpu = (
+            accelerators[0]["acceleratorType"].rsplit("/", 1)[-1]
+            if accelerators
+            else ATTACHED.get(machine.split("-")[0])
+        )
         if not accelerators and gpu:
             gpus = int(machine.rsplit("-", 1)[1].rstrip("g")) if machine[-1] == "g" else 1
         draws = [("global", "CPUS_ALL_REGIONS", float(vcpus(machine)))]

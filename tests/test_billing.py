@@ -119,7 +119,9 @@ def test_gcp_gpus_lists_what_is_sold_where_at_the_catalogs_prices(tfrig, fake, g
             assert row[field] == pytest.approx(fakebilling.price(parts, model, region), abs=1e-4)
     # A3 High with fewer than 8 GPUs is not sold on demand: no on-demand price, a Spot one.
     one = next(r for r in rows if r["machine_type"] == "a3-highgpu-1g")
-    assert one["on_demand_usd_hour"] is None and one["spot_usd_hour"] is not None and one["sold"] == "spot"
+    assert (
+        one["on_demand_usd_hour"] is None and one["spot_usd_hour"] is not None and one["sold"] == ["Spot", "Flex-start"]
+    )
     # --spot orders by the Spot price: europe-north1's 8 x H100 before us-central1's.
     spot = json_of(tfrig("gcp.gpus", "--gpu", "nvidia-h100-80gb", "--spot", "--json", env=gcp_env).out)
     spot_eight = [r["region"] for r in spot if r["machine_type"] == "a3-highgpu-8g"]

@@ -566,6 +566,45 @@ def test_a_fleet_created_in_the_chain_trains_one_model_together(tfrig, cloud, en
     assert cloud.vms["tfrig-alice-1"].exec("test -s /home/alice/tfrig-runs/fleet/model.keras")[0] == 0
 
 
+def test_a_tf_run_worker_lost_to_a_preemption_is_reported_as_that(tfrig, cloud, env, vm_mounts, tf_venv, tmp_path):
+    vm_mounts[str(tf_venv)] = "/opt/tf-venv"
+    project = tmp_path / "long"
+    project.mkdir()
+    (project / "train.py").write_text("import time\nprint('training', flush=True)\ntime.sleep(600)\n")
+    created = tfrig("gcp.create", "--yes", "--spot", env=env)
+    assert created.code == 0, created.text
+    zone = (state.find_vm("tfrig-alice") or {})["zone"]
+    run_env = {**env, "INVOKE_TF_VENV": "/opt/tf-venv"}
+    proc = start_cli(
+        "tf.run",
+        "--hosts",
+        "tfrig-alice",
+        "--script",
+        "train.py",
+        "--folder",
+        str(project),
+        env=run_env,
+        stderr=subprocess.STDOUT,
+    )
+    try:
+        assert proc.stdout is not None
+        for line in proc.stdout:
+            if "training" in line:
+                break
+        # Compute Engine takes the Spot VM back: its preemption operation, and its shutdown ends sshd.
+        cloud.preempt(zone, "tfrig-alice")
+        cloud.vms["tfrig-alice"].exec("pkill -KILL sshd")
+        out, _ = proc.communicate(timeout=DEADLINE)
+    finally:
+        proc.kill()
+    assert proc.returncode != 0
+    assert "Traceback" not in out
+    assert (
+        "[tfrig-alice] worker 0 failed (its Spot VM was preempted: `inv gcp.start --name tfrig-alice` brings it "
+        "back where there is room)" in out
+    )
+
+
 def test_idle_stop_where_no_systemd_runs_is_one_line_and_the_vm_stays_recorded(tfrig, cloud, env):
     # The stand-in VM, unlike a stock image, runs no systemd: the agent (a timer) can't be set.
     created = tfrig("gcp.create", "--yes", "--idle-stop", "30m", env=env)

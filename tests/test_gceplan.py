@@ -126,19 +126,19 @@ def test_regions_go_cheapest_first_then_nearest_and_a_configured_zone_only_goes_
         {"us-central1": [0.35, 0.14], "us-east1": [0.35, 0.14], "europe-west4": [0.37, 0.2], "asia-east1": [0.4, 0.05]},
     )
     regions = ["asia-east1", "europe-west4", "us-central1", "us-east1"]
-    from_europe = gceprice.order_regions(regions, "n1-standard-4", T4.name, 1, False, "europe")
+    from_europe = gceprice.order_regions(regions, "n1-standard-4", T4.name, 1, "on-demand", "europe")
     assert from_europe == ["us-central1", "us-east1", "europe-west4", "asia-east1"]
     # Spot is priced on its own: asia-east1's Spot T4 is the cheapest there.
-    assert gceprice.order_regions(regions, "n1-standard-4", T4.name, 1, True, "europe")[0] == "asia-east1"
+    assert gceprice.order_regions(regions, "n1-standard-4", T4.name, 1, "spot", "europe")[0] == "asia-east1"
     # Same price: the nearer one first; a region the book doesn't price after those it does.
     _book(monkeypatch, {"us-west2": [0.35, 0.14], "europe-north1": [0.35, 0.14]})
     same = ["us-west2", "europe-north1", "asia-east1"]
-    assert gceprice.order_regions(same, "n1-standard-4", T4.name, 1, False, "europe") == [
+    assert gceprice.order_regions(same, "n1-standard-4", T4.name, 1, "on-demand", "europe") == [
         "europe-north1",
         "us-west2",
         "asia-east1",
     ]
-    assert gceprice.order_regions(same, "n1-standard-4", T4.name, 1, False, "americas") == [
+    assert gceprice.order_regions(same, "n1-standard-4", T4.name, 1, "on-demand", "americas") == [
         "us-west2",
         "europe-north1",
         "asia-east1",
@@ -261,30 +261,61 @@ def test_a_configuration_refusal_is_a_bad_request_not_a_stockout():
 
 
 @pytest.mark.parametrize(
-    ("machine", "spot", "message"),
+    ("machine", "spot", "flex", "message"),
     [
         (
             "a3-highgpu-1g",
             False,
-            "a3-highgpu-1g is Spot-only (or Flex-start, which tfrig does not request): add --spot.",
+            False,
+            "a3-highgpu-1g is sold as Spot or Flex-start, not on demand: add --spot or --flex-start.",
         ),
-        ("a4-highgpu-8g", False, "a4-highgpu-8g is sold as Spot or through a reservation, not on demand: add --spot"),
-        ("a4x-highgpu-4g", True, "--machine-type a4x-highgpu-4g is sold only through a reservation"),
+        (
+            "a4-highgpu-8g",
+            False,
+            False,
+            "a4-highgpu-8g is sold as Spot, Flex-start or through a reservation, not on demand",
+        ),
+        (
+            "a4x-highgpu-4g",
+            True,
+            False,
+            "--machine-type a4x-highgpu-4g is sold only through a reservation: add --reservation NAME",
+        ),
+        (
+            "n1-standard-4",
+            False,
+            True,
+            "--flex-start: Compute Engine offers Flex-start on accelerator-optimized machine types",
+        ),
+        ("g4-standard-48", False, True, "not G4; use --spot or on demand for g4-standard-48."),
     ],
 )
-def test_machine_types_not_sold_that_way_are_refused(machine, spot, message):
+def test_machine_types_not_sold_that_way_are_refused(machine, spot, flex, message):
     with pytest.raises(gceplan.Invalid, match=re.escape(message)):
-        gceplan.check_sold(machine, spot)
+        gceplan.check_sold(machine, spot, flex)
 
 
 def test_sold_that_way_passes():
-    for machine, spot in (
-        ("a3-highgpu-1g", True),
-        ("a3-highgpu-8g", False),
-        ("a4-highgpu-8g", True),
-        ("n1-standard-4", False),
+    for machine, spot, flex in (
+        ("a3-highgpu-1g", True, False),
+        ("a3-highgpu-1g", False, True),
+        ("a3-highgpu-8g", False, False),
+        ("a4-highgpu-8g", True, False),
+        ("a4-highgpu-8g", False, True),
+        ("g2-standard-4", False, True),
+        ("n1-standard-4", False, False),
     ):
-        gceplan.check_sold(machine, spot)
+        gceplan.check_sold(machine, spot, flex)
+
+
+def test_flex_start_runs_at_most_seven_days_and_waits_at_most_two_hours():
+    assert gceplan.check_flex(None, 7200) == 7 * 86400
+    assert gceplan.check_flex(gceplan.duration_seconds("36h"), 600) == 36 * 3600
+    assert gceplan.duration_seconds("7d") == 7 * 86400
+    with pytest.raises(gceplan.Invalid, match=re.escape("Flex-start VMs run at most 7 days")):
+        gceplan.check_flex(gceplan.duration_seconds("8d"), 7200)
+    with pytest.raises(gceplan.Invalid, match=re.escape("1 minute to 2 hours")):
+        gceplan.check_flex(None, 3 * 3600)
 
 
 def test_boot_disk_type_and_architecture_per_family():

@@ -868,12 +868,12 @@ def gcloud_config(home: Path, text: str) -> None:
     [
         (
             ["--gpu", "nvidia-h100-80gb", "--gpus", "1"],
-            "a3-highgpu-1g is Spot-only (or Flex-start, which tfrig does not request): add --spot.",
+            "a3-highgpu-1g is sold as Spot or Flex-start, not on demand: add --spot or --flex-start.",
         ),
         (
             ["--gpu", "nvidia-b200", "--gpus", "8"],
-            "a4-highgpu-8g is sold as Spot or through a reservation, not on demand: add --spot (tfrig does not use "
-            "reservations).",
+            "a4-highgpu-8g is sold as Spot, Flex-start or through a reservation, not on demand: add --spot, "
+            "--flex-start or --reservation NAME.",
         ),
         (
             [

@@ -621,6 +621,14 @@ def run_job(
             print_json({"dry": True, "workers": plan})
         return
     outcomes = _watch(c, workers, places, commands, run_id, out)
+    for outcome in outcomes:
+        # The connection ended with no exit code, or SSH's "none" (-1): the VM may be gone.
+        if outcome.failed and (outcome.error or outcome.exit_code in (None, -1)):
+            from tfrig.hosts.host import lost_reason
+
+            reason = lost_reason(c, outcome.worker.target)
+            if reason:
+                outcome.error = reason
     rows = [
         {
             "host": o.worker.target.label,

@@ -46,6 +46,7 @@ class Vm:
     gpu: str | None = None
     gpus: int = 0
     spot: bool = False
+    flex: bool = False  # Flex-start
     started: str = ""  # RFC 3339: when it last started (or was created)
 
     def uptime_hours(self, now: float | None = None) -> float | None:
@@ -67,7 +68,8 @@ class Vm:
 
         if not self.gpu:
             return None
-        return gceprice.hourly(self.machine_type, self.gpu, self.gpus, self.spot, self.zone.rsplit("-", 1)[0])
+        region = self.zone.rsplit("-", 1)[0]
+        return gceprice.hourly(self.machine_type, self.gpu, self.gpus, self.spot, region, flex=self.flex)
 
     @property
     def created_by_tfrig(self) -> bool:
@@ -113,6 +115,29 @@ class Policy:
     enforced: bool = False
     deny_all: bool = False
     allowed: list[str] = field(default_factory=list)
+
+
+@dataclass
+class Reservation:
+    """A reservation a VM can consume (reservations.aggregatedList)."""
+
+    name: str
+    project: str
+    zone: str
+    machine_type: str
+    gpu: str | None
+    gpus: int  # per VM
+    count: int
+    in_use: int
+    specific_only: bool  # consumed only by VMs that name it
+    dense: bool  # deploymentType DENSE: its VMs are RESERVATION_BOUND
+    status: str
+    shared_from: bool = False  # another project's, shared with this one
+
+    @property
+    def reference(self) -> str:
+        """What a VM's reservationAffinity names: NAME here, projects/P/reservations/NAME when shared."""
+        return self.name if not self.shared_from else f"projects/{self.project}/reservations/{self.name}"
 
 
 @dataclass
@@ -295,6 +320,45 @@ class Cloud:
         request = {"project": self.project, "filter": f'name = "{machine_type}"'}
         pages = self.call("MachineTypesClient", "aggregated_list", request=request)
         return {_last(scope) for scope, scoped in pages if any(m.name == machine_type for m in scoped.machine_types)}
+
+    def reservations(self, project: str | None = None, name: str | None = None) -> list[Reservation]:
+        """The reservations of `project` (this one by default), or the one named `name`."""
+        owner = project or self.project
+        request: dict[str, Any] = {"project": owner}
+        if name:
+            request["filter"] = f'name = "{name}"'
+        pages = self.call("ReservationsClient", "aggregated_list", request=request)
+        found = []
+        for _, scoped in pages:
+            for item in scoped.reservations:
+                specific = item.specific_reservation
+                properties = specific.instance_properties
+                accelerators = list(properties.guest_accelerators)
+                attached_gpu, attached_count = (None, 0) if accelerators else _attached(properties.machine_type)
+                found.append(
+                    Reservation(
+                        name=item.name,
+                        project=owner,
+                        zone=_last(item.zone),
+                        machine_type=properties.machine_type,
+                        gpu=_last(accelerators[0].accelerator_type) if accelerators else attached_gpu,
+                        gpus=sum(a.accelerator_count for a in accelerators) or attached_count,
+                        count=int(specific.count),
+                        in_use=int(specific.in_use_count),
+                        specific_only=bool(item.specific_reservation_required),
+                        dense=item.deployment_type == "DENSE",
+                        status=item.status,
+                        shared_from=owner != self.project,
+                    )
+                )
+        return [r for r in found if not name or r.name == name]
+
+    def preempted(self) -> set[str]:
+        """The VMs of the project Compute Engine preempted, by their operations (operationType
+        compute.instances.preempted, as `gcloud compute operations list` filters them)."""
+        request = {"project": self.project, "filter": 'operationType = "compute.instances.preempted"'}
+        pages = self.call("GlobalOperationsClient", "aggregated_list", request=request)
+        return {_last(op.target_link) for _, scoped in pages for op in scoped.operations}
 
     def region_quotas(self, region: str) -> dict[str, tuple[float, float]]:
         found = self.call("RegionsClient", "get", project=self.project, region=region)
@@ -642,6 +706,7 @@ def _vm(instance: Any) -> Vm:
         gpu=_last(accelerators[0].accelerator_type) if accelerators else attached_gpu,
         gpus=sum(a.accelerator_count for a in accelerators) or attached_count,
         spot=instance.scheduling.provisioning_model == "SPOT",
+        flex=instance.scheduling.provisioning_model == "FLEX_START",
         started=instance.last_start_timestamp or instance.creation_timestamp,
     )
 

@@ -222,7 +222,7 @@ def default_name(user: str) -> str:
     return check_name(f"tfrig-{cleaned}"[:63].rstrip("-"))
 
 
-_DURATION = re.compile(r"^(?:(?P<h>\d+)h)?(?:(?P<m>\d+)m)?(?:(?P<s>\d+)s)?$")
+_DURATION = re.compile(r"^(?:(?P<d>\d+)d)?(?:(?P<h>\d+)h)?(?:(?P<m>\d+)m)?(?:(?P<s>\d+)s)?$")
 
 
 def duration_seconds(text: str, flag: str = "max-run-duration", low: int = 30, high: int = 120 * 86400) -> int:
@@ -230,19 +230,20 @@ def duration_seconds(text: str, flag: str = "max-run-duration", low: int = 30, h
     allows: 30 s to 120 days)."""
     match = _DURATION.match(text.strip())
     if not text.strip() or not match or not any(match.groupdict().values()):
-        raise Invalid(f"--{flag} {text}: write it like 2h, 90m or 1h30m.")
-    seconds = int(match["h"] or 0) * 3600 + int(match["m"] or 0) * 60 + int(match["s"] or 0)
+        raise Invalid(f"--{flag} {text}: write it like 2h, 90m, 1h30m or 7d.")
+    seconds = int(match["d"] or 0) * 86400 + int(match["h"] or 0) * 3600 + int(match["m"] or 0) * 60
+    seconds += int(match["s"] or 0)
     if not low <= seconds <= high:
         allowed = (
             "Compute Engine allows 30 seconds to 120 days"
             if flag == "max-run-duration"
-            else f"give {_span(low)} to {_span(high)}"
+            else f"give {span(low)} to {span(high)}"
         )
         raise Invalid(f"--{flag} {text}: {allowed}.")
     return seconds
 
 
-def _span(seconds: int) -> str:
+def span(seconds: int) -> str:
     for unit, size in (("days", 86400), ("hours", 3600), ("minutes", 60)):
         if seconds % size == 0 and seconds >= size:
             return f"{seconds // size} {unit}"
@@ -335,21 +336,80 @@ def sold_only(machine: str) -> str | None:
     return None if how is None else str(how)
 
 
-def check_sold(machine: str, spot: bool) -> None:
+# Flex-start (cloud.google.com/compute/docs/instances/about-flex-start-vms): VMs "run for a maximum
+# of seven days"; accelerator-optimized machine types except A4X and G4 (so not N1); the request
+# waits for capacity up to its requestValidForDuration (compute_v1 InstanceParams: "Relative
+# deadline for waiting for capacity. Relevant only for Instances.Insert API"), the VM PENDING
+# meanwhile (compute_v1 Instance.Status.PENDING: "For Flex Start provisioning instance is waiting
+# for available capacity from Dynamic Workload Scheduler (DWS)"). Two hours as the longest wait is
+# the issue's figure and gcloud users' usual value, not read in Google's reference.
+FLEX_MAX_RUN = 7 * 86400
+FLEX_MAX_WAIT = 2 * 3600
+_NO_FLEX = {"n1": "N1 (T4, P4, P100, V100)", "g4": "G4", "a4x": "A4X"}
+
+
+def sold_as(machine: str) -> list[str]:
+    """The ways Compute Engine sells a machine type: on demand, Spot, Flex-start, reservation
+    (every type can also be reserved; named here where it is the only other way)."""
+    how = sold_only(machine)
+    flex = ["Flex-start"] if machine.split("-")[0] not in _NO_FLEX else []
+    if how == "reservation":
+        return ["reservation"]
+    if how == "spot":
+        return ["Spot", *flex]
+    if how == "spot-or-reservation":
+        return ["Spot", *flex, "reservation"]
+    return ["on demand", "Spot", *flex]
+
+
+def check_sold(machine: str, spot: bool, flex: bool = False, reserved: bool = False) -> None:
     """Refuse a machine type Compute Engine doesn't sell the way it is asked for, before any call."""
     how = sold_only(machine)
+    if reserved:
+        return  # a reservation holds what it holds (reservation_zone checks the match)
+    if flex and machine.split("-")[0] in _NO_FLEX:
+        raise Invalid(
+            f"--flex-start: Compute Engine offers Flex-start on accelerator-optimized machine types (A2, A3, "
+            f"A4, G2), not {_NO_FLEX[machine.split('-')[0]]}; use --spot or on demand for {machine}."
+        )
     if how == "reservation":
         raise Invalid(
-            f"--machine-type {machine} is sold only through a reservation, which tfrig does not make; "
-            "create it with your reservation in the console or gcloud."
+            f"--machine-type {machine} is sold only through a reservation: add --reservation NAME "
+            "(`inv gcp.reservations` lists the ones this project can use)."
         )
-    if how == "spot" and not spot:
-        raise Invalid(f"{machine} is Spot-only (or Flex-start, which tfrig does not request): add --spot.")
-    if how == "spot-or-reservation" and not spot:
+    if how == "spot" and not (spot or flex):
+        raise Invalid(f"{machine} is sold as Spot or Flex-start, not on demand: add --spot or --flex-start.")
+    if how == "spot-or-reservation" and not (spot or flex):
         raise Invalid(
-            f"{machine} is sold as Spot or through a reservation, not on demand: add --spot "
-            "(tfrig does not use reservations)."
+            f"{machine} is sold as Spot, Flex-start or through a reservation, not on demand: add --spot, "
+            "--flex-start or --reservation NAME."
         )
+
+
+# Targeting a reservation by name (compute_v1 ReservationAffinity: SPECIFIC_RESERVATION with this
+# key, gcloud's _RESERVATION_AFFINITY_KEY in api_lib/compute/instance_utils.py; a shared one by
+# "projects/P/reservations/NAME").
+RESERVATION_KEY = "compute.googleapis.com/reservation-name"
+_RESERVATION = re.compile(
+    r"^(?:projects/(?P<project>[a-z][-a-z0-9.:]{4,61})/reservations/)?(?P<name>[a-z]([-a-z0-9]{0,61}[a-z0-9])?)$"
+)
+
+
+def reservation_ref(text: str) -> tuple[str | None, str]:
+    """(project or None for this one, name) of --reservation NAME or projects/P/reservations/NAME."""
+    match = _RESERVATION.match(text.strip())
+    if not match:
+        raise Invalid(f"--reservation {text[:80]}: give a reservation's name, or projects/P/reservations/NAME.")
+    return match["project"], match["name"]
+
+
+def check_flex(max_run_seconds: int | None, wait_seconds: int) -> int:
+    """A Flex-start request's run limit (default and at most 7 days) once its wait is checked."""
+    if max_run_seconds is not None and max_run_seconds > FLEX_MAX_RUN:
+        raise Invalid("--max-run-duration: Flex-start VMs run at most 7 days (7d).")
+    if not 60 <= wait_seconds <= FLEX_MAX_WAIT:
+        raise Invalid("--wait: a Flex-start request waits for capacity 1 minute to 2 hours (2h).")
+    return max_run_seconds or FLEX_MAX_RUN
 
 
 def image_arch(source_image: str) -> str:

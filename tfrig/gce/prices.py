@@ -123,12 +123,12 @@ def distance(region: str, near: str) -> int:
     return 0 if region.startswith(prefixes) else 1
 
 
-def order_regions(regions: list[str], machine: str, gpu: str, gpus: int, spot: bool, near: str) -> list[str]:
-    """Regions cheapest first for this request (a region without a price after those with one),
-    then nearest, then by name."""
+def order_regions(regions: list[str], machine: str, gpu: str, gpus: int, model: str, near: str) -> list[str]:
+    """Regions cheapest first for this request (`model`: on-demand, spot or flex-start; a region
+    without a price after those with one), then nearest, then by name."""
 
     def key(region: str) -> tuple[float, int, str]:
-        price = hourly(machine, gpu, gpus, spot, region)
+        price = current().hourly(machine, gpu, gpus, model, region)
         return (price if price is not None else float("inf"), distance(region, near), region)
 
     return sorted(regions, key=key)
@@ -144,20 +144,19 @@ def offers(
     """One row per GPU type, machine type and region where that machine type is offered
     (`zones_of[(gpu, machine, count)]`: its zones), with the book's hourly prices (None where it
     is not sold that way), cheapest first (Spot's price first with `spot_first`)."""
-    from tfrig.gce.plan import sold_only
+    from tfrig.gce.plan import sold_as
 
     rows = []
     for (gpu, machine, count), zones in zones_of.items():
         by_region: dict[str, list[str]] = {}
         for zone in sorted(zones):
             by_region.setdefault(zone.rsplit("-", 1)[0], []).append(zone)
-        how = sold_only(machine)
+        how = sold_as(machine)
         for region, region_zones in sorted(by_region.items()):
-            priced = {model: book.hourly(machine, gpu, count, model, region) for model in MODELS}
-            if how is not None:  # sold only as Spot (and Flex-start) or through a reservation
-                priced["on-demand"] = None
-                if how == "reservation":
-                    priced["spot"] = priced["flex-start"] = None
+            priced = {
+                model: book.hourly(machine, gpu, count, model, region) if shown in how else None
+                for model, shown in zip(MODELS, ("on demand", "Spot", "Flex-start"), strict=True)
+            }
             rows.append(
                 {
                     "gpu": gpu,
@@ -168,7 +167,7 @@ def offers(
                     "on_demand_usd_hour": _cents(priced["on-demand"]),
                     "spot_usd_hour": _cents(priced["spot"]),
                     "flex_start_usd_hour": _cents(priced["flex-start"]),
-                    "sold": how or "on demand, Spot",
+                    "sold": how,
                     "price_source": book.label,
                 }
             )

@@ -64,31 +64,54 @@ class CreateRequest:
     service_accounts: list[dict[str, Any]] = field(default_factory=list)  # gceplan.service_accounts
     login: Login | None = None  # None: the key in metadata, as `metadata` says (tests' plain bodies)
     secure_boot: bool = False  # a Shielded VM with Secure Boot (gceplan.SHIELDED)
+    flex_wait: int | None = None  # Flex-start: how long the request waits for capacity (seconds)
+    reservation: str | None = None  # --reservation: NAME or projects/P/reservations/NAME
+    reservation_bound: bool = False  # the reservation is consumed as a whole block (DENSE)
     zones: list[str] = field(default_factory=list)  # where to try, in order (the pre-flight's answer)
+
+    @property
+    def model(self) -> str:
+        """How it is provisioned, as the prices name it: on-demand, spot or flex-start."""
+        return "flex-start" if self.flex_wait else "spot" if self.spot else "on-demand"
 
     @property
     def disk_type(self) -> str:
         return gceplan.family(self.machine_type).boot_disk
 
     def demand(self, vms: int = 1) -> gceplan.Demand:
-        return gceplan.Demand(self.gpu, self.gpus, self.machine_type, self.disk_gb, self.spot, vms)
+        # Flex-start VMs draw the preemptible quota, as Spot VMs do (about-flex-start-vms, "Quota").
+        preemptible = self.spot or bool(self.flex_wait)
+        return gceplan.Demand(self.gpu, self.gpus, self.machine_type, self.disk_gb, preemptible, vms)
 
     def hourly(self, region: str) -> float | None:
         from tfrig.gce import prices as gceprice
 
-        return gceprice.hourly(self.machine_type, self.gpu.name, self.gpus, self.spot, region)
+        flex = bool(self.flex_wait)
+        return gceprice.hourly(self.machine_type, self.gpu.name, self.gpus, self.spot, region, flex=flex)
 
 
 def instance_body(request: CreateRequest, name: str, zone: str) -> dict[str, Any]:
     """The Compute API's Instance resource for one VM (REST field names)."""
-    scheduling: dict[str, Any] = {"onHostMaintenance": "TERMINATE", "automaticRestart": not request.spot}
+    scheduling: dict[str, Any] = {"onHostMaintenance": "TERMINATE", "automaticRestart": request.model == "on-demand"}
+    action = request.on_termination.upper()
+    extra: dict[str, Any] = {}
     if request.spot:
-        scheduling.update(provisioningModel="SPOT", instanceTerminationAction=request.on_termination.upper())
+        scheduling.update(provisioningModel="SPOT", instanceTerminationAction=action)
+    if request.flex_wait:
+        # A Flex-start VM takes no reservation and waits for capacity up to requestValidForDuration.
+        scheduling.update(provisioningModel="FLEX_START", instanceTerminationAction=action)
+        extra["reservationAffinity"] = {"consumeReservationType": "NO_RESERVATION"}
+        extra["params"] = {"requestValidForDuration": {"seconds": str(request.flex_wait)}}
+    if request.reservation:
+        extra["reservationAffinity"] = {
+            "consumeReservationType": "SPECIFIC_RESERVATION",
+            "key": gceplan.RESERVATION_KEY,
+            "values": [request.reservation],
+        }
+        if request.reservation_bound:  # gcloud: only for a calendar-mode or dense reservation
+            scheduling.update(provisioningModel="RESERVATION_BOUND", instanceTerminationAction=action)
     if request.max_run_seconds:
-        scheduling.update(
-            maxRunDuration={"seconds": str(request.max_run_seconds)},
-            instanceTerminationAction=request.on_termination.upper(),
-        )
+        scheduling.update(maxRunDuration={"seconds": str(request.max_run_seconds)}, instanceTerminationAction=action)
     body: dict[str, Any] = {
         "name": name,
         "machineType": f"zones/{zone}/machineTypes/{request.machine_type}",
@@ -109,6 +132,7 @@ def instance_body(request: CreateRequest, name: str, zone: str) -> dict[str, Any
         "scheduling": scheduling,
         "labels": {"created-by": "tfrig", gceplan.OWNER_LABEL: request.owner},
         "metadata": {"items": [{"key": k, "value": v} for k, v in request.metadata.items()]},
+        **extra,
     }
     if request.service_accounts:
         body["serviceAccounts"] = request.service_accounts
@@ -170,8 +194,48 @@ def wait_running(cloud: Any, zone: str, name: str, timeout: float, poll: float, 
         time.sleep(poll)
 
 
-def finish(c: Any, cloud: Any, zone: str, operation: str, what: str, timeout: float | None = None) -> None:
-    """Wait for an operation and check its result: one line if it failed or did not end in time."""
+QUEUE_NOTE_EVERY = 60.0
+# The zone had no room (gce-errors.yaml's stockout reasons).
+STOCKOUTS = ("ZONE_RESOURCE_POOL_EXHAUSTED", "ZONE_RESOURCE_POOL_EXHAUSTED_WITH_DETAILS", "insufficientCapacity")
+
+
+def wait_queued(cloud: Any, zone: str, name: str, wait: float, poll: float, out: Any) -> None:
+    """Wait while a Flex-start request is queued (the VM PENDING), saying how long it has been. A
+    queue is not a stockout: it ends when the VM leaves PENDING. No capacity by the end of `wait`
+    (the request's own limit), or Ctrl-C: the request is deleted, and the user reads so."""
+    began = time.monotonic()
+    told = 0.0
+    print(f"  {name}: queued in {zone} until Flex-start capacity comes, at most {gceplan.span(int(wait))}", file=out)
+    try:
+        while True:
+            vm = cloud.get_vm(zone, name)
+            waited = time.monotonic() - began
+            if vm is None:
+                forget(name)
+                raise CreateFailed(f"the Flex-start request for {name} in {zone} ended without capacity (no VM left)")
+            if vm.status != "PENDING":
+                return
+            if waited > wait:
+                cleanup(cloud, zone, name, out)
+                raise CreateFailed(
+                    f"no Flex-start capacity for {name} in {zone} within {gceplan.span(int(wait))}; the request was "
+                    "deleted. Try again later, another region (--region), or --spot"
+                )
+            if waited - told >= QUEUE_NOTE_EVERY:
+                told = waited
+                print(f"  {name}: queued for {waited / 60:.0f} min in {zone}", file=out, flush=True)
+            time.sleep(poll)
+    except KeyboardInterrupt:
+        cleanup(cloud, zone, name, out)
+        print(f"  {name}: the queued Flex-start request was cancelled", file=out, flush=True)
+        raise
+
+
+def finish(
+    c: Any, cloud: Any, zone: str, operation: str, what: str, timeout: float | None = None, no_room: str = ""
+) -> None:
+    """Wait for an operation and check its result: one line if it failed or did not end in time
+    (`no_room`, where given, when the zone had no capacity for it)."""
     from tfrig.gce.cloud import ApiError
 
     try:
@@ -181,6 +245,9 @@ def finish(c: Any, cloud: Any, zone: str, operation: str, what: str, timeout: fl
             raise
         raise Exit(f"{what}: {exc.message}; it may still finish: `inv gcp.list` shows where it stands.") from None
     if not result.ok:
+        error = result.errors[0] if result.errors else {"code": "", "message": ""}
+        if no_room and error["code"] in STOCKOUTS:
+            raise Exit(no_room)
         raise Exit(f"{what} failed: {result.message}")
 
 
@@ -262,6 +329,26 @@ def pin_host_keys(
         f"{vm} runs and is billed, but {why}, so its key can't be checked; it is recorded: {choices} or delete it "
         f"with `inv gcp.delete --name {vm} --yes`."
     )
+
+
+def vm_lost(c: Any, record: dict[str, Any]) -> str | None:
+    """What became of a VM whose connection ended: preempted (a Spot VM with its preemption
+    operation), stopped or deleted; None while it runs, or where the API can't say."""
+    from tfrig.gce.cloud import ApiError
+
+    name = record["name"]
+    try:
+        cloud = settings(c, record.get("project"), record.get("zone")).cloud()
+        vm = cloud.get_vm(record["zone"], name)
+        if vm is None:
+            return f"its VM {name} is gone (deleted)"
+        if vm.spot and name in cloud.preempted():
+            return f"its Spot VM was preempted: `inv gcp.start --name {name}` brings it back where there is room"
+        if vm.status not in ("RUNNING", "PROVISIONING", "STAGING"):
+            return f"its VM is {vm.status}"
+    except (Exit, ApiError):
+        return None
+    return None
 
 
 def vm_access(c: Any, record: dict[str, Any]) -> list[tuple[str, str]]:
@@ -470,6 +557,8 @@ def create_vms(
             ssh_via=request.ssh_via,
             **(request.login.record_fields() if request.login else {}),
         )
+        if request.flex_wait:
+            wait_queued(cloud, landed, vm_name, request.flex_wait, timing.poll, out)
         vm = wait_running(cloud, landed, vm_name, timing.running, timing.poll, request.ssh_via == "external")
         records.append(record_created(cfg, vm, key, user, request))
         print(
@@ -576,7 +665,11 @@ def price_line(request: CreateRequest, vms: int, zone: str) -> str:
     from tfrig.gce import prices as gceprice
 
     each = request.hourly(gceplan.region_of(zone))
-    how = "Spot" if request.spot else "on demand"
+    how = {"spot": "Spot", "flex-start": "Flex-start", "on-demand": "on demand"}[request.model]
+    if request.flex_wait:
+        how += f", waits up to {gceplan.span(request.flex_wait)} for capacity"
+    if request.reservation:
+        how += f", from reservation {request.reservation}"
     what = f"{request.machine_type} + {request.gpus} x {request.gpu.name}, {how}"
     total = f", {gceprice.money(each * vms)} in all" if each is not None and vms > 1 else ""
     each_text = gceprice.money(each) + (" each" if vms > 1 else "")
@@ -603,14 +696,35 @@ def preflight(
         # can list the GPU for another type of its family (A3 Edge's H100 zones have no a3-highgpu).
         having = cloud.machine_type_zones(request.machine_type)
         offered = {zone: cards for zone, cards in offered.items() if zone in having}
-    regions_offered = sorted({gceplan.region_of(z) for z in offered})
-    ranked = gceprice.order_regions(
-        regions_offered, request.machine_type, request.gpu.name, request.gpus, request.spot, gceprice.home()
-    )
-    try:
-        zones = gceplan.candidate_zones(offered, request.gpus, cfg.zone, cfg.region, ranked, cfg.first)
-    except gceplan.Invalid as invalid:
-        raise Exit(f"{request.gpu.name}: {invalid}") from None
+    if request.reservation:
+        usable = [reservation_zone(cloud, cfg, request, vms, out)]
+    else:
+        regions_offered = sorted({gceplan.region_of(z) for z in offered})
+        ranked = gceprice.order_regions(
+            regions_offered, request.machine_type, request.gpu.name, request.gpus, request.model, gceprice.home()
+        )
+        try:
+            zones = gceplan.candidate_zones(offered, request.gpus, cfg.zone, cfg.region, ranked, cfg.first)
+        except gceplan.Invalid as invalid:
+            raise Exit(f"{request.gpu.name}: {invalid}") from None
+        usable = checked_quota(cloud, cfg, request, vms, zones, project_quotas, out)
+    if not request.network.external_ip:
+        check_nat(cloud, request.network, list(dict.fromkeys(gceplan.region_of(z) for z in usable)), out)
+    if request.login:
+        choose_login(cloud, request, metadata, out, dry)
+    return usable
+
+
+def checked_quota(
+    cloud: Any,
+    cfg: Settings,
+    request: CreateRequest,
+    vms: int,
+    zones: list[str],
+    project_quotas: dict[str, tuple[float, float]],
+    out: Any,
+) -> list[str]:
+    """The zones whose regions' quotas cover the request; one line when none do."""
     regions = list(dict.fromkeys(gceplan.region_of(z) for z in zones))
     regional = {region: cloud.region_quotas(region) for region in regions}
     check = gceplan.check_quota(request.demand(vms), regions, regional, project_quotas)
@@ -621,16 +735,49 @@ def preflight(
         raise Exit(gceplan.quota_message(cfg.project, check))
     if check.unknown:
         print(f"quota not listed by the API, so not checked: {', '.join(check.unknown)}; trying anyway", file=out)
-    usable = [z for z in zones if gceplan.region_of(z) in check.regions]
-    if not request.network.external_ip:
-        check_nat(cloud, request.network, list(dict.fromkeys(gceplan.region_of(z) for z in usable)), out)
     skipped = sorted({q.where for q in check.short})
     if skipped:
         shorts = sorted({q.metric for q in check.short})
         print(f"skipping {', '.join(skipped)}: not enough {', '.join(shorts)} quota", file=out)
-    if request.login:
-        choose_login(cloud, request, metadata, out, dry)
-    return usable
+    return [z for z in zones if gceplan.region_of(z) in check.regions]
+
+
+def reservation_zone(cloud: Any, cfg: Settings, request: CreateRequest, vms: int, out: Any) -> str:
+    """The zone of the reservation the request names, once it is known to fit: its machine type
+    and GPUs, room for `vms` more VMs. The VM goes there only: a reservation is in one zone.
+    (Its quota was drawn when the reservation was made.)"""
+    from tfrig.gce.cloud import ApiError
+
+    assert request.reservation is not None
+    project, name = gceplan.reservation_ref(request.reservation)
+    try:
+        found = cloud.reservations(project, name)
+    except ApiError as exc:
+        raise Exit(f"--reservation {request.reservation}: can't read it ({exc.message}).") from None
+    if not found:
+        where = f"project {project}" if project else f"project {cloud.project}"
+        raise Exit(
+            f"--reservation {request.reservation}: no such reservation in {where} (`inv gcp.reservations` lists the "
+            "ones this project can use)."
+        )
+    chosen = found[0]
+    if cfg.zone and cfg.zone != chosen.zone:
+        raise Exit(f"--reservation {chosen.name} is in {chosen.zone}, not --zone {cfg.zone}.")
+    if (chosen.machine_type, chosen.gpu, chosen.gpus) != (request.machine_type, request.gpu.name, request.gpus):
+        raise Exit(
+            f"--reservation {chosen.name} holds {chosen.machine_type} with {chosen.gpus} x {chosen.gpu}: ask for "
+            f"--gpu {chosen.gpu} --gpus {chosen.gpus} --machine-type {chosen.machine_type}."
+        )
+    if chosen.count - chosen.in_use < vms:
+        raise Exit(
+            f"--reservation {chosen.name} has room for {chosen.count - chosen.in_use} more VM(s) "
+            f"({chosen.in_use} of {chosen.count} in use), not {vms}."
+        )
+    request.reservation = chosen.reference
+    request.reservation_bound = chosen.dense
+    if chosen.dense:
+        print(f"reservation {chosen.name} is dense: its VMs are RESERVATION_BOUND, and end with it", file=out)
+    return chosen.zone
 
 
 def choose_login(cloud: Any, request: CreateRequest, project_metadata: dict[str, str], out: Any, dry: bool) -> None:

@@ -305,6 +305,23 @@ def use_vm_access(access: VmAccess) -> None:
     _vm_access = access
 
 
+# Why a VM tfrig made stopped answering (preempted, stopped, deleted), or None: handed down likewise.
+VmLost = Callable[[Any, dict[str, Any]], "str | None"]
+_vm_lost: VmLost | None = None
+
+
+def use_vm_lost(explain: VmLost) -> None:
+    global _vm_lost
+    _vm_lost = explain
+
+
+def lost_reason(c: Any, target: Target) -> str | None:
+    """What became of a target's VM when its connection ended (None: not a VM, or running)."""
+    if target.vm is None or not target.vm.get("zone") or _vm_lost is None:
+        return None
+    return _vm_lost(c, target.vm)
+
+
 # One SSH connection per host for a whole `inv` run, so a chain of tasks handshakes once per host.
 _connections: dict[tuple[int, Target], Any] = {}
 _connections_lock = threading.Lock()

@@ -12,8 +12,10 @@ from tfrig.hosts import host
 from tfrig.tasks import conda, docker, driver, gcp, gpu, tf
 from tfrig.tasks.taskdef import task
 
-# Connecting to a VM tfrig made, the hosts layer asks Compute Engine for its login and host keys.
+# Connecting to a VM tfrig made, the hosts layer asks Compute Engine for its login and host keys,
+# and, when the connection ends, what became of the VM.
 host.use_vm_access(provision.vm_access)
+host.use_vm_lost(provision.vm_lost)
 
 
 @task(help={"revoke": "take back an earlier allow"})

@@ -74,7 +74,13 @@ CREATE_HELP = {
     "disk_gb": "boot disk size in GB (default 100)",
     "spot": "a Spot VM (cheaper, can be preempted; uses PREEMPTIBLE_ quota where the project has it)",
     "max_run_duration": "stop or delete the VM after this long, e.g. 8h (GCE enforces it, so a forgotten VM stops)",
-    "on_termination": "stop (default) or delete, for --spot and --max-run-duration",
+    "on_termination": "stop (default; delete for --flex-start) or delete, for --spot, --flex-start and "
+    "--max-run-duration",
+    "flex_start": "a Flex-start VM (Dynamic Workload Scheduler: cheaper scarce GPUs, queued until there is "
+    "capacity, runs at most 7 days; A2, A3, A4, G2)",
+    "wait": "how long a --flex-start request waits for capacity, 1m to 2h (default 2h)",
+    "reservation": "consume this reservation: NAME, or projects/P/reservations/NAME for a shared one "
+    "(the VM goes to its zone; `inv gcp.reservations` lists them)",
     "count": "make N VMs, named NAME-1..NAME-N, spread over zones if one can't hold them all",
     "ssh_wait": "wait until SSH answers (default yes; --no-ssh-wait for scripts that connect later)",
     "idle_stop": "power the VM off by itself once its GPUs, SSH and tf.run have been idle this long, e.g. 30m",
@@ -109,6 +115,9 @@ def create(
     spot=False,
     max_run_duration=None,
     on_termination=None,
+    flex_start=False,
+    wait=None,
+    reservation=None,
     count=1,
     ssh_wait=True,
     idle_stop=None,
@@ -140,10 +149,22 @@ def create(
                 f"--disk-gb {disk}: boot disks need at least 10 GB (100 leaves room for CUDA and TensorFlow)."
             )
         run_seconds = gceplan.duration_seconds(max_run_duration) if max_run_duration else None
-        termination = on_termination or "stop"
+        termination = on_termination or ("delete" if flex_start else "stop")
         if termination not in ("stop", "delete"):
             raise gceplan.Invalid(f"--on-termination {termination}: choose stop or delete.")
-        gceplan.check_sold(chosen_machine, spot)
+        flex_wait = None
+        if wait and not flex_start:
+            raise gceplan.Invalid("--wait is how long a --flex-start request waits for capacity: add --flex-start.")
+        if flex_start:
+            if spot or reservation:
+                raise gceplan.Invalid(
+                    "--flex-start is a provisioning model of its own: leave out --spot and --reservation."
+                )
+            flex_wait = gceplan.duration_seconds(wait or "2h", "wait", 60, gceplan.FLEX_MAX_WAIT)
+            run_seconds = gceplan.check_flex(run_seconds, flex_wait)
+        if reservation:
+            gceplan.reservation_ref(reservation)
+        gceplan.check_sold(chosen_machine, spot, flex_start, bool(reservation))
         source_image, image_metadata = image_source(c, image or gcp.image)
         gceplan.check_image(chosen_machine, source_image)
         where = gceplan.network_choice(
@@ -196,6 +217,8 @@ def create(
         service_accounts=accounts,
         secure_boot=bool(secure_boot or gcp.secure_boot),
         login=Login(setting_text(c.config, "gcp", "ssh_mode"), public_key, user),
+        flex_wait=flex_wait,
+        reservation=reservation or None,
     )
     # Each VM is held from the lookup to its record, so that a second create of the name waits and
     # then adopts it, and a delete waits for the insert (tfrig.state.vm_operation).
@@ -333,9 +356,12 @@ def list_(c, project=None, json=False):
         me = owner(cloud)
         answered = True
         if any(vm.gpu for vm in live.values()):
-            from tfrig.gce import prices as gceprice
-
             billing.load(cloud)
+        if any(vm.spot and vm.status == "TERMINATED" for vm in live.values()):
+            preempted = cloud.preempted()
+            for vm in live.values():
+                if vm.spot and vm.status == "TERMINATED" and vm.name in preempted:
+                    vm.status = "PREEMPTED"
     except Exit:
         if project:
             raise
@@ -410,7 +436,13 @@ def start(c, name=None, json=False):
         if c.config.run.dry:
             print(f"would start {record['name']} in {record['zone']}")
             return
-        finish(c, cloud, record["zone"], cloud.start(record["zone"], record["name"]), f"starting {record['name']}")
+        no_room = (
+            f"{record['zone']} has no capacity for {record['name']} now (a preempted Spot VM comes back only where "
+            f"there is room): start it again later, or `inv gcp.delete --name {record['name']}` and create one "
+            "elsewhere"
+        )
+        operation = cloud.start(record["zone"], record["name"])
+        finish(c, cloud, record["zone"], operation, f"starting {record['name']}", no_room=no_room)
         timing = Timing.of(c.config)
         external = record.get("ssh_via", "external") == "external"
         vm = wait_running(cloud, record["zone"], record["name"], timing.running, timing.poll, external)
@@ -559,6 +591,52 @@ def gpus(c, gpu=None, spot=False, region=None, project=None, json=False):
     )
     notes = {gceplan.gpu_types()[r["gpu"]].note for r in rows} - {""}
     print(f"prices: {gceprice.as_of()}; blank: not sold that way there, or not priced", *sorted(notes), sep="\n")
+
+
+@task(help={"project": PROJECT_HELP, "json": JSON_HELP})
+def reservations(c, project=None, json=False):
+    """List the project's reservations a VM can consume: machine type, GPUs, zone, in use of total
+    (gcp.create --reservation NAME uses one)."""
+    cfg = settings(c, project)
+    found = cfg.cloud().reservations()
+    rows = [
+        {
+            "name": r.name,
+            "zone": r.zone,
+            "machine_type": r.machine_type,
+            "gpu": r.gpu,
+            "gpus": r.gpus,
+            "in_use": r.in_use,
+            "count": r.count,
+            "specific_only": r.specific_only,
+            "dense": r.dense,
+            "status": r.status,
+        }
+        for r in sorted(found, key=lambda r: (r.zone, r.name))
+    ]
+    if json:
+        print_json(rows)
+    elif not rows:
+        print(
+            f"Project {cfg.project} has no reservations (a shared one from another project: --reservation "
+            "projects/P/reservations/NAME)."
+        )
+    else:
+        table(
+            ["name", "zone", "machine type", "gpus", "in use", "how"],
+            [
+                (
+                    r["name"],
+                    r["zone"],
+                    r["machine_type"],
+                    f"{r['gpus']} x {r['gpu']}" if r["gpu"] else "",
+                    f"{r['in_use']} of {r['count']}",
+                    ", ".join(w for w, on in (("by name only", r["specific_only"]), ("dense", r["dense"])) if on)
+                    or "any VM",
+                )
+                for r in rows
+            ],
+        )
 
 
 @task(
@@ -917,7 +995,9 @@ def get(c, source, destination=None, name=None, force=False):
     copy_files(c, _vm_hosts(c, name), source, destination, upload=False, force=force)
 
 
-ns = Collection("gcp", create, check, start, stop, delete, down, zones, gpus, quota, ssh, tunnel, put, get)
+ns = Collection(
+    "gcp", create, check, start, stop, delete, down, zones, gpus, reservations, quota, ssh, tunnel, put, get
+)
 ns.add_task(exec_, name="exec")
 ns.add_task(list_, name="list")
 ns.add_task(ssh_config, name="ssh-config")
