@@ -204,3 +204,13 @@ def run_cli_module(module: str, *args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [sys.executable, "-m", module, *args], capture_output=True, text=True, stdin=subprocess.DEVNULL, timeout=120
     )
+
+
+def test_gcp_check_says_where_prices_come_from_without_blocking(tfrig, fake, gcp_env):
+    fake.billing_error = (403, "SERVICE_DISABLED", "Cloud Billing API has not been used in project tfrig-test before")
+    result = tfrig("gcp.check", "--json", env=gcp_env)
+    assert result.code == 0, result.text
+    (prices,) = [c for c in json_of(result.out) if c["name"] == "prices"]
+    assert not prices["ok"] and not prices["blocking"]
+    assert prices["detail"].endswith(f"prices come from tfrig's table of {gceprice.table().as_of}")
+    assert prices["fix"] == "`gcloud services enable cloudbilling.googleapis.com --project tfrig-test`"

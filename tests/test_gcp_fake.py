@@ -1370,6 +1370,7 @@ def test_check_in_a_personal_project_passes_every_check(tfrig, fake, gcp_env):
         "policies",
         "login",
         "firewall",
+        "prices",
     ]
     assert all(c["ok"] for c in checks) and all({"name", "ok", "detail", "fix"} <= set(c) for c in checks)
     # Nothing changed: the one POST is testIamPermissions, a read.

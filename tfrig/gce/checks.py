@@ -1,6 +1,7 @@
 """gcp.check: what a create in this project needs, checked before anything is spent, like
 `sky check`: the credentials and whose they are, the Compute API, the permissions tfrig uses, the
-organization policies in force against tfrig's settings, OS Login, and the SSH route. One Check per
+organization policies in force against tfrig's settings, OS Login, the SSH route, and where the
+prices come from. One Check per
 line, each with a fix where it fails; `blocking` marks what would stop gcp.create."""
 
 from __future__ import annotations
@@ -88,7 +89,32 @@ def run(c: Any, cfg: Settings) -> list[Check]:
     checks += policy_checks
     checks += _oslogin(c, cloud, metadata, policies, account)
     checks += _ssh_route(c, cloud)
+    checks.append(_prices(cloud))
     return checks
+
+
+def _prices(cloud: Any) -> Check:
+    """The Cloud Billing Catalog API, where the prices come from (one SKU read): else the table."""
+    from tfrig.gce import billing
+    from tfrig.gce import prices as gceprice
+    from tfrig.gce.cloud import ApiError
+
+    request = {"parent": billing.COMPUTE_SERVICE, "page_size": 1}
+    try:
+        cloud.call("CloudCatalogClient", "list_skus", request=request)
+    except (ApiError, Exit) as exc:
+        why = exc.message if isinstance(exc, ApiError) else str(exc)
+        disabled = isinstance(exc, ApiError) and exc.service_disabled
+        quota_project = getattr(cloud.credentials, "quota_project_id", None) or cloud.project
+        return Check(
+            "prices",
+            False,
+            f"the Cloud Billing API can't be read ({why[:160]}): prices come from tfrig's table of "
+            f"{gceprice.table().as_of}",
+            fix=f"`gcloud services enable cloudbilling.googleapis.com --project {quota_project}`" if disabled else "",
+            blocking=False,
+        )
+    return Check("prices", True, "live list prices from the Cloud Billing Catalog API")
 
 
 def _permissions(c: Any, cloud: Any) -> list[Check]:
