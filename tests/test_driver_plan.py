@@ -33,6 +33,7 @@ FRESH_T4 = {
     "userspace": (127, "nvidia-smi: not found"),
     "tools": (0, ""),
     "packages": (1, ""),
+    "module_license": (1, "modinfo: ERROR: Module nvidia not found."),
 }
 
 
@@ -382,3 +383,71 @@ def test_uninstall_asks_then_removes(monkeypatch):
     c = context("driver.uninstall", probes=[nothing])
     driver.uninstall(c, yes=True)
     assert commands(c) == ["probe"]
+
+
+APT_580 = {
+    "loaded": (0, "580.95.05"),
+    "userspace": (0, "580.95.05"),
+    "packages": (0, "nvidia-headless-580-server ii \nnvidia-utils-580-server ii "),
+    "module_license": (0, "NVIDIA"),
+}
+
+
+def test_a_working_driver_that_was_there_is_kept_the_way_it_came():
+    plan = driverplan.plan(facts(**APT_580))
+    assert (plan.already, plan.kept, plan.steps) == (True, True, [])
+    assert (plan.version, plan.method, plan.module) == ("580.95.05", "apt", "proprietary")
+    held = driverplan.plan(facts(**APT_580), hold_kernel=True)
+    assert held.kept and held.steps == ["hold-kernel"]
+    two = facts(
+        **{
+            **APT_580,
+            "pci": (0, f"{T4}\n0000:00:05.0 0x10de 0x1eb8 0x030200"),
+            "userspace": (0, "580.95.05\n580.95.05"),
+        }
+    )
+    assert driverplan.plan(two).kept
+    # The open module (its licence "Dual MIT/GPL"), installed by a .run: kept as that.
+    run_open = driverplan.plan(facts(loaded=(0, "595.84"), userspace=(0, "595.84"), module_license=(0, "Dual MIT/GPL")))
+    assert (run_open.kept, run_open.method, run_open.module) == (True, "run", "open")
+
+
+@pytest.mark.parametrize(
+    "state",
+    [
+        {**APT_580, "loaded": (0, "535.261.03"), "userspace": (0, "535.261.03")},  # below TensorFlow's floor
+        {**APT_580, "userspace": (18, "Failed to initialize NVML: Driver/library version mismatch")},
+        {
+            **APT_580,
+            "userspace": (0, "580.95.05"),
+            "pci": (0, f"{T4}\n0000:00:05.0 0x10de 0x1eb8 0x030200"),
+        },  # a GPU unseen
+        {**APT_580, "loaded": (0, "595.84"), "userspace": (0, "595.84"), "pci": (0, V100)},  # past Volta's last branch
+    ],
+    ids=["below-floor", "mismatch", "gpu-unseen", "volta-on-595"],
+)
+def test_a_driver_that_does_not_work_or_will_not_do_is_not_kept(state):
+    assert not driverplan.working_driver(facts(**state), driverplan.gpus_on_bus(state.get("pci", (0, T4))[1]), None)
+
+
+def test_a_driver_asked_for_over_packages_comes_with_apt_never_a_run():
+    plan = driverplan.plan(facts(**APT_580), branch="570")
+    assert plan.method == "apt" and plan.packages[0] == "nvidia-headless-570-server-open"
+    assert "install" in plan.steps
+    with pytest.raises(driverplan.Refusal, match=re.escape("give --branch 570 to change it with apt")):
+        driverplan.plan(facts(**APT_580), version="570.211.01")
+
+
+def test_a_kept_driver_is_said_and_nothing_runs(capsys):
+    c = context("driver.install", probes=[{**FRESH_T4, **APT_580}])
+    result = install(c)
+    assert commands(c) == ["probe"] and result == {
+        "changed": False,
+        "driver": "580.95.05",
+        "module": "proprietary",
+        "reboots": 0,
+    }
+    assert (
+        "kept: 580.95.05 (preinstalled; proprietary kernel module, apt packages) for Tesla T4 at 0000:00:04.0"
+        in capsys.readouterr().out
+    )

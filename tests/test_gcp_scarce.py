@@ -267,3 +267,47 @@ def test_a_preempted_spot_vm_is_listed_as_preempted_and_starts_again_where_there
     assert tfrig("gcp.start", env=gcp_env).code == 0
     (row,) = json_of(tfrig("gcp.list", "--json", env=gcp_env).out)
     assert row["status"] == "RUNNING"
+
+
+# --- images that come with a driver ---------------------------------------------------------------
+
+
+def test_dry_on_an_accelerator_image_plans_no_driver_install(tfrig, fake, gcp_env):
+    result = tfrig("--dry", "gcp.create", "--yes", "--image", "accelerator", "gpu.setup", env=gcp_env)
+    assert result.code == 0, result.text
+    body = json_of(result.out[result.out.index("{") : result.out.index("\n}\n") + 2])
+    assert body["disks"][0]["initializeParams"]["sourceImage"] == (
+        "projects/ubuntu-os-accelerator-images/global/images/family/ubuntu-accelerator-2404-amd64-with-nvidia-580"
+    )
+    assert (
+        "[tfrig-alice] kept: 580.159.04 (preinstalled; unknown kernel module, apt packages) for Tesla T4" in result.out
+    )
+    assert "STEP=install" not in result.out and "would reboot" not in result.out
+    dlvm = tfrig("--dry", "gcp.create", "--yes", "--image", "dlvm", "gpu.setup", env=gcp_env)
+    assert dlvm.code == 0, dlvm.text
+    assert "[tfrig-alice] already done: driver 580.159.04 loaded" in dlvm.out and "STEP=install" not in dlvm.out
+
+
+def test_an_accelerator_image_for_a_pre_turing_gpu_is_refused_and_arm_machines_get_the_arm_family(tfrig, fake, gcp_env):
+    fake.offer("nvidia-tesla-v100", ["us-central1-a"])
+    refused = create(tfrig, gcp_env, "--gpu", "nvidia-tesla-v100", "--image", "accelerator")
+    assert refused.code == 1 and fake.calls == []
+    assert refused.err.strip().startswith("--image accelerator is made for A3, A4 and A4X machines")
+    fake.offer("nvidia-gb200", ["us-central1-a"], cards=4, quota=4)
+    fake.reserve("us-central1-a", "gb", "a4x-highgpu-4g", count=1)
+    arm = tfrig(
+        "--dry",
+        "gcp.create",
+        "--yes",
+        "--gpu",
+        "nvidia-gb200",
+        "--gpus",
+        "4",
+        "--reservation",
+        "gb",
+        "--image",
+        "accelerator",
+        env=gcp_env,
+    )
+    assert arm.code == 0, arm.text
+    assert "ubuntu-accelerator-2404-arm64-with-nvidia-580" in arm.out

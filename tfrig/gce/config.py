@@ -24,6 +24,18 @@ IMAGES = {
 
 
 DLVM_PROJECT = "deeplearning-platform-release"
+# Ubuntu's accelerator images, with NVIDIA's R580 driver on the image: one family per CPU
+# architecture (Google's "accelerator OS images" table, AI Hypercomputer docs, updated 2026-04-06:
+# made for A4, A3 Ultra, A3 Mega and A3 High 8-GPU on x86, A4X and A4X Max on Arm).
+ACCELERATOR_PROJECT = "ubuntu-os-accelerator-images"
+ACCELERATOR_FAMILIES = {
+    "x86_64": "ubuntu-accelerator-2404-amd64-with-nvidia-580",
+    "arm64": "ubuntu-accelerator-2404-arm64-with-nvidia-580",
+}
+# Images that come with a driver (the branch their family names), and how it came: the accelerator
+# images' from Ubuntu's packages, the Deep Learning VM's from Google's installer at first boot
+# (its install-nvidia-driver metadata).
+PREINSTALLED_DRIVER = {"accelerator": ("580", "apt"), "dlvm": ("580", "run")}
 
 
 def gcloud_config() -> dict[str, str]:
@@ -170,12 +182,22 @@ FRESH_IMAGES = {
     "ubuntu-22.04": ("ubuntu 22.04", "6.5.0-1025-gcp", "3.10.12"),
     "debian-12": ("debian 12", "6.1.0-27-cloud-amd64", "3.11.2"),
     "dlvm": ("ubuntu 24.04", "6.8.0-1015-gcp", "3.12.3"),
+    "accelerator": ("ubuntu 24.04", "6.8.0-1015-gcp", "3.12.3"),
 }
 
 
 def fresh_image_facts(image: str, gpu: gceplan.GpuType, user: str) -> dict[str, tuple[int, str]]:
     os_name, kernel, python = FRESH_IMAGES.get(image, FRESH_IMAGES["ubuntu-24.04"])
     device = gceplan.PCI_DEVICE_IDS.get(gpu.name, "0x0000")
+    driver: dict[str, tuple[int, str]] = {}
+    if image in PREINSTALLED_DRIVER:
+        from tfrig.knowledge.driverplan import driver_versions
+
+        branch, came = PREINSTALLED_DRIVER[image]
+        version = driver_versions()[branch]  # the branch's release tfrig knows: the image's may be newer
+        driver = {"loaded": (0, version), "userspace": (0, version)}
+        if came == "apt":
+            driver["packages"] = (0, f"nvidia-headless-{branch}-server-open ii \nnvidia-utils-{branch}-server ii ")
     return {
         "os": (0, os_name),
         "arch": (0, "x86_64"),
@@ -190,11 +212,24 @@ def fresh_image_facts(image: str, gpu: gceplan.GpuType, user: str) -> dict[str, 
         "packages": (1, ""),
         "tf_env": (0, json.dumps({"system_python": python, "conda": None, "venv": None})),
         "groups": (0, user),
+        **driver,
     }
 
 
-def image_source(c: Any, image: str) -> tuple[str, dict[str, str]]:
-    """An image name → its source image URL and any metadata it needs."""
+def check_image_gpu(image: str, gpu: gceplan.GpuType) -> None:
+    """Refuse an image whose driver can't drive the GPU, before any call."""
+    if image == "accelerator" and gpu.compute_capability and float(gpu.compute_capability) < 7.5:
+        raise gceplan.Invalid(
+            f"--image accelerator is made for A3, A4 and A4X machines and its driver is not known to drive a "
+            f"{gpu.model}, which needs NVIDIA's proprietary kernel module (the open one drives Turing and newer "
+            "only): use the stock ubuntu-24.04 image (gpu.setup installs the proprietary module) or --image dlvm."
+        )
+
+
+def image_source(c: Any, image: str, arch: str = "x86_64") -> tuple[str, dict[str, str]]:
+    """An image name → its source image URL and any metadata it needs (`arch`: the machine's)."""
+    if image == "accelerator":
+        return f"projects/{ACCELERATOR_PROJECT}/global/images/family/{ACCELERATOR_FAMILIES[arch]}", {}
     if image == "dlvm":
         family = c.config.gcp.dlvm_family
         return f"projects/{DLVM_PROJECT}/global/images/family/{family}", {"install-nvidia-driver": "True"}
@@ -203,4 +238,6 @@ def image_source(c: Any, image: str) -> tuple[str, dict[str, str]]:
         return f"projects/{project}/global/images/family/{family}", {}
     if image.startswith("projects/"):
         return image, {}
-    raise Exit(f"--image {image}: choose {', '.join(IMAGES)}, dlvm, or a full projects/P/global/images/... path.")
+    raise Exit(
+        f"--image {image}: choose {', '.join(IMAGES)}, accelerator, dlvm, or a full projects/P/global/images/... path."
+    )

@@ -52,6 +52,7 @@ class GpuType:
     preemptible_metric: str
     retired: str | None = None
     note: str = ""  # what a user should know before choosing it
+    compute_capability: str = ""
 
 
 def _value(item: Any) -> Any:
@@ -78,6 +79,7 @@ def gpu_types() -> dict[str, GpuType]:
             ),
             retired=status if "END OF SUPPORT" in status else None,
             note=str(row.get("note", "")),
+            compute_capability=str(row.get("compute_capability", "")),
         )
     return found
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field
 
-from packaging.version import Version
+from packaging.version import InvalidVersion, Version
 
 from tfrig.knowledge.catalog import compat
 from tfrig.knowledge.facts import Fact
@@ -64,6 +64,9 @@ PREFLIGHT = {
     "userspace": VERSION_COMMAND,
     "tools": BUILD_TOOLS_PROBE,
     "packages": f"dpkg-query -W -f='${{Package}} ${{db:Status-Abbrev}}\\n' {' '.join(DRIVER_PACKAGE_GLOBS)}",
+    # The loaded module's licence: "Dual MIT/GPL" for NVIDIA's open module, "NVIDIA" for the
+    # proprietary one (MODULE_LICENSE in nv-frontend.c of open-gpu-kernel-modules and of the .run).
+    "module_license": "modinfo -F license nvidia",
 }
 
 # GPU generations by PCI device id (0x10de vendor); names as Compute Engine offers them.
@@ -127,6 +130,7 @@ class DriverPlan:
     steps: list[str] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
     already: bool = False
+    kept: bool = False  # a working driver that was there before (an image's, the user's) is kept
 
 
 def driver_versions() -> dict[str, str]:
@@ -239,6 +243,38 @@ def apt_packages(os_id: str, branch: int, module: str) -> list[str]:
     return ["nvidia-open" if module == "open" else "cuda-drivers", f"(pinned to {branch}.*)"]
 
 
+def tensorflow_floor(cuda: str | None = None) -> str:
+    """The lowest driver that runs the newest TensorFlow tfrig installs on the GPU (and CUDA
+    `cuda`, where asked)."""
+    from tfrig.knowledge import resolver
+
+    newest = resolver.builds()[0]
+    floor = resolver.driver_minimum(newest.cuda, newest.tf)
+    if cuda and Version(cuda_minimum(cuda)) > Version(floor):
+        return cuda_minimum(cuda)
+    return floor
+
+
+def working_driver(facts: dict[str, Fact], gpus: list[Gpu], cuda: str | None) -> str | None:
+    """The driver there already, where it works and will do: the loaded module's version is what
+    nvidia-smi reports for every GPU on the bus, it drives their generations, and it meets the
+    TensorFlow floor. None otherwise."""
+    loaded = facts["loaded"].out.strip() if facts["loaded"].ok else ""
+    reported = facts["userspace"].out.split() if facts["userspace"].ok else []
+    if not loaded or len(reported) < len(gpus) or any(version != loaded for version in reported):
+        return None
+    try:
+        have = Version(loaded)
+    except InvalidVersion:
+        return None
+    major = have.major
+    for gpu in gpus:
+        last = _LAST_BRANCH.get(gpu.generation)
+        if (last is not None and major > last) or (gpu.generation == "blackwell" and major < _BLACKWELL_FIRST_BRANCH):
+            return None
+    return loaded if have >= Version(tensorflow_floor(cuda)) else None
+
+
 def _major(version: str | None) -> int | None:
     return int(version.split(".")[0]) if version and version.split(".")[0].isdigit() else None
 
@@ -268,6 +304,39 @@ def plan(
             "(on Compute Engine: create the VM with --gpu)."
         )
     generations = {gpu.generation for gpu in gpus}
+    apt_installed = [line.split()[0] for line in facts["packages"].out.splitlines() if line.split()[1:2] == ["ii"]]
+    kept = working_driver(facts, gpus, cuda) if not (version or branch) else None
+    if kept:
+        # No driver was asked for, and the one there works: keep it (no install, no reboot), the
+        # way it came (apt packages, else a .run), its module as loaded.
+        license_text = facts["module_license"].out.strip() if "module_license" in facts else ""
+        kept_module = "open" if "GPL" in license_text else "proprietary" if "NVIDIA" in license_text else "unknown"
+        result = DriverPlan(
+            version=kept,
+            branch=int(kept.split(".")[0]),
+            module=kept_module,
+            method="apt" if apt_installed else "run",
+            gpus=gpus,
+            already=True,
+            # Not tfrig's own default .run: the image's, or the user's (packages always are).
+            kept=bool(apt_installed) or kept != choose_version(gpus, None, None),
+        )
+        result.steps = ["hold-kernel"] if hold_kernel else []
+        return result
+    if (
+        method == "run"
+        and apt_installed
+        and (version or branch)
+        and not (facts["loaded"].ok and facts["loaded"].out.strip() == version)
+    ):
+        # Never a .run over packages: what is asked comes the way the driver there came.
+        if version:
+            raise Refusal(
+                f"the driver there came from apt packages ({', '.join(apt_installed)}): give --branch "
+                f"{version.split('.')[0]} to change it with apt, or `inv driver.uninstall` first for the .run of "
+                f"{version}."
+            )
+        method = "apt"
     chosen = choose_version(gpus, version, branch)
     major = int(chosen.split(".")[0])
     if method == "apt" and version:
@@ -333,7 +402,6 @@ def plan(
             "so the driver module can't be built: boot a distribution kernel (e.g. linux-image-gcp or "
             "linux-image-cloud-amd64) and run again."
         )
-    apt_installed = [line.split()[0] for line in facts["packages"].out.splitlines() if line.split()[1:2] == ["ii"]]
     if method == "run" and apt_installed:
         raise Refusal(
             f"driver packages from apt are installed ({', '.join(apt_installed)}); the .run installer would "

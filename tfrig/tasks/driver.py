@@ -120,6 +120,9 @@ def prepare(c, headers=True, hosts=None, json=False):
 
 def _describe(p: Any) -> str:
     gpus = ", ".join(f"{g.name} at {g.address}" for g in p.gpus)
+    if p.kept:
+        how = "apt packages" if p.method == "apt" else "installed before"
+        return f"kept: {p.version} (preinstalled; {p.module} kernel module, {how}) for {gpus}"
     if p.method == "run":
         return f"driver {p.version} ({p.module} kernel module, NVIDIA's .run installer) for {gpus}"
     return f"driver branch R{p.branch} ({p.module} kernel module, apt: {' '.join(p.packages)}) for {gpus}"
@@ -172,7 +175,8 @@ def install_driver(
             announced = True
         if p.already and not p.steps:
             if not (installed or reboots):
-                host.say(f"already done: driver {p.version} loaded")
+                if not p.kept:
+                    host.say(f"already done: driver {p.version} loaded")
                 return {"changed": False, "driver": p.version, "module": p.module, "reboots": reboots}
             if not host.dry:
                 report = read_gpus(host)

@@ -26,7 +26,16 @@ from tfrig import state
 from tfrig.gce import billing, idlestop
 from tfrig.gce import plan as gceplan
 from tfrig.gce.access import copy_files, replace_block, ssh_argv, ssh_config_block, ssh_options
-from tfrig.gce.config import fresh_image_facts, image_source, local_user, owner, settings, ssh_key, vm_user
+from tfrig.gce.config import (
+    check_image_gpu,
+    fresh_image_facts,
+    image_source,
+    local_user,
+    owner,
+    settings,
+    ssh_key,
+    vm_user,
+)
 from tfrig.gce.provision import (
     CreateFailed,
     CreateRequest,
@@ -70,7 +79,8 @@ CREATE_HELP = {
     "machine_type": "machine type (default: the smallest that fits: n1-standard-4 per T4, g2-standard-4 per L4, ...)",
     "zone": "use only this zone (default: where the GPU and quota are, cheapest first; gcp.zone or gcloud's first)",
     "region": "search only this region",
-    "image": "ubuntu-24.04 (default), ubuntu-22.04, debian-12, dlvm (Deep Learning VM with the driver), projects/...",
+    "image": "ubuntu-24.04 (default), ubuntu-22.04, debian-12, accelerator (Ubuntu's, with NVIDIA's R580 driver), "
+    "dlvm (Deep Learning VM with the driver), projects/...",
     "disk_gb": "boot disk size in GB (default 100)",
     "spot": "a Spot VM (cheaper, can be preempted; uses PREEMPTIBLE_ quota where the project has it)",
     "max_run_duration": "stop or delete the VM after this long, e.g. 8h (GCE enforces it, so a forgotten VM stops)",
@@ -165,8 +175,10 @@ def create(
         if reservation:
             gceplan.reservation_ref(reservation)
         gceplan.check_sold(chosen_machine, spot, flex_start, bool(reservation))
-        source_image, image_metadata = image_source(c, image or gcp.image)
+        arch = gceplan.family(chosen_machine).arch
+        source_image, image_metadata = image_source(c, image or gcp.image, arch)
         gceplan.check_image(chosen_machine, source_image)
+        check_image_gpu(image or gcp.image, gpu_type)
         where = gceplan.network_choice(
             network or gcp.network, subnet or gcp.subnet, external_ip and bool(gcp.external_ip), tags or gcp.tags
         )
