@@ -69,8 +69,8 @@ def facts(**changes: tuple[int, str]) -> dict[str, Fact]:
         ),
         ({"pci": (0, V100)}, {}, LTS, "proprietary", ["build-tools", "install", "verify"]),
         ({"pci": (0, L4)}, {"hold_kernel": True}, LTS, "open", ["build-tools", "install", "hold-kernel", "verify"]),
-        ({"pci": (0, K80)}, {}, "470.239.06", "proprietary", ["build-tools", "install", "verify"]),
-        ({}, {"branch": "535"}, "535.261.03", "proprietary", ["build-tools", "install", "verify"]),
+        ({"pci": (0, K80)}, {}, "470.256.02", "proprietary", ["build-tools", "install", "verify"]),
+        ({}, {"branch": "535"}, "535.288.01", "proprietary", ["build-tools", "install", "verify"]),
         ({}, {"branch": "prod"}, "595.84", "open", ["build-tools", "install", "verify"]),
         ({}, {"cuda": "12.5", "version": "570.172.08"}, "570.172.08", "open", ["build-tools", "install", "verify"]),
     ],
@@ -356,7 +356,7 @@ def test_apt_method_installs_the_server_packages_of_the_branch():
     c = context("driver.install", probes=[FRESH_T4, GPU_OK], changes={SCRIPT: Result()})
     install(c, branch="570", method="apt")
     assert steps_run(c) == ["probe", "build-tools", "install", "probe"]
-    assert "METHOD=apt VERSION=570.172.08 BRANCH=570 MODULE=open" in commands(c)[2]
+    assert "METHOD=apt VERSION=570.211.01 BRANCH=570 MODULE=open" in commands(c)[2]
 
 
 def test_apt_method_is_not_refused_for_lack_of_a_checksum():
@@ -451,3 +451,17 @@ def test_a_kept_driver_is_said_and_nothing_runs(capsys):
         "kept: 580.95.05 (preinstalled; proprietary kernel module, apt packages) for Tesla T4 at 0000:00:04.0"
         in capsys.readouterr().out
     )
+
+
+def test_driver_versions_lists_each_branch_with_what_it_drives_and_runs(tfrig):
+    from tests.conftest import json_of
+
+    result = tfrig("driver.versions", "--json")
+    assert result.code == 0, result.text
+    rows = {r["branch"]: r for r in json_of(result.out)}
+    assert rows["470"]["version"] == "470.256.02" and "kepler" in rows["470"]["generations"]
+    assert "hopper" not in rows["470"]["generations"] and rows["470"]["newest_tensorflow"] == "2.14.0"
+    assert rows["580"]["name"] == "lts" and rows["580"]["version"] == driverplan.driver_versions()["lts"]
+    assert "volta" in rows["580"]["generations"] and "volta" not in rows["590"]["generations"]
+    assert "blackwell" in rows["570"]["generations"] and "blackwell" not in rows["535"]["generations"]
+    assert all({"branch", "version", "generations", "source", "tagged"} <= set(r) for r in rows.values())

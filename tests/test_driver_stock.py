@@ -16,7 +16,7 @@ import pytest
 
 pytestmark = pytest.mark.slow
 
-DOWNLOADS = ("470.239.06", "535.261.03", "580.159.04")
+DOWNLOADS = ("470.256.02", "535.288.01", "580.159.04")
 
 
 @pytest.fixture
@@ -36,9 +36,9 @@ def installer_args(host) -> str:
 
 def test_the_stand_in_refuses_what_nvidia_installer_refuses(sshd_factory, site):
     host = sshd_factory(boot_lock=0)
-    run = "/tmp/NVIDIA-Linux-x86_64-535.261.03.run"
+    run = "/tmp/NVIDIA-Linux-x86_64-535.288.01.run"
     code, out = host.exec(
-        f"curl -fsS -o {run} {site.base_url}/XFree86/Linux-x86_64/535.261.03/NVIDIA-Linux-x86_64-535.261.03.run"
+        f"curl -fsS -o {run} {site.base_url}/XFree86/Linux-x86_64/535.288.01/NVIDIA-Linux-x86_64-535.288.01.run"
         f" && sh {run} -s --kernel-module-type=open"
     )
     assert code == 1 and 'unrecognized option: "--kernel-module-type=open"' in out  # 555 and later only
@@ -48,7 +48,7 @@ def test_the_stand_in_refuses_what_nvidia_installer_refuses(sshd_factory, site):
 
 
 def test_k80_gets_r470_proprietary_checksum_verified_then_a_rerun_does_nothing(tfrig, gpu_host, site, ssh_env):
-    bad = "470.256.02"
+    bad = "470.239.06"
     site.add(bad)
     (site.folder / "XFree86/Linux-x86_64" / bad / f"NVIDIA-Linux-x86_64-{bad}.run.sha256sum").write_text(
         "0" * 64 + f"  NVIDIA-Linux-x86_64-{bad}.run\n"
@@ -61,26 +61,26 @@ def test_k80_gets_r470_proprietary_checksum_verified_then_a_rerun_does_nothing(t
 
     first = install(tfrig, host, site, ssh_env)
     assert first.code == 0, first.text
-    assert "driver 470.239.06 (proprietary kernel module, NVIDIA's .run installer) for Tesla K80" in first.out
-    assert "verified: driver 470.239.06, 1 GPU(s) visible" in first.out
+    assert "driver 470.256.02 (proprietary kernel module, NVIDIA's .run installer) for Tesla K80" in first.out
+    assert "verified: driver 470.256.02, 1 GPU(s) visible" in first.out
     assert "proprietary" in installer_args(host)
     log = host.exec("cat /var/log/nvidia-installer.log")[1]
-    assert "installer version: 470.239.06" in log and "is now complete" in log
+    assert "installer version: 470.256.02" in log and "is now complete" in log
 
     again = install(tfrig, host, site, ssh_env)
-    assert again.code == 0 and "already done: driver 470.239.06 loaded" in again.out
+    assert again.code == 0 and "already done: driver 470.256.02 loaded" in again.out
 
 
 def test_t4_branch_535_then_the_lts_open_module_with_a_reboot_then_status_and_uninstall(tfrig, gpu_host, site, ssh_env):
     host = gpu_host("t4")
     old = install(tfrig, host, site, ssh_env, "--branch", "535")
     assert old.code == 0, old.text
-    assert "driver 535.261.03 (proprietary kernel module" in old.out
+    assert "driver 535.288.01 (proprietary kernel module" in old.out
     assert "Kernel module type: proprietary" in installer_args(host)
 
     new = install(tfrig, host, site, ssh_env)
     assert new.code == 0, new.text
-    assert "driver 535.261.03 is loaded now; it is replaced, and a reboot loads 580.159.04" in new.out
+    assert "driver 535.288.01 is loaded now; it is replaced, and a reboot loads 580.159.04" in new.out
     assert "rebooting: to load the new kernel module configuration" in new.out and "back after the reboot" in new.out
     assert "waiting for the host to come back: finished after" in new.out  # never a silent wait
     assert "verified after the reboot: driver 580.159.04, 1 GPU(s) visible" in new.out
@@ -150,3 +150,22 @@ def test_apt_method_on_debian_reaches_its_fixed_point_after_one_reboot(tfrig, gp
     assert "already done: driver 580.95.05 loaded" in again.out
     host.container.reload()
     assert host.container.attrs["RestartCount"] == 1  # no second reboot, ever
+
+
+def test_a_working_driver_that_was_there_is_kept_with_no_install_and_no_reboot(tfrig, gpu_host, site, ssh_env):
+    site.add("570.211.01")
+    host = gpu_host("t4")
+    there = install(tfrig, host, site, ssh_env, "--branch", "570")  # someone's earlier install
+    assert there.code == 0, there.text
+    host.container.reload()
+    restarts = host.container.attrs["RestartCount"]
+    kept = install(tfrig, host, site, ssh_env)
+    assert kept.code == 0, kept.text
+    assert "[" in kept.out and "kept: 570.211.01 (preinstalled; " in kept.out
+    assert "step install" not in kept.out and "rebooting" not in kept.out
+    host.container.reload()
+    assert host.container.attrs["RestartCount"] == restarts
+    # Asked for by name, the lts branch replaces it.
+    asked = install(tfrig, host, site, ssh_env, "--branch", "lts")
+    assert asked.code == 0, asked.text
+    assert "driver 570.211.01 is loaded now; it is replaced, and a reboot loads 580.159.04" in asked.out

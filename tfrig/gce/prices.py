@@ -12,7 +12,6 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass, field
 from functools import cache
-from pathlib import Path
 from typing import Any
 
 MODELS = ("on-demand", "spot", "flex-start")
@@ -68,9 +67,9 @@ class PriceBook:
 @cache
 def table() -> PriceBook:
     """The dated table shipped with tfrig."""
-    import yaml
+    from tfrig.knowledge.catalog import gce_prices
 
-    data = yaml.safe_load((Path(__file__).resolve().parent.parent / "data" / "gce-prices.yaml").read_text())
+    data = gce_prices()
     return PriceBook(
         source="table", as_of=str(data["as_of"]), machines=data["machines"], n1=data["n1"], n1_gpus=data["n1_gpus"]
     )

@@ -49,6 +49,11 @@ def gce_errors() -> dict[str, Any]:
     return _load("gce-errors.yaml")
 
 
+def gce_prices() -> dict[str, Any]:
+    """The dated price table (tfrig.gce.billing writes it; tfrig.gce.prices reads it)."""
+    return _load("gce-prices.yaml")
+
+
 def tf_versions() -> list[str]:
     """Every TensorFlow release in the tested-configurations table, newest first."""
     return [row["tf"] for row in compat()["tensorflow_builds"]["linux_gpu"]]

@@ -102,7 +102,6 @@ _BLACKWELL_FIRST_BRANCH = 570
 # 550 and older answer "unrecognized option" and exit 1); before it, -m=kernel-open picks the open
 # module's build directory.
 _MODULE_TYPE_OPTION_FROM = 555
-_KEPLER_DRIVER = "470.239.06"  # compat.yaml: the legacy 'GKxxx Kepler' driver listed by NVIDIA
 
 SUPPORTED_OS = {"ubuntu": ("22.04", "24.04", "26.04"), "debian": ("12", "13")}
 
@@ -134,16 +133,24 @@ class DriverPlan:
 
 
 def driver_versions() -> dict[str, str]:
-    """Branch names and numbers → a full version, from Google's installer (compat.yaml)."""
-    installer = compat()["gce_images"]["google_driver_installer"]
-    versions: dict[str, str] = {}
-    for release in ("driver_versions_v1_6_0", "driver_versions_v1_9_1"):
-        for name, text in installer[release].items():
-            version = text.split()[0]
-            versions[name] = version
-            versions[version.split(".")[0]] = version
-    versions["470"] = _KEPLER_DRIVER
+    """Branch numbers and Google's names for them (lts, prod, nfb) → the release tfrig installs
+    (compat.yaml nvidia_driver_branches)."""
+    table = compat()["nvidia_driver_branches"]
+    versions = {str(row["branch"]): str(row["version"]) for row in table["branches"]}
+    versions.update({alias: versions[str(branch)] for alias, branch in table["aliases"].items()})
     return versions
+
+
+def branch_generations(branch: int) -> list[str]:
+    """The GPU generations a branch drives, by tfrig's rules (the last branch of each old
+    generation; Blackwell from R570; Ada and Hopper, newer than R470, from R525 and R520)."""
+    first = {"ada": 525, "hopper": 520, "blackwell": _BLACKWELL_FIRST_BRANCH}
+    order = ("kepler", "maxwell", "pascal", "volta", "turing", "ampere", "ada", "hopper", "blackwell")
+    return [
+        generation
+        for generation in order
+        if branch <= _LAST_BRANCH.get(generation, branch) and branch >= first.get(generation, 0)
+    ]
 
 
 def gpus_on_bus(pci: str) -> list[Gpu]:
@@ -193,7 +200,7 @@ def choose_version(gpus: list[Gpu], version: str | None, branch: str | None) -> 
             raise Refusal(f"--version {version} is not an NVIDIA driver version such as 580.159.04.")
         return version
     if any(gpu.generation == "kepler" for gpu in gpus):
-        return _KEPLER_DRIVER
+        return known["470"]
     return known["lts"]
 
 

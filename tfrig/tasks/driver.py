@@ -363,7 +363,55 @@ def uninstall(c, yes=False, hosts=None, json=False):
     on_targets(c, work, hosts=hosts, json_out=json)
 
 
-ns = Collection("driver", status, prepare, install, uninstall)
+@task(help={"json": JSON_HELP})
+def versions(c, json=False):
+    """Show the driver branches tfrig offers: the release each installs, the GPU generations it
+    drives, the newest CUDA and TensorFlow it runs, and where the release was read."""
+    from packaging.version import Version
+
+    from tfrig.knowledge import driverplan, resolver
+    from tfrig.knowledge.catalog import compat
+
+    catalog = compat()["nvidia_driver_branches"]
+    names = {str(branch): alias for alias, branch in catalog["aliases"].items()}
+    builds = resolver.builds()
+    rows = []
+    for row in catalog["branches"]:
+        branch, version = str(row["branch"]), str(row["version"])
+        tf = next((b.tf for b in builds if Version(version) >= Version(resolver.driver_minimum(b.cuda, b.tf))), None)
+        rows.append(
+            {
+                "branch": branch,
+                "name": names.get(branch),
+                "version": version,
+                "generations": driverplan.branch_generations(int(branch)),
+                "max_cuda": str(catalog["max_cuda"][branch]),
+                "newest_tensorflow": tf,
+                "tagged": str(row["tagged"]),
+                "source": row["source"],
+            }
+        )
+    from tfrig.ui import print_json, table
+
+    if json:
+        print_json(rows)
+        return
+    table(
+        ["branch", "release", "drives", "CUDA up to", "TensorFlow up to"],
+        [
+            (
+                f"R{r['branch']}" + (f" ({r['name']})" if r["name"] else ""),
+                r["version"],
+                ", ".join(g.title() for g in r["generations"]),
+                r["max_cuda"],
+                r["newest_tensorflow"] or "none on the GPU",
+            )
+            for r in rows
+        ],
+    )
+
+
+ns = Collection("driver", status, prepare, install, uninstall, versions)
 ns.configure(
     {
         "driver": {
