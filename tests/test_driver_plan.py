@@ -101,7 +101,16 @@ def test_the_right_driver_already_loaded_is_a_no_op():
     ("state", "options", "message"),
     [
         ({"pci": (0, "0000:00:01.0 0x8086 0x7000 0x060100")}, {}, "no NVIDIA GPU on the PCI bus"),
-        ({"secure_boot": (0, "  6   0   0   0   1")}, {}, "Secure Boot is on, so an unsigned NVIDIA module won't load"),
+        (
+            {"secure_boot": (0, "  6   0   0   0   1"), "os": (0, "debian 12")},
+            {},
+            "Secure Boot is on, and Debian has no NVIDIA module signed by its key",
+        ),
+        (
+            {"secure_boot": (0, "  6   0   0   0   1")},
+            {"version": "580.159.04"},
+            "the driver comes as Ubuntu's signed prebuilt modules of a branch, not NVIDIA's .run of 580.159.04",
+        ),
         (
             {"headers": (0, "missing")},
             {},
@@ -132,7 +141,8 @@ def test_the_right_driver_already_loaded_is_a_no_op():
     ],
     ids=[
         "no-gpu",
-        "secure-boot",
+        "secure-boot-debian",
+        "secure-boot-version",
         "no-headers",
         "no-apt-lists",
         "os",
@@ -465,3 +475,37 @@ def test_driver_versions_lists_each_branch_with_what_it_drives_and_runs(tfrig):
     assert "volta" in rows["580"]["generations"] and "volta" not in rows["590"]["generations"]
     assert "blackwell" in rows["570"]["generations"] and "blackwell" not in rows["535"]["generations"]
     assert all({"branch", "version", "generations", "source", "tagged"} <= set(r) for r in rows.values())
+
+
+def test_secure_boot_on_ubuntu_takes_the_signed_prebuilt_modules_of_the_running_kernel():
+    plan = driverplan.plan(facts(secure_boot=(0, "  6   0   0   0   1")))
+    assert plan.method == "signed" and plan.steps == ["install", "verify"]
+    assert plan.packages == [
+        "linux-modules-nvidia-580-server-open-6.8.0-1015-gcp",
+        "nvidia-headless-no-dkms-580-server-open",
+        "nvidia-utils-580-server",
+    ]
+    volta = driverplan.plan(
+        facts(secure_boot=(0, "  6   0   0   0   1"), pci=(0, V100)), branch="580", hold_kernel=True
+    )
+    assert volta.packages[:2] == [
+        "linux-modules-nvidia-580-server-6.8.0-1015-gcp",
+        "nvidia-headless-no-dkms-580-server",
+    ]
+    assert volta.steps == ["install", "hold-kernel", "verify"]
+
+
+def test_the_signed_install_passes_its_packages_to_the_script(capsys):
+    c = context(
+        "driver.install",
+        probes=[{**FRESH_T4, "secure_boot": (0, "  6   0   0   0   1")}, GPU_OK],
+        changes={SCRIPT: Result()},
+    )
+    install(c)
+    assert steps_run(c) == ["probe", "install", "probe"]
+    assert "METHOD=signed VERSION=580.159.04 BRANCH=580 MODULE=open" in commands(c)[1]
+    assert (
+        "PACKAGES='linux-modules-nvidia-580-server-open-6.8.0-1015-gcp nvidia-headless-no-dkms-580-server-open"
+        in commands(c)[1]
+    )
+    assert "signed: linux-modules-nvidia-580-server-open-6.8.0-1015-gcp" in capsys.readouterr().out

@@ -392,11 +392,36 @@ def plan(
         return result
 
     if secure_boot_on(facts["secure_boot"]):
-        raise Refusal(
-            "Secure Boot is on, so an unsigned NVIDIA module won't load. Options: turn Secure Boot off "
-            "(on Compute Engine: stop the VM and clear shielded-VM secure boot), or use signed "
-            "prebuilt modules from your distribution, then run again."
-        )
+        if os_id != "ubuntu":
+            raise Refusal(
+                "Secure Boot is on, and Debian has no NVIDIA module signed by its key (a module signed with "
+                "a key of your own needs it enrolled as a MOK at the console, which a VM doesn't have): "
+                "use an Ubuntu image (its signed prebuilt modules) or --image accelerator, or turn Secure "
+                "Boot off where no policy requires Shielded VMs."
+            )
+        if version:
+            raise Refusal(
+                "Secure Boot is on: the driver comes as Ubuntu's signed prebuilt modules of a branch, "
+                f"not NVIDIA's .run of {version}: give --branch {version.split('.')[0]}."
+            )
+        # Canonical's signed modules for the running kernel (linux-restricted-modules), the driver's
+        # user space without DKMS (a DKMS build is unsigned), as Google's Confidential GPU setup and
+        # Ubuntu's `ubuntu-drivers --gpgpu` install them.
+        kernel = facts["kernel"].out.strip()
+        flavour = "-open" if chosen_module == "open" else ""
+        result.method = "signed"
+        result.packages = [
+            f"linux-modules-nvidia-{major}-server{flavour}-{kernel}",
+            f"nvidia-headless-no-dkms-{major}-server{flavour}",
+            f"nvidia-utils-{major}-server",
+        ]
+        result.notes.append("Secure Boot is on: Ubuntu's signed prebuilt modules for the running kernel")
+        if loaded and _major(loaded) == major and loaded == userspace and apt_installed:
+            result.already = True
+            result.steps = ["hold-kernel"] if hold_kernel else []
+            return result
+        result.steps = ["install", *(["hold-kernel"] if hold_kernel else []), "verify"]
+        return result
     headers = facts["headers"].out.strip()
     if headers == "no-lists":
         raise Refusal(

@@ -3,6 +3,7 @@
 # (as root) and as a GCE startup script. Parameters by environment:
 #   STEP     build-tools | blacklist-nouveau | install | hold-kernel | uninstall
 #   METHOD   run (NVIDIA's .run installer, default) | apt (distribution or NVIDIA's CUDA repository)
+#            | signed (Ubuntu's signed prebuilt modules, under Secure Boot: PACKAGES names them)
 #   VERSION  driver version, e.g. 580.159.04 (METHOD=run); BRANCH e.g. 580 (METHOD=apt)
 #   MODULE   open | proprietary (kernel module flavour)
 #   BASE     NVIDIA's download site or a mirror in its layout (default https://download.nvidia.com):
@@ -48,6 +49,13 @@ case "${STEP}" in
     if command -v update-initramfs >/dev/null; then update-initramfs -u; fi
     ;;
   install)
+    if [ "${METHOD}" = signed ]; then
+      # Secure Boot: Ubuntu's signed prebuilt modules and the user space without DKMS (PACKAGES).
+      # shellcheck disable=SC2086  # one word per package
+      apt_install ${PACKAGES:?}
+      modprobe nvidia 2>/dev/null || true  # else the plan's verify finds it unloaded and reboots
+      exit 0
+    fi
     if [ "${METHOD}" = apt ]; then
       . /etc/os-release
       if [ "${ID}" = ubuntu ]; then

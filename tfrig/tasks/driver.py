@@ -125,6 +125,8 @@ def _describe(p: Any) -> str:
         return f"kept: {p.version} (preinstalled; {p.module} kernel module, {how}) for {gpus}"
     if p.method == "run":
         return f"driver {p.version} ({p.module} kernel module, NVIDIA's .run installer) for {gpus}"
+    if p.method == "signed":
+        return f"driver branch R{p.branch} ({p.module} kernel module, signed: {' '.join(p.packages)}) for {gpus}"
     return f"driver branch R{p.branch} ({p.module} kernel module, apt: {' '.join(p.packages)}) for {gpus}"
 
 
@@ -193,12 +195,14 @@ def install_driver(
                 "and the host log. tfrig stops here rather than reboot again."
             )
         env = {
-            "METHOD": method,
+            "METHOD": p.method,
             "VERSION": p.version,
             "BRANCH": str(p.branch),
             "MODULE": p.module,
             "BASE": download_base,
         }
+        if p.method == "signed":
+            env["PACKAGES"] = " ".join(p.packages)
         if installer_url:
             env["URL"] = installer_url
         if apt_repo_base:

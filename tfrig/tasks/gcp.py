@@ -104,7 +104,7 @@ CREATE_HELP = {
     "default gcp.service_account) or none",
     "scopes": "its OAuth scopes, comma-separated: cloud-platform (default: IAM roles decide), storage-ro, ...",
     "secure_boot": "a Shielded VM with Secure Boot, vTPM and integrity monitoring (default gcp.secure_boot); "
-    "the NVIDIA driver must then be signed",
+    "gpu.setup then installs Ubuntu's signed driver modules (Debian has none)",
     "project": PROJECT_HELP,
     "yes": "don't ask before creating (the price is still shown); tfrig.yes does the same",
     "json": JSON_HELP,
