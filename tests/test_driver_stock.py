@@ -142,6 +142,9 @@ def test_apt_method_on_debian_reaches_its_fixed_point_after_one_reboot(tfrig, gp
     assert "verified after the reboot: driver 580.95.05, 1 GPU(s) visible" in first.out
     installed = host.exec("dpkg-query -W -f='${Package} ${Version}\\n' nvidia-open cuda-keyring")[1].split()
     assert installed == ["cuda-keyring", "1.1-1", "nvidia-open", "580.95.05-1"]  # not the newer 590
+    # The driver's packages stay out of unattended upgrades (the container toolkit does not).
+    kept_out = host.exec("cat /etc/apt/apt.conf.d/51tfrig-nvidia-driver")[1]
+    assert '"nvidia-(?!container)";' in kept_out and '"libnvidia-(?!container)";' in kept_out
     host.container.reload()
     assert host.container.attrs["RestartCount"] == 1
 

@@ -27,6 +27,17 @@ BASE=${BASE%/}
 apt_install() { apt_get update -q && apt_get install -y -q --no-install-recommends "$@"; }
 kernel=$(uname -r)
 
+# Packages of the driver stay out of unattended upgrades: a new user space under the loaded module
+# makes nvidia-smi say "Driver/library version mismatch" until a reboot. Package-Blacklist entries
+# are regular expressions matched at the start of a name (Ubuntu's 50unattended-upgrades: "libc6$",
+# "libstdc\+\+6$"); the container toolkit (libnvidia-container*) is not the driver.
+UNATTENDED_FILE=/etc/apt/apt.conf.d/51tfrig-nvidia-driver
+keep_from_unattended() {
+  printf '%s\n' '// tfrig: the NVIDIA driver changes only through driver.install (inv driver.uninstall removes this).' \
+    'Unattended-Upgrade::Package-Blacklist {' '    "nvidia-(?!container)";' '    "libnvidia-(?!container)";' \
+    '    "linux-modules-nvidia-";' '    "xserver-xorg-video-nvidia";' '};' > "${UNATTENDED_FILE}"
+}
+
 fetch() {  # fetch URL-or-path FILE: a missing file (404) is exit 22 from curl
   case "$1" in
     /*|file://*) cp "${1#file://}" "$2" ;;
@@ -53,6 +64,7 @@ case "${STEP}" in
       # Secure Boot: Ubuntu's signed prebuilt modules and the user space without DKMS (PACKAGES).
       # shellcheck disable=SC2086  # one word per package
       apt_install ${PACKAGES:?}
+      keep_from_unattended
       modprobe nvidia 2>/dev/null || true  # else the plan's verify finds it unloaded and reboots
       exit 0
     fi
@@ -77,6 +89,7 @@ case "${STEP}" in
           "${BRANCH:?}" > /etc/apt/preferences.d/tfrig-nvidia-driver
         if [ "${MODULE}" = open ]; then apt_install nvidia-open; else apt_install cuda-drivers; fi
       fi
+      keep_from_unattended
       exit 0
     fi
     [ -n "${VERSION:-}" ] || { echo "VERSION is required with METHOD=run" >&2; exit 2; }
@@ -152,7 +165,8 @@ case "${STEP}" in
         'nvidia-*' 'libnvidia-*' 'cuda-drivers*' 'xserver-xorg-video-nvidia*' 2>/dev/null \
       | awk '$2 == "ii" && $1 !~ /^(nvidia-container-|libnvidia-container)/ {print $1}')
     [ "${#pkgs[@]}" -eq 0 ] || apt_get purge -y -q "${pkgs[@]}"
-    rm -f /etc/modprobe.d/nvidia-installer-disable-nouveau.conf /etc/apt/preferences.d/tfrig-nvidia-driver
+    rm -f /etc/modprobe.d/nvidia-installer-disable-nouveau.conf /etc/apt/preferences.d/tfrig-nvidia-driver \
+      "${UNATTENDED_FILE}"
     ;;
   *) echo "unknown STEP '${STEP}'" >&2; exit 2 ;;
 esac
