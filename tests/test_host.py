@@ -134,3 +134,14 @@ def test_a_private_file_reaches_a_host_over_sftp_readable_by_its_user_only_and_i
     with pytest.raises(StepFailed):
         host.change(host.with_private_file("secret\n", "exit 3", "CONF"))
     assert remote.exec("ls -A /home/tfrig/.tfrig | grep -c private")[1].strip() == "0"
+
+
+def test_a_lock_wait_in_apts_output_is_named_for_its_lock_and_holder():
+    from tfrig.hosts.progress import Tracker
+
+    dpkg = Tracker("vm", "installing build tools")
+    dpkg.submit("E: Could not get lock /var/lib/dpkg/lock-frontend. It is held by process 812 (unattended-upgr)\n")
+    assert dpkg.note == "waiting for the dpkg lock, held by unattended-upgrades (it runs after a VM boots)"
+    lists = Tracker("vm", "installing build tools")
+    lists.submit("E: Could not get lock /var/lib/apt/lists/lock. It is held by process 640 (apt-get)\n")
+    assert lists.note == "waiting for the package lists' lock, held by apt-get"

@@ -59,7 +59,8 @@ class Tracker:
             holder = match["name"] or f"process {match['pid']}"
             if holder.startswith("unattended-upgr"):
                 holder = "unattended-upgrades (it runs after a VM boots)"
-            self._note, self._noted_at = f"waiting for the dpkg lock, held by {holder}", time.monotonic()
+            which = "the package lists' lock" if "/lists/" in match["lock"] else "the dpkg lock"
+            self._note, self._noted_at = f"waiting for {which}, held by {holder}", time.monotonic()
         return []
 
     @property

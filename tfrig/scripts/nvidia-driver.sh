@@ -17,8 +17,23 @@
 set -euo pipefail
 export DEBIAN_FRONTEND=noninteractive
 # Every apt call waits for the dpkg lock, which unattended-upgrades holds for minutes after a VM
-# boots, instead of failing on it (apt >= 1.9.11: DPkg::Lock::Timeout, in seconds).
-apt_get() { apt-get -o DPkg::Lock::Timeout="${APT_LOCK_TIMEOUT:-900}" "$@"; }
+# boots, instead of failing on it (apt >= 1.9.11: DPkg::Lock::Timeout, in seconds). That option
+# doesn't cover the package lists' lock, which `apt-get update` takes and a first boot's lists
+# refresh holds ("Could not get lock /var/lib/apt/lists/lock"): an update is tried again, as long.
+apt_get() {
+  local deadline=$((SECONDS + ${APT_LOCK_TIMEOUT:-900})) rc
+  if [ "$1" != update ]; then apt-get -o DPkg::Lock::Timeout="${APT_LOCK_TIMEOUT:-900}" "$@"; return; fi
+  while true; do
+    apt-get -o DPkg::Lock::Timeout="${APT_LOCK_TIMEOUT:-900}" "$@" 2>/tmp/tfrig-apt.err && { cat /tmp/tfrig-apt.err >&2; return 0; }
+    rc=$?
+    if ! grep -q /var/lib/apt/lists/lock /tmp/tfrig-apt.err || [ "${SECONDS}" -ge "${deadline}" ]; then
+      cat /tmp/tfrig-apt.err >&2
+      return "${rc}"
+    fi
+    grep -m1 'Could not get lock' /tmp/tfrig-apt.err >&2  # as apt repeats its own waiting line
+    sleep 2
+  done
+}
 STEP=${STEP:?STEP is required}
 METHOD=${METHOD:-run}
 MODULE=${MODULE:-open}
