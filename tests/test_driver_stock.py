@@ -172,3 +172,20 @@ def test_a_working_driver_that_was_there_is_kept_with_no_install_and_no_reboot(t
     asked = install(tfrig, host, site, ssh_env, "--branch", "lts")
     assert asked.code == 0, asked.text
     assert "driver 570.211.01 is loaded now; it is replaced, and a reboot loads 580.159.04" in asked.out
+
+
+def test_a_driver_dkms_did_not_register_is_said_not_claimed(tfrig, gpu_host, site, ssh_env):
+    """From 520 nvidia-installer installs the module and then registers it with DKMS, a failed
+    registration only an error in its log: the install must not pass for done, or the next kernel
+    has no driver."""
+    host = gpu_host("t4")
+    assert tfrig("driver.prepare", "-H", host.spec(), env=ssh_env).code == 0  # gcc, make, dkms, headers
+    code, out = host.exec(
+        'real=$(command -v dkms) && mv "$real" "$real.real" && '
+        'printf \'#!/bin/sh\\n[ "$1" = add ] && exit 1\\nexec %s.real "$@"\\n\' "$real" > "$real" && chmod +x "$real"'
+    )
+    assert code == 0, out
+    result = install(tfrig, host, site, ssh_env)
+    assert result.code == 1
+    assert "the driver is installed but not registered with DKMS (dkms status has no nvidia/580.159.04)" in result.err
+    assert "ERROR: Failed to load DKMS tarball" in host.exec("cat /var/log/nvidia-installer.log")[1]

@@ -151,12 +151,15 @@ case "${STEP}" in
       flags+=(-m=kernel-open)
     fi
     if ! sh "${file}" "${flags[@]}"; then
-      # As Google's installer: without DKMS when the DKMS registration is what failed.
-      no_dkms=()
-      for flag in "${flags[@]}"; do [ "${flag}" = --dkms ] || no_dkms+=("${flag}"); done
-      grep -q 'Failed to install the kernel module through DKMS' /var/log/nvidia-installer.log 2>/dev/null \
-        && sh "${file}" "${no_dkms[@]}" \
-        || { grep -E '^ERROR' /var/log/nvidia-installer.log >&2 || tail -n 30 /var/log/nvidia-installer.log >&2 || true; exit 4; }
+      grep -E '^ERROR' /var/log/nvidia-installer.log >&2 || tail -n 30 /var/log/nvidia-installer.log >&2 || true
+      exit 4
+    fi
+    # Since 520 nvidia-installer registers the module with DKMS after installing it, and a failed
+    # registration is only an error message (misc.c dkms_register_module): without it the next
+    # kernel has no driver. So check that DKMS has it.
+    if ! dkms status -m nvidia -v "${VERSION}" 2>/dev/null | grep -q .; then
+      echo "the driver is installed but not registered with DKMS (dkms status has no nvidia/${VERSION}), so a kernel update would leave no driver: see /var/log/nvidia-installer.log, fix DKMS and run again, or hold the kernel (--hold-kernel)" >&2
+      exit 4
     fi
     ;;
   hold-kernel)

@@ -166,11 +166,15 @@ if not os.path.isdir(source):
         "the '--kernel-source-path' command line option."
     )
 if settings.get("dkms"):
-    if not shutil.which("dkms", path=path):
+    if not shutil.which("dkms", path=path) and MAJOR < 520:
         fail(
             "Failed to install the kernel module through DKMS. No kernel module was installed; please try "
             "installing again without DKMS, or check the DKMS logs for more information."
         )
+    # From 520 on the module is installed first and then registered with DKMS
+    # (misc.c dkms_register_module): no dkms is nothing to do, a failed registration an error
+    # message, and the install goes on either way.
+if settings.get("dkms") and shutil.which("dkms", path=path):
     os.makedirs(f"/usr/src/nvidia-{VERSION}", exist_ok=True)
     with open(f"/usr/src/nvidia-{VERSION}/dkms.conf", "w") as conf:
         conf.write(
@@ -179,6 +183,10 @@ if settings.get("dkms"):
         )
     added = subprocess.run(["dkms", "add", "-m", "nvidia", "-v", VERSION], capture_output=True, text=True)
     log_lines.append(f"dkms add: {added.stdout.strip()} {added.stderr.strip()} (build simulated)")
+    if added.returncode != 0:
+        if MAJOR < 520:
+            fail("Failed to install the kernel module through DKMS. No kernel module was installed.")
+        log_lines.append(f"ERROR: Failed to load DKMS tarball: {added.stderr.strip()}")
 
 if os.path.exists(f"{STATE}/version"):  # as nvidia-installer: the existing driver is uninstalled first
     uninstall()
