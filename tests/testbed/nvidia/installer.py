@@ -165,15 +165,14 @@ if not os.path.isdir(source):
         "you know the correct kernel source files are installed, you may specify the kernel source path with "
         "the '--kernel-source-path' command line option."
     )
-if settings.get("dkms"):
-    if not shutil.which("dkms", path=path) and MAJOR < 520:
-        fail(
-            "Failed to install the kernel module through DKMS. No kernel module was installed; please try "
-            "installing again without DKMS, or check the DKMS logs for more information."
-        )
-    # From 520 on the module is installed first and then registered with DKMS
-    # (misc.c dkms_register_module): no dkms is nothing to do, a failed registration an error
-    # message, and the install goes on either way.
+# Before 520 a DKMS install that can't be done fails the install; from 520 on the module is
+# installed first and then registered with DKMS (misc.c dkms_register_module): no dkms is nothing
+# to do, a failed registration an error message, and the install goes on either way.
+if settings.get("dkms") and not shutil.which("dkms", path=path) and MAJOR < 520:
+    fail(
+        "Failed to install the kernel module through DKMS. No kernel module was installed; please try "
+        "installing again without DKMS, or check the DKMS logs for more information."
+    )
 if settings.get("dkms") and shutil.which("dkms", path=path):
     os.makedirs(f"/usr/src/nvidia-{VERSION}", exist_ok=True)
     with open(f"/usr/src/nvidia-{VERSION}/dkms.conf", "w") as conf:
