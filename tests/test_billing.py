@@ -74,7 +74,7 @@ def test_each_price_is_the_sum_of_the_catalogs_skus_for_each_model_and_region(fa
 
 def test_a_sku_that_is_not_a_price_for_this_vm_is_left_out():
     def sku(description, usage="OnDemand"):
-        return billing.Sku(description, usage, "GPU", ("us-central1",), 1.0)
+        return billing.Sku(description, usage, ("us-central1",), 1.0)
 
     kept = {
         "Nvidia Tesla T4 GPU running in Americas": ("on-demand", "Nvidia Tesla T4 GPU"),
@@ -97,7 +97,7 @@ def test_a_sku_that_is_not_a_price_for_this_vm_is_left_out():
         ("Capacity Optimized Nvidia Tesla T4 GPU running in Americas", "OnDemand"),
     ]:
         assert billing.classify(sku(description, usage)) is None, description
-    assert billing.classify(billing.Sku("Nvidia Tesla T4 GPU running in Americas", "OnDemand", "GPU", (), 0.0)) is None
+    assert billing.classify(billing.Sku("Nvidia Tesla T4 GPU running in Americas", "OnDemand", (), 0.0)) is None
 
 
 def test_gcp_gpus_lists_what_is_sold_where_at_the_catalogs_prices(tfrig, fake, gcp_env):

@@ -57,8 +57,9 @@ _SPOT = (re.compile(r"^Spot Preemptible "), re.compile(r" attached to Spot Preem
 _FLEX = (re.compile(r"^DWS Defined Duration "), re.compile(r" attached to DWS Defined Duration VMs$"))
 
 # A machine series' vCPU/RAM SKU label (the description less " Instance Core"/" Core") and its GPU
-# SKU label, by machine-type prefix; the longest prefix wins. A3 Mega bills as "A3Plus", A3 Ultra
-# as "A3Ultra" (gpuhunt; mixdm bgcp family overrides), A2 Ultra's vCPUs/RAM as plain A2.
+# SKU label, by machine-type prefix; the longest prefix wins. A3 Mega bills as "A3Plus" (gpuhunt),
+# A2 Ultra's vCPUs/RAM as plain A2 (Cyclenerd's mapping); A3 Ultra as "A3Ultra" and G4's GPU as
+# "RTX 6000 96GB" follow public parsers of the catalog, not read in the catalog itself here.
 _SERIES = {
     "n1-": ("N1 Predefined", None),
     "a2-highgpu-": ("A2", "Nvidia Tesla A100 GPU"),
@@ -88,7 +89,6 @@ class Sku:
 
     description: str
     usage_type: str  # OnDemand, Preemptible, Commit1Yr, ...
-    resource_group: str
     regions: tuple[str, ...]
     usd: float  # per usage unit (hour, GiB-hour, GiB-month)
 
@@ -99,9 +99,7 @@ class Sku:
         rates = [rate for info in sku.pricing_info[-1:] for rate in info.pricing_expression.tiered_rates]
         amounts = [rate.unit_price.units + rate.unit_price.nanos / 1e9 for rate in rates]
         usd = next((amount for amount in amounts if amount > 0), 0.0)
-        return cls(
-            sku.description, sku.category.usage_type, sku.category.resource_group, tuple(sku.service_regions), usd
-        )
+        return cls(sku.description, sku.category.usage_type, tuple(sku.service_regions), usd)
 
 
 def classify(sku: Sku) -> tuple[str, str] | None:
