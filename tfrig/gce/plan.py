@@ -338,8 +338,8 @@ def sold_only(machine: str) -> str | None:
     return None if how is None else str(how)
 
 
-# Flex-start (cloud.google.com/compute/docs/instances/about-flex-start-vms): VMs "run for a maximum
-# of seven days"; accelerator-optimized machine types except A4X and G4 (so not N1); the request
+# Flex-start (cloud.google.com/compute/docs/instances/about-flex-start-vms): VMs "run for up to seven
+# days"; "all accelerator-optimized machine types (except A4X and G4)" (so not N1); the request
 # waits for capacity up to its requestValidForDuration (compute_v1 InstanceParams: "Relative
 # deadline for waiting for capacity. Relevant only for Instances.Insert API"), the VM PENDING
 # meanwhile (compute_v1 Instance.Status.PENDING: "For Flex Start provisioning instance is waiting

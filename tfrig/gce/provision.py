@@ -79,7 +79,8 @@ class CreateRequest:
         return gceplan.family(self.machine_type).boot_disk
 
     def demand(self, vms: int = 1) -> gceplan.Demand:
-        # Flex-start VMs draw the preemptible quota, as Spot VMs do (about-flex-start-vms, "Quota").
+        # Flex-start VMs draw the preemptible quota, as Spot VMs do (the reading of Google's
+        # Flex-start pages; the page's quota section was not read here).
         preemptible = self.spot or bool(self.flex_wait)
         return gceplan.Demand(self.gpu, self.gpus, self.machine_type, self.disk_gb, preemptible, vms)
 
