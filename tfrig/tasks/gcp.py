@@ -360,6 +360,7 @@ def list_(c, project=None, json=False):
     """List tfrig's VMs: name, zone, status, GPU, address (live from the API where it answers)."""
     records = {r["name"]: r for r in state.vms().values()}
     live: dict[str, Any] = {}
+    preempted: set[str] = set()
     answered = False
     me = None
     try:
@@ -370,10 +371,8 @@ def list_(c, project=None, json=False):
         if any(vm.gpu for vm in live.values()):
             billing.load(cloud)
         if any(vm.spot and vm.status == "TERMINATED" for vm in live.values()):
-            preempted = cloud.preempted()
-            for vm in live.values():
-                if vm.spot and vm.status == "TERMINATED" and vm.name in preempted:
-                    vm.status = "PREEMPTED"
+            # Shown as PREEMPTED (tfrig's state keeps the API's status): Compute Engine took it back.
+            preempted = {n for n in cloud.preempted() if n in live and live[n].spot and live[n].status == "TERMINATED"}
     except Exit:
         if project:
             raise
@@ -386,7 +385,9 @@ def list_(c, project=None, json=False):
             {
                 "name": vm_name,
                 "zone": vm.zone if vm else record.get("zone"),
-                "status": vm.status if vm else ("NOT FOUND" if answered else record.get("status")),
+                "status": ("PREEMPTED" if vm_name in preempted else vm.status)
+                if vm
+                else ("NOT FOUND" if answered else record.get("status")),
                 "gpu": (f"{vm.gpus} x {vm.gpu}" if vm and vm.gpu else None)
                 or (f"{record.get('gpus')} x {record.get('gpu')}" if record.get("gpu") else None),
                 "address": (vm.address if vm else None) or record.get("address"),
