@@ -22,5 +22,6 @@ COPY stock/unattended-upgrade /usr/local/lib/tfrig-boot/unattended-upgrade
 # A reboot: ending PID 1 lets Docker's restart policy start the container again (same address,
 # same host key), as a VM comes back after a reboot; tfrig-boot then runs the boot hooks again.
 RUN printf '#!/bin/sh\nkill 1\n' > /usr/local/sbin/reboot && chmod +x /usr/local/sbin/reboot \
+ && ln -s unattended-upgrade /usr/local/lib/tfrig-boot/apt-get \
  && mkdir -p /etc/tfrig-boot.d
 CMD ["/usr/local/sbin/tfrig-boot"]

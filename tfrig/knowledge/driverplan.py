@@ -9,6 +9,7 @@ anything on the host changes. The rules and versions are compat.yaml's `cuda_dri
 from __future__ import annotations
 
 import re
+import shlex
 from dataclasses import dataclass, field
 
 from packaging.version import InvalidVersion, Version
@@ -26,6 +27,14 @@ HEADERS_PROBE = (
     "elif ! ls /var/lib/apt/lists/*_Packages* >/dev/null 2>&1; then echo no-lists; "
     'elif apt-cache show "linux-headers-$k" >/dev/null 2>&1; then echo available; else echo missing; fi'
 )
+# `apt-get update`, waiting for the package lists' lock that a first boot's lists refresh holds
+# (apt's DPkg::Lock::Timeout covers dpkg's lock only), at most 900 s, as the host scripts do.
+LISTS_UPDATE = "sh -c " + shlex.quote(
+    "t=0; until apt-get update -q 2>/tmp/tfrig-apt.err; do "
+    "if grep -q /var/lib/apt/lists/lock /tmp/tfrig-apt.err && [ $t -lt 900 ]; then "
+    "grep -m1 'Could not get lock' /tmp/tfrig-apt.err >&2; sleep 2; t=$((t+2)); "
+    "else cat /tmp/tfrig-apt.err >&2; exit 1; fi; done"
+)  # one command, as sudo takes it
 # nvidia-installer needs a compiler, make, ld and the libc headers (NVIDIA/nvidia-installer misc.c
 # check_development_tools: /usr/include/stdio.h); gcc only Recommends libc6-dev, so a stock image
 # with --no-install-recommends has none (Google's installer installs libc-dev for this).

@@ -60,11 +60,11 @@ def status(c, hosts=None, json=False):
 
 def refresh_headers_fact(host: Host, facts: dict[str, Any]) -> None:
     """Package lists are empty on some fresh images: fetch them (a read-only refresh) to look for headers."""
-    from tfrig.knowledge.driverplan import HEADERS_PROBE
+    from tfrig.knowledge.driverplan import HEADERS_PROBE, LISTS_UPDATE
 
     if facts["headers"].out.strip() == "no-lists":
         host.say("refreshing the package lists to look for the kernel headers")
-        host.fact("apt-get update -q", sudo=True)
+        host.fact(LISTS_UPDATE, sudo=True)
         facts["headers"] = host.fact(HEADERS_PROBE)
 
 
