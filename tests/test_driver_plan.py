@@ -305,7 +305,7 @@ def test_apt_packages_by_distribution():
         "nvidia-utils-580-server",
     ]
     debian = driverplan.plan(facts(os=(0, "debian 12"), pci=(0, V100)), method="apt", branch="580")
-    assert debian.packages == ["cuda-drivers", "(pinned to 580.*)"]
+    assert debian.packages == ["nvidia-driver-pinning-580", "cuda-drivers"]
 
 
 def test_an_install_that_leaves_another_module_loaded_after_its_reboot_stops_instead_of_looping(monkeypatch):
@@ -509,3 +509,10 @@ def test_the_signed_install_passes_its_packages_to_the_script(capsys):
         in commands(c)[1]
     )
     assert "signed: linux-modules-nvidia-580-server-open-6.8.0-1015-gcp" in capsys.readouterr().out
+
+
+def test_dry_apt_on_debian_names_the_pinning_package_without_reading_the_repository(capsys):
+    c = context("driver.install", probes=[{**FRESH_T4, "os": (0, "debian 12")}], dry=True)
+    install(c, method="apt", branch="580")
+    assert commands(c) == ["probe"]
+    assert "apt: nvidia-driver-pinning-580 nvidia-open) for Tesla T4" in capsys.readouterr().out

@@ -137,11 +137,24 @@ def test_apt_method_on_debian_reaches_its_fixed_point_after_one_reboot(tfrig, gp
     env = {**ssh_env, "INVOKE_DRIVER_APT_REPO_BASE": site.cuda_repo}
     first = tfrig("driver.install", "--method", "apt", "--branch", "580", "-H", host.spec(), env=env)
     assert first.code == 0, first.text
-    assert "driver branch R580 (open kernel module, apt: nvidia-open (pinned to 580.*)) for Tesla T4" in first.out
+    assert (
+        "driver branch R580 (open kernel module, apt: nvidia-driver-pinning-580 nvidia-open) for Tesla T4" in first.out
+    )
     assert "rebooting: the new driver's module is not loaded yet" in first.out
     assert "verified after the reboot: driver 580.95.05, 1 GPU(s) visible" in first.out
-    installed = host.exec("dpkg-query -W -f='${Package} ${Version}\\n' nvidia-open cuda-keyring")[1].split()
-    assert installed == ["cuda-keyring", "1.1-1", "nvidia-open", "580.95.05-1"]  # not the newer 590
+    installed = host.exec(
+        "dpkg-query -W -f='${Package} ${Version}\\n' nvidia-open cuda-keyring firmware-nvidia-gsp nvidia-driver-pinning-580"
+    )[1].split()
+    assert installed == [  # not the newer 590, for any part of the driver
+        "cuda-keyring",
+        "1.1-1",
+        "firmware-nvidia-gsp",
+        "580.95.05-1",
+        "nvidia-driver-pinning-580",
+        "580.95.05-1",
+        "nvidia-open",
+        "580.95.05-1",
+    ]
     # The driver's packages stay out of unattended upgrades (the container toolkit does not).
     kept_out = host.exec("cat /etc/apt/apt.conf.d/51tfrig-nvidia-driver")[1]
     assert '"nvidia-(?!container)";' in kept_out and '"libnvidia-(?!container)";' in kept_out
@@ -153,6 +166,17 @@ def test_apt_method_on_debian_reaches_its_fixed_point_after_one_reboot(tfrig, gp
     assert "already done: driver 580.95.05 loaded" in again.out
     host.container.reload()
     assert host.container.attrs["RestartCount"] == 1  # no second reboot, ever
+
+    # The uninstall takes what the repository install brought beside the driver, so a later .run
+    # meets no libcuda1 or GSP firmware of another version, and the unattended-upgrades file.
+    removed = tfrig("driver.uninstall", "--yes", "-H", host.spec(), env=env)
+    assert removed.code == 0, removed.text
+    left = host.exec(
+        "dpkg-query -W -f='${Package} ${db:Status-Abbrev}\\n' 'nvidia-*' libcuda1 'firmware-nvidia-gsp*' "
+        "2>/dev/null | awk '$2 == \"ii\"'"
+    )[1]
+    assert left.strip() == ""
+    assert host.exec("test -e /etc/apt/apt.conf.d/51tfrig-nvidia-driver")[0] == 1
 
 
 def test_a_working_driver_that_was_there_is_kept_with_no_install_and_no_reboot(tfrig, gpu_host, site, ssh_env):

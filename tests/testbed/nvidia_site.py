@@ -156,7 +156,9 @@ def add_cuda_repo(site: Path, gnupg_home: Path, versions: tuple[str, ...] = ("58
     """NVIDIA's CUDA apt repository for Debian 12, as a flat repository signed with a key of the test
     run's own (NVIDIA's layout: repos/debian12/x86_64/ with cuda-keyring_1.1-1_all.deb, whose list
     names developer.download.nvidia.com and whose keyring verifies the InRelease). Its `nvidia-open`
-    and `cuda-drivers` packages of each version install the nvidia-smi stand-in, a stand-in module
+    and `cuda-drivers` packages of each version (each with its exact-version parts, and the branch's
+    `nvidia-driver-pinning-BRANCH`, whose contents here are the test bed's own: NVIDIA's package
+    was not read) install the nvidia-smi stand-in, a stand-in module
     under updates/dkms and the boot hook that "loads" it: apt, like DKMS, loads no module, so the
     driver is in use after the next boot. Returns the repository base for `driver.apt_repo_base`."""
     folder = site / "cuda" / "repos" / "debian12" / "x86_64"
@@ -197,14 +199,33 @@ def add_cuda_repo(site: Path, gnupg_home: Path, versions: tuple[str, ...] = ("58
             f"/lib/modules/{kernel}/updates/dkms/nvidia.ko": (f"stand-in nvidia.ko {version}\n", 0o644),
             "/etc/tfrig-boot.d/50-nvidia-module": (hook, 0o755),
         }
+        exact = f"{version}-1"
+        branch = version.split(".")[0]
+        # As NVIDIA's Debian packages: the driver's parts at exactly its version (nvidia-kernel-dkms
+        # Depends firmware-nvidia-gsp (= V)), so a pin that misses one of them leaves apt with the
+        # newest branch's for it and unmet dependencies; the branch's pinning package pins them all.
+        debs.append(_deb(folder, "firmware-nvidia-gsp", exact, {}))
+        debs.append(_deb(folder, "libcuda1", exact, {}))
+        debs.append(_deb(folder, "nvidia-kernel-dkms", exact, {}, depends=f"firmware-nvidia-gsp (= {exact})"))
+        pinned = "nvidia-open cuda-drivers nvidia-kernel-dkms firmware-nvidia-gsp libcuda1"
+        pin = f"Package: {pinned}\nPin: version {branch}.*\nPin-Priority: 1000\n"
+        debs.append(
+            _deb(
+                folder,
+                f"nvidia-driver-pinning-{branch}",
+                exact,
+                {f"/etc/apt/preferences.d/nvidia-driver-pinning-{branch}": (pin, 0o644)},
+            )
+        )
         for package in ("nvidia-open", "cuda-drivers"):
             debs.append(
                 _deb(
                     folder,
                     package,
-                    f"{version}-1",
+                    exact,
                     files,
                     conflicts="cuda-drivers" if package == "nvidia-open" else "nvidia-open",
+                    depends=f"nvidia-kernel-dkms (= {exact}), libcuda1 (= {exact})",
                 )
             )
     packages = _index(folder, debs)

@@ -252,11 +252,12 @@ def choose_module(gpus: list[Gpu], major: int, module: str | None) -> str:
 
 def apt_packages(os_id: str, branch: int, module: str) -> list[str]:
     """What `--method apt` installs for a branch: Ubuntu's own server packages, or NVIDIA's CUDA
-    repository on Debian (Debian's archive has one branch per release, not the one asked for)."""
+    repository on Debian (Debian's archive has one branch per release, not the one asked for), the
+    branch's pinning package first (NVIDIA's driver installation guide)."""
     if os_id == "ubuntu":
         flavour = "-open" if module == "open" else ""
         return [f"nvidia-headless-{branch}-server{flavour}", f"nvidia-utils-{branch}-server"]
-    return ["nvidia-open" if module == "open" else "cuda-drivers", f"(pinned to {branch}.*)"]
+    return [f"nvidia-driver-pinning-{branch}", "nvidia-open" if module == "open" else "cuda-drivers"]
 
 
 def tensorflow_floor(cuda: str | None = None) -> str:

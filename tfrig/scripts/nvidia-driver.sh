@@ -100,8 +100,11 @@ case "${STEP}" in
           sed -i "s#https://developer.download.nvidia.com/compute/cuda/repos/debian${VERSION_ID%%.*}/x86_64#${repo}#" \
             /etc/apt/sources.list.d/cuda-debian*-x86_64.list 2>/dev/null || true
         fi
-        printf 'Package: nvidia-open cuda-drivers nvidia-* libnvidia-* libcuda* libnvcuvid* libnvoptix*\nPin: version %s.*\nPin-Priority: 1001\n' \
-          "${BRANCH:?}" > /etc/apt/preferences.d/tfrig-nvidia-driver
+        # The branch's pinning package first, as NVIDIA's driver installation guide says: it pins every
+        # part of the driver (firmware-nvidia-gsp and the GL libraries too, which the driver needs at
+        # exactly its version), where a hand-written list missed some.
+        rm -f /etc/apt/preferences.d/tfrig-nvidia-driver  # an older tfrig's hand-written pin
+        apt_install "nvidia-driver-pinning-${BRANCH:?}"
         if [ "${MODULE}" = open ]; then apt_install nvidia-open; else apt_install cuda-drivers; fi
       fi
       keep_from_unattended
@@ -179,8 +182,11 @@ case "${STEP}" in
     if command -v nvidia-uninstall >/dev/null; then nvidia-uninstall -s; fi
     # The driver's packages only: never the container toolkit (nvidia-container-toolkit,
     # libnvidia-container*), which depends on no driver and is the user's.
+    # What a repository install brings beside them goes too (libcuda1, the GSP firmware, the GL/EGL
+    # libraries): left behind, they clash with a later .run. The CUDA toolkit's packages stay.
     mapfile -t pkgs < <(dpkg-query -W -f='${Package} ${db:Status-Abbrev}\n' \
-        'nvidia-*' 'libnvidia-*' 'cuda-drivers*' 'xserver-xorg-video-nvidia*' 2>/dev/null \
+        'nvidia-*' 'libnvidia-*' 'cuda-drivers*' 'xserver-xorg-video-nvidia*' 'libcuda1' 'firmware-nvidia-gsp*' \
+        'libegl-nvidia*' 'libglx-nvidia*' 'libgl1-nvidia*' 2>/dev/null \
       | awk '$2 == "ii" && $1 !~ /^(nvidia-container-|libnvidia-container)/ {print $1}')
     [ "${#pkgs[@]}" -eq 0 ] || apt_get purge -y -q "${pkgs[@]}"
     rm -f /etc/modprobe.d/nvidia-installer-disable-nouveau.conf /etc/apt/preferences.d/tfrig-nvidia-driver \
