@@ -390,9 +390,26 @@ def gpu_host(sshd_factory: Any, nvidia_site: NvidiaSite) -> Any:
 
 
 @pytest.fixture
+def gcp_env(fake: Any, tmp_path: Path, ssh_key: Path) -> dict[str, str]:
+    """Settings that point tfrig at the module's fake Compute API (its `fake` fixture)."""
+    return dict(fake.client_env(tmp_path, ssh_key))
+
+
+@pytest.fixture
 def ssh_env(ssh_key: Path, known_hosts: Path) -> dict[str, str]:
     """Settings that make tfrig use the test key and the test hosts' pinned host keys."""
     return {"INVOKE_TFRIG_SSH_KEY": str(ssh_key), "INVOKE_TFRIG_KNOWN_HOSTS": str(known_hosts)}
+
+
+def read_until(proc: subprocess.Popen[str], text: str) -> str:
+    """The process's output up to the line holding `text` (EOF first: an AssertionError with it)."""
+    assert proc.stdout is not None
+    seen = ""
+    for line in proc.stdout:
+        seen += line
+        if text in line:
+            return seen
+    raise AssertionError(f"{text!r} never came; the output was:\n{seen}")
 
 
 def json_of(text: str) -> Any:

@@ -10,7 +10,6 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 import yaml
@@ -42,11 +41,6 @@ def fake() -> Iterator[FakeCompute]:
     api.offer("nvidia-h100-80gb", ["us-central1-a", "us-east4-a", "europe-north1-b"], cards=8, quota=8, preemptible=8)
     yield api
     api.close()
-
-
-@pytest.fixture
-def gcp_env(fake: FakeCompute, tmp_path: Path, ssh_key: Path) -> dict[str, str]:
-    return fake.client_env(tmp_path, ssh_key)
 
 
 def sku_calls(fake: FakeCompute) -> int:

@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 
-from tests.conftest import DEADLINE, start_cli
+from tests.conftest import DEADLINE, read_until, start_cli
 from tests.fakegce import FakeCompute
 from tfrig import state
 
@@ -35,17 +35,6 @@ def env(fake: FakeCompute, tmp_path: Path, ssh_key: Path, state_dir: Path) -> di
 def start(env: dict[str, str], *argv: str) -> subprocess.Popen[str]:
     """A tfrig run going on beside the test (stopped at its end, as every start_cli is)."""
     return start_cli(*argv, env=env, stderr=subprocess.STDOUT)
-
-
-def read_until(proc: subprocess.Popen[str], text: str) -> str:
-    """The process's output up to the line holding `text` (EOF first: an AssertionError with it)."""
-    assert proc.stdout is not None
-    seen = ""
-    for line in proc.stdout:
-        seen += line
-        if text in line:
-            return seen
-    raise AssertionError(f"{text!r} never came; the output was:\n{seen}")
 
 
 def vms_in(fake: FakeCompute) -> set[str]:

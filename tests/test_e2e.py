@@ -17,7 +17,7 @@ from typing import Any
 
 import pytest
 
-from tests.conftest import DEADLINE, ROOT, free_port, json_of, start_cli, track
+from tests.conftest import DEADLINE, ROOT, free_port, json_of, read_until, start_cli, track
 from tests.fakegce import IAP_SSH_RULE, FakeCompute
 from tfrig import state
 
@@ -587,10 +587,7 @@ def test_a_tf_run_worker_lost_to_a_preemption_is_reported_as_that(tfrig, cloud, 
         stderr=subprocess.STDOUT,
     )
     try:
-        assert proc.stdout is not None
-        for line in proc.stdout:
-            if "training" in line:
-                break
+        read_until(proc, "training")
         # Compute Engine takes the Spot VM back: its preemption operation, and its shutdown ends sshd.
         cloud.preempt(zone, "tfrig-alice")
         cloud.vms["tfrig-alice"].exec("pkill -KILL sshd")

@@ -48,11 +48,6 @@ def fake() -> Iterator[FakeCompute]:
     api.close()
 
 
-@pytest.fixture
-def gcp_env(fake: FakeCompute, tmp_path: Path, ssh_key: Path) -> dict[str, str]:
-    return fake.client_env(tmp_path, ssh_key)
-
-
 def create(tfrig, env, *args):
     return tfrig("gcp.create", "--yes", "--name", "tfrig-alice", "--no-ssh-wait", *args, env=env)
 

@@ -7,18 +7,19 @@ import io
 import signal
 import subprocess
 from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 
 from tests import fakebilling
-from tests.conftest import DEADLINE, json_of, start_cli
+from tests.conftest import DEADLINE, json_of, read_until, start_cli
 from tests.fakegce import FakeCompute
 from tfrig import state
 from tfrig.gce import provision
 from tfrig.gce.cloud import Cloud
 
 H100 = ["--gpu", "nvidia-h100-80gb", "--gpus", "8"]
+GB200 = ["--gpu", "nvidia-gb200", "--gpus", "4"]
+ARM_IMAGE = ["--image", "projects/ubuntu-os-cloud/global/images/family/ubuntu-2404-lts-arm64"]
 A3_PARTS = [("A3 Core", 208), ("A3 Ram", 1872), ("Nvidia H100 80GB GPU", 8), ("SSD backed Local Storage", 6000)]
 
 
@@ -32,11 +33,6 @@ def fake() -> Iterator[FakeCompute]:
     api.project_quotas.update({"GPUS_ALL_REGIONS": [16, 0], "CPUS_ALL_REGIONS": [512, 0]})
     yield api
     api.close()
-
-
-@pytest.fixture
-def gcp_env(fake: FakeCompute, tmp_path: Path, ssh_key: Path) -> dict[str, str]:
-    return fake.client_env(tmp_path, ssh_key)
 
 
 def create(tfrig, env, *args):
@@ -91,10 +87,7 @@ def test_ctrl_c_while_queued_cancels_the_request_and_says_so(fake, gcp_env, stat
         stderr=subprocess.STDOUT,
     )
     try:
-        assert proc.stdout is not None
-        for line in proc.stdout:
-            if "queued in" in line:
-                break
+        read_until(proc, "queued in")
         proc.send_signal(signal.SIGINT)
         out, _ = proc.communicate(timeout=DEADLINE)
     finally:
@@ -218,30 +211,10 @@ def test_a_dense_reservations_vms_are_reservation_bound(tfrig, fake, gcp_env):
 
 def test_a_machine_type_sold_only_by_reservation_goes_through_one(tfrig, fake, gcp_env):
     fake.offer("nvidia-gb200", ["us-central1-a"], cards=4, quota=4)
-    refused = create(
-        tfrig,
-        gcp_env,
-        "--gpu",
-        "nvidia-gb200",
-        "--gpus",
-        "4",
-        "--image",
-        "projects/ubuntu-os-cloud/global/images/family/ubuntu-2404-lts-arm64",
-    )
+    refused = create(tfrig, gcp_env, *GB200, *ARM_IMAGE)
     assert refused.code == 1 and "sold only through a reservation: add --reservation NAME" in refused.err
     fake.reserve("us-central1-a", "gb", "a4x-highgpu-4g", count=1)
-    made = create(
-        tfrig,
-        gcp_env,
-        "--gpu",
-        "nvidia-gb200",
-        "--gpus",
-        "4",
-        "--reservation",
-        "gb",
-        "--image",
-        "projects/ubuntu-os-cloud/global/images/family/ubuntu-2404-lts-arm64",
-    )
+    made = create(tfrig, gcp_env, *GB200, "--reservation", "gb", *ARM_IMAGE)
     assert made.code == 0, made.text
     assert inserted(fake) == ["us-central1-a"]
 
@@ -295,19 +268,6 @@ def test_an_accelerator_image_for_a_pre_turing_gpu_is_refused_and_arm_machines_g
     assert refused.err.strip().startswith("--image accelerator is made for A3, A4 and A4X machines")
     fake.offer("nvidia-gb200", ["us-central1-a"], cards=4, quota=4)
     fake.reserve("us-central1-a", "gb", "a4x-highgpu-4g", count=1)
-    arm = tfrig(
-        "--dry",
-        "gcp.create",
-        "--yes",
-        "--gpu",
-        "nvidia-gb200",
-        "--gpus",
-        "4",
-        "--reservation",
-        "gb",
-        "--image",
-        "accelerator",
-        env=gcp_env,
-    )
+    arm = tfrig("--dry", "gcp.create", "--yes", *GB200, "--reservation", "gb", "--image", "accelerator", env=gcp_env)
     assert arm.code == 0, arm.text
     assert "ubuntu-accelerator-2404-arm64-with-nvidia-580" in arm.out
