@@ -414,9 +414,11 @@ def plan(
                 "Secure Boot is on: the driver comes as Ubuntu's signed prebuilt modules of a branch, "
                 f"not NVIDIA's .run of {version}: give --branch {version.split('.')[0]}."
             )
-        # Canonical's signed modules for the running kernel (linux-restricted-modules), the driver's
-        # user space without DKMS (a DKMS build is unsigned), as Google's Confidential GPU setup and
-        # Ubuntu's `ubuntu-drivers --gpgpu` install them.
+        # Canonical's signed modules for the running kernel and the driver's user space without DKMS
+        # (a DKMS build is unsigned). The names are as public setups use them (Google's Confidential
+        # GPU steps: linux-modules-nvidia-580-server-open-gcp-6.17 with nvidia-utils-580-server;
+        # `ubuntu-drivers --gpgpu`'s choice: nvidia-headless-no-dkms-595-server-open); Ubuntu's
+        # archive itself was not read here.
         kernel = facts["kernel"].out.strip()
         flavour = "-open" if chosen_module == "open" else ""
         result.method = "signed"
