@@ -54,7 +54,7 @@ def facts(**changes: tuple[int, str]) -> dict[str, Fact]:
             ["build-tools", "blacklist-nouveau", "reboot", "install", "verify"],
         ),
         (
-            {"tools": (0, "gcc\nmake\ndkms\nlibc-headers"), "headers": (0, "installed")},
+            {"tools": (0, "gcc\nmake\ndkms\nlibc-headers\nkernel-cc"), "headers": (0, "installed")},
             {},
             LTS,
             "open",
@@ -217,7 +217,7 @@ def test_install_runs_the_steps_then_verifies(capsys):
 def test_nouveau_means_blacklist_reboot_then_resume_from_fresh_facts(monkeypatch):
     monkeypatch.setattr("time.sleep", lambda seconds: None)
     with_nouveau = {**FRESH_T4, "nouveau": (0, "nouveau 2232320 0 - Live")}
-    after_boot = {**FRESH_T4, "tools": (0, "gcc\nmake\ndkms\nlibc-headers"), "headers": (0, "installed")}
+    after_boot = {**FRESH_T4, "tools": (0, "gcc\nmake\ndkms\nlibc-headers\nkernel-cc"), "headers": (0, "installed")}
     c = context(
         "driver.install",
         probes=[with_nouveau, after_boot, GPU_OK],
@@ -311,7 +311,7 @@ def test_apt_packages_by_distribution():
 def test_an_install_that_leaves_another_module_loaded_after_its_reboot_stops_instead_of_looping(monkeypatch):
     monkeypatch.setattr("time.sleep", lambda seconds: None)
     old = {**FRESH_T4, "loaded": (0, "535.261.03"), "userspace": (0, "535.261.03")}
-    still_old = {**old, "tools": (0, "gcc\nmake\ndkms\nlibc-headers"), "headers": (0, "installed")}
+    still_old = {**old, "tools": (0, "gcc\nmake\ndkms\nlibc-headers\nkernel-cc"), "headers": (0, "installed")}
     c = context(
         "driver.install",
         probes=[old, still_old, {**GPU_OK, "query": (0, SMI_OK.replace(LTS, "535.261.03"))}],
@@ -516,3 +516,12 @@ def test_dry_apt_on_debian_names_the_pinning_package_without_reading_the_reposit
     install(c, method="apt", branch="580")
     assert commands(c) == ["probe"]
     assert "apt: nvidia-driver-pinning-580 nvidia-open) for Tesla T4" in capsys.readouterr().out
+
+
+def test_a_kernel_built_by_another_gcc_than_cc_needs_the_build_tools_step():
+    """GCE's jammy kernels are built with gcc-12, jammy's cc is gcc-11: with gcc-12 not there the
+    build-tools step installs it (the install step then builds with it)."""
+    tools = (0, "gcc\nmake\ndkms\nlibc-headers")
+    plan = driverplan.plan(facts(tools=tools, headers=(0, "installed")))
+    assert plan.steps[0] == "build-tools"
+    assert "kernel-cc" in driverplan.BUILD_TOOLS_PROBE and "CONFIG_CC_VERSION_TEXT" in driverplan.BUILD_TOOLS_PROBE

@@ -213,3 +213,21 @@ def test_a_driver_dkms_did_not_register_is_said_not_claimed(tfrig, gpu_host, sit
     assert result.code == 1
     assert "the driver is installed but not registered with DKMS (dkms status has no nvidia/580.159.04)" in result.err
     assert "ERROR: Failed to load DKMS tarball" in host.exec("cat /var/log/nvidia-installer.log")[1]
+
+
+def test_a_kernel_built_by_another_gcc_is_built_for_with_that_gcc(tfrig, gpu_host, site, ssh_env):
+    """As GCE's jammy kernels (built with gcc-12, where jammy's cc is gcc-11): the module is built
+    with the kernel's own compiler, which the build tools bring; with cc it would fail as kbuild does."""
+    host = gpu_host("t4")
+    assert tfrig("driver.prepare", "-H", host.spec(), env=ssh_env).code == 0
+    # This host's kernel says it was built by gcc-11; Debian 12's cc is gcc-12.
+    code, out = host.exec(
+        "printf 'CONFIG_CC_VERSION_TEXT=\"x86_64-linux-gnu-gcc-11 (Debian 11.3.0-12) 11.3.0\"\\n' "
+        '> "$(readlink -f /lib/modules/$(uname -r)/build)/include/config/auto.conf"'
+    )
+    assert code == 0, out
+    result = install(tfrig, host, site, ssh_env)
+    assert result.code == 0, result.text
+    assert "step build-tools" in result.out  # gcc-11 was not there: the build tools bring it
+    assert host.exec("command -v gcc-11")[0] == 0
+    assert "verified: driver 580.159.04" in result.out

@@ -93,11 +93,16 @@ def _headers_deb(kernel: str, folder: Path) -> Path:
     (root / "DEBIAN" / "control").write_text(
         f"Package: linux-headers-{kernel}\nVersion: 1.0\nArchitecture: amd64\n"
         "Maintainer: tfrig test bed <tests@tfrig.invalid>\n"
-        "Description: stand-in headers for the test machine's kernel (a Makefile only)\n"
+        "Description: stand-in headers for the test machine's kernel (a Makefile and its compiler)\n"
     )
     source = root / "usr" / "src" / f"linux-headers-{kernel}"
     source.mkdir(parents=True)
     (source / "Makefile").write_text(f"# stand-in kernel build tree for {kernel}\n")
+    # What kbuild compares the compiler with: this stand-in kernel was "built" by Debian 12's gcc.
+    (source / "include" / "config").mkdir(parents=True)
+    (source / "include" / "config" / "auto.conf").write_text(
+        'CONFIG_CC_VERSION_TEXT="x86_64-linux-gnu-gcc-12 (Debian 12.2.0-14+deb12u1) 12.2.0"\n'
+    )
     modules = root / "lib" / "modules" / kernel
     modules.mkdir(parents=True)
     os.symlink(f"/usr/src/linux-headers-{kernel}", modules / "build")

@@ -38,10 +38,16 @@ LISTS_UPDATE = "sh -c " + shlex.quote(
 # nvidia-installer needs a compiler, make, ld and the libc headers (NVIDIA/nvidia-installer misc.c
 # check_development_tools: /usr/include/stdio.h); gcc only Recommends libc6-dev, so a stock image
 # with --no-install-recommends has none (Google's installer installs libc-dev for this).
-BUILD_TOOLS = ("gcc", "make", "dkms", "libc-headers")
+# kernel-cc: the gcc the running kernel was built with (its headers' CONFIG_CC_VERSION_TEXT, which
+# kbuild compares with the compiler it is given) is there, or the kernel names none (clang, no
+# headers yet): GCE's jammy kernels are built with gcc-12 where jammy's cc is gcc-11.
+BUILD_TOOLS = ("gcc", "make", "dkms", "libc-headers", "kernel-cc")
 BUILD_TOOLS_PROBE = (
     "for t in gcc make dkms; do command -v $t >/dev/null && echo $t; done; "
-    "[ -e /usr/include/stdio.h ] && echo libc-headers; true"
+    "[ -e /usr/include/stdio.h ] && echo libc-headers; "
+    "m=$(sed -n 's/^CONFIG_CC_VERSION_TEXT=\"[^\"]* \\([0-9]*\\)\\.[0-9]*\\.[0-9]*\"$/\\1/p' "
+    "/lib/modules/$(uname -r)/build/include/config/auto.conf 2>/dev/null); "
+    '{ [ -z "$m" ] || command -v "gcc-$m" >/dev/null; } && echo kernel-cc; true'
 )
 
 # Driver packages of every source tfrig knows: Ubuntu's (nvidia-driver-535-server, nvidia-headless-*,

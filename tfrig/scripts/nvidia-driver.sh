@@ -53,6 +53,19 @@ keep_from_unattended() {
     '    "linux-modules-nvidia-";' '    "xserver-xorg-video-nvidia";' '};' > "${UNATTENDED_FILE}"
 }
 
+# The gcc major the running kernel was built with: kbuild's CONFIG_CC_VERSION_TEXT in its headers,
+# else /proc/version ("... (x86_64-linux-gnu-gcc-12 (Ubuntu 12.3.0-1ubuntu1~22.04) 12.3.0, GNU ld ...").
+# GCE's jammy kernels are built with gcc-12 while jammy's cc is gcc-11, whose build of the module
+# then fails on the kernel's flags (pop-os/pop#3117): nvidia-installer builds with $CC, else cc.
+kernel_gcc() {
+  local text
+  text=$(sed -n 's/^CONFIG_CC_VERSION_TEXT="\(.*\)"$/\1/p' "/lib/modules/${kernel}/build/include/config/auto.conf" 2>/dev/null)
+  [ -n "${text}" ] || text=$(grep -o 'gcc[^,]*' /proc/version 2>/dev/null | head -1)
+  case "${text}" in
+    *gcc*) printf '%s\n' "${text}" | grep -o '[0-9]\+\.[0-9]\+\.[0-9]\+' | tail -1 | cut -d. -f1 ;;
+  esac
+}
+
 fetch() {  # fetch URL-or-path FILE: a missing file (404) is exit 22 from curl
   case "$1" in
     /*|file://*) cp "${1#file://}" "$2" ;;
@@ -67,6 +80,9 @@ case "${STEP}" in
     pkgs=(gcc make dkms libc6-dev)
     if [ ! -e "/lib/modules/${kernel}/build" ] && [ "${HEADERS:-1}" = 1 ]; then pkgs+=("linux-headers-${kernel}"); fi
     apt_install "${pkgs[@]}"
+    # The kernel's own compiler where cc is another (the install step builds with it).
+    major=$(kernel_gcc)
+    if [ -n "${major}" ] && ! command -v "gcc-${major}" >/dev/null; then apt_install "gcc-${major}"; fi
     ;;
   blacklist-nouveau)
     # The file nvidia-installer itself writes (compat.yaml nvidia_run_installer.nouveau_disable_file).
@@ -147,6 +163,11 @@ case "${STEP}" in
     fi
     # Flags by version (NVIDIA/nvidia-installer option_table.h): --kernel-module-type from 555 on;
     # before it the open module is the kernel-open build directory (-m), the proprietary one the default.
+    major=$(kernel_gcc)
+    if [ -n "${major}" ] && command -v "gcc-${major}" >/dev/null; then
+      export CC="gcc-${major}"
+      echo "building with ${CC}, the compiler the running kernel was built with"
+    fi
     flags=(-s --dkms --no-cc-version-check)
     if [ "${VERSION%%.*}" -ge 555 ]; then
       flags+=("--kernel-module-type=${MODULE}")

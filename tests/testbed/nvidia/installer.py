@@ -12,6 +12,7 @@
 import datetime
 import os
 import pathlib
+import re
 import shutil
 import subprocess
 import sys
@@ -164,6 +165,31 @@ if not os.path.isdir(source):
         "Linux systems, for example, be sure you have the 'kernel-source' or 'kernel-devel' RPM installed.  If "
         "you know the correct kernel source files are installed, you may specify the kernel source path with "
         "the '--kernel-source-path' command line option."
+    )
+
+
+# The build itself (kbuild, run by nvidia-installer with $CC, else cc: misc.c): a compiler other than
+# the kernel's (the headers' CONFIG_CC_VERSION_TEXT) draws kbuild's warning, and then fails the build,
+# as gcc-11 does on jammy's gcc-12 kernels ("unrecognized command-line option
+# '-ftrivial-auto-var-init=zero'", pop-os/pop#3117). The stand-in compares the major versions.
+def _major(text):
+    found = re.findall(r"(\d+)\.\d+\.\d+", text or "")
+    return found[-1] if found else None
+
+
+config = pathlib.Path(source, "include/config/auto.conf")
+built_by = re.search(r'^CONFIG_CC_VERSION_TEXT="(.*)"$', config.read_text(), re.M) if config.exists() else None
+compiler = os.environ.get("CC") or "cc"
+using = subprocess.run([compiler, "--version"], capture_output=True, text=True).stdout.splitlines()[:1]
+if built_by and using and _major(built_by[1]) != _major(using[0]):
+    log_lines += [
+        "warning: the compiler differs from the one used to build the kernel",
+        f"  The kernel was built by: {built_by[1]}",
+        f"  You are using:           {using[0]}",
+        f"{compiler}: error: unrecognized command-line option (a flag of the kernel's compiler)",
+    ]
+    fail(
+        'An error occurred while performing the step: "Building kernel modules". See /var/log/nvidia-installer.log for details.'
     )
 # Before 520 a DKMS install that can't be done fails the install; from 520 on the module is
 # installed first and then registered with DKMS (misc.c dkms_register_module): no dkms is nothing
