@@ -45,7 +45,7 @@ BUILD_TOOLS = ("gcc", "make", "dkms", "libc-headers", "kernel-cc")
 BUILD_TOOLS_PROBE = (
     "for t in gcc make dkms; do command -v $t >/dev/null && echo $t; done; "
     "[ -e /usr/include/stdio.h ] && echo libc-headers; "
-    "m=$(sed -n 's/^CONFIG_CC_VERSION_TEXT=\"[^\"]* \\([0-9]*\\)\\.[0-9]*\\.[0-9]*\"$/\\1/p' "
+    'm=$(sed -n \'s/^CONFIG_CC_VERSION_TEXT="[^"]*gcc[^"]* \\([0-9]*\\)\\.[0-9]*\\.[0-9]*"$/\\1/p\' '
     "/lib/modules/$(uname -r)/build/include/config/auto.conf 2>/dev/null); "
     '{ [ -z "$m" ] || command -v "gcc-$m" >/dev/null; } && echo kernel-cc; true'
 )

@@ -53,17 +53,14 @@ keep_from_unattended() {
     '    "linux-modules-nvidia-";' '    "xserver-xorg-video-nvidia";' '};' > "${UNATTENDED_FILE}"
 }
 
-# The gcc major the running kernel was built with: kbuild's CONFIG_CC_VERSION_TEXT in its headers,
-# else /proc/version ("... (x86_64-linux-gnu-gcc-12 (Ubuntu 12.3.0-1ubuntu1~22.04) 12.3.0, GNU ld ...").
-# GCE's jammy kernels are built with gcc-12 while jammy's cc is gcc-11, whose build of the module
-# then fails on the kernel's flags (pop-os/pop#3117): nvidia-installer builds with $CC, else cc.
+# The gcc major the running kernel was built with: kbuild's CONFIG_CC_VERSION_TEXT in its headers
+# ("x86_64-linux-gnu-gcc-12 (Ubuntu 12.3.0-1ubuntu1~22.04) 12.3.0"), what kbuild compares the
+# compiler with; nothing without headers, or for a kernel not built by gcc. GCE's jammy kernels are
+# built with gcc-12 while jammy's cc is gcc-11, whose build of the module then fails on the kernel's
+# flags (pop-os/pop#3117): nvidia-installer builds with $CC, else cc.
 kernel_gcc() {
-  local text
-  text=$(sed -n 's/^CONFIG_CC_VERSION_TEXT="\(.*\)"$/\1/p' "/lib/modules/${kernel}/build/include/config/auto.conf" 2>/dev/null)
-  [ -n "${text}" ] || text=$(grep -o 'gcc[^,]*' /proc/version 2>/dev/null | head -1)
-  case "${text}" in
-    *gcc*) printf '%s\n' "${text}" | grep -o '[0-9]\+\.[0-9]\+\.[0-9]\+' | tail -1 | cut -d. -f1 ;;
-  esac
+  sed -n 's/^CONFIG_CC_VERSION_TEXT="[^"]*gcc[^"]* \([0-9]*\)\.[0-9]*\.[0-9]*"$/\1/p' \
+    "/lib/modules/${kernel}/build/include/config/auto.conf" 2>/dev/null || true  # no headers: nothing
 }
 
 fetch() {  # fetch URL-or-path FILE: a missing file (404) is exit 22 from curl
@@ -82,7 +79,13 @@ case "${STEP}" in
     apt_install "${pkgs[@]}"
     # The kernel's own compiler where cc is another (the install step builds with it).
     major=$(kernel_gcc)
-    if [ -n "${major}" ] && ! command -v "gcc-${major}" >/dev/null; then apt_install "gcc-${major}"; fi
+    if [ -n "${major}" ] && ! command -v "gcc-${major}" >/dev/null; then
+      if apt-cache show "gcc-${major}" >/dev/null 2>&1; then
+        apt_get install -y -q --no-install-recommends "gcc-${major}"
+      else
+        echo "note: the kernel was built with gcc-${major}, which this system's archive does not have" >&2
+      fi
+    fi
     ;;
   blacklist-nouveau)
     # The file nvidia-installer itself writes (compat.yaml nvidia_run_installer.nouveau_disable_file).
