@@ -54,7 +54,7 @@ def facts(**changes: tuple[int, str]) -> dict[str, Fact]:
             ["build-tools", "blacklist-nouveau", "reboot", "install", "verify"],
         ),
         (
-            {"tools": (0, "gcc\nmake\ndkms\nlibc-headers\nkernel-cc"), "headers": (0, "installed")},
+            {"tools": (0, "gcc\nmake\ndkms\nlibc-headers\nkernel-cc\nheaders-meta"), "headers": (0, "installed")},
             {},
             LTS,
             "open",
@@ -217,7 +217,11 @@ def test_install_runs_the_steps_then_verifies(capsys):
 def test_nouveau_means_blacklist_reboot_then_resume_from_fresh_facts(monkeypatch):
     monkeypatch.setattr("time.sleep", lambda seconds: None)
     with_nouveau = {**FRESH_T4, "nouveau": (0, "nouveau 2232320 0 - Live")}
-    after_boot = {**FRESH_T4, "tools": (0, "gcc\nmake\ndkms\nlibc-headers\nkernel-cc"), "headers": (0, "installed")}
+    after_boot = {
+        **FRESH_T4,
+        "tools": (0, "gcc\nmake\ndkms\nlibc-headers\nkernel-cc\nheaders-meta"),
+        "headers": (0, "installed"),
+    }
     c = context(
         "driver.install",
         probes=[with_nouveau, after_boot, GPU_OK],
@@ -311,15 +315,41 @@ def test_apt_packages_by_distribution():
 def test_an_install_that_leaves_another_module_loaded_after_its_reboot_stops_instead_of_looping(monkeypatch):
     monkeypatch.setattr("time.sleep", lambda seconds: None)
     old = {**FRESH_T4, "loaded": (0, "535.261.03"), "userspace": (0, "535.261.03")}
-    still_old = {**old, "tools": (0, "gcc\nmake\ndkms\nlibc-headers\nkernel-cc"), "headers": (0, "installed")}
+    still_old = {
+        **old,
+        "tools": (0, "gcc\nmake\ndkms\nlibc-headers\nkernel-cc\nheaders-meta"),
+        "headers": (0, "installed"),
+    }
     c = context(
         "driver.install",
-        probes=[old, still_old, {**GPU_OK, "query": (0, SMI_OK.replace(LTS, "535.261.03"))}],
+        # the old module still loaded after the install (in use), so the reboot goes ahead
+        probes=[
+            old,
+            {"loaded": (0, "535.261.03")},
+            still_old,
+            {**GPU_OK, "query": (0, SMI_OK.replace(LTS, "535.261.03"))},
+        ],
         changes={SCRIPT: Result(), REBOOT: Result(), BOOT_MARK: [Result("b1"), Result("b2")]},
     )
     with pytest.raises(Exit, match=r"after 1 reboot\(s\) the loaded module is 535\.261\.03, not 580\.159\.04"):
         install(c)
     assert steps_run(c).count("install") == 1 and steps_run(c).count("reboot") == 1
+
+
+def test_a_new_module_loaded_in_place_of_the_old_needs_no_reboot_and_the_steps_notes_are_said(capsys):
+    old = {**FRESH_T4, "loaded": (0, "535.261.03"), "userspace": (0, "535.261.03")}
+    note = "note: linux-headers-cloud-amd64 keeps the kernel's headers current, so DKMS builds the driver"
+    c = context(
+        "driver.install",
+        probes=[old, {"loaded": (0, LTS)}, GPU_OK],  # nvidia-installer unloaded 535 and loaded its own
+        changes={SCRIPT: Result(stdout=f"verified NVIDIA-Linux-x86_64-{LTS}.run\n{note}\n")},
+    )
+    result = install(c)
+    assert steps_run(c) == ["probe", "build-tools", "install", "probe", "probe"]
+    assert result["reboots"] == 0
+    out = capsys.readouterr().out
+    assert f"[vm] driver {LTS} is loaded in place of the old one: no reboot needed" in out
+    assert f"[vm] {note}" in out and "[vm] verified NVIDIA" not in out
 
 
 def test_second_run_with_the_driver_loaded_changes_nothing(capsys):

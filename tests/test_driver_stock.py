@@ -12,11 +12,14 @@ nvidia-smi is a stand-in that answers for the PCI tree the test gives the host.
 
 from __future__ import annotations
 
+import os
+
 import pytest
 
 pytestmark = pytest.mark.slow
 
 DOWNLOADS = ("470.256.02", "535.288.01", "580.159.04")
+APT_WAIT = "apt-get -o DPkg::Lock::Timeout=120"
 
 
 @pytest.fixture
@@ -71,7 +74,7 @@ def test_k80_gets_r470_proprietary_checksum_verified_then_a_rerun_does_nothing(t
     assert again.code == 0 and "already done: driver 470.256.02 loaded" in again.out
 
 
-def test_t4_branch_535_then_the_lts_open_module_with_a_reboot_then_status_and_uninstall(tfrig, gpu_host, site, ssh_env):
+def test_t4_branch_535_then_the_lts_open_module_in_place_then_status_and_uninstall(tfrig, gpu_host, site, ssh_env):
     host = gpu_host("t4")
     old = install(tfrig, host, site, ssh_env, "--branch", "535")
     assert old.code == 0, old.text
@@ -81,12 +84,12 @@ def test_t4_branch_535_then_the_lts_open_module_with_a_reboot_then_status_and_un
     new = install(tfrig, host, site, ssh_env)
     assert new.code == 0, new.text
     assert "driver 535.288.01 is loaded now; it is replaced, and a reboot loads 580.159.04" in new.out
-    assert "rebooting: to load the new kernel module configuration" in new.out and "back after the reboot" in new.out
-    assert "waiting for the host to come back: finished after" in new.out  # never a silent wait
-    assert "verified after the reboot: driver 580.159.04, 1 GPU(s) visible" in new.out
+    # Nothing had the GPU open: nvidia-installer unloaded 535 and loaded 580, so no reboot was needed.
+    assert "driver 580.159.04 is loaded in place of the old one: no reboot needed" in new.out
+    assert "verified: driver 580.159.04, 1 GPU(s) visible" in new.out
     assert "Kernel module type: open" in installer_args(host)
     host.container.reload()
-    assert host.container.attrs["RestartCount"] == 1
+    assert host.container.attrs["RestartCount"] == 0
 
     assert "already done: driver 580.159.04 loaded" in install(tfrig, host, site, ssh_env).out
     status = tfrig("driver.status", "-H", host.spec(), env=ssh_env)
@@ -124,7 +127,7 @@ def test_v100_unpublished_checksum_needs_unverified_then_580_proprietary(tfrig, 
     assert unverified.code == 0, unverified.text
     assert "verified: driver 550.163.01" in unverified.out
 
-    lts = install(tfrig, host, site, ssh_env)
+    lts = install(tfrig, host, site, ssh_env, "--branch", "lts")
     assert lts.code == 0, lts.text
     assert "driver 580.159.04 (proprietary kernel module" in lts.out  # Volta has no open module
     assert "Kernel module type: proprietary" in installer_args(host)
@@ -231,3 +234,69 @@ def test_a_kernel_built_by_another_gcc_is_built_for_with_that_gcc(tfrig, gpu_hos
     assert "step build-tools" in result.out  # gcc-11 was not there: the build tools bring it
     assert host.exec("command -v gcc-11")[0] == 0
     assert "verified: driver 580.159.04" in result.out
+
+
+def test_a_kernel_update_keeps_the_driver_across_the_reboot(tfrig, gpu_host, site, ssh_env):
+    """As on a Debian VM (its linux-image-cloud-amd64 meta package pulls the running kernel): the
+    build tools bring the headers meta package beside it, so when an upgrade brings a new kernel its
+    headers come too, DKMS builds the driver for it, and after the reboot into it the driver loads."""
+    from tests.testbed import nvidia_site
+
+    kernel = os.uname().release  # what the stand-in runs until a kernel package boots another
+    nvidia_site.add_kernel_release(site.folder, kernel, "1")
+    host = gpu_host("t4", boot_lock=0)
+    code, out = host.exec(f"{APT_WAIT} update -q && {APT_WAIT} install -y -q linux-image-cloud-amd64")
+    assert code == 0, out  # the image's own kernel meta package, as a Debian VM has
+    first = install(tfrig, host, site, ssh_env)
+    assert first.code == 0, first.text
+    assert "note: linux-headers-cloud-amd64 keeps the kernel's headers current" in first.out
+    assert "verified: driver 580.159.04" in first.out
+
+    newer = kernel + "-update1"
+    nvidia_site.add_kernel_release(site.folder, newer, "2")
+    code, out = host.exec(f"{APT_WAIT} update -q && {APT_WAIT} full-upgrade -y -q")  # unattended-upgrades' part
+    assert code == 0, out
+    assert f"nvidia/580.159.04, {newer}, x86_64: installed" in host.exec("dkms status")[1], out
+    host.container.restart()  # the reboot into the new kernel
+    host.wait_for_ssh()
+    assert host.exec("uname -r")[1].strip() == newer
+    status = tfrig("driver.status", "-H", host.spec(), env=ssh_env)
+    assert status.code == 0 and f"driver 580.159.04 loaded (kernel {newer})" in status.out, status.text
+    assert "already done: driver 580.159.04 loaded" in install(tfrig, host, site, ssh_env).out
+
+
+def test_a_driver_in_use_is_replaced_for_the_next_boot_and_one_not_in_use_in_place(tfrig, gpu_host, site, ssh_env):
+    """nvidia-installer's silent install aborts when the loaded module can't be unloaded (a CUDA
+    program, a container using the GPU): tfrig names what holds it and installs for the next boot
+    (--allow-installation-with-running-driver, 545 and later); where nothing holds it the new module
+    is loaded in its place and no reboot is needed."""
+    site.add("570.211.01")
+    host = gpu_host("t4", boot_lock=0)
+    assert install(tfrig, host, site, ssh_env, "--branch", "535").code == 0
+    in_place = install(tfrig, host, site, ssh_env, "--branch", "570")
+    assert in_place.code == 0, in_place.text
+    assert "driver 570.211.01 is loaded in place of the old one: no reboot needed" in in_place.out
+    assert "rebooting" not in in_place.out
+    host.container.reload()
+    restarts = host.container.attrs["RestartCount"]
+
+    code, out = host.exec("setsid sh -c 'exec sleep 3600 < /dev/nvidia0' >/dev/null 2>&1 & sleep 1; pgrep -x sleep")
+    assert code == 0, out  # a program with the GPU open
+    holder = out.split()[0]
+    too_old = install(tfrig, host, site, ssh_env, "--branch", "535")
+    assert too_old.code == 1
+    assert (
+        f"driver 570.211.01 is in use ({holder} (sleep)) and nvidia-installer 535.288.01 can't install" in too_old.err
+    )
+    assert host.exec("cat /sys/module/nvidia/version")[1].strip() == "570.211.01"  # nothing changed
+
+    lts = install(tfrig, host, site, ssh_env, "--branch", "lts")
+    assert lts.code == 0, lts.text
+    assert (
+        f"note: driver 570.211.01 is in use ({holder} (sleep)), so it stays loaded: 580.159.04 is installed" in lts.out
+    )
+    assert "rebooting: to load the new kernel module configuration" in lts.out and "back after the reboot" in lts.out
+    assert "waiting for the host to come back: finished after" in lts.out  # never a silent wait
+    assert "verified after the reboot: driver 580.159.04, 1 GPU(s) visible" in lts.out
+    host.container.reload()
+    assert host.container.attrs["RestartCount"] == restarts + 1

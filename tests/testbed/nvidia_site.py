@@ -10,10 +10,12 @@ Served over HTTP inside the test network (conftest `nvidia_site`), in NVIDIA's l
 Each `.run` is a shell archive, like NVIDIA's (makeself), around tests/testbed/nvidia/installer.py,
 which accepts exactly the options of its version's option_table.h (option_tables.json).
 
-    kernel/   a flat apt repository with one package, linux-headers-$(uname -r): this machine's
-              kernel is no distribution kernel, so Debian's archive has no headers for it; GPU test
-              hosts get this source so that the driver path can go on as on a VM whose distribution
-              kernel has its headers in the archive. The package holds a Makefile, not real headers.
+    kernel/   a flat apt repository with linux-headers-$(uname -r): this machine's kernel is no
+              distribution kernel, so Debian's archive has no headers for it; GPU test hosts get this
+              source so that the driver path can go on as on a VM whose distribution kernel has its
+              headers in the archive. The package holds a Makefile, not real headers. A test can
+              add kernel releases (`add_kernel_release`): linux-image-K, linux-headers-K and the
+              cloud flavour's meta packages that pull them, with Debian's package hooks.
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ import os
 import subprocess
 import tarfile
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent / "nvidia"
@@ -87,28 +90,69 @@ def add_driver(site: Path, version: str, *, checksum: bool = True, tesla: bool =
     return xfree86
 
 
-def _headers_deb(kernel: str, folder: Path) -> Path:
+def _kernel_deb(folder: Path, package: str, kernel: str, postinst: str, make_tree: Callable[[Path], None]) -> Path:
     root = Path(tempfile.mkdtemp())
     (root / "DEBIAN").mkdir()
     (root / "DEBIAN" / "control").write_text(
-        f"Package: linux-headers-{kernel}\nVersion: 1.0\nArchitecture: amd64\n"
+        f"Package: {package}\nVersion: 1.0\nArchitecture: amd64\n"
         "Maintainer: tfrig test bed <tests@tfrig.invalid>\n"
-        "Description: stand-in headers for the test machine's kernel (a Makefile and its compiler)\n"
+        f"Description: stand-in of {package} for the test bed's kernel {kernel}\n"
     )
-    source = root / "usr" / "src" / f"linux-headers-{kernel}"
-    source.mkdir(parents=True)
-    (source / "Makefile").write_text(f"# stand-in kernel build tree for {kernel}\n")
-    # What kbuild compares the compiler with: this stand-in kernel was "built" by Debian 12's gcc.
-    (source / "include" / "config").mkdir(parents=True)
-    (source / "include" / "config" / "auto.conf").write_text(
-        'CONFIG_CC_VERSION_TEXT="x86_64-linux-gnu-gcc-12 (Debian 12.2.0-14+deb12u1) 12.2.0"\n'
-    )
-    modules = root / "lib" / "modules" / kernel
-    modules.mkdir(parents=True)
-    os.symlink(f"/usr/src/linux-headers-{kernel}", modules / "build")
-    deb = folder / f"linux-headers-{kernel}_1.0_amd64.deb"
+    (root / "DEBIAN" / "postinst").write_text(postinst)
+    (root / "DEBIAN" / "postinst").chmod(0o755)
+    make_tree(root)
+    deb = folder / f"{package}_1.0_amd64.deb"
     subprocess.run(["dpkg-deb", "--root-owner-group", "--build", str(root), str(deb)], check=True, capture_output=True)
     return deb
+
+
+def _headers_deb(kernel: str, folder: Path) -> Path:
+    """linux-headers-K: a build tree (a Makefile, the compiler kbuild compares with) and Debian's
+    postinst, which runs the header hooks with K (DKMS builds its modules for K there)."""
+
+    def tree(root: Path) -> None:
+        source = root / "usr" / "src" / f"linux-headers-{kernel}"
+        (source / "include" / "config").mkdir(parents=True)
+        (source / "Makefile").write_text(f"# stand-in kernel build tree for {kernel}\n")
+        # What kbuild compares the compiler with: this stand-in kernel was "built" by Debian 12's gcc.
+        compiler = 'CONFIG_CC_VERSION_TEXT="x86_64-linux-gnu-gcc-12 (Debian 12.2.0-14+deb12u1) 12.2.0"\n'
+        (source / "include" / "config" / "auto.conf").write_text(compiler)
+        (source / ".config").write_text(compiler)
+        modules = root / "lib" / "modules" / kernel
+        modules.mkdir(parents=True)
+        os.symlink(f"/usr/src/linux-headers-{kernel}", modules / "build")
+
+    # As Debian's linux-headers-K postinst (e.g. 6.1.0-35's): run-parts over the header hooks with K.
+    postinst = (
+        "#!/bin/sh -e\nif [ -d /etc/kernel/header_postinst.d ]; then\n"
+        f"  run-parts --report --exit-on-error --arg={kernel} /etc/kernel/header_postinst.d\nfi\n"
+    )
+    return _kernel_deb(folder, f"linux-headers-{kernel}", kernel, postinst, tree)
+
+
+def _image_deb(kernel: str, folder: Path) -> Path:
+    """linux-image-K: /boot/vmlinuz-K (the stand-in host boots the newest one) and Debian's
+    postinst, which runs the kernel hooks with K and the image's path (DKMS's among them)."""
+
+    def tree(root: Path) -> None:
+        (root / "boot").mkdir()
+        (root / "boot" / f"vmlinuz-{kernel}").write_text(f"stand-in kernel {kernel}\n")
+        (root / "lib" / "modules" / kernel / "kernel").mkdir(parents=True)
+
+    postinst = (
+        "#!/bin/sh -e\nif [ -d /etc/kernel/postinst.d ]; then\n"
+        f"  run-parts --report --exit-on-error --arg={kernel} --arg=/boot/vmlinuz-{kernel} /etc/kernel/postinst.d\n"
+        "fi\n"
+    )
+    return _kernel_deb(folder, f"linux-image-{kernel}", kernel, postinst, tree)
+
+
+def _reindex_kernel_repo(folder: Path) -> None:
+    packages = _index(folder, sorted(folder.glob("*.deb")))
+    (folder / "Release").write_text(
+        f"Origin: tfrig-test-bed\nLabel: kernel headers\nSHA256:\n"
+        f" {hashlib.sha256(packages).hexdigest()} {len(packages)} Packages\n"
+    )
 
 
 def add_kernel_headers(site: Path, kernel: str | None = None) -> str:
@@ -116,12 +160,26 @@ def add_kernel_headers(site: Path, kernel: str | None = None) -> str:
     kernel = kernel or os.uname().release
     folder = site / "kernel"
     folder.mkdir(parents=True, exist_ok=True)
-    packages = _index(folder, [_headers_deb(kernel, folder)])
-    (folder / "Release").write_text(
-        f"Origin: tfrig-test-bed\nLabel: kernel headers\nSHA256:\n"
-        f" {hashlib.sha256(packages).hexdigest()} {len(packages)} Packages\n"
-    )
+    _headers_deb(kernel, folder)
+    _reindex_kernel_repo(folder)
     return "kernel"
+
+
+def add_kernel_release(site: Path, kernel: str, meta_version: str) -> None:
+    """Kernel K in the kernel/ repository: linux-image-K and linux-headers-K, and the meta packages
+    of Debian's cloud flavour at `meta_version` pulling them (linux-image-cloud-amd64 Depends
+    linux-image-K, linux-headers-cloud-amd64 Depends linux-headers-K), as a kernel update publishes
+    them: a higher `meta_version` is the update an upgrade takes."""
+    folder = site / "kernel"
+    if not (folder / f"linux-image-{kernel}_1.0_amd64.deb").exists():
+        _image_deb(kernel, folder)
+    if not (folder / f"linux-headers-{kernel}_1.0_amd64.deb").exists():
+        _headers_deb(kernel, folder)
+    for part in ("image", "headers"):
+        # An epoch above Debian's own meta packages of these names (bookworm's archive has them, and
+        # they pull a real kernel): the host takes the test's.
+        _deb(folder, f"linux-{part}-cloud-amd64", f"99:{meta_version}", {}, depends=f"linux-{part}-{kernel}")
+    _reindex_kernel_repo(folder)
 
 
 def _deb(folder: Path, package: str, version: str, files: dict[str, tuple[str | bytes, int]], **fields: str) -> Path:
@@ -138,7 +196,7 @@ def _deb(folder: Path, package: str, version: str, files: dict[str, tuple[str | 
         target.parent.mkdir(parents=True, exist_ok=True)
         target.write_bytes(text if isinstance(text, bytes) else text.encode())
         target.chmod(mode)
-    deb = folder / f"{package}_{version}_all.deb"
+    deb = folder / f"{package}_{version.split(':')[-1]}_all.deb"  # no epoch in the name, as in Debian's pool
     subprocess.run(["dpkg-deb", "--root-owner-group", "--build", str(root), str(deb)], check=True, capture_output=True)
     return deb
 
@@ -163,9 +221,9 @@ def add_cuda_repo(site: Path, gnupg_home: Path, versions: tuple[str, ...] = ("58
     names developer.download.nvidia.com and whose keyring verifies the InRelease). Its `nvidia-open`
     and `cuda-drivers` packages of each version (each with its exact-version parts, and the branch's
     `nvidia-driver-pinning-BRANCH`, whose contents here are the test bed's own: NVIDIA's package
-    was not read) install the nvidia-smi stand-in, a stand-in module
-    under updates/dkms and the boot hook that "loads" it: apt, like DKMS, loads no module, so the
-    driver is in use after the next boot. Returns the repository base for `driver.apt_repo_base`."""
+    was not read) install the nvidia-smi stand-in and a stand-in module under updates/dkms, which
+    the stock image's boot hook "loads": apt, like DKMS, loads no module, so the driver is in use
+    after the next boot. Returns the repository base for `driver.apt_repo_base`."""
     folder = site / "cuda" / "repos" / "debian12" / "x86_64"
     folder.mkdir(parents=True, exist_ok=True)
     gnupg_home.mkdir(mode=0o700, parents=True, exist_ok=True)
@@ -194,15 +252,10 @@ def add_cuda_repo(site: Path, gnupg_home: Path, versions: tuple[str, ...] = ("58
     ]
     smi = (HERE / "nvidia-smi").read_text()
     for version in versions:
-        hook = (
-            "#!/bin/sh\n# Loads the stand-in NVIDIA module at boot where the host has a GPU (a writable /sys/module).\n"
-            f"[ -f /lib/modules/{kernel}/updates/dkms/nvidia.ko ] && [ -w /sys/module ] && mkdir -p /sys/module/nvidia"
-            f" && echo {version} > /sys/module/nvidia/version\ntrue\n"
-        )
+        # The module "loads" at boot through the stock image's hook (the running kernel's nvidia.ko).
         files: dict[str, tuple[str | bytes, int]] = {
             "/usr/bin/nvidia-smi": (smi.replace("@VERSION@", version), 0o755),
             f"/lib/modules/{kernel}/updates/dkms/nvidia.ko": (f"stand-in nvidia.ko {version}\n", 0o644),
-            "/etc/tfrig-boot.d/50-nvidia-module": (hook, 0o755),
         }
         exact = f"{version}-1"
         branch = version.split(".")[0]

@@ -19,9 +19,12 @@ RUN groupadd google-sudoers \
       > /etc/ssh/sshd_config.d/tfrig.conf
 COPY stock/boot /usr/local/sbin/tfrig-boot
 COPY stock/unattended-upgrade /usr/local/lib/tfrig-boot/unattended-upgrade
+# The booted kernel's release, the NVIDIA module's load at boot, its refusal to unload while in use.
+COPY stock/uname /usr/local/bin/uname
+COPY stock/rmmod /usr/local/sbin/rmmod
+COPY stock/nvidia-module /etc/tfrig-boot.d/40-nvidia-module
 # A reboot: ending PID 1 lets Docker's restart policy start the container again (same address,
 # same host key), as a VM comes back after a reboot; tfrig-boot then runs the boot hooks again.
 RUN printf '#!/bin/sh\nkill 1\n' > /usr/local/sbin/reboot && chmod +x /usr/local/sbin/reboot \
- && ln -s unattended-upgrade /usr/local/lib/tfrig-boot/apt-get \
- && mkdir -p /etc/tfrig-boot.d
+ && ln -s unattended-upgrade /usr/local/lib/tfrig-boot/apt-get
 CMD ["/usr/local/sbin/tfrig-boot"]

@@ -41,13 +41,21 @@ LISTS_UPDATE = "sh -c " + shlex.quote(
 # kernel-cc: the gcc the running kernel was built with (its headers' CONFIG_CC_VERSION_TEXT, which
 # kbuild compares with the compiler it is given) is there, or the kernel names none (clang, no
 # headers yet): GCE's jammy kernels are built with gcc-12 where jammy's cc is gcc-11.
-BUILD_TOOLS = ("gcc", "make", "dkms", "libc-headers", "kernel-cc")
+# headers-meta: the headers meta package twin of each kernel meta package that pulled the running
+# kernel (linux-image-cloud-amd64 -> linux-headers-cloud-amd64) is installed, or the archive has
+# none: a kernel update then brings its headers and DKMS builds the driver for it (the host script's
+# headers_metas).
+BUILD_TOOLS = ("gcc", "make", "dkms", "libc-headers", "kernel-cc", "headers-meta")
 BUILD_TOOLS_PROBE = (
     "for t in gcc make dkms; do command -v $t >/dev/null && echo $t; done; "
     "[ -e /usr/include/stdio.h ] && echo libc-headers; "
     'm=$(sed -n \'s/^CONFIG_CC_VERSION_TEXT="[^"]*gcc[^"]* \\([0-9]*\\)\\.[0-9]*\\.[0-9]*"$/\\1/p\' '
     "/lib/modules/$(uname -r)/build/include/config/auto.conf 2>/dev/null); "
-    '{ [ -z "$m" ] || command -v "gcc-$m" >/dev/null; } && echo kernel-cc; true'
+    '{ [ -z "$m" ] || command -v "gcc-$m" >/dev/null; } && echo kernel-cc; '
+    "h=headers-meta; for p in $(apt-cache rdepends --installed linux-image-$(uname -r) 2>/dev/null "
+    "| sed -n 's/^ *|\\{0,1\\}linux-image-\\([a-z][a-z0-9.+-]*\\)$/linux-headers-\\1/p'); do "
+    "dpkg-query -W -f='${db:Status-Abbrev}' $p 2>/dev/null | grep -q '^ii' || ! apt-cache show $p >/dev/null 2>&1 "
+    "|| h=; done; echo $h"
 )
 
 # Driver packages of every source tfrig knows: Ubuntu's (nvidia-driver-535-server, nvidia-headless-*,

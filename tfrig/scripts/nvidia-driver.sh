@@ -63,6 +63,27 @@ kernel_gcc() {
     "/lib/modules/${kernel}/build/include/config/auto.conf" 2>/dev/null || true  # no headers: nothing
 }
 
+# The headers meta packages beside the image's kernel meta packages: the meta package that pulled
+# the running kernel (Debian's linux-image-cloud-amd64, Ubuntu's linux-image-gcp) has a
+# linux-headers- twin (Debian's kernel handbook, ch. 3 "Debian kernel packages"; Ubuntu's
+# Kernel/Dev/Meta-Pkgs: "linux-headers-<flavour> depends on the kernel headers package"). With it
+# a kernel update brings its headers, and DKMS (its /etc/kernel/header_postinst.d hook) builds the
+# driver for the new kernel before the next boot; without it the next boot has no driver.
+headers_metas() {
+  apt-cache rdepends --installed "linux-image-${kernel}" 2>/dev/null \
+    | sed -n 's/^ *|\{0,1\}linux-image-\([a-z][a-z0-9.+-]*\)$/linux-headers-\1/p' | sort -u
+}
+
+# Processes with an NVIDIA device open, "PID (name)" each: what keeps the loaded module in use.
+gpu_users() {
+  local fd pid
+  for fd in /proc/[0-9]*/fd/*; do
+    case "$(readlink "${fd}" 2>/dev/null)" in
+      /dev/nvidia*) pid=${fd#/proc/}; pid=${pid%%/*}; echo "${pid} ($(cat "/proc/${pid}/comm" 2>/dev/null))" ;;
+    esac
+  done | sort -u | paste -sd, - | sed 's/,/, /g'
+}
+
 fetch() {  # fetch URL-or-path FILE: a missing file (404) is exit 22 from curl
   case "$1" in
     /*|file://*) cp "${1#file://}" "$2" ;;
@@ -75,8 +96,18 @@ case "${STEP}" in
     # libc6-dev: nvidia-installer refuses without /usr/include/stdio.h (misc.c), and gcc only
     # Recommends it (Google's installer installs libc-dev for the same reason).
     pkgs=(gcc make dkms libc6-dev)
-    if [ ! -e "/lib/modules/${kernel}/build" ] && [ "${HEADERS:-1}" = 1 ]; then pkgs+=("linux-headers-${kernel}"); fi
-    apt_install "${pkgs[@]}"
+    apt_get update -q
+    if [ "${HEADERS:-1}" = 1 ]; then
+      if [ ! -e "/lib/modules/${kernel}/build" ]; then pkgs+=("linux-headers-${kernel}"); fi
+      for meta in $(headers_metas); do
+        if ! dpkg-query -W -f='${db:Status-Abbrev}' "${meta}" 2>/dev/null | grep -q '^ii' \
+           && apt-cache show "${meta}" >/dev/null 2>&1; then
+          pkgs+=("${meta}")
+          echo "note: ${meta} keeps the kernel's headers current, so DKMS builds the driver for a kernel update"
+        fi
+      done
+    fi
+    apt_get install -y -q --no-install-recommends "${pkgs[@]}"
     # The kernel's own compiler where cc is another (the install step builds with it).
     major=$(kernel_gcc)
     if [ -n "${major}" ] && ! command -v "gcc-${major}" >/dev/null; then
@@ -176,6 +207,29 @@ case "${STEP}" in
       flags+=("--kernel-module-type=${MODULE}")
     elif [ "${MODULE}" = open ]; then
       flags+=(-m=kernel-open)
+    fi
+    # A loaded module of another version goes first: nvidia-installer unloads it, and where it can't
+    # (in use) its silent install aborts (kernel.c check_for_unloaded_kernel_module, 580.95.05: the
+    # default answer is Abort unless --allow-installation-with-running-driver, an option from 545).
+    # nvidia-persistenced, a service, is stopped for it and started again; what else has the GPU open
+    # is the user's: it is named, and the driver is installed for the next boot.
+    loaded=$(cat /sys/module/nvidia/version 2>/dev/null || true)
+    if [ -n "${loaded}" ] && [ "${loaded}" != "${VERSION}" ]; then
+      if command -v systemctl >/dev/null && systemctl is-active --quiet nvidia-persistenced 2>/dev/null; then
+        systemctl stop nvidia-persistenced && trap 'systemctl start nvidia-persistenced || true' EXIT
+      fi
+      for m in nvidia_drm nvidia_modeset nvidia_uvm nvidia_peermem nvidia; do
+        if [ -e "/sys/module/${m}" ]; then rmmod "${m}" 2>/dev/null || true; fi
+      done
+      if [ -e /sys/module/nvidia ]; then
+        users=$(gpu_users)
+        if [ "${VERSION%%.*}" -lt 545 ]; then
+          echo "driver ${loaded} is in use (${users:-by the kernel}) and nvidia-installer ${VERSION} can't install under a running driver: stop what uses the GPU, or reboot, and run again" >&2
+          exit 4
+        fi
+        flags+=(--allow-installation-with-running-driver)
+        echo "note: driver ${loaded} is in use (${users:-by the kernel}), so it stays loaded: ${VERSION} is installed for the next boot"
+      fi
     fi
     if ! sh "${file}" "${flags[@]}"; then
       grep -E '^ERROR' /var/log/nvidia-installer.log >&2 || tail -n 30 /var/log/nvidia-installer.log >&2 || true

@@ -213,6 +213,10 @@ def install_driver(
             env["UNVERIFIED"] = "1"
         rebooted = False
         for step in p.steps:
+            if step == "reboot" and installed and p.method == "run" and _loaded(host) == p.version:
+                # nvidia-installer unloaded the old module and loaded its own: no reboot is needed.
+                host.say(f"driver {p.version} is loaded in place of the old one: no reboot needed")
+                continue
             if step == "reboot":
                 host.reboot("to load the new kernel module configuration")
                 reboots += 1
@@ -239,10 +243,20 @@ def install_driver(
                     host.say(f"note: {report.diagnosis}")
             else:
                 host.say(f"step {step}")
-                host.script(SCRIPT, {**env, "STEP": step}, progress=f"driver {step}")
+                out = host.script(SCRIPT, {**env, "STEP": step}, progress=f"driver {step}")
+                for line in out.splitlines():  # what the step decided that the user should know
+                    if line.startswith("note: "):
+                        host.say(line)
                 installed = installed or step == "install"
         if not rebooted:
             return {"changed": True, "driver": p.version, "module": p.module, "reboots": reboots}
+
+
+def _loaded(host: Host) -> str | None:
+    from tfrig.knowledge.driverplan import PREFLIGHT
+
+    loaded = host.probe({"loaded": PREFLIGHT["loaded"]})["loaded"]
+    return loaded.out.strip() if loaded.ok else None
 
 
 def _assume_installed(host: Host, p: Any) -> None:

@@ -5,10 +5,15 @@
 # before a build (misc.c check_development_tools: cc, make, ld, then /usr/include/stdio.h;
 # kernel.c: the kernel source tree), the log at /var/log/nvidia-installer.log, exit 0 on success
 # and 1 on any failure (nvidia-installer.c main).
-# What it simulates: no kernel module is built (the .ko is a text file) and none can load in a
-# container; the module "loads" by writing /sys/module/nvidia/version where the host was given a
-# writable /sys/module (a GPU host), now if no other NVIDIA module is loaded, else at the next
-# boot (a boot hook). The user space is an nvidia-smi stand-in for the GPUs on the PCI bus.
+# What it simulates: no kernel module is built (the .ko is a text file, "stand-in nvidia.ko VERSION
+# TYPE") and none can load in a container; the module "loads" by writing /sys/module/nvidia/version
+# where the host was given a writable /sys/module (a GPU host): at the end of the install, and at
+# each boot (the stock image's boot hook loads the running kernel's nvidia.ko). A loaded module of
+# another version is unloaded first (rmmod, which the stand-in refuses while the GPU is in use),
+# else the silent install aborts, as kernel.c check_for_unloaded_kernel_module does (580.95.05)
+# unless --allow-installation-with-running-driver (545 and later) lets it go on for the next boot.
+# DKMS is the real one, over a stand-in source tree whose Makefile "builds" the module. The user
+# space is an nvidia-smi stand-in for the GPUs on the PCI bus.
 import datetime
 import os
 import pathlib
@@ -22,7 +27,6 @@ OPTIONS = [line.split(",") for line in os.environ["STAND_IN_OPTIONS"].split(";")
 PAYLOAD = os.environ["STAND_IN_PAYLOAD"]  # folder with nvidia-smi and this file
 MAJOR = int(VERSION.split(".")[0])
 STATE = "/var/lib/nvidia-stand-in"
-HOOK = "/etc/tfrig-boot.d/50-nvidia-module"
 log_lines = []
 
 
@@ -118,14 +122,14 @@ def install_file(source, target, mode=0o755):
 def uninstall():
     if not os.path.exists(f"{STATE}/version"):
         fail("No NVIDIA driver is currently installed.")
-    for path in pathlib.Path(f"{STATE}/files").read_text().split():
-        if os.path.lexists(path):
-            os.remove(path)
-    if shutil.which("dkms"):
+    if shutil.which("dkms"):  # unregistered first: DKMS needs the source's dkms.conf for it
         subprocess.run(
             ["dkms", "remove", "-m", "nvidia", "-v", pathlib.Path(f"{STATE}/version").read_text().strip(), "--all"],
             capture_output=True,
         )
+    for path in pathlib.Path(f"{STATE}/files").read_text().split():
+        if os.path.lexists(path):
+            os.remove(path)
     shutil.rmtree(STATE)
     log_lines.append(
         "Uninstallation of existing driver: NVIDIA Accelerated Graphics Driver for Linux-x86_64 is complete."
@@ -143,6 +147,26 @@ if settings.get("uninstall"):
     sys.exit(0)
 kind = module_type()
 log_lines.append(f"Kernel module type: {kind}")
+skip_module_load = False
+if loaded_version() is not None:
+    subprocess.run(["rmmod", "nvidia"], capture_output=True)
+    if loaded_version() is not None:
+        warning = (
+            "An NVIDIA kernel module 'nvidia' appears to be already loaded in your kernel.  This may be because it "
+            "is in use (for example, by an X server, a CUDA program, or the NVIDIA Persistence Daemon), but this "
+            "may also happen if your kernel was configured without support for module unloading."
+        )
+        print(f"\nWARNING: {warning}\n", file=sys.stderr)
+        log_lines.append(f"WARNING: {warning}")
+        if not settings.get("allow-installation-with-running-driver"):  # silent: the default answer, Abort
+            fail(
+                "Installation has failed.  Please see the file '/var/log/nvidia-installer.log' for details.  You "
+                "may find suggestions on fixing installation problems in the README available on the Linux driver "
+                "download page at www.nvidia.com."
+            )
+        log_lines.append("Continuing installation despite the presence of a loaded NVIDIA kernel module.")
+        log_lines.append("Kernel module load tests will be skipped.")
+        skip_module_load = True
 path = os.environ.get("PATH", "") + ":/usr/sbin:/sbin"
 for tool, package in (("cc", "gcc"), ("make", "make"), ("ld", "binutils")):
     if not shutil.which(tool, path=path):
@@ -156,7 +180,7 @@ if not os.path.exists("/usr/include/stdio.h"):
         "You do not appear to have libc header files installed on your system.  "
         "Please install your distribution's libc development package."
     )
-kernel = os.uname().release
+kernel = subprocess.run(["uname", "-r"], capture_output=True, text=True).stdout.strip()  # the booted one
 source = settings.get("kernel-source-path") or f"/lib/modules/{kernel}/build"
 if not os.path.isdir(source):
     fail(
@@ -191,33 +215,46 @@ if built_by and using and _major(built_by[1]) != _major(using[0]):
     fail(
         'An error occurred while performing the step: "Building kernel modules". See /var/log/nvidia-installer.log for details.'
     )
-# Before 520 a DKMS install that can't be done fails the install; from 520 on the module is
-# installed first and then registered with DKMS (misc.c dkms_register_module): no dkms is nothing
-# to do, a failed registration an error message, and the install goes on either way.
-if settings.get("dkms") and not shutil.which("dkms", path=path) and MAJOR < 520:
-    fail(
-        "Failed to install the kernel module through DKMS. No kernel module was installed; please try "
-        "installing again without DKMS, or check the DKMS logs for more information."
-    )
-if settings.get("dkms") and shutil.which("dkms", path=path):
+
+
+def register_with_dkms():
+    """The module's source for DKMS: a Makefile that "builds" the stand-in module, so that the real
+    DKMS builds it for a kernel installed later (through its /etc/kernel hooks, given that kernel's
+    headers). False when `dkms add` fails."""
     os.makedirs(f"/usr/src/nvidia-{VERSION}", exist_ok=True)
     with open(f"/usr/src/nvidia-{VERSION}/dkms.conf", "w") as conf:
         conf.write(
             f'PACKAGE_NAME="nvidia"\nPACKAGE_VERSION="{VERSION}"\nBUILT_MODULE_NAME[0]="nvidia"\n'
-            'DEST_MODULE_LOCATION[0]="/kernel/drivers/video"\nAUTOINSTALL="yes"\n'
+            'DEST_MODULE_LOCATION[0]="/kernel/drivers/video"\nMAKE[0]="make"\nCLEAN="true"\nAUTOINSTALL="yes"\n'
         )
+    with open(f"/usr/src/nvidia-{VERSION}/Makefile", "w") as makefile:
+        makefile.write(f"nvidia.ko:\n\techo stand-in nvidia.ko {VERSION} {kind} > nvidia.ko\n")
     added = subprocess.run(["dkms", "add", "-m", "nvidia", "-v", VERSION], capture_output=True, text=True)
-    log_lines.append(f"dkms add: {added.stdout.strip()} {added.stderr.strip()} (build simulated)")
+    log_lines.append(f"dkms add: {added.stdout.strip()} {added.stderr.strip()}")
     if added.returncode != 0:
-        if MAJOR < 520:
-            fail("Failed to install the kernel module through DKMS. No kernel module was installed.")
-        log_lines.append(f"ERROR: Failed to load DKMS tarball: {added.stderr.strip()}")
+        return False
+    done = subprocess.run(
+        ["dkms", "install", "-m", "nvidia", "-v", VERSION, "-k", kernel], capture_output=True, text=True
+    )
+    log_lines.append(f"dkms install: {done.stdout.strip()} {done.stderr.strip()}")
+    return True
 
+
+# --dkms before 520 installs the module through DKMS, and a DKMS install that can't be done fails
+# the install; from 520 on the module is installed first and then registered with DKMS (misc.c
+# dkms_register_module: `dkms ldtarball`, `dkms install`): no dkms is nothing to do, a failed
+# registration an error message, and the install goes on either way.
+use_dkms = bool(settings.get("dkms")) and shutil.which("dkms", path=path) is not None
+if settings.get("dkms") and MAJOR < 520 and not (use_dkms and register_with_dkms()):
+    fail(
+        "Failed to install the kernel module through DKMS. No kernel module was installed; please try "
+        "installing again without DKMS, or check the DKMS logs for more information."
+    )
 if os.path.exists(f"{STATE}/version"):  # as nvidia-installer: the existing driver is uninstalled first
     uninstall()
     log_lines.append("Uninstalled the existing driver before installing this one.")
 module = f"/lib/modules/{kernel}/kernel/drivers/video/nvidia.ko"
-files = ["/usr/bin/nvidia-smi", "/usr/bin/nvidia-uninstall", module, HOOK]
+files = ["/usr/bin/nvidia-smi", "/usr/bin/nvidia-uninstall", module]
 install_file(f"{PAYLOAD}/nvidia-smi", "/usr/bin/nvidia-smi")
 install_file(f"{PAYLOAD}/installer.py", f"{STATE}/installer.py", 0o644)
 os.makedirs(STATE, exist_ok=True)
@@ -231,28 +268,25 @@ os.chmod("/usr/bin/nvidia-uninstall", 0o755)
 os.makedirs(os.path.dirname(module), exist_ok=True)
 with open(module, "w") as ko:
     ko.write(f"stand-in nvidia.ko {VERSION} {kind}\n")
-os.makedirs(os.path.dirname(HOOK), exist_ok=True)
-with open(HOOK, "w") as hook:
-    hook.write(
-        "#!/bin/sh\n# Loads the stand-in NVIDIA module at boot where the host has a GPU (a writable /sys/module).\n"
-        f"[ -f {module} ] && [ -w /sys/module ] && mkdir -p /sys/module/nvidia && echo {VERSION} > /sys/module/nvidia/version\n"
-        "true\n"
-    )
-os.chmod(HOOK, 0o755)
 with open(f"{STATE}/version", "w") as record:
     record.write(VERSION + "\n")
 with open(f"{STATE}/module-type", "w") as record:
     record.write(kind + "\n")
 with open(f"{STATE}/files", "w") as record:
-    record.write("\n".join([*files, f"/usr/src/nvidia-{VERSION}/dkms.conf"]) + "\n")
-running = loaded_version()
-if running is None and os.access("/sys/module", os.W_OK):
+    record.write(
+        "\n".join([*files, f"/usr/src/nvidia-{VERSION}/dkms.conf", f"/usr/src/nvidia-{VERSION}/Makefile"]) + "\n"
+    )
+if use_dkms and MAJOR >= 520 and not register_with_dkms():
+    log_lines.append("ERROR: Failed to load DKMS tarball (dkms add failed)")
+if skip_module_load:
+    log_lines.append(f"Kernel module {loaded_version()} is loaded; {VERSION} loads at the next boot (simulated)")
+elif os.access("/sys/module", os.W_OK):  # loads nvidia-drm, and with it nvidia (install-from-cwd.c)
     os.makedirs("/sys/module/nvidia", exist_ok=True)
     with open("/sys/module/nvidia/version", "w") as version:
         version.write(VERSION + "\n")
+    for node in ("/dev/nvidiactl", "/dev/nvidia0"):
+        open(node, "a").close()
     log_lines.append("Kernel module load: loaded (simulated)")
-elif running:
-    log_lines.append(f"Kernel module {running} is loaded; {VERSION} loads at the next boot (simulated)")
 else:
     log_lines.append("Kernel module load: no GPU here (no writable /sys/module), not loaded (simulated)")
 log_lines.append(
