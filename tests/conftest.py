@@ -458,6 +458,7 @@ def tf_venv(
     }
     made = run_cli("tf.install", "-H", host.spec(), "--find-links", "/wheelhouse", "--no-index", env=env, timeout=900)
     assert made.code == 0, made.text
+    assert "TensorFlow 2.21.0 installed (with uv)" in made.out, made.text  # uv from the wheelhouse, pinned
     host.container.remove(force=True)
     return folder
 

@@ -52,6 +52,7 @@ CORPUS: list[tuple[list[str], str]] = [
     (["tf.install", "--version", "9.99.0"], "TensorFlow 9.99.0 is not a release tfrig knows"),
     (["tf.install", "--version", "abc"], "'abc' is not a TensorFlow version"),
     (["tf.install", "--python", "3.x"], "--python 3.x: give major.minor"),
+    (["tf.install", "--installer", "conda"], "--installer conda: choose uv or pip"),
     # hosts
     (["gpu.check", "-H", ""], "--hosts is empty"),
     (["gpu.check", "-H", "h" * 100_000], "is not a host"),

@@ -573,7 +573,7 @@ def test_dry_over_the_whole_chain_plans_each_step_on_assumed_facts(tfrig, fake, 
         "STEP=install scripts/nvidia-driver.sh" in out
     )
     # After the driver step, the plan for TensorFlow is the GPU build, as the real run would choose.
-    assert "[tfrig-alice] would run: pip install tensorflow[and-cuda]==2.21.0" in out
+    assert "[tfrig-alice] would run: uv (else pip) install tensorflow[and-cuda]==2.21.0" in out
     assert "[tfrig-alice] would run a matrix product with TensorFlow 2.21.0" in out
 
 

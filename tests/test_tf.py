@@ -9,10 +9,12 @@ import signal
 import subprocess
 import sys
 import urllib.request
+import zipfile
 
 import pytest
 
 from tests.conftest import DEADLINE, free_port, json_docs, json_of, track
+from tfrig.knowledge.catalog import compat
 from tfrig.tasks.tf import diagnose_no_gpu, read_verify
 
 # What TensorFlow 2.21 logged here (no NVIDIA driver), and what others report (compat.yaml sources).
@@ -185,10 +187,12 @@ def test_versions_marks_what_fits(tfrig):
     assert [r["tensorflow"] for r in rows if r["fits"]][:2] == ["2.14.0", "2.13.0"]
 
 
-def test_an_index_credential_never_shows_in_the_process_list(tfrig, tmp_path):
-    """tf.install with an index URL that carries a password: while pip asks the index, nothing
-    in the process list holds the password, pip still sends it (from a private config file), and
-    the file is gone afterwards. The index here answers every page "not found" once it looked."""
+@pytest.mark.parametrize("uv_there", [False, True], ids=["pip-fetching-uv", "uv"])
+def test_an_index_credential_never_shows_in_the_process_list(tfrig, tmp_path, wheelhouse, uv_there):
+    """tf.install with an index URL that carries a password: while the installer asks the index
+    (pip fetching uv, or uv itself where it is there already), nothing in the process list holds
+    the password, it is still sent (from a private config file; to uv in its environment), and the
+    file is gone afterwards. The index here answers every page "not found" once it looked."""
     import base64
     import http.server
     import threading
@@ -200,11 +204,19 @@ def test_an_index_credential_never_shows_in_the_process_list(tfrig, tmp_path):
             if "ps" not in seen:  # pip is waiting on this answer: what does the process list show?
                 seen["ps"] = subprocess.run(["ps", "-ww", "-eo", "args"], capture_output=True, text=True).stdout
                 seen["auth"] = self.headers.get("Authorization", "")
+                seen["agent"] = self.headers.get("User-Agent", "")
             self.send_error(404)
 
         def log_message(self, *args: object) -> None:
             pass
 
+    if uv_there:  # as an earlier tf.install left it
+        version = compat()["uv_installer"]["version"]
+        with zipfile.ZipFile(next(wheelhouse.glob(f"uv-{version}-*x86_64*.whl"))) as wheel:
+            binary = tmp_path / ".cache/tfrig/uv" / version / "bin/uv"
+            binary.parent.mkdir(parents=True)
+            binary.write_bytes(wheel.read(f"uv-{version}.data/scripts/uv"))
+            binary.chmod(0o755)
     server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Index)
     threading.Thread(target=server.serve_forever, daemon=True).start()
     try:
@@ -219,3 +231,51 @@ def test_an_index_credential_never_shows_in_the_process_list(tfrig, tmp_path):
     assert base64.b64decode(seen["auth"].removeprefix("Basic ")) == b"alice:s3cret-pw"
     assert not list((tmp_path / ".tfrig").glob("private-*"))
     assert "s3cret-pw" not in installed.text
+    assert ("uv/" in seen["agent"]) is uv_there, seen["agent"]  # who asked: uv, else pip
+
+
+def test_the_install_script_gives_uv_what_pip_reads_and_falls_back_to_pip_saying_why(tmp_path, wheelhouse):
+    """scripts/tf-install.py with the real pip and uv: pip's own settings (here its environment
+    variables: a wheelhouse and no index) reach uv, which comes from the same wheelhouse checked
+    against its pinned SHA-256; a setting uv has no equivalent of, or a uv wheel that doesn't match
+    its pin, and pip does the install, saying why."""
+    from tfrig.hosts.host import SCRIPTS
+
+    venv = tmp_path / "venv"
+    subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
+    pinned = compat()["uv_installer"]
+
+    def run(home: str, extra: dict[str, str], sha256: list[str]) -> subprocess.CompletedProcess[str]:
+        argument = json.dumps({"installer": "uv", "uv": {"version": pinned["version"], "sha256": sha256}})
+        env = {
+            "PATH": os.environ["PATH"],
+            "HOME": str(tmp_path / home),
+            "PIP_CONFIG_FILE": os.devnull,  # this machine's pip configuration stays out
+            "PIP_FIND_LINKS": str(wheelhouse),
+            "PIP_NO_INDEX": "1",
+            **extra,
+        }
+        script = (SCRIPTS / "tf-install.py").read_text()
+        command = [str(venv / "bin/python"), "-c", script, argument, "-q", "--", "absl-py"]
+        return subprocess.run(command, env=env, capture_output=True, text=True, timeout=300)
+
+    with_uv = run("home", {}, pinned["sha256"])
+    assert with_uv.returncode == 0, with_uv.stderr
+    assert with_uv.stdout.splitlines()[0] == f"installer: uv {pinned['version']}"
+    assert (tmp_path / f"home/.cache/tfrig/uv/{pinned['version']}/bin/uv").exists()
+    assert subprocess.run([str(venv / "bin/python"), "-c", "import absl"]).returncode == 0
+
+    unknown = run("home", {"PIP_SRC": str(tmp_path / "src")}, pinned["sha256"])
+    assert unknown.returncode == 0, unknown.stderr
+    assert unknown.stdout.splitlines()[:2] == [
+        "note: pip's setting src (PIP_SRC) has no uv equivalent in tfrig: installing with pip",
+        "installer: pip",
+    ]
+
+    tampered = run("other-home", {}, ["0" * 64])
+    assert tampered.returncode == 0, tampered.stderr
+    assert tampered.stdout.splitlines()[:2] == [
+        f"note: uv {pinned['version']} from pip's sources does not match its pinned SHA-256: installing with pip",
+        "installer: pip",
+    ]
+    assert not (tmp_path / "other-home/.cache/tfrig/uv" / pinned["version"]).exists()

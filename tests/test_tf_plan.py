@@ -5,12 +5,14 @@ from __future__ import annotations
 
 import json
 import re
+import shlex
 
 import pytest
 from invoke import Result
 from invoke.exceptions import Exit
 
 from tests.plan import commands, context
+from tfrig.knowledge.catalog import compat
 from tfrig.tasks import tf
 
 
@@ -41,7 +43,15 @@ def env_facts(
 
 NOTHING = env_facts()
 VENV_SCRIPT = re.compile(r"^env VENV='~/tf-venv' AS_USER=\S+ bash -c .*python-venv\.sh'?$", re.S)
-PIP = re.compile(r".* -m pip install .*")
+PIP = re.compile(r".* -c .*Install packages into this Python.*", re.S)
+
+
+def install_command(command: str) -> tuple[str, dict, list[str], list[str]]:
+    """scripts/tf-install.py's command line: the env's Python, its argument, pip's options, packages."""
+    words = shlex.split(command)
+    at = words.index("-c")
+    rest = words[at + 3 :]
+    return words[at - 1], json.loads(words[at + 2]), rest[: rest.index("--")], rest[rest.index("--") + 1 :]
 
 
 @pytest.fixture(autouse=True)
@@ -58,7 +68,43 @@ def test_fresh_host_gets_a_venv_and_the_cpu_build(capsys):
     tf.install(c)
     ran = commands(c)
     assert ran[0] == "probe" and VENV_SCRIPT.match(ran[1]) and ran[3] == "probe"
-    assert ran[2] == '"$HOME"/tf-venv/bin/python -m pip install --disable-pip-version-check -q tensorflow==2.21.0'
+    python, argument, options, packages = install_command(ran[2])
+    assert ran[2].startswith('"$HOME"/tf-venv/bin/python -c ') and python == "$HOME/tf-venv/bin/python"
+    assert argument["installer"] == "uv" and argument["uv"]["version"] == compat()["uv_installer"]["version"]
+    assert options == ["--disable-pip-version-check", "-q"] and packages == ["tensorflow==2.21.0"]
+
+
+def test_installer_pip_keeps_pip_and_a_bad_installer_is_refused_before_anything():
+    c = context(
+        "tf.install",
+        probes=[
+            env_facts(venv={"python": "3.12.3", "pip": True}),
+            env_facts(venv={"python": "3.12.3", "tf": "2.21.0"}),
+        ],
+        changes={PIP: Result(stdout="installer: pip\n")},
+    )
+    tf.install(c, installer="pip")
+    assert install_command(commands(c)[1])[1]["installer"] == "pip"
+    bad = context("tf.install", probes=[NOTHING])
+    with pytest.raises(Exit, match=r"^--installer conda: choose uv or pip\.$"):
+        tf.install(bad, installer="conda")
+    assert commands(bad) == []
+
+
+def test_what_the_install_script_says_reaches_the_user(capsys):
+    said = "note: pip's setting user (PIP_USER) has no uv equivalent in tfrig: installing with pip"
+    c = context(
+        "tf.install",
+        probes=[
+            env_facts(venv={"python": "3.12.3", "pip": True}),
+            env_facts(venv={"python": "3.12.3", "tf": "2.21.0"}),
+        ],
+        changes={PIP: Result(stdout=f"{said}\ninstaller: pip\nSuccessfully installed tensorflow\n")},
+    )
+    tf.install(c, json=True)
+    shown = capsys.readouterr()
+    assert f"[local] {said}" in shown.err and "TensorFlow 2.21.0 installed (with pip)" in shown.err
+    assert json.loads(shown.out)["installer"] == "pip"
 
 
 def test_a_gpu_host_gets_and_cuda_into_its_conda_env(capsys):
@@ -73,10 +119,10 @@ def test_a_gpu_host_gets_and_cuda_into_its_conda_env(capsys):
     )
     tf.install(c, find_links="/wheels")
     assert commands(c)[1] == "test -e /wheels"  # there on the target, before pip
-    assert (
-        commands(c)[2]
-        == "\"$HOME\"/miniconda3/envs/tf/bin/python -m pip install --disable-pip-version-check -q --find-links /wheels 'tensorflow[and-cuda]==2.21.0'"
-    )
+    python, _, options, packages = install_command(commands(c)[2])
+    assert python == "$HOME/miniconda3/envs/tf/bin/python"
+    assert options == ["--disable-pip-version-check", "-q", "--find-links", "/wheels"]
+    assert packages == ["tensorflow[and-cuda]==2.21.0"]
     assert "installing tensorflow[and-cuda]==2.21.0 into ~/miniconda3/envs/tf" in capsys.readouterr().out
 
 
@@ -127,8 +173,8 @@ def test_tensorflow_2_13_on_the_conda_route_installs_pips_cudnn_and_runs_with_th
     library_path = (
         f'{env}/lib/python3.11/site-packages/nvidia/cudnn/lib:{env}/lib"${{LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}}"'
     )
-    assert pip.startswith(f"env LD_LIBRARY_PATH={library_path} {env}/bin/python -m pip install")
-    assert pip.endswith("-m pip install --disable-pip-version-check -q tensorflow==2.13.0 nvidia-cudnn-cu11==8.6.0.163")
+    assert pip.startswith(f"env LD_LIBRARY_PATH={library_path} {env}/bin/python -c ")
+    assert install_command(pip)[3] == ["tensorflow==2.13.0", "nvidia-cudnn-cu11==8.6.0.163"]
     again = context("tf.install", probes=[env_facts(conda=done, gpu="535.261.03, 7.5")])
     tf.install(again, version="2.13")
     assert commands(again) == ["probe"]

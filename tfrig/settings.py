@@ -58,6 +58,7 @@ CHOICES = {
     "driver.module": ("", "open", "proprietary"),
     "gcp.ssh_via": ("external", "internal", "iap"),  # tfrig.gce.plan.SSH_VIA
     "gcp.ssh_mode": ("auto", "metadata", "oslogin"),  # tfrig.gce.provision.choose_login
+    "tf.installer": ("uv", "pip"),  # tfrig.tasks.tf.INSTALLERS
 }
 # Text settings that name a file or folder: a number there is a mistake (a version may be 2.15).
 PATHS = frozenset({"tfrig.ssh_key", "tfrig.known_hosts", "tf.venv", "tf.find_links", "conda.prefix"})

@@ -84,6 +84,7 @@ def _plan(c: Any, version: str | None, python: str | None, gpu: bool, env: Envir
         "index_url": "package index to install from (a mirror)",
         "find_links": "a folder or URL of wheels to install from (offline hosts, a wheelhouse)",
         "no_index": "use only --find-links, never an index",
+        "installer": "uv (default: 3-4x faster, from the same package sources) or pip",
         "hosts": HOSTS_HELP,
         "json": JSON_HELP,
     }
@@ -97,11 +98,15 @@ def install(
     index_url=None,
     find_links=None,
     no_index=False,
+    installer=None,
     hosts=None,
     json=False,
 ):
     """Install the TensorFlow that fits the target, pinned, into its conda env or a venv."""
     _check_index_url(c, index_url)
+    installer = _setting(c, "installer", installer)
+    if installer not in INSTALLERS:
+        raise Exit(f"--installer {installer}: choose uv or pip.")
 
     def work(host: Host) -> dict[str, Any]:
         env = environment(host, c)
@@ -141,11 +146,18 @@ def install(
             f"installing {' '.join(requirements)} into {env.path}"
             + (" (was " + env.tensorflow + ")" if env.tensorflow else "")
         )
-        host.change(
-            _pip_install(host, env.python, requirements, sources),
-            what=f"pip install {' '.join(requirements)}",
-            progress=f"pip install {plan.requirement}",
+        out = host.change(
+            _tf_install(host, env.python, requirements, sources, installer),
+            what=f"{'uv (else pip)' if installer == 'uv' else 'pip'} install {' '.join(requirements)}",
+            progress=f"installing {plan.requirement}",
         )
+        used = installer
+        for line in out.splitlines():
+            if line.startswith("note: "):
+                host.say(line)
+            elif line.startswith("installer: "):
+                used = line.split()[1]
+        result["installer"] = used
         if plan.gpu and env.kind == "venv" and _needs_library_links(plan.tf):
             host.say(
                 "linking the pip CUDA libraries into TensorFlow's folder (TensorFlow's pip page, for this release)"
@@ -156,10 +168,10 @@ def install(
             installed = environment(host, c).tensorflow
             if installed != plan.tf:
                 raise Exit(
-                    f"[{host.label}] pip finished but {env.path} has TensorFlow {installed or 'not at all'}, "
+                    f"[{host.label}] {used} finished but {env.path} has TensorFlow {installed or 'not at all'}, "
                     f"not {plan.tf}; see the log with `inv tf.install` again."
                 )
-            host.say(f"TensorFlow {plan.tf} installed")
+            host.say(f"TensorFlow {plan.tf} installed (with {used})")
         return {**result, "changed": True}
 
     on_targets(c, work, hosts=hosts, json_out=json, summary=lambda r: f"TensorFlow {r['tensorflow']}")
@@ -371,6 +383,30 @@ def _pip_install(host: Host, python: str, packages: list[str], sources: tuple[li
     return command
 
 
+INSTALLERS = ("uv", "pip")
+
+
+def _tf_install(
+    host: Host, python: str, packages: list[str], sources: tuple[list[str], str | None], installer: str
+) -> str:
+    """The install command: scripts/tf-install.py run by the env's Python, which installs with uv
+    (pinned, checksum-verified, from the same sources; pip's own settings translated) or says why
+    pip does it. An index URL with a credential reaches it as pip's would (see _pip_install)."""
+    from tfrig.knowledge.catalog import compat
+
+    options, secret_index = sources
+    pinned = compat()["uv_installer"]
+    argument = json_module.dumps(
+        {"installer": installer, "uv": {"version": pinned["version"], "sha256": pinned["sha256"]}}
+    )
+    script = shlex.quote((SCRIPTS / "tf-install.py").read_text())
+    words = [python, "-c", script, shlex.quote(argument), *options, "--", *(shlex.quote(p) for p in packages)]
+    command = " ".join(words)
+    if secret_index:
+        return host.with_private_file(f"[global]\nindex-url = {secret_index}\n", command, "PIP_CONFIG_FILE")
+    return command
+
+
 def _running_servers(host: Host, env: Environment) -> list[dict[str, Any]]:
     listed = host.fact(f"{env.python} -m jupyter server list --json")
     servers = []
@@ -519,4 +555,4 @@ def _wait_for_listener(port: int, seconds: float = 10) -> None:
 for _task in (install, verify, jupyter, run):
     readahead.first_probes(_task, environment_probes)
 ns = Collection("tf", install, verify, versions, jupyter, run)
-ns.configure({"tf": {"version": "", "venv": "~/tf-venv", "index_url": "", "find_links": ""}})
+ns.configure({"tf": {"version": "", "venv": "~/tf-venv", "index_url": "", "find_links": "", "installer": "uv"}})
