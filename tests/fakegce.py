@@ -167,6 +167,11 @@ class FakeCompute:
         # guest attributes `hostkeys/` (only when the metadata enables guest attributes).
         self.vm_host_keys: Callable[[str], list[tuple[str, str]]] | None = None
         self.vms: dict[str, Any] = {}  # real VMs a vm_factory made, by name
+        # The project's own images (REST JSON), by name. `image_factory(image, vm)` makes one real
+        # from the VM's boot disk (a real VM's container, committed), returning its size in bytes;
+        # a vm_factory finds what a VM's sourceImage names with `image_of`.
+        self.images: dict[str, dict[str, Any]] = {}
+        self.image_factory: Callable[[str, str], int] | None = None
         self.console: dict[str, str] = {}  # what a VM printed on its serial console, instead of a boot's
         # The OS Login API (oslogin.googleapis.com v1, served here too): each account's POSIX user
         # (where a test names it; else as Google derives it), the keys imported for each POSIX user
@@ -305,6 +310,18 @@ class FakeCompute:
             }
         )
         instance.setdefault("machineType", f"zones/{zone}/machineTypes/n1-standard-4")
+        # As the API shows them: each disk by its source (a boot disk made from initializeParams is
+        # named after the instance), the first one the boot disk.
+        disks = [dict(disk) for disk in instance.get("disks") or [{"initializeParams": {}}]]
+        for index, disk in enumerate(disks):
+            disk_name = (disk.get("initializeParams") or {}).get("diskName") or (
+                body["name"] if index == 0 else f"{body['name']}-{index}"
+            )
+            disk.setdefault("source", f"{self.endpoint}{PREFIX}{self.project}/zones/{zone}/disks/{disk_name}")
+            disk.setdefault("boot", index == 0)
+            disk.setdefault("deviceName", disk_name)
+            disk.setdefault("diskSizeGb", str((disk.get("initializeParams") or {}).get("diskSizeGb") or 10))
+        instance["disks"] = disks
         interfaces = instance.get("networkInterfaces") or [
             {"network": "global/networks/default", "accessConfigs": [{}]}
         ]
@@ -320,7 +337,10 @@ class FakeCompute:
         instance["networkInterfaces"] = interfaces
         return instance
 
-    def _operation(self, zone: str, kind: str, target: str, error: dict[str, Any] | None = None) -> dict[str, Any]:
+    def _operation(
+        self, zone: str | None, kind: str, target: str, error: dict[str, Any] | None = None
+    ) -> dict[str, Any]:
+        """A zone operation, or a global one (zone None: images)."""
         name = f"operation-{next(self._ids)}"
         operation = {
             "kind": "compute#operation",
@@ -330,8 +350,9 @@ class FakeCompute:
             "targetLink": target,
             "status": "DONE",
             "progress": 100,
-            "zone": f"{self.endpoint}{PREFIX}{self.project}/zones/{zone}",
         }
+        if zone:
+            operation["zone"] = f"{self.endpoint}{PREFIX}{self.project}/zones/{zone}"
         if error:
             operation["error"] = error
         self.operations[name] = operation
@@ -361,7 +382,7 @@ class FakeCompute:
             self.release.wait(60)
         if self.scenario.latency:
             time.sleep(self.scenario.latency)
-        if method == "POST" and (m := re.fullmatch(r"/zones/[^/]+/operations/([^/]+)/wait", route)):
+        if method == "POST" and (m := re.fullmatch(r"/(?:zones/[^/]+|global)/operations/([^/]+)/wait", route)):
             self._wait(m[1])
         with self._lock:
             self.calls.append((method, path))
@@ -530,8 +551,8 @@ class FakeCompute:
             by_zone: dict[str, Any] = {}
             for op in self.operations.values():
                 if not wanted or op["operationType"] == wanted[1]:
-                    where = op["zone"].rsplit("/", 1)[-1]
-                    by_zone.setdefault(f"zones/{where}", {"operations": []})["operations"].append(op)
+                    scope = f"zones/{op['zone'].rsplit('/', 1)[-1]}" if "zone" in op else "global"
+                    by_zone.setdefault(scope, {"operations": []})["operations"].append(op)
             return 200, self._page(by_zone, query)
         if method == "GET" and route == "/aggregated/instances":
             wanted = re.search(r'name = "([^"]+)"', query.get("filter", [""])[0])
@@ -565,6 +586,14 @@ class FakeCompute:
                     403, "forbidden", f"Required 'compute.firewalls.list' permission for 'projects/{self.project}'"
                 )
             return 200, {"items": self.firewalls}
+        imaged = self._images(method, route, query, body)
+        if imaged is not None:
+            return imaged
+        if m := re.fullmatch(r"/global/operations/([^/]+)(?:/wait)?", route):
+            operation = self.operations.get(m[1])
+            return (
+                (200, self._current(operation)) if operation else _error(404, "notFound", f"operation {m[1]} not found")
+            )
         m = re.fullmatch(r"/zones/([^/]+)/(instances|operations)(?:/([^/]+))?(?:/([a-zA-Z]+))?", route)
         if not m:
             return _error(404, "notFound", f"no route {method} {route}")
@@ -777,6 +806,9 @@ class FakeCompute:
         missing = self._missing_network(zone, body)
         if missing:
             return _error(404, "notFound", f"The resource '{missing}' was not found")
+        image = ((body.get("disks") or [{}])[0].get("initializeParams") or {}).get("sourceImage", "")
+        if f"projects/{self.project}/global/images/" in image and self.image_of(image) is None:
+            return _error(404, "notFound", f"The resource '{image[image.index('projects/') :]}' was not found")
         refused = (
             self._refusal(zone, body)
             or self._policy_refusal(zone, body)
@@ -826,6 +858,94 @@ class FakeCompute:
                 self._quotas(where)[metric][1] += amount
         self._draws[name] = draws
         return 200, self._operation(zone, "insert", target)
+
+    def image_of(self, source: str) -> dict[str, Any] | None:
+        """The project's image a sourceImage names (.../global/images/NAME or .../images/family/F:
+        the family's newest), else None."""
+        family = re.search(r"/global/images/family/([^/]+)$", source)
+        if family:
+            members = [i for i in self.images.values() if i.get("family") == family[1] and i["status"] == "READY"]
+            return members[-1] if members else None  # the newest: made last
+        named = re.search(r"/global/images/([^/]+)$", source)
+        return self.images.get(named[1]) if named else None
+
+    def _images(
+        self, method: str, route: str, query: dict[str, list[str]], body: dict[str, Any]
+    ) -> tuple[int, dict[str, Any]] | None:
+        """images.insert (from a VM's boot disk), get, getFromFamily, list, delete; None: not an image route."""
+        if method == "POST" and route == "/global/images":
+            return self._insert_image(body, query.get("forceCreate", ["false"])[0] == "true")
+        if method == "GET" and route == "/global/images":
+            return 200, {"items": sorted(self.images.values(), key=lambda i: i["name"])}
+        m = re.fullmatch(r"/global/images/(family/)?([^/]+)", route)
+        if not m:
+            return None
+        found = self.image_of(f"/global/images/{m[1] or ''}{m[2]}")
+        if found is None:
+            return _error(
+                404,
+                "notFound",
+                f"The resource 'projects/{self.project}/global/images/{m[1] or ''}{m[2]}' was not found",
+            )
+        if method == "GET":
+            return 200, found
+        if method == "DELETE" and not m[1]:
+            del self.images[found["name"]]
+            return 200, self._operation(None, "delete", found["selfLink"])
+        return _error(400, "badRequest", f"unsupported {method} {route}")
+
+    def _insert_image(self, body: dict[str, Any], force: bool) -> tuple[int, dict[str, Any]]:
+        name = body.get("name", "")
+        if not re.fullmatch(r"[a-z](?:[-a-z0-9]{0,61}[a-z0-9])?", name):
+            return _error(400, "invalid", f"Invalid value for field 'resource.name': '{name}'.")
+        for key, value in (body.get("labels") or {}).items():  # gcloud's labels_util formats
+            if not re.fullmatch(r"[a-z][-_a-z0-9]{0,62}", key) or not re.fullmatch(r"[-_a-z0-9]{0,63}", value):
+                return _error(400, "invalid", f"Invalid value for field 'resource.labels': '{key}: {value}'.")
+        if name in self.images:
+            return _error(
+                409, "alreadyExists", f"The resource 'projects/{self.project}/global/images/{name}' already exists"
+            )
+        source = body.get("sourceDisk", "")
+        path = source[source.index("projects/") :] if "projects/" in source else f"projects/{self.project}/{source}"
+        owner = next(
+            (
+                (zone, vm)
+                for zone, vms in self.instances.items()
+                for vm in vms.values()
+                if any(d["source"].endswith(path) for d in vm["disks"] if d.get("boot"))
+            ),
+            None,
+        )
+        if owner is None:
+            return _error(404, "notFound", f"The resource '{path}' was not found")
+        zone, vm = owner
+        # gcloud's --force help: "image creation fails when it is created from a disk that is
+        # attached to a running instance" (the message below is the test bed's wording).
+        if vm["status"] != "TERMINATED" and not force:
+            return _error(
+                400,
+                "resourceInUseByAnotherResource",
+                f"The disk resource '{path}' is already being used by "
+                f"'projects/{self.project}/zones/{zone}/instances/{vm['name']}'",
+            )
+        size = self.image_factory(name, vm["name"]) if self.image_factory else 0
+        self_link = f"{self.endpoint}{PREFIX}{self.project}/global/images/{name}"
+        self.images[name] = {
+            "kind": "compute#image",
+            "id": str(next(self._ids)),
+            "name": name,
+            "family": body.get("family", ""),
+            "description": body.get("description", ""),
+            "labels": dict(body.get("labels") or {}),
+            "sourceDisk": f"{self.endpoint}{PREFIX}{path}",
+            "sourceType": "RAW",
+            "status": "READY",
+            "diskSizeGb": vm["disks"][0]["diskSizeGb"],
+            "archiveSizeBytes": str(size),
+            "creationTimestamp": _now(),
+            "selfLink": self_link,
+        }
+        return 200, self._operation(None, "insert", self_link)
 
     def _quotas(self, where: str) -> dict[str, list[float]]:
         return self.project_quotas if where == "global" else self.regional.setdefault(where, {})

@@ -4,6 +4,7 @@ with the user from the ssh-keys metadata made as Google's guest agent makes it."
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shlex
 import signal
@@ -50,12 +51,22 @@ def cloud(
     api.offer("nvidia-tesla-t4", ZONES)
     vms = api.vms
 
+    baked: list[str] = []
+
     def make_vm(name: str, zone: str, body: dict[str, Any]) -> str:
         # Its host keys are not pinned for the test: tfrig must find them in the guest attributes.
         options = dict(vm_options)
         mounts = {str(wheelhouse): "/wheelhouse", **vm_mounts, **options.pop("volumes_extra", {})}
+        source = body["disks"][0]["initializeParams"].get("sourceImage", "")
+        image = api.image_of(source)
+        if image is not None:  # one of the project's own images: what gcp.bake's VM had on its disk
+            options["image"] = f"local/tfrig-baked:{image['name']}"
         host = sshd_factory(volumes_extra=mounts, pin=False, **options)
         vms[name] = host
+        if image is not None:  # a new instance: its guest agent makes it SSH host keys of its own
+            code, output = host.exec("rm -f /etc/ssh/ssh_host_* && ssh-keygen -A && kill -HUP 1")
+            assert code == 0, output
+            host.wait_for_ssh()
         if api.oslogin_on(body):
             # Its sshd takes only the keys imported through OS Login, per POSIX user (a real one asks
             # the metadata server for them); ssh-keys metadata counts for nothing there.
@@ -69,8 +80,9 @@ def cloud(
             return host.address
         keys = next(item["value"] for item in body["metadata"]["items"] if item["key"] == "ssh-keys")
         user = keys.split(":", 1)[0]
-        code, output = host.exec(
-            f"useradd -m -s /bin/bash -p '*' {user} && echo '{user} ALL=(ALL) NOPASSWD:ALL' > /etc/sudoers.d/{user}"
+        code, output = host.exec(  # an image baked from a VM has the user already
+            f"{{ id -u {user} >/dev/null 2>&1 || useradd -m -s /bin/bash -p '*' {user}; }} "
+            f"&& echo '{user} ALL=(ALL) NOPASSWD:ALL' > /etc/sudoers.d/{user}"
         )
         assert code == 0, output
         return host.address
@@ -94,8 +106,19 @@ def cloud(
     api.vm_internal_address = lambda name: vms[name].internal_address()
     api.vm_host_keys = lambda name: [tuple(line.split()[1:3]) for line in vms[name].host_keys()]
     api.vm_cleanup = lambda name: vms.pop(name).container.remove(force=True)
+
+    def bake(image: str, vm: str) -> int:
+        """The VM's disk as an image: its container committed (mounted folders are not its disk)."""
+        vms[vm].container.commit(repository="local/tfrig-baked", tag=image)
+        baked.append(image)
+        return int(docker_client.images.get(f"local/tfrig-baked:{image}").attrs["Size"])
+
+    api.image_factory = bake
     yield api
     api.close()
+    for image in baked:
+        with contextlib.suppress(Exception):  # its VMs' containers are gone with sshd_factory's teardown
+            docker_client.images.remove(f"local/tfrig-baked:{image}", force=True)
 
 
 @pytest.fixture
@@ -657,3 +680,61 @@ def test_a_vm_without_an_external_ip_is_reached_at_its_internal_address(tfrig, c
     ran = tfrig("gcp.exec", "--cmd", "echo reached", env=inside)
     assert ran.code == 0 and "reached" in ran.out, ran.text
     assert tfrig("gcp.delete", "--yes", env=inside).code == 0
+
+
+def test_a_baked_image_makes_vms_ready_at_boot(tfrig, cloud, env, vm_options, nvidia_site):
+    """gcp.bake: the driver and TensorFlow installed once, the VM's disk made an image in a family,
+    the VM deleted; a VM created from the family finds gpu.setup and tf.install done (no install,
+    no reboot); gcp.images lists it with what is on it, and --delete removes it."""
+    nvidia_site.add("580.159.04")
+    vm_options.update(
+        gpu="t4",
+        boot_lock=0,
+        restart_policy={"Name": "always"},
+        volumes_extra={str(nvidia_site.headers_source): "/etc/apt/sources.list.d/tfrig-kernel-headers.list"},
+    )
+    env = {**env, "INVOKE_DRIVER_DOWNLOAD_BASE": nvidia_site.base_url}
+    # The CPU build: the test bed's wheelhouse has no CUDA wheels.
+    made = tfrig(
+        "gcp.create", "--yes", "--name", "tfrig-bake", "gpu.setup", "tf.install", "--cpu", "--no-index", env=env
+    )
+    assert made.code == 0, made.text
+    assert "[tfrig-bake] GPU ready: Tesla T4, driver 580.159.04" in made.out
+
+    baked = tfrig("gcp.bake", "--name", "tfrig-bake", "--family", "tf-t4", "--delete", "--yes", env=env)
+    assert baked.code == 0, baked.text
+    image = next(iter(cloud.images))
+    assert image.startswith("tf-t4-")
+    assert (
+        f"baked {image} (family tf-t4): driver 580.159.04, TensorFlow 2.21.0, Docker -; "
+        "`inv gcp.create --image-family tf-t4` makes VMs from it"
+    ) in baked.out, baked.out
+    assert cloud.images[image]["labels"] == {
+        "tfrig-baked": "true",
+        "tfrig-driver": "580-159-04",
+        "tfrig-tensorflow": "2-21-0",
+        "tfrig-docker": "none",
+    }
+    assert "tfrig-bake" not in cloud.vms and "deleted tfrig-bake" in baked.out
+
+    listed = json_of(tfrig("gcp.images", "--json", env=env).out)
+    assert [(r["image"], r["family"], r["driver"], r["tensorflow"]) for r in listed] == [
+        (image, "tf-t4", "580.159.04", "2.21.0")
+    ]
+    assert listed[0]["stored_gb"] > 0
+
+    fleet = tfrig(
+        "gcp.create", "--yes", "--name", "tfrig-fleet", "--image-family", "tf-t4",
+        "gpu.setup", "tf.install", "--cpu", "--no-index", env=env,
+    )  # fmt: skip
+    assert fleet.code == 0, fleet.text
+    assert "[tfrig-fleet] already done: driver 580.159.04 loaded" in fleet.out
+    assert "[tfrig-fleet] already done: TensorFlow 2.21.0" in fleet.out
+    assert "step install" not in fleet.out and "rebooting" not in fleet.out and "installing" not in fleet.out
+    source = cloud.instances["us-central1-a"]["tfrig-fleet"]["disks"][0]["initializeParams"]["sourceImage"]
+    assert source == f"projects/{cloud.project}/global/images/family/tf-t4"
+
+    assert tfrig("gcp.delete", "--name", "tfrig-fleet", "--yes", env=env).code == 0
+    gone = tfrig("gcp.images", "--delete", image, "--yes", env=env)
+    assert gone.code == 0, gone.text
+    assert cloud.images == {} and f"deleted image {image}" in gone.err + gone.out

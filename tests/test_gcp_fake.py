@@ -462,6 +462,36 @@ def test_lifecycle_list_stop_start_delete(tfrig, fake, gcp_env):
     assert tfrig("gcp.list", env=gcp_env).out.strip() == "tfrig has created no VMs that still exist."
 
 
+def test_an_image_of_a_running_vms_disk_is_refused_so_bake_stops_it_first(tfrig, fake, gcp_env):
+    """The API refuses an image of a disk in use (gcloud's --force help); gcp.bake of a stopped VM
+    (what is on it can't be read) images its boot disk into the family, labelled unknown, and starts
+    it again; a family gcp.create can't find is refused by the API before anything is made."""
+    from tfrig.gce.cloud import ApiError, Cloud
+
+    assert create(tfrig, gcp_env).code == 0
+    cloud = Cloud(fake.project, fake.endpoint, "anonymous", retry_delay=0.01)
+    disk = f"projects/{fake.project}/zones/us-central1-a/disks/tfrig-alice"
+    with pytest.raises(ApiError) as refused:
+        cloud.create_image("early", "tf-t4", disk, {}, "")
+    assert refused.value.reason == "resourceInUseByAnotherResource" and fake.images == {}
+
+    assert tfrig("gcp.stop", "--name", "tfrig-alice", env=gcp_env).code == 0
+    baked = tfrig("gcp.bake", "--name", "tfrig-alice", "--family", "tf-t4", env=gcp_env)
+    assert baked.code == 0, baked.text
+    (image,) = fake.images
+    assert fake.images[image]["sourceDisk"].endswith(disk) and fake.images[image]["family"] == "tf-t4"
+    assert fake.images[image]["labels"]["tfrig-driver"] == "unknown"
+    assert f"baked {image} (family tf-t4): driver unknown" in baked.out
+    assert fake.instances["us-central1-a"]["tfrig-alice"]["status"] == "RUNNING"
+    assert "started tfrig-alice again at" in baked.out
+
+    missing = tfrig(
+        "gcp.create", "--yes", "--name", "tfrig-bob", "--no-ssh-wait", "--image-family", "tf-l4", env=gcp_env
+    )
+    assert missing.code == 1 and "tfrig-bob" not in fake.instances.get("us-central1-a", {})
+    assert f"projects/{fake.project}/global/images/family/tf-l4' was not found" in missing.err.strip().splitlines()[-1]
+
+
 def test_deleting_a_vm_that_is_already_gone_just_forgets_it(tfrig, fake, gcp_env):
     assert create(tfrig, gcp_env).code == 0
     del fake.instances["us-central1-a"]["tfrig-alice"]

@@ -33,6 +33,19 @@ _RETRYABLE_REASONS = {"rateLimitExceeded", "RESOURCE_OPERATION_RATE_EXCEEDED", "
 HOST_KEY_TYPES = ("ssh-rsa", "ssh-ed25519", "ecdsa-sha2-nistp256")
 
 
+@dataclass(frozen=True)
+class Image:
+    """One of the project's own images, as gcp.images lists it."""
+
+    name: str
+    family: str
+    labels: dict[str, str]
+    status: str
+    disk_size_gb: int
+    archive_size_bytes: int  # what Cloud Storage bills for it
+    created: str
+
+
 @dataclass
 class Vm:
     name: str
@@ -48,6 +61,7 @@ class Vm:
     spot: bool = False
     flex: bool = False  # Flex-start
     started: str = ""  # RFC 3339: when it last started (or was created)
+    boot_disk: str = ""  # its boot disk, projects/P/zones/Z/disks/D (what gcp.bake makes an image of)
 
     def uptime_hours(self, now: float | None = None) -> float | None:
         """Hours since it last started, while it runs; None when stopped or unknown."""
@@ -580,22 +594,56 @@ class Cloud:
     def start(self, zone: str, name: str) -> str:
         return str(self.call("InstancesClient", "start_unary", project=self.project, zone=zone, instance=name).name)
 
-    def wait(self, zone: str, operation: str, timeout: float = 600) -> OperationResult:
-        """Await a zone operation with zoneOperations.wait, call after call (each returns when the
-        operation is DONE or after about WAIT_HOLD, maybe not DONE), until `timeout` has passed:
-        then an ApiError TIMEOUT, and the operation may still finish."""
+    def create_image(self, name: str, family: str, source_disk: str, labels: dict[str, str], description: str) -> str:
+        """images.insert from a boot disk (projects/P/zones/Z/disks/D) into an image family; the
+        disk's VM must be stopped (gcloud's --force help: creation "fails when it is created from a
+        disk that is attached to a running instance"). Returns the global operation's name."""
+        image = {
+            "name": name,
+            "family": family,
+            "source_disk": source_disk,
+            "labels": labels,
+            "description": description,
+        }
+        return str(self.call("ImagesClient", "insert_unary", project=self.project, image_resource=image).name)
+
+    def images(self) -> list[Image]:
+        """The project's own images (images.list), newest first."""
+        found = [
+            Image(
+                name=item.name,
+                family=item.family,
+                labels=dict(item.labels),
+                status=item.status,
+                disk_size_gb=int(item.disk_size_gb),
+                archive_size_bytes=int(item.archive_size_bytes),
+                created=item.creation_timestamp,
+            )
+            for item in self.call("ImagesClient", "list", project=self.project)
+        ]
+        return sorted(found, key=lambda image: image.created, reverse=True)
+
+    def delete_image(self, name: str) -> str:
+        return str(self.call("ImagesClient", "delete_unary", project=self.project, image=name).name)
+
+    def wait(self, zone: str | None, operation: str, timeout: float = 600) -> OperationResult:
+        """Await a zone operation with zoneOperations.wait (a global one, zone None, with
+        globalOperations.wait), call after call (each returns when the operation is DONE or after
+        about WAIT_HOLD, maybe not DONE), until `timeout` has passed: then an ApiError TIMEOUT, and
+        the operation may still finish."""
         deadline = time.monotonic() + timeout
+        client, where = ("ZoneOperationsClient", {"zone": zone}) if zone else ("GlobalOperationsClient", {})
         while True:
             remaining = deadline - time.monotonic()
             try:
                 found = self.call(
-                    "ZoneOperationsClient",
+                    client,
                     "wait",
                     timeout=max(min(WAIT_CALL_TIMEOUT, remaining), 1.0),
                     retry_timeouts=False,
                     project=self.project,
-                    zone=zone,
                     operation=operation,
+                    **where,
                 )
             except ApiError as exc:
                 if exc.reason != "TIMEOUT":
@@ -604,7 +652,9 @@ class Cloud:
             if found is not None and _done(found):
                 return OperationResult(name=operation, errors=_operation_errors(found))
             if time.monotonic() >= deadline:
-                raise ApiError(0, "TIMEOUT", f"operation {operation} in {zone} not done after {timeout:.0f} s")
+                raise ApiError(
+                    0, "TIMEOUT", f"operation {operation} in {zone or 'the project'} not done after {timeout:.0f} s"
+                )
 
 
 def _posix_user(accounts: Any) -> str | None:
@@ -708,7 +758,13 @@ def _vm(instance: Any) -> Vm:
         spot=instance.scheduling.provisioning_model == "SPOT",
         flex=instance.scheduling.provisioning_model == "FLEX_START",
         started=instance.last_start_timestamp or instance.creation_timestamp,
+        boot_disk=next((_resource_path(d.source) for d in instance.disks if d.boot), ""),
     )
+
+
+def _resource_path(url: str) -> str:
+    """projects/... of a resource's URL (selfLink), as a request names it."""
+    return url[url.find("projects/") :] if "projects/" in url else url
 
 
 def _attached(machine_type: str) -> tuple[str | None, int]:

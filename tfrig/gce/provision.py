@@ -233,10 +233,10 @@ def wait_queued(cloud: Any, zone: str, name: str, wait: float, poll: float, out:
 
 
 def finish(
-    c: Any, cloud: Any, zone: str, operation: str, what: str, timeout: float | None = None, no_room: str = ""
+    c: Any, cloud: Any, zone: str | None, operation: str, what: str, timeout: float | None = None, no_room: str = ""
 ) -> None:
-    """Wait for an operation and check its result: one line if it failed or did not end in time
-    (`no_room`, where given, when the zone had no capacity for it)."""
+    """Wait for an operation (zone None: a global one) and check its result: one line if it failed
+    or did not end in time (`no_room`, where given, when the zone had no capacity for it)."""
     from tfrig.gce.cloud import ApiError
 
     try:

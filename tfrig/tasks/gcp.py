@@ -81,6 +81,7 @@ CREATE_HELP = {
     "region": "search only this region",
     "image": "ubuntu-24.04 (default), ubuntu-22.04, debian-12, accelerator (Ubuntu's, with NVIDIA's R580 driver), "
     "dlvm (Deep Learning VM with the driver), projects/...",
+    "image_family": "your own image family (one gcp.bake made): the VM starts from its newest image",
     "disk_gb": "boot disk size in GB (default 100)",
     "spot": "a Spot VM (cheaper, can be preempted; uses PREEMPTIBLE_ quota where the project has it)",
     "max_run_duration": "stop or delete the VM after this long, e.g. 8h (GCE enforces it, so a forgotten VM stops)",
@@ -121,6 +122,7 @@ def create(
     zone=None,
     region=None,
     image=None,
+    image_family=None,
     disk_gb=None,
     spot=False,
     max_run_duration=None,
@@ -176,6 +178,15 @@ def create(
             gceplan.reservation_ref(reservation)
         gceplan.check_sold(chosen_machine, spot, flex_start, bool(reservation))
         arch = gceplan.family(chosen_machine).arch
+        if image_family:
+            from tfrig.gce import bake as baking
+
+            if image:
+                raise gceplan.Invalid("give --image or --image-family, not both.")
+            try:
+                baking.check_family(image_family)
+            except baking.Invalid as invalid:
+                raise gceplan.Invalid(str(invalid).replace("--family", "--image-family")) from None
         source_image, image_metadata = image_source(c, image or gcp.image, arch)
         gceplan.check_image(chosen_machine, source_image)
         check_image_gpu(image or gcp.image, gpu_type)
@@ -209,6 +220,8 @@ def create(
     user = vm_user()
     key, public_key = ssh_key(c, dry)
     cloud = cfg.cloud()
+    if image_family:  # the project's own family: the API refuses a missing one before anything is made
+        source_image, image_metadata = f"projects/{cfg.project}/global/images/family/{image_family}", {}
     request = CreateRequest(
         names=names,
         gpu=gpu_type,
@@ -444,11 +457,23 @@ def _holding(c: Any, name: str | None, action: str, out: Any) -> Iterator[dict[s
 @task(help={"name": NAME_HELP, "json": JSON_HELP})
 def start(c, name=None, json=False):
     """Start a stopped VM (its address may change) and make it the run's target."""
-    with _holding(c, name, "gcp.start", info_stream(json)) as record:
+    record = _start(c, name, info_stream(json))
+    if record is None:
+        return
+    if json:
+        print_json(record)
+    else:
+        print(f"started {record['name']} at {targets.vm_address(record)}")
+
+
+def _start(c: Any, name: str | None, out: Any) -> dict[str, Any] | None:
+    """Start the VM, wait until it runs, keep its host keys if its address changed, and make it
+    the run's target; its record (None under --dry)."""
+    with _holding(c, name, "gcp.start", out) as record:
         cloud = settings(c, record.get("project"), record.get("zone")).cloud()
         if c.config.run.dry:
             print(f"would start {record['name']} in {record['zone']}")
-            return
+            return None
         no_room = (
             f"{record['zone']} has no capacity for {record['name']} now (a preempted Spot VM comes back only where "
             f"there is room): start it again later, or `inv gcp.delete --name {record['name']}` and create one "
@@ -471,10 +496,7 @@ def start(c, name=None, json=False):
         if earlier:  # the same VM and disk, maybe at a new address: its keys move with it
             hostkeys.pin(hostkeys.vm_host_name(record), earlier)
     targets.carry(c.config, [targets.vm_target(record)])
-    if json:
-        print_json(record)
-    else:
-        print(f"started {record['name']} at {targets.vm_address(record)}")
+    return record
 
 
 @task(help={"name": NAME_HELP, "json": JSON_HELP})
@@ -505,6 +527,166 @@ def delete(c, name=None, yes=False, json=False):
         delete_vm(c, record, info_stream(json))
     if json:
         print_json({"deleted": record["name"], "zone": record["zone"]})
+
+
+# What gcp.bake reads on a running VM for its image's labels (one round trip): the loaded NVIDIA
+# module, Docker's version, and TensorFlow (read through tfrig.steps.tfenv's env facts).
+_BAKE_FACTS = {
+    "driver": "cat /sys/module/nvidia/version",
+    "docker": "command -v docker >/dev/null && docker --version | sed -n 's/^Docker version \\([^,]*\\).*/\\1/p'",
+}
+
+
+def _what_is_on(c: Any, record: dict[str, Any], out: Any) -> dict[str, str | None]:
+    """The driver, TensorFlow and Docker versions on a running VM (None: not there)."""
+    from tfrig.hosts.host import Host, connect
+    from tfrig.steps.tfenv import environment
+
+    target = targets.vm_target(record)
+    host = Host(connect(c, target), target, out=out)
+    facts = host.probe(_BAKE_FACTS)
+    found = {what: (fact.out.strip() or None) if fact.ok else None for what, fact in facts.items()}
+    return {**found, "tensorflow": environment(host, c).tensorflow}
+
+
+@task(
+    help={
+        "name": NAME_HELP,
+        "family": "the image family to bake into (e.g. tf-t4); `gcp.create --image-family` takes its newest",
+        "delete": "delete the VM once its image is made (default: start it again)",
+        "yes": "don't ask before --delete",
+        "json": JSON_HELP,
+    }
+)
+def bake(c, family, name=None, delete=False, yes=False, json=False):
+    """Make an image of a VM's boot disk in an image family (stopping the VM for it), labelled with
+    what is on it, so VMs made from it are ready at boot; then start the VM again, or --delete it."""
+    from tfrig.gce import bake as baking
+
+    out = info_stream(json)
+    try:
+        baking.check_family(family)
+    except baking.Invalid as invalid:
+        raise Exit(str(invalid)) from None
+    image = baking.image_name(family)
+    if delete and not c.config.run.dry:
+        confirm(f"Bake {image} and then delete the VM?", yes or c.config.tfrig.yes)
+    with _holding(c, name, "gcp.bake", out) as record:
+        cloud = settings(c, record.get("project"), record.get("zone")).cloud()
+        vm = cloud.get_vm(record["zone"], record["name"])
+        if vm is None:
+            raise Exit(f"{record['name']} is not in {record['zone']} any more: nothing to bake.")
+        if c.config.run.dry:
+            print(
+                f"would read what is on {vm.name}, stop it, make {image} (family {family}) of its boot disk", file=out
+            )
+            print(f"then {'delete it' if delete else 'start it again'}", file=out)
+            return
+        if vm.status == "RUNNING":
+            on_it = _what_is_on(c, record, out)
+            print(f"stopping {vm.name} so that its disk is imaged whole", file=out)
+            finish(c, cloud, vm.zone, cloud.stop(vm.zone, vm.name), f"stopping {vm.name}")
+            state.record_vm(vm.name, status="TERMINATED")
+        else:  # stopped already: what is on it can't be read without starting it
+            on_it = {"driver": "unknown", "tensorflow": "unknown", "docker": "unknown"}
+        labels = baking.labels(on_it["driver"], on_it["tensorflow"], on_it["docker"])
+        print(f"making {image} of {vm.boot_disk} (minutes: the whole disk is copied)", file=out)
+        operation = cloud.create_image(
+            image, family, vm.boot_disk, labels, f"baked by tfrig from {vm.name} ({vm.zone})"
+        )
+        finish(c, cloud, None, operation, f"making image {image}", timeout=max(Timing.of(c.config).operation, 3600))
+    made = next((i for i in cloud.images() if i.name == image), None)
+    shown = {what: baking.shown(labels, what) for what in baking.WHAT}
+    result = {
+        "image": image,
+        "family": family,
+        **shown,
+        "disk_size_gb": made.disk_size_gb if made else None,
+        "stored_bytes": made.archive_size_bytes if made else None,
+        "vm": record["name"],
+    }
+    print(
+        f"baked {image} (family {family}): driver {shown['driver']}, TensorFlow {shown['tensorflow']}, "
+        f"Docker {shown['docker']}; `inv gcp.create --image-family {family}` makes VMs from it",
+        file=out,
+    )
+    if delete:
+        with _holding(c, record["name"], "gcp.delete", out) as current:
+            delete_vm(c, current, out)
+    else:
+        started = _start(c, record["name"], out)
+        print(f"started {record['name']} again at {targets.vm_address(started or record)}", file=out)
+    if json:
+        print_json(result)
+
+
+@task(
+    help={
+        "delete": "delete this image (its storage stops being billed)",
+        "yes": "don't ask before --delete",
+        "project": PROJECT_HELP,
+        "json": JSON_HELP,
+    }
+)
+def images(c, delete=None, yes=False, project=None, json=False):
+    """The images gcp.bake made: family, what is on each, size and stored size (billed as storage)."""
+    from tfrig.gce import bake as baking
+
+    if delete:
+        try:
+            baking.check_image_name(delete)
+        except baking.Invalid as invalid:
+            raise Exit(str(invalid)) from None
+    cloud = settings(c, project).cloud()
+    out = info_stream(json)
+    if delete:
+        found = next((i for i in cloud.images() if i.name == delete), None)
+        if found is None:
+            raise Exit(f"--delete {delete}: no such image in the project; `inv gcp.images` lists them.")
+        if c.config.run.dry:
+            print(f"would delete image {delete}", file=out)
+            return
+        confirm(f"Delete image {delete} (family {found.family or '-'})?", yes or c.config.tfrig.yes)
+        finish(c, cloud, None, cloud.delete_image(delete), f"deleting image {delete}")
+        print(f"deleted image {delete}: its storage is no longer billed", file=out)
+        if json:
+            print_json({"deleted": delete})
+        return
+    rows = [
+        {
+            "image": i.name,
+            "family": i.family,
+            **{what: baking.shown(i.labels, what) for what in baking.WHAT},
+            "disk_size_gb": i.disk_size_gb,
+            "stored_gb": round(i.archive_size_bytes / 1e9, 2),
+            "created": i.created,
+            "status": i.status,
+        }
+        for i in cloud.images()
+        if i.labels.get(baking.BAKED) == "true"
+    ]
+    if json:
+        print_json(rows)
+        return
+    if not rows:
+        print("no images baked by tfrig in this project: `inv gcp.bake --family NAME` makes one", file=out)
+        return
+    table(
+        ["image", "family", "driver", "TensorFlow", "Docker", "disk GB", "stored GB", "created"],
+        [
+            [
+                r["image"],
+                r["family"],
+                r["driver"],
+                r["tensorflow"],
+                r["docker"],
+                r["disk_size_gb"],
+                r["stored_gb"],
+                r["created"],
+            ]
+            for r in rows
+        ],
+    )
 
 
 def _gpu_type(c: Any, gpu: str | None) -> gceplan.GpuType:
@@ -1009,7 +1191,23 @@ def get(c, source, destination=None, name=None, force=False):
 
 
 ns = Collection(
-    "gcp", create, check, start, stop, delete, down, zones, gpus, reservations, quota, ssh, tunnel, put, get
+    "gcp",
+    create,
+    check,
+    start,
+    stop,
+    delete,
+    down,
+    zones,
+    gpus,
+    reservations,
+    quota,
+    ssh,
+    tunnel,
+    put,
+    get,
+    bake,
+    images,
 )
 ns.add_task(exec_, name="exec")
 ns.add_task(list_, name="list")
