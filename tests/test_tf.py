@@ -167,6 +167,41 @@ def test_install_and_verify_over_ssh_then_jupyter_through_a_tunnel(tfrig, sshd_f
         jupyter.send_signal(signal.SIGINT)
         jupyter.wait(DEADLINE)
 
+    # A Colab local runtime: not the server above (it doesn't allow Colab's origin), a new one
+    # that does, as Colab's local-runtime page starts it; another origin is not allowed.
+    taken = tfrig("tf.jupyter", "-H", host.spec(), "--colab", "--no-tunnel", env=ssh_env)
+    assert taken.code == 1
+    assert (
+        taken.err.strip()
+        .splitlines()[-1]
+        .endswith(
+            "JupyterLab runs on port 8888 there without Colab's origin: stop it (`jupyter server stop 8888` in the env) "
+            "or give another --port."
+        )
+    )
+    colab = tfrig("tf.jupyter", "-H", host.spec(), "--colab", "--port", "8890", "--no-tunnel", "--json", env=ssh_env)
+    assert colab.code == 0, colab.text
+    runtime = json_of(colab.out)
+    assert runtime["colab_url"].startswith("http://127.0.0.1:8890/?token=")
+    token = runtime["colab_url"].rsplit("=", 1)[1]
+
+    def status(origin: str) -> str:
+        return host.exec(
+            f"curl -s -o /dev/null -D - -H 'Origin: {origin}' 'http://127.0.0.1:8890/api/status?token={token}'"
+        )[1]
+
+    # A browser lets a page read an answer only where Access-Control-Allow-Origin names the page's
+    # origin (CORS): the server names Colab's, so Colab's page may, another site's may not.
+    def allowed(headers: str) -> list[str]:
+        return [line.split(":", 1)[1].strip() for line in headers.splitlines() if
+                line.lower().startswith("access-control-allow-origin:")]  # fmt: skip
+
+    from_colab, from_elsewhere = status("https://colab.research.google.com"), status("https://evil.example")
+    assert from_colab.startswith("HTTP/1.1 200") and allowed(from_colab) == ["https://colab.research.google.com"]
+    assert allowed(from_elsewhere) == ["https://colab.research.google.com"]  # not the other site's
+    again = tfrig("tf.jupyter", "-H", host.spec(), "--colab", "--port", "8890", "--no-tunnel", env=ssh_env)
+    assert again.code == 0 and f"Colab: Connect > Connect to a local runtime, paste {runtime['colab_url']}" in again.out
+
 
 def test_an_unknown_version_is_refused_before_touching_the_host(tfrig):
     result = tfrig("tf.install", "--version", "2.99")

@@ -407,6 +407,22 @@ def _tf_install(
     return command
 
 
+COLAB_ORIGIN = "https://colab.research.google.com"
+
+
+def _allows_colab(python: str, port: int) -> str:
+    """A probe: the server on `port` allows requests from Colab's origin (exit 0: its answer to the
+    preflight names that origin in Access-Control-Allow-Origin); one without it doesn't."""
+    # The CORS preflight a browser sends before Colab's requests: answered without the token.
+    headers = f"{{'Origin': '{COLAB_ORIGIN}', 'Access-Control-Request-Method': 'GET'}}"
+    program = (
+        "import sys, urllib.request as u; "
+        f"r = u.Request('http://127.0.0.1:{port}/api/status', method='OPTIONS', headers={headers}); "
+        f"sys.exit(0 if u.urlopen(r, timeout=10).headers.get('Access-Control-Allow-Origin') == '{COLAB_ORIGIN}' else 1)"
+    )
+    return f"{python} -c {shlex.quote(program)}"
+
+
 def _running_servers(host: Host, env: Environment) -> list[dict[str, Any]]:
     listed = host.fact(f"{env.python} -m jupyter server list --json")
     servers = []
@@ -426,14 +442,25 @@ def _running_servers(host: Host, env: Environment) -> list[dict[str, Any]]:
         "index_url": "package index for installing jupyterlab",
         "find_links": "wheels folder or URL for installing jupyterlab",
         "no_index": "use only --find-links",
+        "colab": "a runtime Colab connects to (Connect > Connect to a local runtime): Colab's origin allowed",
         "hosts": "one user@host:port (default: the run's target, tfrig.hosts, or here)",
         "json": JSON_HELP,
     }
 )
 def jupyter(
-    c, port=8888, local_port=None, tunnel=True, index_url=None, find_links=None, no_index=False, hosts=None, json=False
+    c,
+    port=8888,
+    local_port=None,
+    tunnel=True,
+    index_url=None,
+    find_links=None,
+    no_index=False,
+    colab=False,
+    hosts=None,
+    json=False,
 ):
-    """JupyterLab in the TensorFlow env on 127.0.0.1 of the target, reached through an SSH tunnel."""
+    """JupyterLab in the TensorFlow env on 127.0.0.1 of the target, reached through an SSH tunnel;
+    --colab: a local runtime for Colab, on the target's GPUs."""
     port = port_number("port", port)
     local_port = port_number("local-port", local_port) if local_port not in (None, "") else None
     _check_index_url(c, index_url)
@@ -461,12 +488,20 @@ def jupyter(
             what="pip install jupyterlab",
         )
     servers = [s for s in _running_servers(host, env) if int(s.get("port", 0)) == int(port)]
+    if servers and colab and not host.fact(_allows_colab(env.python, int(port))).ok:
+        raise Exit(
+            f"[{host.label}] JupyterLab runs on port {port} there without Colab's origin: stop it "
+            f"(`jupyter server stop {port}` in the env) or give another --port."
+        )
     if not servers:
         log = shell_path("~/.tfrig-jupyter.log")
+        # Colab's local-runtime page: the server trusts requests and WebSockets from Colab's
+        # frontend (allow_origin), on a fixed port (port_retries=0).
+        origin = f" --ServerApp.allow_origin={COLAB_ORIGIN}" if colab else ""
         host.change(
             f"nohup {env.python} -m jupyter lab --no-browser --ip=127.0.0.1 --port={int(port)} "
-            f"--ServerApp.port_retries=0 >{log} 2>&1 </dev/null &",
-            what=f"start JupyterLab on 127.0.0.1:{port}",
+            f"--ServerApp.port_retries=0{origin} >{log} 2>&1 </dev/null &",
+            what=f"start JupyterLab on 127.0.0.1:{port}" + (" for Colab" if colab else ""),
         )
         if host.dry:
             return
@@ -483,6 +518,9 @@ def jupyter(
     local = int(local_port or port)
     url = f"http://127.0.0.1:{local}/lab?token={token}"
     result = {"url": url, "remote_port": int(port), "local_port": local, "host": target.label}
+    if colab:  # the backend URL Colab asks for, at this machine's end of the tunnel
+        result["colab_url"] = url = f"http://127.0.0.1:{local}/?token={token}"
+    label = "Colab: Connect > Connect to a local runtime, paste" if colab else "JupyterLab:"
     if target.is_local or not tunnel:
         if not target.is_local:
             user = f"{target.user}@" if target.user else ""
@@ -492,7 +530,7 @@ def jupyter(
         if json:
             print_json(result)
         else:
-            print(f"JupyterLab: {url}")
+            print(f"{label} {url}")
         return
 
     def opened() -> None:
@@ -500,7 +538,7 @@ def jupyter(
         if json:
             print_json(result)
         else:
-            print(f"JupyterLab: {url}  (SSH tunnel open; Ctrl-C closes it)", flush=True)
+            print(f"{label} {url}  (SSH tunnel open; Ctrl-C closes it)", flush=True)
 
     hold_tunnel(conn, local, int(port), opened)
     print("tunnel closed; JupyterLab keeps running on the target", file=out)
