@@ -172,6 +172,7 @@ class FakeCompute:
         # a vm_factory finds what a VM's sourceImage names with `image_of`.
         self.images: dict[str, dict[str, Any]] = {}
         self.image_factory: Callable[[str, str], int] | None = None
+        self.image_error: tuple[int, str, str] | None = None  # images.insert answered with this
         self.console: dict[str, str] = {}  # what a VM printed on its serial console, instead of a boot's
         # The OS Login API (oslogin.googleapis.com v1, served here too): each account's POSIX user
         # (where a test names it; else as Google derives it), the keys imported for each POSIX user
@@ -895,6 +896,8 @@ class FakeCompute:
         return _error(400, "badRequest", f"unsupported {method} {route}")
 
     def _insert_image(self, body: dict[str, Any], force: bool) -> tuple[int, dict[str, Any]]:
+        if self.image_error:
+            return _error(*self.image_error)
         name = body.get("name", "")
         if not re.fullmatch(r"[a-z](?:[-a-z0-9]{0,61}[a-z0-9])?", name):
             return _error(400, "invalid", f"Invalid value for field 'resource.name': '{name}'.")

@@ -485,6 +485,18 @@ def test_an_image_of_a_running_vms_disk_is_refused_so_bake_stops_it_first(tfrig,
     assert fake.instances["us-central1-a"]["tfrig-alice"]["status"] == "RUNNING"
     assert "started tfrig-alice again at" in baked.out
 
+    # An image the API refuses: one line, saying where the VM was left.
+    assert tfrig("gcp.stop", "--name", "tfrig-alice", env=gcp_env).code == 0
+    fake.image_error = (403, "forbidden", f"Required 'compute.images.create' permission for 'projects/{fake.project}'")
+    refused_image = tfrig("gcp.bake", "--name", "tfrig-alice", "--family", "tf-t4", env=gcp_env)
+    assert refused_image.code == 1 and "Traceback" not in refused_image.text
+    assert (
+        refused_image.err.strip()
+        .splitlines()[-1]
+        .endswith("tfrig-alice is stopped: `inv gcp.start --name tfrig-alice` starts it again")
+    )
+    assert "compute.images.create" in refused_image.err and len(fake.images) == 1
+
     missing = tfrig(
         "gcp.create", "--yes", "--name", "tfrig-bob", "--no-ssh-wait", "--image-family", "tf-l4", env=gcp_env
     )

@@ -562,6 +562,7 @@ def bake(c, family, name=None, delete=False, yes=False, json=False):
     """Make an image of a VM's boot disk in an image family (stopping the VM for it), labelled with
     what is on it, so VMs made from it are ready at boot; then start the VM again, or --delete it."""
     from tfrig.gce import bake as baking
+    from tfrig.gce.cloud import ApiError, describe
 
     out = info_stream(json)
     try:
@@ -591,10 +592,15 @@ def bake(c, family, name=None, delete=False, yes=False, json=False):
             on_it = {"driver": "unknown", "tensorflow": "unknown", "docker": "unknown"}
         labels = baking.labels(on_it["driver"], on_it["tensorflow"], on_it["docker"])
         print(f"making {image} of {vm.boot_disk} (minutes: the whole disk is copied)", file=out)
-        operation = cloud.create_image(
-            image, family, vm.boot_disk, labels, f"baked by tfrig from {vm.name} ({vm.zone})"
-        )
-        finish(c, cloud, None, operation, f"making image {image}", timeout=max(Timing.of(c.config).operation, 3600))
+        try:
+            operation = cloud.create_image(
+                image, family, vm.boot_disk, labels, f"baked by tfrig from {vm.name} ({vm.zone})"
+            )
+            timeout = max(Timing.of(c.config).operation, 3600)
+            finish(c, cloud, None, operation, f"making image {image}", timeout=timeout)
+        except (Exit, ApiError) as failed:  # one line, and where the VM was left
+            said = failed.message if isinstance(failed, Exit) else describe(failed)
+            raise Exit(f"{said}; {vm.name} is stopped: `inv gcp.start --name {vm.name}` starts it again") from None
     made = next((i for i in cloud.images() if i.name == image), None)
     shown = {what: baking.shown(labels, what) for what in baking.WHAT}
     result = {
