@@ -84,7 +84,7 @@ def _plan(c: Any, version: str | None, python: str | None, gpu: bool, env: Envir
         "index_url": "package index to install from (a mirror)",
         "find_links": "a folder or URL of wheels to install from (offline hosts, a wheelhouse)",
         "no_index": "use only --find-links, never an index",
-        "installer": "uv (default: 3-4x faster, from the same package sources) or pip",
+        "installer": "uv (default: faster, from the same package sources; bench/tf_install.py) or pip",
         "hosts": HOSTS_HELP,
         "json": JSON_HELP,
     }
