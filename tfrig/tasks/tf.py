@@ -378,6 +378,11 @@ def _pip_install(host: Host, python: str, packages: list[str], sources: tuple[li
     process list; pip reads that file with RawConfigParser, so a % in the URL stays as it is."""
     options, secret_index = sources
     command = f"{python} -m pip install {' '.join(options)} {' '.join(shlex.quote(p) for p in packages)}"
+    return _with_secret_index(host, command, secret_index)
+
+
+def _with_secret_index(host: Host, command: str, secret_index: str | None) -> str:
+    """`command` with pip's index URL, where it carries a credential, in a private PIP_CONFIG_FILE."""
     if secret_index:
         return host.with_private_file(f"[global]\nindex-url = {secret_index}\n", command, "PIP_CONFIG_FILE")
     return command
@@ -391,7 +396,7 @@ def _tf_install(
 ) -> str:
     """The install command: scripts/tf-install.py run by the env's Python, which installs with uv
     (pinned, checksum-verified, from the same sources; pip's own settings translated) or says why
-    pip does it. An index URL with a credential reaches it as pip's would (see _pip_install)."""
+    pip does it. An index URL with a credential reaches it as pip's would (_with_secret_index)."""
     from tfrig.knowledge.catalog import compat
 
     options, secret_index = sources
@@ -401,10 +406,7 @@ def _tf_install(
     )
     script = shlex.quote((SCRIPTS / "tf-install.py").read_text())
     words = [python, "-c", script, shlex.quote(argument), *options, "--", *(shlex.quote(p) for p in packages)]
-    command = " ".join(words)
-    if secret_index:
-        return host.with_private_file(f"[global]\nindex-url = {secret_index}\n", command, "PIP_CONFIG_FILE")
-    return command
+    return _with_secret_index(host, " ".join(words), secret_index)
 
 
 COLAB_ORIGIN = "https://colab.research.google.com"
