@@ -501,7 +501,46 @@ def test_an_image_of_a_running_vms_disk_is_refused_so_bake_stops_it_first(tfrig,
         "gcp.create", "--yes", "--name", "tfrig-bob", "--no-ssh-wait", "--image-family", "tf-l4", env=gcp_env
     )
     assert missing.code == 1 and "tfrig-bob" not in fake.instances.get("us-central1-a", {})
-    assert f"projects/{fake.project}/global/images/family/tf-l4' was not found" in missing.err.strip().splitlines()[-1]
+    assert missing.err.strip().splitlines()[-1] == (
+        f"--image-family tf-l4: project {fake.project} has no image in that family; `inv gcp.images` lists yours, "
+        "`inv gcp.bake --family NAME` makes one."
+    )
+
+
+def test_dry_over_a_baked_family_plans_from_its_labels_and_a_policy_against_the_projects_images_is_named(
+    tfrig, fake, gcp_env
+):
+    """--dry over --image-family reads the family's newest image: what its labels say is on it
+    (the driver, TensorFlow) is planned as done. A trustedImageProjects policy that leaves out the
+    project itself refuses its baked images: the line says so and names what is allowed."""
+    assert create(tfrig, gcp_env).code == 0
+    assert tfrig("gcp.stop", "--name", "tfrig-alice", env=gcp_env).code == 0
+    assert tfrig("gcp.bake", "--name", "tfrig-alice", "--family", "tf-t4", "--delete", "--yes", env=gcp_env).code == 0
+    (image,) = fake.images
+    fake.images[image]["labels"].update({"tfrig-driver": "580-159-04", "tfrig-tensorflow": "2-21-0"})
+
+    planned = tfrig(
+        "--dry", "gcp.create", "--yes", "--name", "tfrig-bob", "--image-family", "tf-t4", "gpu.setup", "tf.install",
+        env=gcp_env,
+    )  # fmt: skip
+    assert planned.code == 0, planned.text
+    assert "[tfrig-bob] already done: driver 580.159.04 loaded" in planned.out
+    assert "[tfrig-bob] already done: TensorFlow 2.21.0" in planned.out
+    assert "would run" not in planned.out and "step install" not in planned.out
+    stock = tfrig("--dry", "gcp.create", "--yes", "--name", "tfrig-bob", "gpu.setup", "tf.install", env=gcp_env)
+    assert "step install" in stock.out and "would run: uv (else pip) install" in stock.out  # what the labels spare
+
+    fake.policies["compute.trustedImageProjects"] = ["projects/debian-cloud"]
+    refused = tfrig(
+        "gcp.create", "--yes", "--name", "tfrig-bob", "--no-ssh-wait", "--image-family", "tf-t4", env=gcp_env
+    )
+    assert refused.code == 1 and "tfrig-bob" not in fake.instances.get("us-central1-a", {})
+    assert refused.err.strip().splitlines()[-1] == (
+        f"the organization policy constraints/compute.trustedImageProjects does not allow boot images from project "
+        f"{fake.project} itself, where gcp.bake keeps its images: ask your admin to add projects/{fake.project} to "
+        "it, or give --image from a project it allows: --image ubuntu-24.04 (in ubuntu-os-cloud), --image debian-12 "
+        "(in debian-cloud); tfrig tries no other zone for it."
+    )
 
 
 def test_deleting_a_vm_that_is_already_gone_just_forgets_it(tfrig, fake, gcp_env):

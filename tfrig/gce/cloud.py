@@ -46,6 +46,18 @@ class Image:
     created: str
 
 
+def _image(item: Any) -> Image:
+    return Image(
+        name=item.name,
+        family=item.family,
+        labels=dict(item.labels),
+        status=item.status,
+        disk_size_gb=int(item.disk_size_gb),
+        archive_size_bytes=int(item.archive_size_bytes),
+        created=item.creation_timestamp,
+    )
+
+
 @dataclass
 class Vm:
     name: str
@@ -609,19 +621,18 @@ class Cloud:
 
     def images(self) -> list[Image]:
         """The project's own images (images.list), newest first."""
-        found = [
-            Image(
-                name=item.name,
-                family=item.family,
-                labels=dict(item.labels),
-                status=item.status,
-                disk_size_gb=int(item.disk_size_gb),
-                archive_size_bytes=int(item.archive_size_bytes),
-                created=item.creation_timestamp,
-            )
-            for item in self.call("ImagesClient", "list", project=self.project)
-        ]
+        found = [_image(item) for item in self.call("ImagesClient", "list", project=self.project)]
         return sorted(found, key=lambda image: image.created, reverse=True)
+
+    def image_from_family(self, family: str) -> Image | None:
+        """The newest image of one of the project's own families (images.getFromFamily), else None."""
+        try:
+            item = self.call("ImagesClient", "get_from_family", project=self.project, family=family)
+        except ApiError as exc:
+            if exc.status == 404:
+                return None
+            raise
+        return _image(item)
 
     def delete_image(self, name: str) -> str:
         return str(self.call("ImagesClient", "delete_unary", project=self.project, image=name).name)

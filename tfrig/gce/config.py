@@ -195,7 +195,7 @@ def fresh_image_facts(image: str, gpu: gceplan.GpuType, user: str) -> dict[str, 
 
         branch, came = PREINSTALLED_DRIVER[image]
         version = driver_versions()[branch]  # the branch's release tfrig knows: the image's may be newer
-        driver = {"loaded": (0, version), "userspace": (0, version)}
+        driver = _driver_facts(version, gpu)
         if came == "apt":
             driver["packages"] = (0, f"nvidia-headless-{branch}-server-open ii \nnvidia-utils-{branch}-server ii ")
     return {
@@ -214,6 +214,40 @@ def fresh_image_facts(image: str, gpu: gceplan.GpuType, user: str) -> dict[str, 
         "groups": (0, user),
         **driver,
     }
+
+
+def _driver_facts(version: str, gpu: gceplan.GpuType) -> dict[str, tuple[int, str]]:
+    """A loaded driver's facts: the module, its user space, nvidia-smi's answer to tf.* (tfenv)."""
+    return {
+        "loaded": (0, version),
+        "userspace": (0, version),
+        "gpu": (0, f"{version}, {gpu.compute_capability or ''}"),
+    }
+
+
+def baked_image_facts(
+    image: str, labels: dict[str, str], gpu: gceplan.GpuType, user: str
+) -> dict[str, tuple[int, str]]:
+    """What a VM from a gcp.bake image answers, read from the image's labels: `image`'s fresh
+    facts with its driver loaded and TensorFlow in the venv (bake's labels don't say which env;
+    the venv is tf.install's default)."""
+    from tfrig.gce.bake import shown
+
+    facts = fresh_image_facts(image, gpu, user)
+    driver, tensorflow = shown(labels, "driver"), shown(labels, "tensorflow")
+    if driver not in ("-", "unknown"):
+        facts.update(_driver_facts(driver, gpu))
+    if tensorflow not in ("-", "unknown"):
+        envs = json.loads(facts["tf_env"][1])
+        python = envs["system_python"]
+        envs["venv"] = {
+            "python_runs": True,
+            "python_version": python,
+            "pip": True,
+            "packages": {"tensorflow": tensorflow},
+        }
+        facts["tf_env"] = (0, json.dumps(envs))
+    return facts
 
 
 def check_image_gpu(image: str, gpu: gceplan.GpuType) -> None:

@@ -772,10 +772,16 @@ def policy_refusal(message: str, project: str, source_image: str) -> str | None:
     if match is None:
         return None
     image_project = source_image.split("/")[1] if source_image.startswith("projects/") else "of the image"
-    choices = [f"--image {image} (in {where})" for where, image in _STOCK_IMAGES.items() if where != image_project] + [
-        f"an image in your own project (--image projects/{project}/global/images/NAME)"
-    ]
+    choices = [f"--image {image} (in {where})" for where, image in _STOCK_IMAGES.items() if where != image_project]
     advice = _POLICY_ADVICE.get(match[1], "refuses this create: ask your organization's admin what it allows")
+    if match[1] == "compute.trustedImageProjects" and image_project == project:
+        # The project's own images (gcp.bake's) are refused too: only the admin can change that.
+        advice = (
+            "does not allow boot images from project {project} itself, where gcp.bake keeps its images: ask your "
+            "admin to add projects/{project} to it, or give --image from a project it allows: {choices}"
+        )
+    else:
+        choices.append(f"an image in your own project (--image projects/{project}/global/images/NAME)")
     shown = advice.format(project=project, image_project=image_project, choices=", ".join(choices))
     return f"the organization policy constraints/{match[1]} {shown}; tfrig tries no other zone for it."
 

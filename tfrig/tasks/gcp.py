@@ -27,6 +27,7 @@ from tfrig.gce import billing, idlestop
 from tfrig.gce import plan as gceplan
 from tfrig.gce.access import copy_files, replace_block, ssh_argv, ssh_config_block, ssh_options
 from tfrig.gce.config import (
+    baked_image_facts,
     check_image_gpu,
     fresh_image_facts,
     image_source,
@@ -220,8 +221,16 @@ def create(
     user = vm_user()
     key, public_key = ssh_key(c, dry)
     cloud = cfg.cloud()
-    if image_family:  # the project's own family: the API refuses a missing one before anything is made
+    baked_labels = None
+    if image_family:  # the project's own family, whose newest image's labels say what is on it
         source_image, image_metadata = f"projects/{cfg.project}/global/images/family/{image_family}", {}
+        newest = cloud.image_from_family(image_family)
+        if newest is None:
+            raise Exit(
+                f"--image-family {image_family}: project {cfg.project} has no image in that family; "
+                "`inv gcp.images` lists yours, `inv gcp.bake --family NAME` makes one."
+            )
+        baked_labels = newest.labels
     request = CreateRequest(
         names=names,
         gpu=gpu_type,
@@ -266,10 +275,12 @@ def create(
                     print(f"would insert into {zones[0]} (then {', '.join(zones[1:4]) or 'no other zone'}):", file=out)
                     print(json_module.dumps(instance_body(request, vm_name, zones[0]), indent=2), file=out)
                 # The rest of the chain plans against these VMs, their facts assumed from a fresh image.
-                planned = [
-                    targets.Target(label=n, user=user, assumed=fresh_image_facts(image or gcp.image, gpu_type, user))
-                    for n in to_create
-                ]
+                facts = (
+                    baked_image_facts(gcp.image, baked_labels, gpu_type, user)
+                    if baked_labels is not None
+                    else fresh_image_facts(image or gcp.image, gpu_type, user)
+                )
+                planned = [targets.Target(label=n, user=user, assumed=dict(facts)) for n in to_create]
                 targets.carry(c.config, [targets.vm_target(r) for r in records] + planned)
                 if idle_stop:
                     print(f"would install the idle-stop agent on {', '.join(to_create)} ({idle_stop})", file=out)
