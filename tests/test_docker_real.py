@@ -189,3 +189,53 @@ def test_jupyter_publishes_on_loopback_only_and_prints_the_url_with_its_token(tf
     finally:
         for container in docker_client.containers.list(all=True, filters={"name": name}):
             container.remove(force=True)
+
+
+@pytest.fixture
+def colab_runtime(docker_client: Any, busybox: str, registry: str, tmp_path) -> Iterator[str]:
+    """A stand-in for Colab's runtime image, pushed to the test registry: it serves HTTP on 8080
+    and prints the backend URL with its token, of the form Colab's local-runtimes page gives."""
+    (tmp_path / "index.html").write_text("colab runtime stand-in\n")
+    (tmp_path / "Dockerfile").write_text(
+        f"FROM {busybox}\nCOPY index.html /www/index.html\n"
+        'CMD ["sh", "-c", "echo \\"http://127.0.0.1:9000/?token=c0ffee0123456789\\"; exec httpd -f -p 8080 -h /www"]\n'
+    )
+    name = f"{registry}/colab-images/public/runtime"
+    docker_client.images.build(path=str(tmp_path), tag=f"{name}:latest", rm=True)
+    for line in docker_client.images.push(name, tag="latest", stream=True, decode=True):
+        assert "error" not in line, line
+    docker_client.images.remove(f"{name}:latest")
+    yield f"{name}:latest"
+    with contextlib.suppress(Exception):
+        docker_client.images.remove(f"{name}:latest", force=True)
+
+
+def test_colab_runtime_is_pulled_published_on_loopback_and_its_backend_url_printed(tfrig, colab_runtime, docker_client):
+    """docker.run --colab: the runtime image pulled from its registry, detached, its port 8080 on
+    127.0.0.1 only, the URL with the runtime's token for Colab's "Connect to a local runtime"; an
+    engine without the NVIDIA runtime gives it no GPU and says so."""
+    import urllib.request
+
+    from tests.conftest import free_port
+
+    port = free_port()
+    name = f"tfrig-colab-{uuid.uuid4().hex[:8]}"
+    result = tfrig("docker.run", "--colab", "--image", colab_runtime, "--port", str(port), "--name", name)
+    try:
+        assert result.code == 0, result.text
+        url = f"http://127.0.0.1:{port}/?token=c0ffee0123456789"
+        assert f"Colab: Connect > Connect to a local runtime, paste {url}" in result.out
+        assert f"`inv docker.rm {name} --force` stops it" in result.out
+        assert "note: this engine has no NVIDIA runtime (docker.toolkit): Colab's runtime gets no GPU" in result.out
+        config = docker_client.containers.get(name).attrs["HostConfig"]
+        assert config["PortBindings"] == {"8080/tcp": [{"HostIp": "127.0.0.1", "HostPort": str(port)}]}
+        assert not config.get("DeviceRequests")
+        assert urllib.request.urlopen(url, timeout=10).read() == b"colab runtime stand-in\n"
+    finally:
+        for container in docker_client.containers.list(all=True, filters={"name": name}):
+            container.remove(force=True)
+
+    both = tfrig("docker.run", "--colab", "--jupyter")
+    assert both.code == 1 and both.err.strip().splitlines()[-1] == (
+        "--colab runs Colab's own runtime: leave out --jupyter and --cmd."
+    )

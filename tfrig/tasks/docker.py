@@ -17,10 +17,24 @@ from tfrig.hosts import targets
 from tfrig.hosts.host import Host
 from tfrig.hosts.runner import on_targets
 from tfrig.settings import setting
-from tfrig.tasks.taskdef import HOSTS_HELP, JSON_HELP, checked_name, port_number, task
+from tfrig.tasks.taskdef import (
+    HOSTS_HELP,
+    JSON_HELP,
+    checked_name,
+    free_local_port,
+    port_number,
+    task,
+    wait_for_listener,
+)
 from tfrig.ui import confirm, info_stream, print_json, table
 
 NOTEBOOK_PORT = 8888
+# Colab's Docker runtime, as its local-runtimes page gives it
+# (research.google.com/colaboratory/local-runtimes.html: `docker run --gpus=all -p
+# 127.0.0.1:9000:8080 us-docker.pkg.dev/colab-images/public/runtime`; linux/amd64 only).
+COLAB_RUNTIME = "us-docker.pkg.dev/colab-images/public/runtime"
+COLAB_PORT = 9000
+COLAB_CONTAINER_PORT = 8080
 
 
 def _setting(c: Any, key: str, value: Any) -> Any:
@@ -257,7 +271,30 @@ def _gpu_failure(c: Any, error: str) -> Exit:
     return Exit(f"The container can't get a GPU ({error}). {reasons}")
 
 
-def _jupyter_url(container: Any, port: int, timeout: float = 90) -> str:
+def _colab_runtime(
+    c: Any, target: targets.Target, name: str, port: int, result: dict[str, Any], json: bool, out: Any
+) -> None:
+    """Print the URL Colab asks for ("Connect to a local runtime"); for a remote engine, at this
+    machine's end of an SSH tunnel to the runtime's port there, held until Ctrl-C."""
+    from tfrig.hosts.host import connect, hold_tunnel
+
+    label = "Colab: Connect > Connect to a local runtime, paste"
+    stop = f"`inv docker.rm {name} --force{f' -H {target.label}' if not target.is_local else ''}` stops it"
+    if target.is_local:
+        print_json(result) if json else print(f"{label} {result['url']}  ({stop})")
+        return
+
+    def opened() -> None:
+        wait_for_listener(port)  # Fabric binds the tunnel's port in a thread of its own
+        print_json(result) if json else print(
+            f"{label} {result['url']}  (SSH tunnel open; Ctrl-C closes it)", flush=True
+        )
+
+    hold_tunnel(connect(c, target), port, port, opened)
+    print(f"tunnel closed; Colab's runtime keeps running on {target.label}: {stop}", file=out)
+
+
+def _jupyter_url(container: Any, port: int, what: str = "Jupyter", timeout: float = 90) -> str:
     """Wait for the notebook server to print its token and return the URL on 127.0.0.1."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -267,9 +304,9 @@ def _jupyter_url(container: Any, port: int, timeout: float = 90) -> str:
             return f"http://127.0.0.1:{port}/?token={match[1]}"
         container.reload()
         if container.status == "exited":
-            raise Exit(f"Jupyter stopped before it was ready: {logs.strip()[-500:]}")
+            raise Exit(f"{what} stopped before it was ready: {logs.strip()[-500:]}")
         time.sleep(1)
-    raise Exit(f"Jupyter printed no token within {timeout:.0f} s; see `docker logs {container.name}`.")
+    raise Exit(f"{what} printed no token within {timeout:.0f} s; see `docker logs {container.name}`.")
 
 
 @task(
@@ -281,7 +318,9 @@ def _jupyter_url(container: Any, port: int, timeout: float = 90) -> str:
         "name": "container name",
         "gpu": "give the container every GPU (the -gpu image unless --image)",
         "jupyter": "the Jupyter image, detached, port published on 127.0.0.1 only; prints the URL",
-        "port": f"local port for --jupyter (default {NOTEBOOK_PORT})",
+        "colab": "Colab's runtime image (a local runtime for Colab), detached, with the engine's GPUs, on "
+        "127.0.0.1 (through an SSH tunnel for -H); prints the URL to paste into Colab",
+        "port": f"port on 127.0.0.1 for --jupyter (default {NOTEBOOK_PORT}) or --colab (default {COLAB_PORT})",
         "workdir": "mount this folder at /tf/work and start there",
         "mirror": "registry mirror to pull through if the image is missing (or docker.mirror)",
         "hosts": "one user@host:port whose engine to use, over ssh:// (default: the local engine)",
@@ -297,15 +336,18 @@ def run(
     name=None,
     gpu=False,
     jupyter=False,
-    port=NOTEBOOK_PORT,
+    colab=False,
+    port=None,
     workdir=None,
     mirror=None,
     hosts=None,
     json=False,
 ):
-    """Run a TensorFlow container: an interactive shell, a command, detached, or Jupyter."""
-    port = port_number("port", port)
-    wanted = _tf_image(c, image, version, gpu, jupyter)
+    """Run a TensorFlow container: an interactive shell, a command, detached, Jupyter, or Colab's runtime."""
+    if colab and (jupyter or cmd):
+        raise Exit("--colab runs Colab's own runtime: leave out --jupyter and --cmd.")
+    port = port_number("port", port or (COLAB_PORT if colab else NOTEBOOK_PORT))
+    wanted = _tf_image(c, image, version, gpu, jupyter) if image or not colab else COLAB_RUNTIME
     mirror = _setting(c, "mirror", mirror) or None
     if mirror:
         from tfrig.knowledge import images as tf_images
@@ -320,9 +362,13 @@ def run(
             raise Exit(f"--workdir {workdir}: no such folder.")
         volumes[folder] = {"bind": "/tf/work", "mode": "rw"}
         options.update(volumes=volumes, working_dir="/tf/work")
-    if jupyter:
+    if jupyter or colab:
         detach = True
-        options["ports"] = {f"{NOTEBOOK_PORT}/tcp": ("127.0.0.1", int(port))}
+        inside = COLAB_CONTAINER_PORT if colab else NOTEBOOK_PORT
+        options["ports"] = {f"{inside}/tcp": ("127.0.0.1", int(port))}
+    target = _engine_target(c, hosts)
+    if colab and not target.is_local:
+        free_local_port("port", port)  # this machine's end of the tunnel
     interactive = not (cmd or detach)
     if interactive and not sys.stdin.isatty() and not c.config.run.dry:
         raise Exit('An interactive shell needs a terminal; pass --cmd "..." or --detach.')
@@ -336,7 +382,6 @@ def run(
         }
         if gpu:
             request["device_requests"] = [{"Driver": "", "Count": -1, "Capabilities": [["gpu"]]}]
-        _engine_target(c, hosts)
         print("would create and start a container: " + _json_line(request), file=out)
         return
 
@@ -345,6 +390,12 @@ def run(
     engine_client = _engine(c, hosts)
     if not engine.has_image(engine_client, wanted):
         _pull(c, engine_client, wanted, mirror, out)
+    if colab and not gpu:
+        # The engine's GPUs where the NVIDIA Container Toolkit registered its runtime with it
+        # (`nvidia-ctk runtime configure --runtime=docker`, as docker.toolkit runs).
+        gpu = "nvidia" in (engine_client.info().get("Runtimes") or {})
+        if not gpu:
+            print("note: this engine has no NVIDIA runtime (docker.toolkit): Colab's runtime gets no GPU", file=out)
     if gpu:
         options.update(_gpu_request(engine_client, out))
     if interactive:
@@ -376,8 +427,11 @@ def run(
             "image": wanted,
             "status": container.status,
         }
-        if jupyter:
-            result["url"] = _jupyter_url(container, int(port))
+        if jupyter or colab:
+            result["url"] = _jupyter_url(container, int(port), "Colab's runtime" if colab else "Jupyter")
+        if colab:
+            _colab_runtime(c, target, container.name, int(port), result, json, out)
+            return
         if json:
             print_json(result)
         else:

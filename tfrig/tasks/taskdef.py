@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import inspect
 import re
+import time
 from typing import Any
 
 import invoke
@@ -36,6 +37,19 @@ def whole_number(flag: str, value: Any, low: int | None = None, high: int | None
 def port_number(flag: str, value: Any) -> int:
     """A TCP port, checked before anything listens or connects."""
     return whole_number(flag, value, 1, 65535)
+
+
+def wait_for_listener(port: int, seconds: float = 10) -> None:
+    """Until something accepts on 127.0.0.1:`port`, so the URL printed next already works."""
+    import socket
+
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=1).close()
+            return
+        except OSError:
+            time.sleep(0.05)
 
 
 def free_local_port(flag: str, port: int) -> None:

@@ -17,7 +17,15 @@ from tfrig.hosts.runner import on_targets
 from tfrig.settings import setting
 from tfrig.steps.tfenv import Environment, environment, environment_probes
 from tfrig.tasks.conda import has_conda_pin
-from tfrig.tasks.taskdef import HOSTS_HELP, JSON_HELP, checked_url, free_local_port, port_number, task
+from tfrig.tasks.taskdef import (
+    HOSTS_HELP,
+    JSON_HELP,
+    checked_url,
+    free_local_port,
+    port_number,
+    task,
+    wait_for_listener,
+)
 from tfrig.ui import print_json, table
 
 VERIFY_MARK = "@@tfrig-verify "
@@ -536,7 +544,7 @@ def jupyter(
         return
 
     def opened() -> None:
-        _wait_for_listener(local)  # Fabric binds the tunnel's port in a thread of its own
+        wait_for_listener(local)  # Fabric binds the tunnel's port in a thread of its own
         if json:
             print_json(result)
         else:
@@ -577,19 +585,6 @@ def run(
         hosts=hosts,
         json_out=json,
     )
-
-
-def _wait_for_listener(port: int, seconds: float = 10) -> None:
-    """Until something accepts on 127.0.0.1:`port`, so the URL printed next already works."""
-    import socket
-
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=1).close()
-            return
-        except OSError:
-            time.sleep(0.05)
 
 
 for _task in (install, verify, jupyter, run):
