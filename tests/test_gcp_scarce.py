@@ -159,6 +159,10 @@ def test_a_reservation_create_lands_in_its_zone_only(tfrig, fake, gcp_env):
     }
     assert "provisioningModel" not in body["scheduling"]
     assert "from reservation team-h100) in us-central1-b first" in result.out
+    # gcp.image `auto`: an A3 boots Ubuntu's accelerator image, its driver there already
+    assert body["disks"][0]["initializeParams"]["sourceImage"] == (
+        "projects/ubuntu-os-accelerator-images/global/images/family/ubuntu-accelerator-2404-amd64-with-nvidia-580"
+    )
     listed = json_of(tfrig("gcp.reservations", "--json", env=gcp_env).out)
     assert listed == [
         {
@@ -268,6 +272,8 @@ def test_an_accelerator_image_for_a_pre_turing_gpu_is_refused_and_arm_machines_g
     assert refused.err.strip().startswith("--image accelerator is made for A3, A4 and A4X machines")
     fake.offer("nvidia-gb200", ["us-central1-a"], cards=4, quota=4)
     fake.reserve("us-central1-a", "gb", "a4x-highgpu-4g", count=1)
-    arm = tfrig("--dry", "gcp.create", "--yes", *GB200, "--reservation", "gb", "--image", "accelerator", env=gcp_env)
+    # gcp.image `auto` (no --image): an A4X gets the Arm accelerator image and keeps its driver
+    arm = tfrig("--dry", "gcp.create", "--yes", *GB200, "--reservation", "gb", "gpu.setup", env=gcp_env)
     assert arm.code == 0, arm.text
     assert "ubuntu-accelerator-2404-arm64-with-nvidia-580" in arm.out
+    assert "[tfrig-alice] kept: 580.159.04 (preinstalled" in arm.out and "STEP=install" not in arm.out

@@ -12,7 +12,7 @@ from typing import Any
 from invoke.exceptions import Exit
 
 from tfrig.gce import plan as gceplan
-from tfrig.gce.config import Settings, image_source
+from tfrig.gce.config import Settings, image_source, machine_image
 from tfrig.gce.config import account as account_of
 from tfrig.hosts import targets
 
@@ -190,7 +190,8 @@ def _policies(c: Any, cloud: Any) -> tuple[dict[str, Any], list[Check]]:
                 fix="set gcp.external_ip: false and gcp.ssh_via: iap (or internal, inside the VPC)",
             )
         )
-    image_project = image_source(c, gcp.image)[0].split("/")[1]
+    image = machine_image(gcp.image, gcp.machine_type or None)
+    image_project = image_source(c, image)[0].split("/")[1]
     if found["compute.disableGuestAttributesAccess"].enforced:
         ubuntu = image_project != "debian-cloud"
         checks.append(
@@ -198,7 +199,7 @@ def _policies(c: Any, cloud: Any) -> tuple[dict[str, Any], list[Check]]:
                 "policy disableGuestAttributesAccess",
                 ubuntu,
                 "guest attributes are off: host keys come from the VM's serial console"
-                + ("" if ubuntu else f", which {gcp.image} does not print them on"),
+                + ("" if ubuntu else f", which {image} does not print them on"),
                 fix="" if ubuntu else "set gcp.image: ubuntu-24.04 (cloud-init prints the keys there)",
             )
         )

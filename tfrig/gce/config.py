@@ -250,6 +250,20 @@ def baked_image_facts(
     return facts
 
 
+def machine_image(image: str, machine: str | None) -> str:
+    """The image `auto` (gcp.image's default) stands for on `machine`: Ubuntu's accelerator image
+    on A3, A4 and A4X, the machines Google makes it for (its "accelerator OS images" table), where
+    it boots with NVIDIA's R580 driver signed for Secure Boot, sparing every VM the driver's
+    download, build and reboot; the stock ubuntu-24.04 elsewhere (T4, L4, A100, G4's RTX PRO 6000,
+    and P4, P100, V100, whose proprietary module the accelerator image is not known to carry), on
+    which gpu.setup installs the driver. Any other image is itself."""
+    if image != "auto":
+        return image
+    if machine and gceplan.family(machine).name.startswith(("a3", "a4")):
+        return "accelerator"
+    return "ubuntu-24.04"
+
+
 def check_image_gpu(image: str, gpu: gceplan.GpuType) -> None:
     """Refuse an image whose driver can't drive the GPU, before any call."""
     if image == "accelerator" and gpu.compute_capability and float(gpu.compute_capability) < 7.5:
@@ -273,5 +287,6 @@ def image_source(c: Any, image: str, arch: str = "x86_64") -> tuple[str, dict[st
     if image.startswith("projects/"):
         return image, {}
     raise Exit(
-        f"--image {image}: choose {', '.join(IMAGES)}, accelerator, dlvm, or a full projects/P/global/images/... path."
+        f"--image {image}: choose {', '.join(IMAGES)}, accelerator, dlvm, auto (by machine type), or a full "
+        "projects/P/global/images/... path."
     )

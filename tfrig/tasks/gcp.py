@@ -32,6 +32,7 @@ from tfrig.gce.config import (
     fresh_image_facts,
     image_source,
     local_user,
+    machine_image,
     owner,
     settings,
     ssh_key,
@@ -80,8 +81,9 @@ CREATE_HELP = {
     "machine_type": "machine type (default: the smallest that fits: n1-standard-4 per T4, g2-standard-4 per L4, ...)",
     "zone": "use only this zone (default: where the GPU and quota are, cheapest first; gcp.zone or gcloud's first)",
     "region": "search only this region",
-    "image": "ubuntu-24.04 (default), ubuntu-22.04, debian-12, accelerator (Ubuntu's, with NVIDIA's R580 driver), "
-    "dlvm (Deep Learning VM with the driver), projects/...",
+    "image": "auto (default: accelerator on A3, A4, A4X; ubuntu-24.04 elsewhere), ubuntu-24.04, ubuntu-22.04, "
+    "debian-12, accelerator (Ubuntu's, with NVIDIA's R580 driver), dlvm (Deep Learning VM with the driver), "
+    "projects/...",
     "image_family": "your own image family (one gcp.bake made): the VM starts from its newest image",
     "disk_gb": "boot disk size in GB (default 100)",
     "spot": "a Spot VM (cheaper, can be preempted; uses PREEMPTIBLE_ quota where the project has it)",
@@ -188,9 +190,10 @@ def create(
                 baking.check_family(image_family)
             except baking.Invalid as invalid:
                 raise gceplan.Invalid(str(invalid).replace("--family", "--image-family")) from None
-        source_image, image_metadata = image_source(c, image or gcp.image, arch)
+        chosen_image = machine_image(image or gcp.image, chosen_machine)
+        source_image, image_metadata = image_source(c, chosen_image, arch)
         gceplan.check_image(chosen_machine, source_image)
-        check_image_gpu(image or gcp.image, gpu_type)
+        check_image_gpu(chosen_image, gpu_type)
         where = gceplan.network_choice(
             network or gcp.network, subnet or gcp.subnet, external_ip and bool(gcp.external_ip), tags or gcp.tags
         )
@@ -276,9 +279,9 @@ def create(
                     print(json_module.dumps(instance_body(request, vm_name, zones[0]), indent=2), file=out)
                 # The rest of the chain plans against these VMs, their facts assumed from a fresh image.
                 facts = (
-                    baked_image_facts(gcp.image, baked_labels, gpu_type, user)
+                    baked_image_facts("ubuntu-24.04", baked_labels, gpu_type, user)
                     if baked_labels is not None
-                    else fresh_image_facts(image or gcp.image, gpu_type, user)
+                    else fresh_image_facts(chosen_image, gpu_type, user)
                 )
                 planned = [targets.Target(label=n, user=user, assumed=dict(facts)) for n in to_create]
                 targets.carry(c.config, [targets.vm_target(r) for r in records] + planned)
@@ -1241,7 +1244,7 @@ ns.configure(
             "name": "",
             "gpu": "nvidia-tesla-t4",
             "machine_type": "",
-            "image": "ubuntu-24.04",
+            "image": "auto",  # tfrig.gce.config.machine_image
             "dlvm_family": "common-cu129-ubuntu-2404-nvidia-580",
             "disk_gb": 100,
             "network": "",
