@@ -700,6 +700,13 @@ def test_a_baked_image_makes_vms_ready_at_boot(tfrig, cloud, env, vm_options, nv
     )
     assert made.code == 0, made.text
     assert "[tfrig-bake] GPU ready: Tesla T4, driver 580.159.04" in made.out
+    # tf.install comes later in the chain: its venv and wheels were made ready while the driver installed
+    fetching = made.out.index("[tfrig-bake] meanwhile: fetching tensorflow==2.21.0 for tf.install into the uv cache")
+    assert fetching < made.out.index("[tfrig-bake] step build-tools")
+    fetched = made.out.index("[tfrig-bake] TensorFlow's wheels fetched alongside the driver (")
+    assert fetched < made.out.index("[tfrig-bake] GPU ready")
+    installed = made.out[made.out.index("target: tfrig-bake (tf.install)") :]
+    assert "creating venv" not in installed and "TensorFlow 2.21.0 installed (with uv)" in installed
 
     baked = tfrig("gcp.bake", "--name", "tfrig-bake", "--family", "tf-t4", "--delete", "--yes", env=env)
     assert baked.code == 0, baked.text

@@ -529,6 +529,11 @@ def test_dry_over_a_baked_family_plans_from_its_labels_and_a_policy_against_the_
     assert "would run" not in planned.out and "step install" not in planned.out
     stock = tfrig("--dry", "gcp.create", "--yes", "--name", "tfrig-bob", "gpu.setup", "tf.install", env=gcp_env)
     assert "step install" in stock.out and "would run: uv (else pip) install" in stock.out  # what the labels spare
+    # tf.install's wheels are fetched while the driver installs (it comes later in the chain)
+    assert "[tfrig-bob] would fetch tensorflow[and-cuda]==2.21.0 for tf.install into the uv cache meanwhile" in (
+        stock.out
+    )
+    assert stock.out.index("would fetch") < stock.out.index("step build-tools")
 
     fake.policies["compute.trustedImageProjects"] = ["projects/debian-cloud"]
     refused = tfrig(

@@ -100,3 +100,29 @@ def test_a_later_task_with_its_own_hosts_is_not_read_for(sshd_factory, known_hos
     results = run_chain(host, known_hosts, "first", ("second", {"hosts": other.spec()}))
     assert results["second"]["seen"] == "none"
     assert len(log_lines(host)) == 1 and "read ahead" not in log_lines(other)[0]
+
+
+@task
+def later(c, hosts=None):
+    """A task looked for by an earlier one; it does nothing itself."""
+
+
+@task
+def looking_ahead(c, hosts=None):
+    """The arguments of `later` further on in the chain on these targets (a driver install asks
+    so for tf.install)."""
+    return readahead.later_call(c.config, later)
+
+
+def test_a_task_finds_a_later_task_of_the_chain_on_its_own_targets_only():
+    ns = Collection(looking_ahead, later)
+    config = Config(overrides={"tfrig": {"hosts": "nowhere"}})
+
+    def chain(*calls: Any) -> Any:
+        return next(iter(readahead.ChainExecutor(ns, config).execute(*calls).values()))
+
+    assert chain("looking-ahead") is None
+    assert chain("looking-ahead", ("later", {"hosts": "elsewhere"})) is None
+    assert chain(("looking-ahead", {"hosts": "vm"}), ("later", {"hosts": "vm"})) == {"hosts": "vm"}
+    # `later` without --hosts runs where the chain's target is: the same as the task asking
+    assert chain("looking-ahead", ("later", {"hosts": "elsewhere"}), "later") == {}

@@ -223,6 +223,19 @@ class Host:
             )
         return str(result.stdout)
 
+    def alongside(self, commands: list[tuple[str, bool]]) -> Alongside:
+        """Run `commands` (command, sudo), one after another, in a thread of their own while the
+        task goes on: a channel of their own on the same SSH connection. Each is a change, logged;
+        the caller starts none under --dry. `Alongside.wait()` joins them."""
+        return Alongside(self, commands)
+
+    def script_command(self, name: str, env: Mapping[str, str]) -> str:
+        """The command that runs one of tfrig's host scripts (scripts/NAME) with `env` in its environment."""
+        body = (SCRIPTS / name).read_text()
+        assignments = " ".join(f"{key}={shlex.quote(value)}" for key, value in env.items())
+        prefix = f"env {assignments} " if assignments else ""
+        return f"{prefix}bash -c {shlex.quote(body)} {shlex.quote(name)}"
+
     def script(
         self,
         name: str,
@@ -234,12 +247,9 @@ class Host:
     ) -> str:
         """Run one of tfrig's host scripts (scripts/NAME) with parameters in its environment;
         `what` says what it does where the parameters are too long to show."""
-        body = (SCRIPTS / name).read_text()
         assignments = " ".join(f"{key}={shlex.quote(value)}" for key, value in env.items())
-        prefix = f"env {assignments} " if assignments else ""
-        command = f"{prefix}bash -c {shlex.quote(body)} {shlex.quote(name)}"
         return self.change(
-            command,
+            self.script_command(name, env),
             sudo=sudo,
             what=what or f"{assignments} scripts/{name}".strip(),
             progress=progress or f"scripts/{name}",
@@ -284,6 +294,41 @@ class Host:
             else:
                 raise StepFailed(f"{self.label} did not come back within {timeout:.0f} s of the reboot")
         self.say("back after the reboot")
+
+
+class Alongside:
+    """Commands running on a host beside the task's own (Host.alongside)."""
+
+    def __init__(self, host: Host, commands: list[tuple[str, bool]]) -> None:
+        self.output = ""
+        self.failure: str | None = None
+        self._started = time.monotonic()
+        self._seconds = 0.0
+        self._thread = threading.Thread(target=self._work, args=(host, commands), daemon=True)
+        self._thread.start()
+
+    def _work(self, host: Host, commands: list[tuple[str, bool]]) -> None:
+        try:
+            for command, sudo in commands:
+                result = host._run(command, sudo=sudo)
+                host.log("alongside", command, result.exited, result.stdout + result.stderr)
+                self.output += result.stdout
+                if result.failed:
+                    lines = (result.stderr or result.stdout).strip().splitlines()
+                    self.failure = lines[-1] if lines else f"exit {result.exited}"
+                    break
+        except Exception as exc:  # the connection dropped, a sudo password refused: said by wait()
+            self.failure = describe_error(exc)
+        self._seconds = time.monotonic() - self._started
+
+    @property
+    def done(self) -> bool:
+        return not self._thread.is_alive()
+
+    def wait(self) -> float:
+        """Wait for the commands to end; the seconds they took. `failure` then says why they stopped."""
+        self._thread.join()
+        return self._seconds
 
 
 def shell_path(path: str) -> str:

@@ -69,6 +69,20 @@ def position(config: Any) -> int | None:
     return chain.position if chain is not None and chain.position >= 0 else None
 
 
+def later_call(config: Any, task: Any) -> dict[str, Any] | None:
+    """The arguments of the next call of `task` later in the run's chain, on the targets of the
+    task running now (no --hosts of its own, or the same); None where there is none or the chain
+    is unknown."""
+    chain = _chains.get(id(config))
+    if chain is None or chain.position < 0:
+        return None
+    hosts = chain.calls[chain.position][1].get("hosts")
+    for later, kwargs in chain.calls[chain.position + 1 :]:
+        if later is task and kwargs.get("hosts") in (None, hosts):
+            return kwargs
+    return None
+
+
 def later_probes(config: Any) -> list[str]:
     """The commands the run's later tasks will probe first on targets they share with this one
     (tasks given their own --hosts are left out)."""

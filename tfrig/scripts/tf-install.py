@@ -11,6 +11,11 @@ own options; a setting with no uv equivalent means pip does the install, and say
 from the same sources as a wheel pinned by version and SHA-256 (pip --require-hashes), kept in
 ~/.cache/tfrig/uv/VERSION; where it can't be had, pip does the install, and says why.
 Prints "installer: uv VERSION" or "installer: pip" and "note: ..." lines, then runs the installer.
+
+With "prefetch": true it installs nothing: it fills the installer's cache with what the install
+would take (uv: an install into a folder removed after, so its cache holds the unpacked wheels;
+pip: `pip download` into one, whose HTTP cache keeps the wheels), for an install later in the run
+(after a reboot) to read from there. uv's and pip's caches are in the user's home and outlive a reboot.
 """
 
 import json
@@ -48,10 +53,26 @@ IGNORED = {
 }
 
 
+PREFETCH = bool(ARGS.get("prefetch"))
+
+
+def into_scratch(command, env=None):
+    """Run `command` (ending in the folder it fills) on a scratch folder beside the caches, removed after."""
+    cache = os.path.expanduser("~/.cache/tfrig")
+    os.makedirs(cache, exist_ok=True)
+    scratch = tempfile.mkdtemp(prefix="prefetch-", dir=cache)
+    try:
+        sys.exit(subprocess.run([*command, scratch], env=env, check=False).returncode)
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
+
+
 def pip(reason=None):
     if reason:
-        print(f"note: {reason}: installing with pip", flush=True)
+        print(f"note: {reason}: {'fetching' if PREFETCH else 'installing'} with pip", flush=True)
     print("installer: pip", flush=True)
+    if PREFETCH:
+        into_scratch([sys.executable, "-m", "pip", "download", *OPTIONS, *PACKAGES, "--dest"])
     os.execv(sys.executable, [sys.executable, "-m", "pip", "install", *OPTIONS, *PACKAGES])
 
 
@@ -170,4 +191,6 @@ if reason:
     pip(reason)
 print(f"installer: uv {ARGS['uv']['version']}", flush=True)
 command = [binary, "pip", "install", "--python", sys.executable, *args, *PACKAGES]
+if PREFETCH:
+    into_scratch([*command, "--target"], {**os.environ, **env})
 os.execve(binary, command, {**os.environ, **env})

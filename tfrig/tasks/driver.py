@@ -144,16 +144,28 @@ def install_driver(
     download_base: str,
     apt_repo_base: str | None,
     hold_kernel: bool,
+    c: Any = None,
 ) -> dict[str, Any]:
     """Converge a host on the chosen driver: pre-flight, steps, at most the reboots the plan names
     (and one to load a freshly installed module), verify. Never a reboot loop: a second install in
-    one run is refused with what is loaded."""
+    one run is refused with what is loaded. With the task's context `c`, a tf.install later in the
+    run gets its wheels fetched alongside the driver's steps (tf.wheel_prefetch), waited for before
+    a reboot or the end."""
     from tfrig.knowledge import driverplan
     from tfrig.steps.gpus import read_gpus
+    from tfrig.tasks import tf
 
     reboots = 0
     installed = False
     announced = False
+    fetching: Any = None
+
+    def settle() -> None:
+        nonlocal fetching
+        if fetching is not None:
+            tf.prefetched(host, fetching)
+            fetching = None
+
     while True:
         facts = host.probe(driverplan.PREFLIGHT)
         if driverplan.gpus_on_bus(facts["pci"].out):  # without a GPU the plan refuses anyway
@@ -176,6 +188,7 @@ def install_driver(
                 host.say(f"note: {note}")
             announced = True
         if p.already and not p.steps:
+            settle()
             if not (installed or reboots):
                 if not p.kept:
                     host.say(f"already done: driver {p.version} loaded")
@@ -211,6 +224,8 @@ def install_driver(
             env["SHA256"] = sha256.lower()
         if unverified:
             env["UNVERIFIED"] = "1"
+        if c is not None and not (installed or reboots) and "install" in p.steps:
+            fetching = tf.wheel_prefetch(c, host)
         rebooted = False
         for step in p.steps:
             if step == "reboot" and installed and p.method == "run" and _loaded(host) == p.version:
@@ -218,6 +233,7 @@ def install_driver(
                 host.say(f"driver {p.version} is loaded in place of the old one: no reboot needed")
                 continue
             if step == "reboot":
+                settle()
                 host.reboot("to load the new kernel module configuration")
                 reboots += 1
                 rebooted = not host.dry
@@ -232,6 +248,7 @@ def install_driver(
                 working = bool(report.driver and report.gpus)  # a diagnosis may be TensorFlow's (a K80)
                 if not working and reboots == 0:
                     # The .run installer loads the module itself; when it couldn't, a boot does.
+                    settle()
                     host.reboot("the new driver's module is not loaded yet")
                     reboots += 1
                     rebooted = True
@@ -249,6 +266,7 @@ def install_driver(
                         host.say(line)
                 installed = installed or step == "install"
         if not rebooted:
+            settle()
             return {"changed": True, "driver": p.version, "module": p.module, "reboots": reboots}
 
 
@@ -315,7 +333,7 @@ def install(
     )
     on_targets(
         c,
-        lambda host: install_driver(host, **options),
+        lambda host: install_driver(host, **options, c=c),
         hosts=hosts,
         json_out=json,
         summary=lambda r: f"driver {r['driver']}",

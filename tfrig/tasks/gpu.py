@@ -160,7 +160,7 @@ def setup(
     )
 
     def work(host: Host) -> dict[str, Any]:
-        result = {"driver": driver.install_driver(host, **options)}
+        result = {"driver": driver.install_driver(host, **options, c=c)}
         if docker:
             from tfrig.tasks.docker import ensure_toolkit
 

@@ -12,7 +12,7 @@ from invoke import Collection
 from invoke.exceptions import Exit
 
 from tfrig.hosts import readahead
-from tfrig.hosts.host import SCRIPTS, Host, hold_tunnel, shell_path
+from tfrig.hosts.host import SCRIPTS, Alongside, Host, hold_tunnel, shell_path
 from tfrig.hosts.runner import on_targets
 from tfrig.settings import setting
 from tfrig.steps.tfenv import Environment, environment, environment_probes
@@ -400,7 +400,12 @@ INSTALLERS = ("uv", "pip")
 
 
 def _tf_install(
-    host: Host, python: str, packages: list[str], sources: tuple[list[str], str | None], installer: str
+    host: Host,
+    python: str,
+    packages: list[str],
+    sources: tuple[list[str], str | None],
+    installer: str,
+    prefetch: bool = False,
 ) -> str:
     """The install command: scripts/tf-install.py run by the env's Python, which installs with uv
     (pinned, checksum-verified, from the same sources; pip's own settings translated) or says why
@@ -410,11 +415,74 @@ def _tf_install(
     options, secret_index = sources
     pinned = compat()["uv_installer"]
     argument = json_module.dumps(
-        {"installer": installer, "uv": {"version": pinned["version"], "sha256": pinned["sha256"]}}
+        {"installer": installer, "uv": {"version": pinned["version"], "sha256": pinned["sha256"]}, "prefetch": prefetch}
     )
     script = shlex.quote((SCRIPTS / "tf-install.py").read_text())
     words = [python, "-c", script, shlex.quote(argument), *options, "--", *(shlex.quote(p) for p in packages)]
     return _with_secret_index(host, " ".join(words), secret_index)
+
+
+def wheel_prefetch(c: Any, host: Host) -> Alongside | None:
+    """Where a tf.install comes later in this run on this host (`gpu.setup tf.install`), fetch the
+    wheels it will install into the target's uv (or pip) cache now, alongside the driver's install:
+    they don't need the driver, and the install after the reboot reads them from there. Its plan
+    is tf.install's own, for the GPU the driver is for; None (nothing started) where there is no
+    such tf.install, where TensorFlow is already there, or where tf.install would refuse (it says
+    why in its turn); under --dry it only says what it would fetch."""
+    from tfrig.knowledge import resolver
+
+    later = readahead.later_call(c.config, install)
+    if later is None:
+        return None
+    installer = _setting(c, "installer", later.get("installer"))
+    try:
+        _check_index_url(c, later.get("index_url"))
+        env = environment(host, c)
+        gpu = bool(later.get("gpu")) or not later.get("cpu")
+        plan = resolver.resolve(
+            version=_setting(c, "version", later.get("version")) or None,
+            python=later.get("python"),
+            gpu=gpu,
+            target_python=None if later.get("python") else (env.python_version if env.exists else env.system_python),
+            compute_capability=env.compute_capability,
+        )
+        sources = _pip_sources(c, host, later.get("index_url"), later.get("find_links"), bool(later.get("no_index")))
+    except (Exit, resolver.Refusal):
+        return None
+    if installer not in INSTALLERS or (plan.conda_packages and env.kind != "conda"):
+        return None
+    if env.tensorflow == plan.tf and all(_has_pin(env.packages, pin) for pin in plan.pip_packages):
+        return None
+    requirements = [plan.requirement, *plan.pip_packages]
+    if host.dry:
+        host.say(f"would fetch {' '.join(requirements)} for tf.install into the {installer} cache meanwhile")
+        return None
+    host.say(f"meanwhile: fetching {' '.join(requirements)} for tf.install into the {installer} cache")
+    commands = []
+    if not env.exists:  # the venv tf.install would make; its apt waits for the driver's
+        commands.append((host.script_command("python-venv.sh", {"VENV": env.path, "AS_USER": host.user}), True))
+    commands.append((_tf_install(host, env.python, requirements, sources, installer, prefetch=True), False))
+    return host.alongside(commands)
+
+
+def prefetched(host: Host, fetching: Alongside) -> None:
+    """Wait for wheel_prefetch's fetch (before a reboot, or as the driver's task ends) and say how it went."""
+    from tfrig.hosts import progress
+
+    if fetching.done:
+        seconds = fetching.wait()
+    else:
+        with progress.step(host.label, "waiting for TensorFlow's wheels", host.out):
+            seconds = fetching.wait()
+    for line in fetching.output.splitlines():
+        if line.startswith("note: "):
+            host.say(line)
+    if fetching.failure:
+        host.say(f"note: fetching TensorFlow's wheels failed ({fetching.failure}): tf.install fetches them")
+    else:
+        host.say(
+            f"TensorFlow's wheels fetched alongside the driver ({seconds:.0f} s): tf.install takes them from the cache"
+        )
 
 
 COLAB_ORIGIN = "https://colab.research.google.com"
