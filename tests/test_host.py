@@ -136,6 +136,31 @@ def test_a_private_file_reaches_a_host_over_sftp_readable_by_its_user_only_and_i
     assert remote.exec("ls -A /home/tfrig/.tfrig | grep -c private")[1].strip() == "0"
 
 
+@pytest.mark.slow
+def test_commands_alongside_run_beside_the_tasks_own_over_one_connection_and_say_why_they_stopped(
+    sshd_factory, ssh_key, known_hosts, state_dir
+):
+    """Host.alongside (tf.install's wheels fetched while the driver installs): its commands run
+    while the task's own go on, on the same SSH connection; a failure stops the rest and is kept
+    for wait() to say, never raised in its thread."""
+    from tfrig.hosts.host import connect
+
+    remote = sshd_factory()
+    config = Config(overrides={"tfrig": {"ssh_key": str(ssh_key), "known_hosts": str(known_hosts)}})
+    target = targets.parse_hosts(remote.spec())[0]
+    host = Host(connect(Context(config), target), target)
+    # The first waits for a file the task makes after starting it: run one after the other, it would time out.
+    waits = "for i in $(seq 100); do [ -e /tmp/go ] && break; sleep 0.1; done; test -e /tmp/go && echo fetched"
+    alongside = host.alongside([(waits, False), ("echo no index answers >&2; exit 3", False), ("echo never", False)])
+    host.change("touch /tmp/go")
+    alongside.wait()
+    assert alongside.done and alongside.output == "fetched\n"
+    assert alongside.failure == "no index answers"
+    assert remote.exec("cat /tmp/never 2>/dev/null; echo $?")[1].strip() == "1"
+    logged = (state.log_dir() / f"{remote.spec()}.log").read_text()
+    assert logged.count(" alongside rc=") == 2  # the third never ran
+
+
 def test_a_lock_wait_in_apts_output_is_named_for_its_lock_and_holder():
     from tfrig.hosts.progress import Tracker
 

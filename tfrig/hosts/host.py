@@ -227,6 +227,8 @@ class Host:
         """Run `commands` (command, sudo), one after another, in a thread of their own while the
         task goes on: a channel of their own on the same SSH connection. Each is a change, logged;
         the caller starts none under --dry. `Alongside.wait()` joins them."""
+        if hasattr(self.c, "is_connected") and not self.c.is_connected:
+            self.c.open()  # here, not in both threads at once
         return Alongside(self, commands)
 
     def script_command(self, name: str, env: Mapping[str, str]) -> str:
