@@ -280,15 +280,20 @@ def _colab_runtime(
 
     label = "Colab: Connect > Connect to a local runtime, paste"
     stop = f"`inv docker.rm {name} --force{f' -H {target.label}' if not target.is_local else ''}` stops it"
+
+    def show(how: str) -> None:
+        if json:
+            print_json(result)
+        else:
+            print(f"{label} {result['url']}  ({how})", flush=True)
+
     if target.is_local:
-        print_json(result) if json else print(f"{label} {result['url']}  ({stop})")
+        show(stop)
         return
 
     def opened() -> None:
         wait_for_listener(port)  # Fabric binds the tunnel's port in a thread of its own
-        print_json(result) if json else print(
-            f"{label} {result['url']}  (SSH tunnel open; Ctrl-C closes it)", flush=True
-        )
+        show("SSH tunnel open; Ctrl-C closes it")
 
     hold_tunnel(connect(c, target), port, port, opened)
     print(f"tunnel closed; Colab's runtime keeps running on {target.label}: {stop}", file=out)
