@@ -12,7 +12,7 @@ from invoke import Collection
 from invoke.exceptions import Exit
 
 from tfrig.hosts import readahead
-from tfrig.hosts.host import SCRIPTS, Alongside, Host, hold_tunnel, shell_path
+from tfrig.hosts.host import SCRIPTS, Alongside, Host, StepFailed, hold_tunnel, shell_path
 from tfrig.hosts.runner import on_targets
 from tfrig.settings import setting
 from tfrig.steps.tfenv import Environment, environment, environment_probes
@@ -447,7 +447,7 @@ def wheel_prefetch(c: Any, host: Host) -> Alongside | None:
             compute_capability=env.compute_capability,
         )
         sources = _pip_sources(c, host, later.get("index_url"), later.get("find_links"), bool(later.get("no_index")))
-    except (Exit, resolver.Refusal):
+    except (Exit, resolver.Refusal, StepFailed):  # an optimisation, never the reason a driver install fails
         return None
     if installer not in INSTALLERS or (plan.conda_packages and env.kind != "conda"):
         return None
