@@ -18,6 +18,7 @@ from tfrig.hosts.host import Host
 from tfrig.hosts.runner import on_targets
 from tfrig.settings import setting
 from tfrig.tasks.taskdef import (
+    COLAB_PASTE,
     HOSTS_HELP,
     JSON_HELP,
     checked_name,
@@ -278,14 +279,13 @@ def _colab_runtime(
     machine's end of an SSH tunnel to the runtime's port there, held until Ctrl-C."""
     from tfrig.hosts.host import connect, hold_tunnel
 
-    label = "Colab: Connect > Connect to a local runtime, paste"
     stop = f"`inv docker.rm {name} --force{f' -H {target.label}' if not target.is_local else ''}` stops it"
 
     def show(how: str) -> None:
         if json:
             print_json(result)
         else:
-            print(f"{label} {result['url']}  ({how})", flush=True)
+            print(f"{COLAB_PASTE} {result['url']}  ({how})", flush=True)
 
     if target.is_local:
         show(stop)

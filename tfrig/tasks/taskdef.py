@@ -39,6 +39,10 @@ def port_number(flag: str, value: Any) -> int:
     return whole_number(flag, value, 1, 65535)
 
 
+# What to do with a local runtime's URL (tf.jupyter --colab, docker.run --colab), as Colab's menu names it.
+COLAB_PASTE = "Colab: Connect > Connect to a local runtime, paste"
+
+
 def wait_for_listener(port: int, seconds: float = 10) -> None:
     """Until something accepts on 127.0.0.1:`port`, so the URL printed next already works."""
     import socket

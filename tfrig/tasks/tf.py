@@ -18,6 +18,7 @@ from tfrig.settings import setting
 from tfrig.steps.tfenv import Environment, environment, environment_probes
 from tfrig.tasks.conda import has_conda_pin
 from tfrig.tasks.taskdef import (
+    COLAB_PASTE,
     HOSTS_HELP,
     JSON_HELP,
     checked_url,
@@ -59,6 +60,11 @@ def _assumed_env_facts(env: Environment, tensorflow: str) -> str:
         "packages": {**env.packages, "tensorflow": tensorflow},
     }
     return json_module.dumps({"system_python": env.system_python, env.kind: facts})
+
+
+def _installed(env: Environment, plan: Any) -> bool:
+    """The env has the plan's TensorFlow and every pip package it pins."""
+    return env.tensorflow == plan.tf and all(_has_pin(env.packages, pin) for pin in plan.pip_packages)
 
 
 def _want_gpu(gpu: bool, cpu: bool, env: Environment) -> bool:
@@ -126,7 +132,6 @@ def install(
             "kind": env.kind,
             "requirement": plan.requirement,
         }
-        missing_pip = [pin for pin in plan.pip_packages if not _has_pin(env.packages, pin)]
         if plan.conda_packages:
             missing_conda = [pin for pin in plan.conda_packages if not has_conda_pin(env.conda_packages, pin)]
             if env.kind != "conda" or missing_conda:
@@ -136,7 +141,7 @@ def install(
                     "run `inv conda.install conda.create conda.cuda` first, "
                     "or use TensorFlow 2.14+ (tensorflow[and-cuda])."
                 )
-        if env.tensorflow == plan.tf and not missing_pip:
+        if _installed(env, plan):
             host.say(f"already done: TensorFlow {plan.tf} in {env.kind} {env.path}")
             return {**result, "changed": False}
         sources = _pip_sources(c, host, index_url, find_links, no_index)
@@ -429,7 +434,7 @@ def wheel_prefetch(c: Any, host: Host) -> Alongside | None:
     is tf.install's own, for the GPU the driver is for; None (nothing started) where there is no
     such tf.install, where TensorFlow is already there, or where tf.install would refuse (it says
     why in its turn); under --dry it only says what it would fetch."""
-    from tfrig.knowledge import resolver
+    from dataclasses import replace
 
     later = readahead.later_call(c.config, install)
     if later is None:
@@ -438,20 +443,14 @@ def wheel_prefetch(c: Any, host: Host) -> Alongside | None:
     try:
         _check_index_url(c, later.get("index_url"))
         env = environment(host, c)
+        # The GPU build unless --cpu: the driver tf.install will see is the one installing now,
+        # not whatever is loaded before it (tf.install checks it against TensorFlow's floor).
         gpu = bool(later.get("gpu")) or not later.get("cpu")
-        plan = resolver.resolve(
-            version=_setting(c, "version", later.get("version")) or None,
-            python=later.get("python"),
-            gpu=gpu,
-            target_python=None if later.get("python") else (env.python_version if env.exists else env.system_python),
-            compute_capability=env.compute_capability,
-        )
+        plan = _plan(c, later.get("version"), later.get("python"), gpu, replace(env, driver=None))
         sources = _pip_sources(c, host, later.get("index_url"), later.get("find_links"), bool(later.get("no_index")))
-    except (Exit, resolver.Refusal, StepFailed):  # an optimisation, never the reason a driver install fails
+    except (Exit, StepFailed):  # an optimisation, never the reason a driver install fails
         return None
-    if installer not in INSTALLERS or (plan.conda_packages and env.kind != "conda"):
-        return None
-    if env.tensorflow == plan.tf and all(_has_pin(env.packages, pin) for pin in plan.pip_packages):
+    if installer not in INSTALLERS or (plan.conda_packages and env.kind != "conda") or _installed(env, plan):
         return None
     requirements = [plan.requirement, *plan.pip_packages]
     if host.dry:
@@ -598,7 +597,7 @@ def jupyter(
     result = {"url": url, "remote_port": int(port), "local_port": local, "host": target.label}
     if colab:  # the backend URL Colab asks for, at this machine's end of the tunnel
         result["colab_url"] = url = f"http://127.0.0.1:{local}/?token={token}"
-    label = "Colab: Connect > Connect to a local runtime, paste" if colab else "JupyterLab:"
+    label = COLAB_PASTE if colab else "JupyterLab:"
     if target.is_local or not tunnel:
         if not target.is_local:
             user = f"{target.user}@" if target.user else ""
